@@ -1,0 +1,61 @@
+// File syscalls Node lacks, for building overlayfs-format upper dirs and guarding the store.
+//
+//   mknod(path, mode, major = 0, minor = 0)   mode includes the type: S_IFCHR | 0o644, S_IFIFO | 0o600
+//                                             (the process umask applies to the permission bits)
+//   renameat2(oldPath, newPath, flags = 0)    RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
+//   syncfs(fd)                                flush the whole filesystem holding fd
+//   tryFlock(fd, mode)                        never waits; a conflicting lock throws code 'EAGAIN'
+//   flock(fd, mode): Promise<void>            waits on the libuv threadpool, not the event loop
+//   type LockMode = 'shared' | 'exclusive' | 'unlock'
+//   S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK
+//
+// Failures throw (or reject with) Node-style system errors: code, errno, syscall, path (and dest
+// for renameat2). A held lock is reported as 'EAGAIN', the name Node uses for EWOULDBLOCK (same
+// number on Linux). A whiteout is mknod(path, S_IFCHR, 0, 0).
+//
+// flock() holds one libuv threadpool thread for as long as it waits (4 by default, shared with
+// fs and zlib), and a wait cannot be cancelled: keep waits on locks that are held briefly.
+import { constants } from 'node:fs';
+import { addon } from './addon.js';
+
+export type FilePath = string | Buffer;
+export type LockMode = 'shared' | 'exclusive' | 'unlock';
+
+interface Native {
+  mknod(path: FilePath, mode: number, major: number, minor: number): void;
+  renameat2(oldPath: FilePath, newPath: FilePath, flags: number): void;
+  syncfs(fd: number): void;
+  flockNow(fd: number, mode: LockMode): void;
+  flockWait(fd: number, mode: LockMode): Promise<void>;
+  sysConstants: { RENAME_NOREPLACE: number; RENAME_EXCHANGE: number; RENAME_WHITEOUT: number };
+}
+const native = addon as unknown as Native;
+
+/** Fail with EEXIST instead of replacing newPath. */
+export const RENAME_NOREPLACE: number = native.sysConstants.RENAME_NOREPLACE;
+/** Swap oldPath and newPath atomically; both must exist. */
+export const RENAME_EXCHANGE: number = native.sysConstants.RENAME_EXCHANGE;
+/** Leave a whiteout (char device 0:0) where oldPath was; needs CAP_MKNOD and fs support. */
+export const RENAME_WHITEOUT: number = native.sysConstants.RENAME_WHITEOUT;
+
+export const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK } = constants;
+
+export function mknod(path: FilePath, mode: number, major = 0, minor = 0): void {
+  native.mknod(path, mode, major, minor);
+}
+
+export function renameat2(oldPath: FilePath, newPath: FilePath, flags = 0): void {
+  native.renameat2(oldPath, newPath, flags);
+}
+
+export function syncfs(fd: number): void {
+  native.syncfs(fd);
+}
+
+export function tryFlock(fd: number, mode: LockMode): void {
+  native.flockNow(fd, mode);
+}
+
+export function flock(fd: number, mode: LockMode): Promise<void> {
+  return native.flockWait(fd, mode);
+}
