@@ -1,0 +1,104 @@
+// A Stratum store on disk (DESIGN.md "Store layout"): opening validates the `info` file, creates
+// the layout on first write, and clears staging debris a crashed process left behind.
+//
+// Public surface: Store, STORE_FORMAT, OpenOptions.
+import { promises as fsp } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { StratumError, isSystemError, wrapSystemError } from './error.js';
+import { StoreLock } from './lock.js';
+import { ObjectStore } from './objects.js';
+import { TagStore } from './refs.js';
+import { TmpArea, writeFileAtomic } from './tmp.js';
+
+/** The store format this code reads and writes; a store with another major number is refused. */
+export const STORE_FORMAT = 1;
+
+const version: string = (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
+
+export interface OpenOptions {
+  /** Create the store if it does not exist (every writing command); readers pass false. */
+  create?: boolean;
+}
+
+export class Store {
+  readonly objects: ObjectStore;
+  readonly tags: TagStore;
+  readonly tmp: TmpArea;
+  readonly lock: StoreLock;
+
+  private constructor(readonly root: string) {
+    this.tmp = new TmpArea(join(root, 'tmp'));
+    this.objects = new ObjectStore(join(root, 'objects'), this.tmp);
+    this.tags = new TagStore(join(root, 'refs'), this.tmp, (id) => this.hasCommit(id));
+    this.lock = new StoreLock(join(root, 'lock'));
+  }
+
+  get commitsDir(): string {
+    return join(this.root, 'commits');
+  }
+
+  commitDir(id: string): string {
+    return join(this.commitsDir, id);
+  }
+
+  async hasCommit(id: string): Promise<boolean> {
+    try {
+      await fsp.access(join(this.commitDir(id), 'metadata.toml'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  static async open(root: string, options: OpenOptions = {}): Promise<Store> {
+    const store = new Store(root);
+    try {
+      const info = await readInfo(root);
+      if (info === undefined) {
+        if (!options.create) throw new StratumError('NOT_FOUND', `no stratum store at ${root} (it is created by the first import)`);
+        await store.create();
+      }
+      await store.tmp.cleanStale();
+    } catch (err) {
+      throw wrapSystemError(err, `opening the store at ${root}`);
+    }
+    return store;
+  }
+
+  /** Lays out an empty store. The info file comes last: a store is only a store once it has one. */
+  private async create(): Promise<void> {
+    await fsp.mkdir(this.root, { recursive: true, mode: 0o755 });
+    const existing = (await fsp.readdir(this.root)).filter((n) => !['objects', 'commits', 'refs', 'tmp', 'lock'].includes(n));
+    if (existing.length > 0) {
+      throw new StratumError('USAGE', `${this.root} is not empty and not a stratum store (found ${existing.slice(0, 3).join(', ')}); choose an empty directory`);
+    }
+    for (const dir of ['objects', 'commits', 'refs', 'tmp']) await fsp.mkdir(join(this.root, dir), { recursive: true });
+    try {
+      await writeFileAtomic(this.tmp, join(this.root, 'info'), `${STORE_FORMAT}\nstratum ${version}\n`, { noReplace: true });
+    } catch (err) {
+      if (!isSystemError(err, 'EEXIST')) throw err; // another process created it at the same time
+      await readInfo(this.root);
+    }
+  }
+}
+
+/** The info file's format version, checked; undefined when there is no store at all. */
+async function readInfo(root: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await fsp.readFile(join(root, 'info'), 'utf8');
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  const [first, second] = text.split('\n');
+  if (!first || !/^\d{1,9}$/.test(first) || !second?.startsWith('stratum ')) {
+    throw new StratumError('CORRUPT_STORE', `${join(root, 'info')} is not a stratum info file (expected "${STORE_FORMAT}" and "stratum <version>" lines)`);
+  }
+  const format = Number(first);
+  if (format !== STORE_FORMAT) {
+    throw new StratumError('STORE_VERSION', `the store at ${root} has format ${format}, written by ${second}; this stratum ${version} reads format ${STORE_FORMAT} only`);
+  }
+  return format;
+}
