@@ -1,0 +1,22 @@
+// Shared bench plumbing: time a run several times, keep the median, print aligned rows.
+import { performance } from 'node:perf_hooks';
+
+export async function median(runs: number, fn: () => Promise<void> | void, before?: () => Promise<void> | void): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    await before?.();
+    const start = performance.now();
+    await fn();
+    times.push((performance.now() - start) / 1000);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+export function row(name: string, ...cells: string[]): void {
+  console.log(`${name.padEnd(34)}${cells.map((c) => c.padStart(16)).join('')}`);
+}
+
+export const mbps = (bytes: number, seconds: number): string => `${(bytes / seconds / 1e6).toFixed(0)} MB/s`;
+export const perSec = (n: number, seconds: number): string => `${(n / seconds / 1000).toFixed(1)}k/s`;
+export const ratio = (x: number): string => `${x.toFixed(2)}×`;

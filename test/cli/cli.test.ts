@@ -1,0 +1,45 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Store } from '../../src/store/store.js';
+import { stratum } from '../helpers/cli.js';
+import { withTempDir } from '../helpers/dirs.js';
+
+test('--help lists the commands and the global options; --version prints the version', () => {
+  const help = stratum(['--help']);
+  assert.is(help.status, 0);
+  for (const word of ['list', '--store', '--json', '--quiet']) assert.ok(help.stdout.includes(word), word);
+  const version = stratum(['--version']);
+  assert.is(version.status, 0);
+  assert.match(version.stdout, /stratum\/\d+\.\d+\.\d+/);
+});
+
+test('usage mistakes exit 2 with one line and no stack trace', () => {
+  for (const args of [['bogus'], ['list', '--frob'], ['list', '../etc'], []]) {
+    const r = stratum([...args, '--store', '/nonexistent/store']);
+    assert.is(r.status, 2, args.join(' '));
+    assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+  assert.match(stratum(['list', 'a/b']).stderr, /^stratum: bad label name "a\/b"/);
+});
+
+test('the store comes from --store, else $STRATUM_STORE', () =>
+  withTempDir(async (dir) => {
+    const a = join(dir, 'a');
+    const store = await Store.open(a, { create: true });
+    const id = 'c'.repeat(64);
+    mkdirSync(store.commitDir(id), { recursive: true });
+    writeFileSync(join(store.commitDir(id), 'metadata.toml'), '');
+    await store.tags.write('app', 'v1', { kind: 'id', id });
+    assert.match(stratum(['list', '--store', a]).stdout, /^app\t1 tag\n$/);
+    assert.match(stratum(['list'], { STRATUM_STORE: a }).stdout, /^app\t1 tag\n$/);
+    assert.is(stratum(['list', '--store', join(dir, 'b')], { STRATUM_STORE: a }).stdout, '', '--store wins');
+    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout);
+    assert.equal(json, [{ tag: 'v1', id }]);
+    const unknown = stratum(['list', 'other', '--store', a]);
+    assert.is(unknown.status, 1);
+    assert.match(unknown.stderr, /label other does not exist/);
+  }));
+
+test.run();
