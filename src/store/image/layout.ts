@@ -1,0 +1,462 @@
+// Pass one of the writer: turn a Tree into a Plan, every byte position decided, nothing written.
+// Rules follow mkcomposefs 1.0.8 (libcomposefs/lcfs-writer-erofs.c) so that `emit(layout(tree))`
+// is byte-identical to its output for the same tree:
+//   - rewrite for overlayfs: escape source `trusted.overlay.*` xattrs, add metacopy (+ digest) and
+//     redirect to external files, turn source whiteouts (char 0/0) into escaped regular files,
+//     mark the root opaque and add the 256 `00`-`ff` whiteout stubs;
+//   - BFS inode order over strcmp-sorted children (`.` and `..` included);
+//   - shared xattr table for (name, value) pairs used by more than one inode;
+//   - compact inodes when mtime = the minimum, ids and nlink fit 16 bits and size 32 bits;
+//   - tail data (dirents, inline content, symlink target, chunk map) packed after the inode unless
+//     it would straddle a block, with mkcomposefs' padding and fallback-to-block rules.
+//
+// Public surface: layout, Plan, PlanNode, PlanXattr, WriteOptions.
+import { StratumError } from '../error.js';
+import {
+  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
+  EROFS_INODE_EXTENDED_SIZE, EROFS_SLOTSIZE, EROFS_SUPER_BLOCK_SIZE, EROFS_SUPER_OFFSET, EROFS_XATTR_ENTRY_SIZE,
+  EROFS_XATTR_FILTER_BITS, EROFS_XATTR_FILTER_SEED, EROFS_XATTR_IBODY_HEADER_SIZE, EROFS_XATTR_LONG_PREFIX,
+  LCFS_INLINE_CONTENT_MAX, LCFS_MAX_NONINLINE_CHUNKS, OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT,
+  OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY, OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE,
+  OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, S_IFIFO,
+  XATTR_PREFIXES,
+} from './erofs.js';
+import { type ByteString, type Inode, type Tree, bytesOf } from './tree.js';
+import { xxh32 } from './xxhash.js';
+
+export interface WriteOptions {
+  /** composefs_version to write at least (mkcomposefs --min-version, default 0). */
+  minVersion?: number;
+  /** Highest composefs_version the writer may bump to (default 1; source whiteouts need 1). */
+  maxVersion?: number;
+}
+
+export interface PlanXattr {
+  name: ByteString;
+  value: Uint8Array;
+  /** e_name_index and the name without its prefix. */
+  index: number;
+  suffix: Uint8Array;
+  /** Byte offset in the shared table, or -1 when stored in the inode. */
+  sharedOffset: number;
+}
+
+export interface PlanDirent {
+  name: Uint8Array;
+  node: PlanNode;
+}
+
+export interface PlanNode {
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  size: number;
+  rdev: number;
+  content: Uint8Array | undefined;
+  symlink: Uint8Array | undefined;
+  external: boolean;
+  chunkBits: number;
+  chunkCount: number;
+  xattrs: PlanXattr[];
+  /** Directories: all entries incl. `.` and `..`, strcmp-sorted. */
+  dirents: PlanDirent[] | undefined;
+  // Decided by the layout:
+  ino: number;
+  nid: number;
+  compact: boolean;
+  ipad: number;
+  nBlocks: number;
+  tailSize: number;
+  xattrSize: number;
+  nShared: number;
+  nameFilter: number;
+  /** First data block, when nBlocks > 0. */
+  blkaddr: number;
+}
+
+export interface Plan {
+  nodes: PlanNode[];
+  composefsVersion: number;
+  hasAcl: boolean;
+  minMtimeSec: number;
+  minMtimeNsec: number;
+  inodesEnd: number;
+  sharedXattrs: PlanXattr[];
+  sharedXattrSize: number;
+  dataBlockStart: number;
+  nDataBlocks: number;
+  /** Total image size in bytes. */
+  size: number;
+}
+
+function bad(why: string): never {
+  throw new StratumError('CORRUPT_IMAGE', `cannot write image: ${why}`);
+}
+
+const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
+const byName = (a: { name: ByteString }, b: { name: ByteString }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+function validMode(mode: number): boolean {
+  const t = mode & S_IFMT;
+  return mode >= 0 && mode <= 0xffff && (t === S_IFREG || t === S_IFDIR || t === S_IFLNK || t === S_IFBLK || t === S_IFCHR || t === S_IFSOCK || t === S_IFIFO);
+}
+
+const isWhiteout = (n: Inode): boolean => (n.mode & S_IFMT) === S_IFCHR && n.rdev === 0;
+
+/** Working node while rewriting: xattrs keyed by name so `set` replaces, like lcfs_node_set_xattr. */
+interface Work {
+  plan: PlanNode;
+  xattrs: Map<ByteString, Uint8Array>;
+  children: Array<{ name: ByteString; work: Work; hardlink: boolean }>;
+  /** lcfs' running worst-case xattr size estimate; mkcomposefs refuses a set beyond XATTR_BUDGET. */
+  budget: number;
+}
+
+const XATTR_BUDGET = 0xffff >> 1;
+
+/** lcfs_node_set_xattr: replace any value of that name, refuse to grow past the budget. */
+function setXattr(work: Work, name: ByteString, value: Uint8Array): void {
+  const old = work.xattrs.get(name);
+  if (old !== undefined) {
+    work.xattrs.delete(name);
+    work.budget = work.xattrs.size > 0 ? work.budget - (7 + name.length + old.length) : 0;
+  }
+  // lcfs subtracts the current (possibly escaped, longer) name length on replace, so its size_t
+  // estimate can wrap below zero; the comparison below then fails just as the C one does.
+  const sum = work.budget + 7 + name.length + value.length + (work.xattrs.size === 0 ? 12 : 0);
+  if (sum > XATTR_BUDGET || sum < 0) bad(`xattrs of one inode exceed mkcomposefs' size estimate limit (${XATTR_BUDGET})`);
+  work.budget = sum;
+  work.xattrs.set(name, value);
+}
+
+const EMPTY = new Uint8Array(0);
+const Y = Uint8Array.of(0x79);
+const X = Uint8Array.of(0x78);
+
+function chunking(size: number): [bits: number, count: number] {
+  // Fewest chunks, each at least one block: chunkbits = ilog2(size - 1) + 1, clamped.
+  let bits = 0;
+  while (2 ** bits <= size - 1) bits++;
+  if (bits < EROFS_BLKSIZ_BITS) bits = EROFS_BLKSIZ_BITS;
+  if (bits - EROFS_BLKSIZ_BITS > EROFS_CHUNK_FORMAT_BLKBITS_MASK) bits = EROFS_CHUNK_FORMAT_BLKBITS_MASK + EROFS_BLKSIZ_BITS;
+  return [bits, Math.ceil(size / 2 ** bits)];
+}
+
+function newPlanNode(n: Inode): PlanNode {
+  const type = n.mode & S_IFMT;
+  const external = type === S_IFREG && n.size > 0 && n.content === undefined;
+  let chunkBits = 0;
+  let chunkCount = 0;
+  if (external) {
+    [chunkBits, chunkCount] = chunking(n.size);
+    if (chunkCount > LCFS_MAX_NONINLINE_CHUNKS) bad(`file of ${n.size} bytes is too large`);
+  }
+  if (type === S_IFREG && n.content !== undefined && (n.content.length !== n.size || n.content.length > LCFS_INLINE_CONTENT_MAX)) {
+    bad('inline content must be 1..5000 bytes and match the size');
+  }
+  if (type === S_IFLNK && !n.symlinkTarget) bad('symlink without target');
+  return {
+    mode: n.mode, uid: n.uid, gid: n.gid, nlink: n.nlink, mtimeSec: n.mtimeSec, mtimeNsec: n.mtimeNsec,
+    size: type === S_IFLNK ? n.symlinkTarget!.length : n.size,
+    rdev: type === S_IFCHR || type === S_IFBLK ? n.rdev : 0,
+    content: type === S_IFREG && n.content && n.content.length > 0 ? n.content : undefined,
+    symlink: type === S_IFLNK ? bytesOf(n.symlinkTarget!) : undefined,
+    external, chunkBits, chunkCount, xattrs: [], dirents: undefined,
+    ino: 0, nid: 0, compact: false, ipad: 0, nBlocks: 0, tailSize: 0, xattrSize: 0, nShared: 0, nameFilter: 0, blkaddr: 0,
+  };
+}
+
+/** Builds working nodes for every primary entry and applies the overlayfs rewrite. */
+function rewrite(tree: Tree, version: number): Work {
+  const byInode = new Map<Inode, Work>();
+  const links: Array<{ dir: Work; name: ByteString; inode: Inode }> = [];
+
+  const make = (inode: Inode, parent: Work | undefined): Work => {
+    if (!validMode(inode.mode)) bad(`invalid mode ${inode.mode.toString(8)}`);
+    if (byInode.has(inode)) bad('an inode has more than one primary entry (mark the others as hardlinks)');
+    const work: Work = { plan: newPlanNode(inode), xattrs: new Map(), children: [], budget: 0 };
+    byInode.set(inode, work);
+    // Escape the source's overlay xattrs so overlayfs passes them through instead of obeying them.
+    // The budget starts at 0: lcfs writes a deep clone of the tree, and the clone does not carry
+    // the source's size estimate over.
+    for (const x of inode.xattrs) {
+      const name = x.name.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + x.name.slice(OVERLAY_PREFIX.length) : x.name;
+      if (work.xattrs.has(name)) bad(`duplicate xattr ${JSON.stringify(x.name)}`);
+      work.xattrs.set(name, x.value);
+    }
+    const p = work.plan;
+    if (p.external) {
+      let metacopy = EMPTY;
+      if (inode.digest !== undefined) {
+        if (!/^[0-9a-f]{64}$/.test(inode.digest)) bad(`bad digest ${inode.digest}`);
+        metacopy = new Uint8Array(36);
+        metacopy.set([0, 36, 0, 1]); // version, length, flags, FS_VERITY_HASH_ALG_SHA256
+        metacopy.set(Buffer.from(inode.digest, 'hex'), 4);
+      }
+      setXattr(work, OVERLAY_METACOPY, metacopy);
+      if (inode.payload) setXattr(work, OVERLAY_REDIRECT, bytesOf('/' + inode.payload));
+    }
+    if (isWhiteout(inode)) {
+      // A source whiteout becomes an empty regular file overlayfs shows as-is (escaped).
+      p.size = 0;
+      p.mode = S_IFREG | (p.mode & ~S_IFMT);
+      setXattr(work, OVERLAY_ESCAPED_WHITEOUT, EMPTY);
+      setXattr(work, OVERLAY_USER_WHITEOUT, EMPTY);
+      if (parent) {
+        setXattr(parent, OVERLAY_ESCAPED_WHITEOUTS, EMPTY);
+        setXattr(parent, OVERLAY_USER_WHITEOUTS, EMPTY);
+        if (version >= 1) {
+          setXattr(parent, OVERLAY_ESCAPED_OPAQUE, X);
+          setXattr(parent, OVERLAY_USER_OPAQUE, X);
+        }
+      }
+    }
+    if (inode.children) {
+      if ((inode.mode & S_IFMT) !== S_IFDIR) bad('only directories have children');
+      for (const [name, entry] of inode.children) {
+        if (name === '' || name === '.' || name === '..' || name.length > 255 || name.includes('/') || name.includes('\0')) bad(`invalid name ${JSON.stringify(name)}`);
+        if (entry.hardlink) {
+          if ((entry.inode.mode & S_IFMT) === S_IFDIR) bad('directories cannot be hardlinked');
+          links.push({ dir: work, name, inode: entry.inode });
+        } else {
+          work.children.push({ name, work: make(entry.inode, work), hardlink: false });
+        }
+      }
+    }
+    return work;
+  };
+
+  if ((tree.root.mode & S_IFMT) !== S_IFDIR) bad('the root must be a directory');
+  const root = make(tree.root, undefined);
+  for (const l of links) {
+    const target = byInode.get(l.inode);
+    if (!target) bad(`hardlink ${JSON.stringify(l.name)} points at an inode with no primary entry`);
+    l.dir.children.push({ name: l.name, work: target, hardlink: true });
+  }
+
+  setXattr(root, OVERLAY_OPAQUE, Y);
+  const names = new Set(root.children.map((c) => c.name));
+  const selinux = root.xattrs.get('security.selinux');
+  for (let i = 0; i < 256; i++) {
+    const name = i.toString(16).padStart(2, '0');
+    if (names.has(name)) continue;
+    const r = root.plan;
+    const stub: Work = {
+      plan: newPlanNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
+      xattrs: new Map(),
+      children: [],
+      budget: 0,
+    };
+    if (selinux) setXattr(stub, 'security.selinux', selinux);
+    root.children.push({ name, work: stub, hardlink: false });
+  }
+  return root;
+}
+
+function hasSourceWhiteout(inode: Inode, seen: Set<Inode>): boolean {
+  if (seen.has(inode)) return false;
+  seen.add(inode);
+  if (isWhiteout(inode)) return true;
+  if (inode.children) for (const e of inode.children.values()) if (!e.hardlink && hasSourceWhiteout(e.inode, seen)) return true;
+  return false;
+}
+
+function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>): PlanXattr[] {
+  const out: PlanXattr[] = [];
+  for (const [name, value] of xattrs) {
+    if (value.length > 0xffff) bad(`xattr ${JSON.stringify(name)} value too long`);
+    let index = 0;
+    let rest = name;
+    for (const [prefix, i] of XATTR_PREFIXES) {
+      if (name.startsWith(prefix)) { index = i; rest = name.slice(prefix.length); break; }
+    }
+    if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
+    out.push({ name, value, index, suffix: bytesOf(rest), sharedOffset: -1 });
+  }
+  return out.sort(byName);
+}
+
+const entrySize = (x: PlanXattr): number => roundUp(EROFS_XATTR_ENTRY_SIZE + x.suffix.length + x.value.length, 4);
+
+
+export function layout(tree: Tree, options: WriteOptions = {}): Plan {
+  let version = options.minVersion ?? 0;
+  let maxVersion = options.maxVersion ?? 1;
+  if (version > 1 || maxVersion > 1) bad('composefs version above 1');
+  if (maxVersion < version) maxVersion = version;
+  if (version < 1 && maxVersion >= 1 && hasSourceWhiteout(tree.root, new Set())) version = 1;
+
+  const root = rewrite(tree, version);
+
+  // BFS with sorted children; `.` and `..` join the dirents but not the queue.
+  const nodes: PlanNode[] = [];
+  const queue: Array<{ work: Work; parent: Work }> = [{ work: root, parent: root }];
+  let minSec = root.plan.mtimeSec;
+  let minNsec = root.plan.mtimeNsec;
+  let hasAcl = false;
+  for (let qi = 0; qi < queue.length; qi++) {
+    const { work, parent } = queue[qi]!;
+    const p = work.plan;
+    p.ino = qi;
+    nodes.push(p);
+    if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) { minSec = p.mtimeSec; minNsec = p.mtimeNsec; }
+    p.xattrs = toPlanXattrs(work.xattrs);
+    if (work.xattrs.has('system.posix_acl_access') || work.xattrs.has('system.posix_acl_default')) hasAcl = true;
+    if ((p.mode & S_IFMT) === S_IFDIR) {
+      const entries: Array<{ name: ByteString; plan: PlanNode; queued: Work | undefined }> = [
+        { name: '.', plan: p, queued: undefined },
+        { name: '..', plan: parent.plan, queued: undefined },
+      ];
+      for (const c of work.children) entries.push({ name: c.name, plan: c.work.plan, queued: c.hardlink ? undefined : c.work });
+      entries.sort(byName);
+      let subdirs = 0;
+      const dirents: PlanDirent[] = new Array(entries.length);
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!;
+        dirents[i] = { name: bytesOf(e.name), node: e.plan };
+        if (e.queued) {
+          if ((e.plan.mode & S_IFMT) === S_IFDIR) subdirs++;
+          queue.push({ work: e.queued, parent: work });
+        }
+      }
+      p.dirents = dirents;
+      p.nlink = 2 + subdirs;
+    }
+  }
+  if (nodes.length > 0xffffffff) bad('too many inodes');
+
+  // Shared xattrs: every (name, value) used by more than one inode, in descending canonical order.
+  const counts = new Map<string, { x: PlanXattr; count: number; offset: number }>();
+  for (const p of nodes) {
+    for (const x of p.xattrs) {
+      const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
+      const e = counts.get(key);
+      if (e) e.count++;
+      else counts.set(key, { x, count: 1, offset: -1 });
+    }
+  }
+  const shared = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => {
+    if (a.x.name !== b.x.name) return a.x.name < b.x.name ? 1 : -1;
+    if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
+    return Buffer.compare(b.x.value, a.x.value);
+  });
+  let sharedXattrSize = 0;
+  for (const e of shared) { e.offset = sharedXattrSize; sharedXattrSize += entrySize(e.x); }
+  if (shared.length > 0) {
+    for (const p of nodes) {
+      let n = 0;
+      for (const x of p.xattrs) {
+        if (n >= EROFS_XATTR_LONG_PREFIX) break;
+        const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
+        const e = counts.get(key)!;
+        if (e.count > 1) { x.sharedOffset = e.offset; n++; }
+      }
+    }
+  }
+
+  // Inode positions.
+  let pos = EROFS_SUPER_OFFSET + EROFS_SUPER_BLOCK_SIZE;
+  const metaStart = pos - (pos % EROFS_BLKSIZ);
+  let nDataBlocks = 0;
+  for (const p of nodes) {
+    sizeTail(p);
+    p.compact = fitsCompact(p, minSec, minNsec);
+    const inodeSize = p.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE;
+    let unsharedSize = 0;
+    let filter = 0;
+    p.nShared = 0;
+    for (const x of p.xattrs) {
+      if (x.sharedOffset >= 0) p.nShared++;
+      else unsharedSize += entrySize(x);
+      filter |= 1 << (xxh32(x.suffix, (EROFS_XATTR_FILTER_SEED + x.index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1));
+    }
+    p.nameFilter = (~filter) >>> 0;
+    p.xattrSize = p.nShared === 0 && unsharedSize === 0 ? 0 : roundUp(EROFS_XATTR_IBODY_HEADER_SIZE + p.nShared * 4 + unsharedSize, 4);
+    if (p.xattrSize > 0 && (p.xattrSize - EROFS_XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) bad('too many xattrs on one inode');
+    const aligned = roundUp(pos, EROFS_SLOTSIZE);
+    p.ipad = aligned - pos;
+    pos = aligned;
+    const extra = tailPadding(p, pos, inodeSize + p.xattrSize);
+    p.ipad += extra;
+    pos += extra;
+    if (p.content && p.nBlocks > 1) bad('inline content does not fit (mkcomposefs refuses this tree too)');
+    nDataBlocks += p.nBlocks;
+    p.nid = (pos - metaStart) / EROFS_SLOTSIZE;
+    pos += inodeSize + p.xattrSize + p.tailSize;
+  }
+  const inodesEnd = roundUp(pos, EROFS_SLOTSIZE);
+  if (nodes[0]!.nid >= 0xffff) bad('root nid does not fit 16 bits');
+  const dataBlockStart = roundUp(inodesEnd + sharedXattrSize, EROFS_BLKSIZ);
+  let blk = dataBlockStart / EROFS_BLKSIZ;
+  for (const p of nodes) {
+    if (p.nBlocks > 0) { p.blkaddr = blk; blk += p.nBlocks; }
+  }
+  if (blk > 0xffffffff) bad('image larger than 2^32 blocks');
+  return {
+    nodes, composefsVersion: version, hasAcl, minMtimeSec: minSec, minMtimeNsec: minNsec, inodesEnd,
+    sharedXattrs: shared.map((e) => e.x), sharedXattrSize, dataBlockStart, nDataBlocks,
+    size: dataBlockStart + nDataBlocks * EROFS_BLKSIZ,
+  };
+}
+
+
+/** Data that goes after the inode (tail) vs in whole blocks, before padding adjustments. */
+function sizeTail(p: PlanNode): void {
+  const type = p.mode & S_IFMT;
+  p.nBlocks = 0;
+  p.tailSize = 0;
+  if (type === S_IFDIR) {
+    let blocks = 0;
+    let used = 0;
+    for (const d of p.dirents!) {
+      const len = EROFS_DIRENT_SIZE + d.name.length;
+      if (used + len > EROFS_BLKSIZ) { blocks++; used = 0; }
+      used += len;
+    }
+    // Never inline more than half a block.
+    if (used > EROFS_BLKSIZ / 2) { blocks++; used = 0; }
+    p.nBlocks = blocks;
+    p.tailSize = used;
+  } else if (type === S_IFLNK) {
+    p.tailSize = p.symlink!.length;
+  } else if (type === S_IFREG && p.size > 0) {
+    if (p.content) {
+      p.nBlocks = Math.floor(p.size / EROFS_BLKSIZ);
+      p.tailSize = p.size % EROFS_BLKSIZ;
+      if (p.tailSize > EROFS_BLKSIZ / 2) { p.nBlocks++; p.tailSize = 0; }
+    } else {
+      p.tailSize = p.chunkCount * 4;
+    }
+  }
+}
+
+function fitsCompact(p: PlanNode, minSec: number, minNsec: number): boolean {
+  if (p.mtimeSec !== minSec || p.mtimeNsec !== minNsec) return false;
+  if (p.nlink > 0xffff || p.uid > 0xffff || p.gid > 0xffff) return false;
+  const size = (p.mode & S_IFMT) === S_IFDIR ? p.nBlocks * EROFS_BLKSIZ + p.tailSize : p.size;
+  return size <= 0xffffffff;
+}
+
+/** Padding before the inode so its tail does not cross a block; may move the tail to a block. */
+function tailPadding(p: PlanNode, pos: number, nonTail: number): number {
+  const total = nonTail + p.tailSize;
+  if ((p.mode & S_IFMT) === S_IFLNK) {
+    // A symlink keeps inode and target in one block; if they cannot share one, the target moves out.
+    if (Math.floor(total / EROFS_BLKSIZ) > 0) { p.nBlocks++; p.tailSize = 0; }
+    if (Math.floor(pos / EROFS_BLKSIZ) !== Math.floor((pos + total - 1) / EROFS_BLKSIZ)) return roundUp(pos, EROFS_BLKSIZ) - pos;
+    return 0;
+  }
+  let remainder = EROFS_BLKSIZ - ((pos + nonTail) % EROFS_BLKSIZ);
+  if (remainder < p.tailSize) {
+    const extra = roundUp(remainder, EROFS_SLOTSIZE);
+    remainder = EROFS_BLKSIZ - ((pos + nonTail + extra) % EROFS_BLKSIZ);
+    if (p.tailSize <= remainder) return extra;
+    p.nBlocks++;
+    p.tailSize = 0;
+    return roundUp(pos, EROFS_BLKSIZ) - pos;
+  }
+  return 0;
+}

@@ -1,0 +1,494 @@
+// Reads a composefs EROFS image lazily, for the FUSE server: opening parses only the header and
+// superblock; every other call reads the few blocks it needs through a BlockSource. The view is the
+// one the kernel gives through overlayfs: the 256 whiteout stubs (and any char 0/0 whiteout) are
+// hidden, `trusted.overlay.overlay.*` xattrs are shown unescaped, overlayfs' own `trusted.overlay.*`
+// (metacopy, redirect, opaque, ...) are hidden, and an escaped source whiteout is what overlayfs
+// shows for it: an empty regular file carrying `trusted.overlay.whiteout`.
+//
+// Every offset, count and length read from the image is checked before use; a malformed image gives
+// StratumError('CORRUPT_IMAGE'), never a RangeError. Each call does work bounded by the size of the
+// one inode or directory it touches; whole-tree walks (walkImage) refuse directory cycles.
+//
+// Public surface: BlockSource, bufferSource, FileSource, ImageReader, InodeAttr, DirEntry,
+// ExternalObject, walkImage.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { StratumError } from '../error.js';
+import {
+  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_COMPACT_SIZE, EROFS_INODE_EXTENDED_SIZE,
+  EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SUPER_MAGIC_V1, EROFS_SUPER_OFFSET, EROFS_XATTR_IBODY_HEADER_SIZE,
+  FileType, LCFS_EROFS_MAGIC, OVERLAY_ESCAPE_PREFIX, OVERLAY_METACOPY, OVERLAY_PREFIX, OVERLAY_REDIRECT, S_IFBLK, S_IFCHR,
+  S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, XATTR_PREFIX_BY_INDEX,
+} from './erofs.js';
+import type { ByteString } from './tree.js';
+
+/** Random access to image bytes. `readAt` may return a view into a cache: do not keep or modify it. */
+export interface BlockSource {
+  readonly size: number;
+  readAt(offset: number, length: number): Uint8Array;
+}
+
+export function bufferSource(bytes: Uint8Array): BlockSource {
+  return { size: bytes.length, readAt: (offset, length) => bytes.subarray(offset, offset + length) };
+}
+
+/** A file read with pread, through a bounded LRU cache of 4 KiB blocks. */
+export class FileSource implements BlockSource {
+  readonly size: number;
+  private readonly fd: number;
+  private readonly cache = new Map<number, Buffer>();
+  private readonly maxBlocks: number;
+
+  constructor(path: string, options: { cacheBlocks?: number } = {}) {
+    this.fd = openSync(path, 'r');
+    this.size = fstatSync(this.fd).size;
+    this.maxBlocks = Math.max(4, options.cacheBlocks ?? 1024);
+  }
+
+  private block(index: number): Buffer {
+    let b = this.cache.get(index);
+    if (b) {
+      this.cache.delete(index);
+      this.cache.set(index, b);
+      return b;
+    }
+    b = Buffer.alloc(EROFS_BLKSIZ);
+    let got = 0;
+    while (got < EROFS_BLKSIZ) {
+      const n = readSync(this.fd, b, got, EROFS_BLKSIZ - got, index * EROFS_BLKSIZ + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (this.cache.size >= this.maxBlocks) this.cache.delete(this.cache.keys().next().value as number);
+    this.cache.set(index, b);
+    return b;
+  }
+
+  readAt(offset: number, length: number): Uint8Array {
+    const first = Math.floor(offset / EROFS_BLKSIZ);
+    const last = Math.floor((offset + length - 1) / EROFS_BLKSIZ);
+    if (length > 0 && first === last) {
+      const o = offset - first * EROFS_BLKSIZ;
+      return this.block(first).subarray(o, o + length);
+    }
+    const out = Buffer.alloc(length);
+    for (let done = 0; done < length;) {
+      const pos = offset + done;
+      const bi = Math.floor(pos / EROFS_BLKSIZ);
+      const o = pos - bi * EROFS_BLKSIZ;
+      const n = Math.min(EROFS_BLKSIZ - o, length - done);
+      out.set(this.block(bi).subarray(o, o + n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+    this.cache.clear();
+  }
+}
+
+export interface InodeAttr {
+  nid: number;
+  /** i_ino: the inode's BFS index in the image, stable for the image. */
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  rdev: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+export interface DirEntry {
+  name: ByteString;
+  nid: number;
+  type: FileType;
+  /** Pass as `offset` to continue listing after this entry. */
+  next: number;
+}
+
+export interface ExternalObject {
+  /** fs-verity digest from trusted.overlay.metacopy, if the image records one. */
+  digest: string | undefined;
+  /** Backing path relative to the objects dir (redirect without its leading '/'), if any. */
+  path: ByteString | undefined;
+}
+
+interface RawInode extends InodeAttr {
+  layout: number;
+  /** Byte offset of the inode in the image. */
+  offset: number;
+  isize: number;
+  xattrSize: number;
+  blkaddr: number;
+}
+
+function corrupt(why: string): never {
+  throw new StratumError('CORRUPT_IMAGE', `corrupt image: ${why}`);
+}
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+/** Directory entries per block can never exceed this; offsets encode (block, index). */
+const OFFSET_SLOTS = 1024;
+const INODE_CACHE = 4096;
+const DIR_BLOCK_CACHE = 512;
+const MAX_NAME = 255;
+
+const u16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+const u32 = (b: Uint8Array, o: number): number => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+const u64 = (b: Uint8Array, o: number): number => {
+  const hi = u32(b, o + 4);
+  if (hi >= 0x200000) return Infinity; // beyond 2^53: no valid image has such a value
+  return hi * 2 ** 32 + u32(b, o);
+};
+const latin1 = (b: Uint8Array): ByteString => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+
+function validType(mode: number): boolean {
+  const t = mode & S_IFMT;
+  return t === S_IFREG || t === S_IFDIR || t === S_IFLNK || t === S_IFCHR || t === S_IFBLK || t === S_IFIFO || t === S_IFSOCK;
+}
+
+const isWhiteoutAttr = (a: InodeAttr): boolean => (a.mode & S_IFMT) === S_IFCHR && a.rdev === 0;
+
+export class ImageReader {
+  readonly rootNid: number;
+  readonly composefsVersion: number;
+  readonly inodeCount: number;
+  private readonly metaStart: number;
+  private readonly xattrStart: number;
+  private readonly buildTimeSec: number;
+  private readonly buildTimeNsec: number;
+  private readonly inodes = new Map<number, RawInode>();
+  /** Parsed directory blocks, keyed nid * 2^20 + block; bounded like the inode cache. */
+  private readonly dirBlocks = new Map<number, Array<{ name: ByteString; nid: number; type: number }>>();
+
+  private constructor(private readonly source: BlockSource) {
+    if (source.size < EROFS_SUPER_OFFSET + 128) corrupt(`${source.size} bytes is too small`);
+    const h = source.readAt(0, 16);
+    if (u32(h, 0) !== LCFS_EROFS_MAGIC) corrupt('no composefs header');
+    this.composefsVersion = u32(h, 12);
+    const sb = source.readAt(EROFS_SUPER_OFFSET, 128);
+    if (u32(sb, 0) !== EROFS_SUPER_MAGIC_V1) corrupt('bad EROFS superblock magic');
+    if (sb[12] !== EROFS_BLKSIZ_BITS) corrupt(`block size 2^${sb[12]} is not supported`);
+    if ((u32(sb, 80) & ~0x4) !== 0) corrupt(`unsupported incompatible features ${u32(sb, 80).toString(16)}`);
+    this.rootNid = u16(sb, 14);
+    this.inodeCount = u64(sb, 16);
+    this.buildTimeSec = u64(sb, 24);
+    this.buildTimeNsec = u32(sb, 32);
+    this.metaStart = u32(sb, 40) * EROFS_BLKSIZ;
+    this.xattrStart = u32(sb, 44) * EROFS_BLKSIZ;
+    if (this.metaStart >= source.size) corrupt('metadata area outside the image');
+    if ((this.getattr(this.rootNid).mode & S_IFMT) !== S_IFDIR) corrupt('root is not a directory');
+  }
+
+  static open(source: BlockSource): ImageReader {
+    return new ImageReader(source);
+  }
+
+  /** Reads image bytes after checking they lie inside the image. */
+  private read(offset: number, length: number): Uint8Array {
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.source.size)) corrupt(`read of ${length} bytes at ${offset} is outside the image`);
+    return this.source.readAt(offset, length);
+  }
+
+  private inode(nid: number): RawInode {
+    const cached = this.inodes.get(nid);
+    if (cached) return cached;
+    if (!Number.isSafeInteger(nid) || nid < 0) corrupt(`bad inode number ${nid}`);
+    const offset = this.metaStart + nid * 32;
+    const head = this.read(offset, 2);
+    const format = u16(head, 0);
+    const extended = (format & 1) === 1;
+    const layout = (format >> 1) & 7;
+    if (format >> 4 !== 0) corrupt(`inode ${nid}: unknown format bits ${format.toString(16)}`);
+    if (layout !== EROFS_INODE_FLAT_PLAIN && layout !== EROFS_INODE_FLAT_INLINE && layout !== EROFS_INODE_CHUNK_BASED) corrupt(`inode ${nid}: unsupported data layout ${layout}`);
+    const isize = extended ? EROFS_INODE_EXTENDED_SIZE : EROFS_INODE_COMPACT_SIZE;
+    const b = this.read(offset, isize);
+    const icount = u16(b, 2);
+    const mode = u16(b, 4);
+    if (!validType(mode)) corrupt(`inode ${nid}: bad mode ${mode.toString(8)}`);
+    const xattrSize = icount === 0 ? 0 : EROFS_XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4;
+    const type = mode & S_IFMT;
+    const iu = u32(b, 16);
+    const raw: RawInode = extended
+      ? { nid, ino: u32(b, 20), mode, nlink: u32(b, 44), uid: u32(b, 24), gid: u32(b, 28), size: u64(b, 8), rdev: 0, mtimeSec: u64(b, 32), mtimeNsec: u32(b, 40), layout, offset, isize, xattrSize, blkaddr: iu }
+      : { nid, ino: u32(b, 20), mode, nlink: u16(b, 6), uid: u16(b, 24), gid: u16(b, 26), size: u32(b, 8), rdev: 0, mtimeSec: this.buildTimeSec, mtimeNsec: this.buildTimeNsec, layout, offset, isize, xattrSize, blkaddr: iu };
+    if (!(raw.size <= MAX_SAFE) || !(raw.mtimeSec <= MAX_SAFE)) corrupt(`inode ${nid}: size or time out of range`);
+    if (type === S_IFCHR || type === S_IFBLK) raw.rdev = iu;
+    if (layout === EROFS_INODE_CHUNK_BASED && type !== S_IFREG) corrupt(`inode ${nid}: chunk-based ${type.toString(8)}`);
+    if ((type === S_IFDIR || type === S_IFLNK) && raw.size === 0 && layout !== EROFS_INODE_FLAT_PLAIN) corrupt(`inode ${nid}: empty inline data`);
+    if (offset + isize + xattrSize > this.source.size) corrupt(`inode ${nid}: xattrs run past the end`);
+    if (this.inodes.size >= INODE_CACHE) this.inodes.delete(this.inodes.keys().next().value as number);
+    this.inodes.set(nid, raw);
+    return raw;
+  }
+
+  getattr(nid: number): InodeAttr {
+    const r = this.inode(nid);
+    return { nid: r.nid, ino: r.ino, mode: r.mode, nlink: r.nlink, uid: r.uid, gid: r.gid, size: r.size, rdev: r.rdev, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec };
+  }
+
+  /** Bytes [offset, offset+length) of a flat (plain or tail-inlined) inode's data, bounds-checked. */
+  private readFlat(r: RawInode, offset: number, length: number): Uint8Array {
+    if (r.layout === EROFS_INODE_CHUNK_BASED) corrupt(`inode ${r.nid}: data is not in the image`);
+    const end = Math.min(r.size, offset + length);
+    if (offset >= end) return new Uint8Array(0);
+    const nBlocks = Math.ceil(r.size / EROFS_BLKSIZ);
+    const inlineFrom = r.layout === EROFS_INODE_FLAT_INLINE ? (nBlocks - 1) * EROFS_BLKSIZ : Infinity;
+    const tailAt = r.offset + r.isize + r.xattrSize;
+    if (r.layout === EROFS_INODE_FLAT_INLINE) {
+      const tailLen = r.size - inlineFrom;
+      // The kernel requires the tail to stay inside one block.
+      if ((tailAt % EROFS_BLKSIZ) + tailLen > EROFS_BLKSIZ) corrupt(`inode ${r.nid}: inline tail crosses a block`);
+    }
+    // Flat data lives inside the image: a size claiming more is corrupt (and must not size a buffer).
+    const outOfLine = Math.min(r.size, inlineFrom);
+    if (outOfLine > 0 && r.blkaddr * EROFS_BLKSIZ + outOfLine > this.source.size) corrupt(`inode ${r.nid}: data runs past the end`);
+    // Common case, one block or the tail: hand out the source's bytes without copying.
+    if (offset >= inlineFrom) return this.read(tailAt + (offset - inlineFrom), end - offset);
+    if (Math.floor(offset / EROFS_BLKSIZ) === Math.floor((end - 1) / EROFS_BLKSIZ) && end <= inlineFrom) {
+      return this.read(r.blkaddr * EROFS_BLKSIZ + offset, end - offset);
+    }
+    const out = Buffer.alloc(end - offset);
+    let pos = offset;
+    while (pos < end) {
+      if (pos >= inlineFrom) {
+        out.set(this.read(tailAt + (pos - inlineFrom), end - pos), pos - offset);
+        break;
+      }
+      const blockEnd = Math.min(end, (Math.floor(pos / EROFS_BLKSIZ) + 1) * EROFS_BLKSIZ, inlineFrom);
+      out.set(this.read(r.blkaddr * EROFS_BLKSIZ + pos, blockEnd - pos), pos - offset);
+      pos = blockEnd;
+    }
+    return out;
+  }
+
+  /** One directory block, parsed: names (byte strings) and nids, checked. */
+  private dirBlock(r: RawInode, index: number): Array<{ name: ByteString; nid: number; type: number }> {
+    const key = r.nid * 2 ** 20 + index;
+    const cached = index < 2 ** 20 ? this.dirBlocks.get(key) : undefined;
+    if (cached) return cached;
+    const parsed = this.parseDirBlock(r, index);
+    if (index < 2 ** 20) {
+      if (this.dirBlocks.size >= DIR_BLOCK_CACHE) this.dirBlocks.delete(this.dirBlocks.keys().next().value as number);
+      this.dirBlocks.set(key, parsed);
+    }
+    return parsed;
+  }
+
+  /** A directory block's bytes and dirent count, with the dirent table checked. */
+  private rawDirBlock(r: RawInode, index: number): { block: Uint8Array; count: number } {
+    const block = this.readFlat(r, index * EROFS_BLKSIZ, EROFS_BLKSIZ);
+    if (block.length < EROFS_DIRENT_SIZE) corrupt(`directory ${r.nid}: block ${index} too short`);
+    const first = u16(block, 8);
+    if (first % EROFS_DIRENT_SIZE !== 0 || first < EROFS_DIRENT_SIZE || first > block.length) corrupt(`directory ${r.nid}: bad dirent table in block ${index}`);
+    return { block, count: first / EROFS_DIRENT_SIZE };
+  }
+
+  /** Name bytes of dirent `i` (the last name ends at the block end or a NUL), checked. */
+  private direntName(r: RawInode, block: Uint8Array, count: number, i: number): Uint8Array {
+    const o = i * EROFS_DIRENT_SIZE;
+    const nameoff = u16(block, o + 8);
+    let nameEnd = i + 1 < count ? u16(block, o + EROFS_DIRENT_SIZE + 8) : block.length;
+    if (i + 1 === count && nameoff < nameEnd) {
+      const nul = block.subarray(nameoff, nameEnd).indexOf(0);
+      if (nul >= 0) nameEnd = nameoff + nul;
+    }
+    if (nameoff < count * EROFS_DIRENT_SIZE || nameEnd > block.length || nameEnd <= nameoff || nameEnd - nameoff > MAX_NAME) corrupt(`directory ${r.nid}: bad name offsets`);
+    return block.subarray(nameoff, nameEnd);
+  }
+
+  private direntNid(r: RawInode, block: Uint8Array, i: number): number {
+    const nid = u64(block, i * EROFS_DIRENT_SIZE);
+    if (!(nid <= MAX_SAFE)) corrupt(`directory ${r.nid}: bad nid`);
+    return nid;
+  }
+
+  private parseDirBlock(r: RawInode, index: number): Array<{ name: ByteString; nid: number; type: number }> {
+    const { block, count } = this.rawDirBlock(r, index);
+    const out: Array<{ name: ByteString; nid: number; type: number }> = new Array(count);
+    for (let i = 0; i < count; i++) {
+      out[i] = { name: latin1(this.direntName(r, block, count, i)), nid: this.direntNid(r, block, i), type: block[i * EROFS_DIRENT_SIZE + 10]! };
+    }
+    return out;
+  }
+
+  private dir(nid: number): RawInode {
+    const r = this.inode(nid);
+    if ((r.mode & S_IFMT) !== S_IFDIR) throw new StratumError('CORRUPT_IMAGE', `inode ${nid} is not a directory`);
+    return r;
+  }
+
+  /** The nid of `name` in directory `dirNid`, or undefined. Binary search over blocks, then names. */
+  lookup(dirNid: number, name: ByteString | Uint8Array): number | undefined {
+    const key = typeof name === 'string' ? Buffer.from(name, 'latin1') : name;
+    if (key.length === 0 || key.length > MAX_NAME) return undefined;
+    const r = this.dir(dirNid);
+    let lo = 0;
+    let hi = Math.ceil(r.size / EROFS_BLKSIZ) - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const { block, count } = this.rawDirBlock(r, mid);
+      if (Buffer.compare(key, this.direntName(r, block, count, 0)) < 0) { hi = mid - 1; continue; }
+      if (Buffer.compare(key, this.direntName(r, block, count, count - 1)) > 0) { lo = mid + 1; continue; }
+      let a = 0;
+      let b = count - 1;
+      while (a <= b) {
+        const m = (a + b) >>> 1;
+        const c = Buffer.compare(this.direntName(r, block, count, m), key);
+        if (c === 0) {
+          const found = this.direntNid(r, block, m);
+          const dots = key.length <= 2 && key[0] === 0x2e && (key.length === 1 || key[1] === 0x2e);
+          if (dots) return found;
+          return isWhiteoutAttr(this.inode(found)) ? undefined : found;
+        }
+        if (c < 0) a = m + 1;
+        else b = m - 1;
+      }
+      return undefined;
+    }
+    return undefined;
+  }
+
+  /**
+   * Lists up to `max` entries from `offset` (0 = start; then the `next` of the last entry seen).
+   * Includes `.` and `..`; hides whiteouts. Offsets stay valid: the image never changes.
+   */
+  readdir(dirNid: number, offset = 0, max = 1024): DirEntry[] {
+    const r = this.dir(dirNid);
+    const nBlocks = Math.ceil(r.size / EROFS_BLKSIZ);
+    const out: DirEntry[] = [];
+    if (!Number.isSafeInteger(offset) || offset < 0 || !(max > 0)) return out; // not an offset we gave out
+    let block = Math.floor(offset / OFFSET_SLOTS);
+    let index = offset % OFFSET_SLOTS;
+    for (; block < nBlocks && out.length < max; block++, index = 0) {
+      const entries = this.dirBlock(r, block);
+      for (; index < entries.length && out.length < max; index++) {
+        const e = entries[index]!;
+        const next = index + 1 < entries.length ? block * OFFSET_SLOTS + index + 1 : (block + 1) * OFFSET_SLOTS;
+        if (e.name !== '.' && e.name !== '..' && e.type === FileType.CharDevice && isWhiteoutAttr(this.inode(e.nid))) continue;
+        if (e.type > FileType.Symlink) corrupt(`directory ${r.nid}: bad file type ${e.type}`);
+        out.push({ name: e.name, nid: e.nid, type: e.type as FileType, next });
+      }
+    }
+    return out;
+  }
+
+  readlink(nid: number): ByteString {
+    const r = this.inode(nid);
+    if ((r.mode & S_IFMT) !== S_IFLNK) throw new StratumError('CORRUPT_IMAGE', `inode ${nid} is not a symlink`);
+    if (r.size === 0 || r.size > 4095) corrupt(`symlink ${nid}: bad length ${r.size}`);
+    return latin1(this.readFlat(r, 0, r.size));
+  }
+
+  /** Content stored in the image (inline files), a copy; for external files use `external`. */
+  readContent(nid: number, offset = 0, length = Infinity): Uint8Array {
+    const r = this.inode(nid);
+    if ((r.mode & S_IFMT) !== S_IFREG) throw new StratumError('CORRUPT_IMAGE', `inode ${nid} is not a regular file`);
+    if (r.layout === EROFS_INODE_CHUNK_BASED) return new Uint8Array(0);
+    return Uint8Array.from(this.readFlat(r, offset, Math.min(length, r.size)));
+  }
+
+  /** Where the content of an external (chunk-based) regular file lives; undefined if inline. */
+  external(nid: number): ExternalObject | undefined {
+    const r = this.inode(nid);
+    if ((r.mode & S_IFMT) !== S_IFREG || r.layout !== EROFS_INODE_CHUNK_BASED) return undefined;
+    let digest: string | undefined;
+    let path: ByteString | undefined;
+    for (const x of this.rawXattrs(r)) {
+      if (x.name === OVERLAY_METACOPY && x.value.length === 36 && x.value[3] === 1) digest = Buffer.from(x.value.subarray(4)).toString('hex');
+      if (x.name === OVERLAY_REDIRECT && x.value.length > 0) {
+        const v = latin1(x.value);
+        path = v.startsWith('/') ? v.slice(1) : v;
+      }
+    }
+    return { digest, path };
+  }
+
+  /** Every xattr as stored (escaped, overlay-internal ones included): the raw view. */
+  rawXattrs(nidOrInode: number | RawInode): Array<{ name: ByteString; value: Uint8Array }> {
+    const r = typeof nidOrInode === 'number' ? this.inode(nidOrInode) : nidOrInode;
+    if (r.xattrSize === 0) return [];
+    const base = r.offset + r.isize;
+    const body = this.read(base, r.xattrSize);
+    const nShared = body[4]!;
+    const out: Array<{ name: ByteString; value: Uint8Array }> = [];
+    let pos = EROFS_XATTR_IBODY_HEADER_SIZE + nShared * 4;
+    if (pos > r.xattrSize) corrupt(`inode ${r.nid}: shared xattr count ${nShared} overruns its xattrs`);
+    const entry = (b: Uint8Array, o: number, limit: number): number => {
+      if (o + 4 > limit) corrupt(`inode ${r.nid}: xattr entry overruns`);
+      const nameLen = b[o]!;
+      const index = b[o + 1]!;
+      const valueLen = u16(b, o + 2);
+      const end = o + 4 + nameLen + valueLen;
+      if (end > limit) corrupt(`inode ${r.nid}: xattr entry overruns`);
+      const prefix = XATTR_PREFIX_BY_INDEX.get(index);
+      // Index 0 and long-prefix names have no namespace the kernel shows; skip them like erofs does.
+      if (prefix !== undefined) out.push({ name: prefix + latin1(b.subarray(o + 4, o + 4 + nameLen)), value: Uint8Array.from(b.subarray(o + 4 + nameLen, end)) });
+      return Math.ceil((end - o) / 4) * 4;
+    };
+    for (let i = 0; i < nShared; i++) {
+      const at = this.xattrStart + u32(body, EROFS_XATTR_IBODY_HEADER_SIZE + i * 4) * 4;
+      const head = this.read(at, 4);
+      const b = this.read(at, 4 + head[0]! + u16(head, 2));
+      entry(b, 0, b.length);
+    }
+    while (pos + 4 <= r.xattrSize) pos += entry(body, pos, r.xattrSize);
+    return out;
+  }
+
+  /** xattrs as the kernel shows them through overlayfs (see the module comment). */
+  listxattr(nid: number): ByteString[] {
+    return this.xattrs(nid).map((x) => x.name);
+  }
+
+  getxattr(nid: number, name: ByteString): Uint8Array | undefined {
+    return this.xattrs(nid).find((x) => x.name === name)?.value;
+  }
+
+  xattrs(nid: number): Array<{ name: ByteString; value: Uint8Array }> {
+    const out: Array<{ name: ByteString; value: Uint8Array }> = [];
+    for (const x of this.rawXattrs(nid)) {
+      if (x.name.startsWith(OVERLAY_ESCAPE_PREFIX)) out.push({ name: OVERLAY_PREFIX + x.name.slice(OVERLAY_ESCAPE_PREFIX.length), value: x.value });
+      else if (!x.name.startsWith(OVERLAY_PREFIX)) out.push(x);
+    }
+    return out;
+  }
+}
+
+/**
+ * Visits every visible path once, `visit(path, attr, nid)`, a directory's entries before its subdirectories.
+ * Refuses directory cycles and depth beyond `maxDepth`, so a hostile image cannot make it loop.
+ */
+export function walkImage(reader: ImageReader, visit: (path: ByteString, attr: InodeAttr, nid: number) => void, options: { maxDepth?: number } = {}): void {
+  const maxDepth = options.maxDepth ?? 2048;
+  const seenDirs = new Set<number>();
+  const stack: Array<{ nid: number; path: ByteString; depth: number }> = [{ nid: reader.rootNid, path: '', depth: 0 }];
+  visit('/', reader.getattr(reader.rootNid), reader.rootNid);
+  seenDirs.add(reader.rootNid);
+  while (stack.length > 0) {
+    const { nid, path, depth } = stack.pop()!;
+    if (depth >= maxDepth) corrupt(`directory tree deeper than ${maxDepth}`);
+    const subdirs: Array<{ nid: number; path: ByteString; depth: number }> = [];
+    for (let offset = 0; ;) {
+      const batch = reader.readdir(nid, offset, 512);
+      if (batch.length === 0) break;
+      for (const e of batch) {
+        if (e.name === '.' || e.name === '..') continue;
+        const attr = reader.getattr(e.nid);
+        const childPath = `${path}/${e.name}`;
+        visit(childPath, attr, e.nid);
+        if ((attr.mode & S_IFMT) === S_IFDIR) {
+          if (seenDirs.has(e.nid)) corrupt(`directory ${e.nid} appears twice (cycle or directory hardlink)`);
+          seenDirs.add(e.nid);
+          subdirs.push({ nid: e.nid, path: childPath, depth: depth + 1 });
+        }
+      }
+      offset = batch[batch.length - 1]!.next;
+    }
+    for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+  }
+}

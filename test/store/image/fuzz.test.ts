@@ -1,0 +1,91 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { StratumError } from '../../../src/store/error.js';
+import { parseDump } from '../../../src/store/image/dump.js';
+import { ImageReader, bufferSource, walkImage } from '../../../src/store/image/read.js';
+import { writeImage } from '../../../src/store/image/write.js';
+import { loadVectors } from './vectors.js';
+
+// Mutates valid images (bit flips, byte stomps, truncation, swapped and duplicated blocks) and
+// drives the reader over every reachable entry. A mutated image may read fine or fail with
+// CORRUPT_IMAGE; anything else (RangeError, TypeError, a hang) is a bug. Deterministic seed;
+// STRATUM_FUZZ_ROUNDS raises the round count for a longer local run.
+const ROUNDS = Number(process.env.STRATUM_FUZZ_ROUNDS ?? 10_000);
+const BUDGET_MS = 40_000;
+
+let seed = 0x9e3779b9;
+const rnd = (): number => {
+  seed ^= seed << 13; seed >>>= 0;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5; seed >>>= 0;
+  return seed / 2 ** 32;
+};
+const ri = (n: number): number => Math.floor(rnd() * n);
+
+function mutate(src: Uint8Array): Uint8Array {
+  let img = Buffer.from(src);
+  const blocks = Math.floor(img.length / 4096);
+  const kind = ri(6);
+  if (kind === 0) {
+    for (let i = 1 + ri(8); i > 0; i--) { const at = ri(img.length); img[at]! ^= 1 << ri(8); }
+  } else if (kind === 1) {
+    // Stomp bytes in the metadata area, where the structures are.
+    const limit = Math.min(img.length, 1152 + 4096 * 2);
+    for (let i = 1 + ri(4); i > 0; i--) img[1024 + ri(limit - 1024)] = ri(256);
+  } else if (kind === 2) {
+    img = img.subarray(0, ri(img.length));
+  } else if (kind === 3 && blocks >= 2) {
+    const a = ri(blocks); const b = ri(blocks);
+    const tmp = Buffer.from(img.subarray(a * 4096, a * 4096 + 4096));
+    img.copy(img, a * 4096, b * 4096, b * 4096 + 4096);
+    tmp.copy(img, b * 4096);
+  } else if (kind === 4) {
+    // Set a random u16/u32/u64-sized field to an extreme value.
+    const at = 1024 + ri(Math.max(1, img.length - 1032));
+    const v = [0, 0xff, 0x7f, 0x80][ri(4)]!;
+    img.fill(v, at, at + [2, 4, 8][ri(3)]!);
+  } else {
+    // Retarget a dirent-like u64 at a random slot.
+    const at = 1152 + ri(Math.max(1, img.length - 1160));
+    img.writeUInt32LE(ri(img.length / 32), at);
+  }
+  return img;
+}
+
+function exercise(img: Uint8Array): void {
+  const reader = ImageReader.open(bufferSource(img));
+  let visited = 0;
+  walkImage(reader, (_path, attr, nid) => {
+    if (++visited > 200_000) throw new Error('walk does not terminate');
+    reader.xattrs(nid);
+    reader.lookup(reader.rootNid, 'x');
+    const type = attr.mode & 0o170000;
+    if (type === 0o120000) reader.readlink(nid);
+    if (type === 0o100000) { reader.readContent(nid, 0, 1 << 16); reader.external(nid); }
+    if (type === 0o040000) { reader.readdir(nid, 0, 3); reader.lookup(nid, 'a'); }
+  });
+}
+
+test(`${ROUNDS} mutated images give data or CORRUPT_IMAGE, never a crash or hang`, () => {
+  const bases = loadVectors()
+    .filter((v) => v.expected !== 'refused' && v.options.minVersion === undefined)
+    .map((v) => writeImage(parseDump(v.dump)))
+    .filter((img) => img.length <= 256 * 1024);
+  assert.ok(bases.length >= 10);
+  for (const img of bases) exercise(img); // the originals read cleanly
+  const started = Date.now();
+  let corrupt = 0;
+  let rounds = 0;
+  for (; rounds < ROUNDS && Date.now() - started < BUDGET_MS; rounds++) {
+    const img = mutate(bases[rounds % bases.length]!);
+    try {
+      exercise(img);
+    } catch (e) {
+      if (e instanceof StratumError && e.code === 'CORRUPT_IMAGE') { corrupt++; continue; }
+      throw new Error(`round ${rounds}: ${(e as Error).stack}`);
+    }
+  }
+  console.log(`fuzz: ${rounds} rounds in ${Date.now() - started} ms, ${corrupt} rejected as CORRUPT_IMAGE`);
+});
+
+test.run();
