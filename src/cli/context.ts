@@ -2,6 +2,9 @@
 import { resolveStorePath } from '../store/location.js';
 import { Store } from '../store/store.js';
 
+/** What a lone `-` on the command line becomes: stdin or stdout, where a command takes a file. */
+export const STDIO = '\u0000stdio';
+
 export interface GlobalOptions {
   store?: string;
   json?: boolean;

@@ -4,17 +4,20 @@
 import { createRequire } from 'node:module';
 import { cac } from 'cac';
 import { StratumError, exitStatus } from '../store/error.js';
+import { exportCommand, importCommand } from './commands/import.js';
 import { list } from './commands/list.js';
-import { Context, type GlobalOptions } from './context.js';
+import { gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
+import { Context, STDIO, type GlobalOptions } from './context.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 type Action = (ctx: Context, ...args: never[]) => Promise<void>;
 
+/** cac calls an action with the positional arguments, then the options object, last. */
 function run(action: Action) {
   return async (...args: unknown[]): Promise<void> => {
     const options = args[args.length - 1] as GlobalOptions;
-    await (action as (ctx: Context, ...rest: unknown[]) => Promise<void>)(new Context(options), ...args.slice(0, -1));
+    await (action as (ctx: Context, ...rest: unknown[]) => Promise<void>)(new Context(options), ...args);
   };
 }
 
@@ -24,7 +27,23 @@ export function buildCli(): ReturnType<typeof cac> {
   cli.option('--json', 'Print results as JSON');
   cli.option('--quiet', 'Print only results and errors');
 
+  cli
+    .command('import <source>', 'Import a directory (with --label) or a bundle file (- for stdin) as a commit; prints label:<id>')
+    .option('--label <label>', 'The label to import into (required for a directory; renames a bundle\'s label)')
+    .option('--tag <tag>', 'Also tag the commit label:<tag> (renames a bundle\'s tag)')
+    .action(run(importCommand));
+  cli.command('export <ref> <file>', 'Write a commit with all its objects as one bundle (- for stdout)').action(run(exportCommand));
   cli.command('list [label]', 'List labels, or the tags of a label').action(run(list));
+  cli
+    .command('tag <ref> <tag>', 'Tag the commit ref names (label:tag, label:<id prefix>, label@sha256:<id>)')
+    .option('--move', 'Rename: remove the source tag')
+    .option('--force', 'Replace an existing tag')
+    .action(run(tagCommand));
+  cli.command('remove <ref>', 'Remove a tag (label:tag) or a whole label, then collect garbage').option('--force', "Discard HEAD's uncommitted changes").action(run(removeCommand));
+  cli.command('gc', 'Delete commits and objects nothing refers to').option('--dry-run', 'Only say what would be freed').action(run(gcCommand));
+  cli.command('verify [ref]', 'Re-hash objects and images; exit 1 on any problem').option('--repair', 'Remove corrupt objects so a re-import restores them').action(run(verifyCommand));
+  cli.command('log <ref>', 'A commit and its ancestors').action(run(logCommand));
+  cli.command('status [ref]', 'The store, or one label: HEAD, tags, changes').action(run(statusCommand));
 
   cli.help();
   cli.version(version);
@@ -34,7 +53,8 @@ export function buildCli(): ReturnType<typeof cac> {
 async function main(argv: string[]): Promise<number> {
   const cli = buildCli();
   try {
-    cli.parse(argv, { run: false });
+    // cac (mri) does not take a lone '-' as an argument; commands know it as STDIO
+    cli.parse(argv.map((a) => (a === '-' ? STDIO : a)), { run: false });
     if (cli.options.help || cli.options.version) return 0;
     if (!cli.matchedCommand) {
       if (cli.args.length > 0) throw new StratumError('USAGE', `unknown command '${cli.args[0]}'; see \`stratum --help\``);

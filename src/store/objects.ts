@@ -14,6 +14,7 @@ import type { Readable } from 'node:stream';
 import { FsverityHasher, fsverityDigest, isDigest } from './digest.js';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
 import { digestFd } from '../native/verity.js';
+import { display } from './paths.js';
 import { syncFilesystem, type TmpArea, type TmpEntry } from './tmp.js';
 
 /** Files up to this size are read whole, hashed, and written only if new. */
@@ -123,18 +124,24 @@ export class PutBatch {
    * Stores a file's content. With `digest` (already known, e.g. from an earlier hash pass) an
    * object that exists is not read at all and a new one is copied by the kernel.
    */
-  async putFile(path: string, known?: { digest?: string; size?: number }): Promise<string> {
+  async putFile(path: string | Buffer, known?: { digest?: string; size?: number }): Promise<string> {
     try {
       if (known?.digest) {
         const digest = known.digest;
         await this.stage(digest, (dest) => fsp.copyFile(path, dest, C.COPYFILE_EXCL));
         return digest;
       }
-      const size = known?.size ?? (await fsp.stat(path)).size;
-      if (size <= SMALL_FILE) return await this.putBuffer(await fsp.readFile(path));
-      return await this.copyAndDigest(path);
+      // never through a symlink: the caller asked for this file, not for what it points at
+      const source = await fsp.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        const size = known?.size ?? (await source.stat()).size;
+        if (size <= SMALL_FILE) return await this.putBuffer(await source.readFile());
+        return await this.copyAndDigest(source);
+      } finally {
+        await source.close();
+      }
     } catch (err) {
-      throw wrapSystemError(err, `storing ${path}`);
+      throw wrapSystemError(err, `storing ${display(path)}`);
     }
   }
 
@@ -150,17 +157,12 @@ export class PutBatch {
    * A large file: the kernel copies it (copy_file_range) while a pool thread hashes it from the
    * page cache in C, so copy and hash run on both cores and neither passes through JavaScript.
    */
-  private async copyAndDigest(path: string): Promise<string> {
-    const source = await fsp.open(path, C.O_RDONLY | C.O_NOFOLLOW);
-    try {
-      return await this.intoScratch(async (scratch) => {
-        // copy through the open fd, so the bytes copied are the bytes hashed even if path is replaced
-        const [digest] = await Promise.all([digestFd(source.fd), fsp.copyFile(`/proc/self/fd/${source.fd}`, scratch, C.COPYFILE_EXCL)]);
-        return digest;
-      });
-    } finally {
-      await source.close();
-    }
+  private copyAndDigest(source: fsp.FileHandle): Promise<string> {
+    return this.intoScratch(async (scratch) => {
+      // copy through the open fd, so the bytes copied are the bytes hashed even if the path is replaced
+      const [digest] = await Promise.all([digestFd(source.fd), fsp.copyFile(`/proc/self/fd/${source.fd}`, scratch, C.COPYFILE_EXCL)]);
+      return digest;
+    });
   }
 
   /** Streams into a fresh staged file while hashing. */

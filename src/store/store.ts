@@ -6,6 +6,8 @@ import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
+import { CommitStore } from './commits.js';
+import { HeadStore } from './head.js';
 import { StoreLock } from './lock.js';
 import { ObjectStore } from './objects.js';
 import { TagStore } from './refs.js';
@@ -23,32 +25,19 @@ export interface OpenOptions {
 
 export class Store {
   readonly objects: ObjectStore;
+  readonly commits: CommitStore;
   readonly tags: TagStore;
+  readonly heads: HeadStore;
   readonly tmp: TmpArea;
   readonly lock: StoreLock;
 
   private constructor(readonly root: string) {
     this.tmp = new TmpArea(join(root, 'tmp'));
     this.objects = new ObjectStore(join(root, 'objects'), this.tmp);
-    this.tags = new TagStore(join(root, 'refs'), this.tmp, (id) => this.hasCommit(id));
+    this.commits = new CommitStore(join(root, 'commits'), this.tmp);
+    this.tags = new TagStore(join(root, 'refs'), this.tmp, (id) => this.commits.has(id));
+    this.heads = new HeadStore(join(root, 'refs'), this.tmp);
     this.lock = new StoreLock(join(root, 'lock'));
-  }
-
-  get commitsDir(): string {
-    return join(this.root, 'commits');
-  }
-
-  commitDir(id: string): string {
-    return join(this.commitsDir, id);
-  }
-
-  async hasCommit(id: string): Promise<boolean> {
-    try {
-      await fsp.access(join(this.commitDir(id), 'metadata.toml'));
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   static async open(root: string, options: OpenOptions = {}): Promise<Store> {

@@ -1,10 +1,9 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Store } from '../../src/store/store.js';
 import { stratum } from '../helpers/cli.js';
 import { withTempDir } from '../helpers/dirs.js';
+import { makeTree } from '../helpers/trees.js';
 
 test('--help lists the commands and the global options; --version prints the version', () => {
   const help = stratum(['--help']);
@@ -27,16 +26,15 @@ test('usage mistakes exit 2 with one line and no stack trace', () => {
 test('the store comes from --store, else $STRATUM_STORE', () =>
   withTempDir(async (dir) => {
     const a = join(dir, 'a');
-    const store = await Store.open(a, { create: true });
-    const id = 'c'.repeat(64);
-    mkdirSync(store.commitDir(id), { recursive: true });
-    writeFileSync(join(store.commitDir(id), 'metadata.toml'), '');
-    await store.tags.write('app', 'v1', { kind: 'id', id });
-    assert.match(stratum(['list', '--store', a]).stdout, /^app\t1 tag\n$/);
-    assert.match(stratum(['list'], { STRATUM_STORE: a }).stdout, /^app\t1 tag\n$/);
+    const tree = makeTree(join(dir, 'tree'), { 'f.txt': 'hello' });
+    const imported = stratum(['import', tree, '--label', 'app', '--tag', 'v1', '--store', a]);
+    assert.is(imported.status, 0, imported.stderr);
+    const id = imported.stdout.trim().split(':')[1]!;
+    assert.match(stratum(['list', '--store', a]).stdout, /^app\t2 tags\n$/);
+    assert.match(stratum(['list'], { STRATUM_STORE: a }).stdout, /^app\t2 tags\n$/);
     assert.is(stratum(['list', '--store', join(dir, 'b')], { STRATUM_STORE: a }).stdout, '', '--store wins');
-    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout);
-    assert.equal(json, [{ tag: 'v1', id }]);
+    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout) as Array<{ tag: string; id: string }>;
+    assert.equal(json.map((t) => [t.tag, t.id]), [[id, id], ['v1', id]]);
     const unknown = stratum(['list', 'other', '--store', a]);
     assert.is(unknown.status, 1);
     assert.match(unknown.stderr, /label other does not exist/);

@@ -13,8 +13,8 @@ const ID_B = 'b'.repeat(64);
 async function storeWithCommits(dir: string, ...ids: string[]): Promise<Store> {
   const store = await Store.open(join(dir, 's'), { create: true });
   for (const id of ids) {
-    mkdirSync(store.commitDir(id), { recursive: true });
-    writeFileSync(join(store.commitDir(id), 'metadata.toml'), '');
+    mkdirSync(store.commits.path(id), { recursive: true });
+    writeFileSync(join(store.commits.path(id), 'metadata.toml'), '');
   }
   return store;
 }

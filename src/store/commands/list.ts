@@ -11,8 +11,10 @@ export interface LabelEntry {
 
 export interface TagEntry {
   tag: string;
-  /** The commit the tag resolves to, when it does. */
+  /** The commit the tag resolves to, when it does, with its time and content size. */
   id?: string;
+  timestamp?: string;
+  bytes?: number;
   /** Tags followed to get there, for aliases. */
   via?: string[];
   /** Why it does not resolve (dangling, loop, unreadable). */
@@ -31,7 +33,10 @@ export async function listTags(store: Store, label: string): Promise<TagEntry[]>
   for (const tag of await store.tags.tags(label)) {
     try {
       const { id, chain } = await store.tags.resolve(label, tag);
-      entries.push(chain.length > 1 ? { tag, id, via: chain.slice(1) } : { tag, id });
+      const meta = await store.commits.metadata(id);
+      const entry: TagEntry = { tag, id, timestamp: meta.timestamp, bytes: meta.files.totalSize };
+      if (chain.length > 1) entry.via = chain.slice(1);
+      entries.push(entry);
     } catch (err) {
       if (!(err instanceof StratumError)) throw err;
       entries.push({ tag, problem: { code: err.code, message: err.message } });

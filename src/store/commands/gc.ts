@@ -1,0 +1,82 @@
+// Garbage collection. Live = every commit a tag or a HEAD names (and any the caller adds, such as
+// mounted commits), with their parent chains as in git, plus every object their images use.
+// The rest is removed under the exclusive store lock, so no import or commit is half done.
+//
+// Public surface: collectGarbage, liveCommits, objectsOfImage, GcResult.
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { FileSource, ImageReader, walkImage } from '../image/read.js';
+import { S_IFMT, S_IFREG } from '../image/erofs.js';
+import { isSystemError } from '../error.js';
+import { allRoots, withAncestors } from '../history.js';
+import type { Store } from '../store.js';
+
+export interface GcResult {
+  commits: number;
+  objects: number;
+  bytes: number;
+  dryRun: boolean;
+}
+
+/** Commits reachable from tags, HEADs and `extraRoots`, with their ancestors. */
+export async function liveCommits(store: Store, extraRoots: string[] = []): Promise<Set<string>> {
+  return withAncestors(store, [...extraRoots, ...(await allRoots(store))]);
+}
+
+/** The objects an image refers to. */
+export function objectsOfImage(imagePath: string): Set<string> {
+  const used = new Set<string>();
+  const source = new FileSource(imagePath);
+  try {
+    const reader = ImageReader.open(source);
+    walkImage(reader, (_path, attr, nid) => {
+      if ((attr.mode & S_IFMT) !== S_IFREG) return;
+      const digest = reader.external(nid)?.digest;
+      if (digest) used.add(digest);
+    });
+  } finally {
+    source.close();
+  }
+  return used;
+}
+
+export async function collectGarbage(store: Store, options: { dryRun?: boolean; extraRoots?: string[] } = {}): Promise<GcResult> {
+  return store.lock.with('exclusive', async () => {
+    const live = await liveCommits(store, options.extraRoots);
+    const usedObjects = new Set<string>();
+    for (const id of live) for (const digest of objectsOfImage(store.commits.imagePath(id))) usedObjects.add(digest);
+    const result: GcResult = { commits: 0, objects: 0, bytes: 0, dryRun: options.dryRun ?? false };
+    for (const id of await store.commits.list()) {
+      if (live.has(id)) continue;
+      result.commits++;
+      result.bytes += await sizeOfDir(store.commits.path(id));
+      if (!options.dryRun) await removeCommit(store, id);
+    }
+    for await (const digest of store.objects.list()) {
+      if (usedObjects.has(digest)) continue;
+      const path = store.objects.path(digest);
+      try {
+        result.bytes += (await fsp.lstat(path)).size;
+        if (!options.dryRun) await fsp.unlink(path);
+        result.objects++;
+      } catch (err) {
+        if (!isSystemError(err, 'ENOENT')) throw err;
+      }
+    }
+    return result;
+  });
+}
+
+/** A commit disappears at once (renamed into tmp), then its files are deleted. */
+async function removeCommit(store: Store, id: string): Promise<void> {
+  const grave = join(store.tmp.dir, `gc-${id}`);
+  await fsp.rm(grave, { recursive: true, force: true });
+  await fsp.rename(store.commits.path(id), grave);
+  await fsp.rm(grave, { recursive: true, force: true });
+}
+
+async function sizeOfDir(dir: string): Promise<number> {
+  let total = 0;
+  for (const name of await fsp.readdir(dir)) total += (await fsp.lstat(join(dir, name))).size;
+  return total;
+}

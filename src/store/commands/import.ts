@@ -1,0 +1,119 @@
+// `import <dir> --label L [--tag T]`: a directory becomes a commit. Contents go to the object
+// store (deduplicated), the tree to an image, and the commit is tagged by its own id, by T when
+// given, and becomes the label's HEAD base if the label has no HEAD yet.
+//
+// Public surface: importDirectory, ImportOptions, ImportResult, ImportProgress.
+import { fsverityDigest } from '../digest.js';
+import { StratumError } from '../error.js';
+import { objectPath, type Tree } from '../image/tree.js';
+import { bufferSource, ImageReader } from '../image/read.js';
+import { writeImage } from '../image/write.js';
+import { merkleOfImage } from '../merkle.js';
+import type { CommitMetadata } from '../metadata.js';
+import { checkLabel, checkTag } from '../names.js';
+import { readSourceTree, type PendingFile } from '../source.js';
+import type { Store } from '../store.js';
+
+/** Puts in flight at once: file creation, not bandwidth, limits small files (MEASUREMENTS.md). */
+const PUT_CONCURRENCY = 32;
+
+export interface ImportProgress {
+  files: number;
+  totalFiles: number;
+  bytes: number;
+  totalBytes: number;
+}
+
+export interface ImportOptions {
+  label: string;
+  tag?: string | undefined;
+  onProgress?: (p: ImportProgress) => void;
+}
+
+export interface ImportResult {
+  id: string;
+  label: string;
+  /** Tags that point at the commit after the import. */
+  tags: string[];
+  /** False when the same tree was already a commit. */
+  newCommit: boolean;
+  newObjects: number;
+  /** Paths in the tree (root included) and bytes of file content. */
+  files: number;
+  bytes: number;
+  /** Whether this import made the commit the label's HEAD base. */
+  head: boolean;
+}
+
+export async function importDirectory(store: Store, dir: string, options: ImportOptions): Promise<ImportResult> {
+  const label = checkLabel(options.label);
+  const tag = options.tag === undefined ? undefined : checkTag(options.tag);
+  const source = await readSourceTree(dir, { refuseTopLevel: ['.stratum'] });
+  // shared: imports may run side by side; gc takes the lock exclusively and waits for them
+  return store.lock.with('shared', async () => {
+    const newObjects = await storeContents(store, source.pending, options.onProgress);
+    const { id, meta, image } = buildCommit(source.tree);
+    const newCommit = await store.commits.add(image, meta);
+    const tags = [id];
+    await tagIdempotent(store, label, id, id);
+    if (tag !== undefined) {
+      await tagIdempotent(store, label, tag, id);
+      tags.push(tag);
+    }
+    const now = new Date().toISOString();
+    const head = await store.heads.write({ label, base: id, xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user', created: now, updated: now }, { create: true });
+    return { id, label, tags, newCommit, newObjects, files: meta.files.count, bytes: meta.files.totalSize, head };
+  });
+}
+
+/** The image and metadata of a tree whose external files all have digests. */
+export function buildCommit(tree: Tree, parent?: string): { id: string; meta: CommitMetadata; image: Uint8Array } {
+  const image = writeImage(tree);
+  const id = fsverityDigest(image);
+  const { merkle, stats } = merkleOfImage(ImageReader.open(bufferSource(image)));
+  const meta: CommitMetadata = {
+    merkleRoot: merkle.root,
+    metadataHash: id,
+    timestamp: new Date().toISOString(),
+    files: { count: stats.count, totalSize: stats.totalSize },
+    merkle: { leafCount: merkle.leafCount, treeDepth: merkle.depth },
+  };
+  if (parent) meta.parentCommit = parent;
+  return { id, meta, image };
+}
+
+/** Puts every pending file, many at a time, and sets each inode's digest; returns how many objects were new. */
+async function storeContents(store: Store, pending: PendingFile[], onProgress?: (p: ImportProgress) => void): Promise<number> {
+  const progress: ImportProgress = { files: 0, totalFiles: pending.length, bytes: 0, totalBytes: pending.reduce((n, f) => n + f.inode.size, 0) };
+  const batch = await store.objects.batch();
+  try {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < pending.length) {
+        const file = pending[next++]!;
+        const digest = await batch.putFile(file.path, { size: file.inode.size });
+        file.inode.digest = digest;
+        file.inode.payload = objectPath(digest);
+        progress.files++;
+        progress.bytes += file.inode.size;
+        onProgress?.(progress);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PUT_CONCURRENCY, pending.length) }, worker));
+    return (await batch.commit()).length;
+  } finally {
+    await batch.dispose();
+  }
+}
+
+/** Tags `label:tag` -> id; a tag already pointing at this very commit is fine (a re-import). */
+async function tagIdempotent(store: Store, label: string, tag: string, id: string): Promise<void> {
+  try {
+    await store.tags.write(label, tag, { kind: 'id', id });
+  } catch (err) {
+    if (!(err instanceof StratumError && err.code === 'TAG_EXISTS')) throw err;
+    const existing = await store.tags.read(label, tag);
+    if (existing?.kind === 'id' && existing.id === id) return;
+    throw new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists and points at another commit; use \`stratum tag\` with --force to move it`);
+  }
+}

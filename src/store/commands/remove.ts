@@ -1,0 +1,53 @@
+// `remove label:tag` drops a tag; `remove label` drops the label: its tags, its HEAD and HEAD's
+// uncommitted changes (only with `force` when there are any). Either way, what became unreachable
+// is collected.
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { StratumError, isSystemError } from '../error.js';
+import { parseRef } from '../names.js';
+import type { Store } from '../store.js';
+import { collectGarbage, type GcResult } from './gc.js';
+
+export interface RemoveResult {
+  removed: string;
+  gc: GcResult;
+}
+
+export async function remove(store: Store, what: string, options: { force?: boolean } = {}): Promise<RemoveResult> {
+  const ref = parseRef(what);
+  if (ref.target.kind === 'id') throw new StratumError('USAGE', `remove takes label or label:tag, not a commit id; commits go when nothing names them`);
+  if (ref.target.kind === 'name') {
+    await store.tags.remove(ref.label, ref.target.name);
+    return { removed: `${ref.label}:${ref.target.name}`, gc: await collectGarbage(store) };
+  }
+  const labelDir = store.tags.labelDir(ref.label);
+  if (!(await exists(labelDir))) throw new StratumError('NOT_FOUND', `label ${ref.label} does not exist`);
+  const changes = await countEntries(join(labelDir, 'head'));
+  if (changes > 0 && !options.force) {
+    throw new StratumError('BUSY', `HEAD of ${ref.label} has uncommitted changes (${changes} top-level entries); commit them, or use --force to discard them`);
+  }
+  await store.lock.with('exclusive', async () => {
+    const grave = join(store.tmp.dir, `removed-${ref.label}-${process.pid}`);
+    await fsp.rename(labelDir, grave);
+    await fsp.rm(grave, { recursive: true, force: true });
+  });
+  return { removed: ref.label, gc: await collectGarbage(store) };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await fsp.access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function countEntries(dir: string): Promise<number> {
+  try {
+    return (await fsp.readdir(dir)).length;
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) return 0;
+    throw err;
+  }
+}

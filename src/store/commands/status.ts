@@ -1,0 +1,61 @@
+// `status [label[:tag]]`: the store at a glance, or one label: its HEAD, tags and what they point at.
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { isSystemError } from '../error.js';
+import { parseRef } from '../names.js';
+import { resolveRef } from '../resolve.js';
+import type { Store } from '../store.js';
+import { listTags, type TagEntry } from './list.js';
+
+export interface StoreStatus {
+  store: string;
+  labels: number;
+  commits: number;
+  objects: number;
+  objectBytes: number;
+}
+
+export interface LabelStatus {
+  label: string;
+  head?: { base: string; baseTime: string; xattrNamespace: string; upperEntries: number; lastCommit?: string };
+  tags: TagEntry[];
+  /** When a tag was asked for: the commit it names. */
+  commit?: { ref: string; id: string; timestamp: string; files: number; bytes: number; parent?: string };
+}
+
+export async function storeStatus(store: Store): Promise<StoreStatus> {
+  let objects = 0;
+  let objectBytes = 0;
+  for await (const digest of store.objects.list()) {
+    objects++;
+    objectBytes += (await fsp.lstat(store.objects.path(digest))).size;
+  }
+  return { store: store.root, labels: (await store.tags.labels()).length, commits: (await store.commits.list()).length, objects, objectBytes };
+}
+
+export async function labelStatus(store: Store, what: string): Promise<LabelStatus> {
+  const ref = parseRef(what);
+  const status: LabelStatus = { label: ref.label, tags: await listTags(store, ref.label) };
+  const head = await store.heads.read(ref.label);
+  if (head) {
+    const meta = await store.commits.metadata(head.base).catch(() => undefined);
+    status.head = { base: head.base, baseTime: meta?.timestamp ?? '', xattrNamespace: head.xattrNamespace, upperEntries: await countEntries(join(store.tags.labelDir(ref.label), 'head')) };
+    if (head.lastCommit) status.head.lastCommit = head.lastCommit;
+  }
+  if (ref.target.kind !== 'head') {
+    const { id } = await resolveRef(store, ref);
+    const meta = await store.commits.metadata(id);
+    status.commit = { ref: what, id, timestamp: meta.timestamp, files: meta.files.count, bytes: meta.files.totalSize };
+    if (meta.parentCommit) status.commit.parent = meta.parentCommit;
+  }
+  return status;
+}
+
+async function countEntries(dir: string): Promise<number> {
+  try {
+    return (await fsp.readdir(dir)).length;
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) return 0;
+    throw err;
+  }
+}

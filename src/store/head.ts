@@ -1,0 +1,92 @@
+// HEAD of a label: refs/<label>/head.toml names the base commit and how the upper dir
+// (refs/<label>/head/) is written. This module only reads and writes that file.
+//
+// Public surface: HeadState, HeadStore, HEAD_FORMAT.
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'smol-toml';
+import { isDigest } from './digest.js';
+import { StratumError, isSystemError, wrapSystemError } from './error.js';
+import { checkLabel } from './names.js';
+import { writeFileAtomic, type TmpArea } from './tmp.js';
+
+export const HEAD_FORMAT = 1;
+
+export interface HeadState {
+  label: string;
+  /** The commit HEAD's upper dir is layered on. */
+  base: string;
+  /** Namespace of overlay xattrs in the upper dir: `trusted` when written as root, else `user`. */
+  xattrNamespace: 'trusted' | 'user';
+  created: string;
+  updated: string;
+  /** The commit HEAD last produced, if any. */
+  lastCommit?: string;
+}
+
+export class HeadStore {
+  constructor(
+    private readonly refsDir: string,
+    private readonly tmp: TmpArea,
+  ) {}
+
+  path(label: string): string {
+    return join(this.refsDir, checkLabel(label), 'head.toml');
+  }
+
+  async read(label: string): Promise<HeadState | undefined> {
+    let text: string;
+    try {
+      text = await fsp.readFile(this.path(label), 'utf8');
+    } catch (err) {
+      if (isSystemError(err, 'ENOENT')) return undefined;
+      throw wrapSystemError(err, `reading HEAD of ${label}`);
+    }
+    return parseHead(text, label);
+  }
+
+  /** Writes HEAD; with `create`, only if the label has none yet (returns false if it had). */
+  async write(state: HeadState, options: { create?: boolean } = {}): Promise<boolean> {
+    await fsp.mkdir(join(this.refsDir, state.label), { recursive: true });
+    try {
+      await writeFileAtomic(this.tmp, this.path(state.label), formatHead(state), { noReplace: options.create ?? false });
+      return true;
+    } catch (err) {
+      if (options.create && isSystemError(err, 'EEXIST')) return false;
+      throw err;
+    }
+  }
+}
+
+function formatHead(s: HeadState): string {
+  const doc: Record<string, string | number> = { format: HEAD_FORMAT, label: s.label, base: s.base, xattr_namespace: s.xattrNamespace, created: s.created, updated: s.updated };
+  if (s.lastCommit) doc.last_commit = s.lastCommit;
+  return stringify(doc) + '\n';
+}
+
+function parseHead(text: string, label: string): HeadState {
+  const bad = (why: string): never => {
+    throw new StratumError('CORRUPT_STORE', `HEAD of ${label} (refs/${label}/head.toml) is unreadable: ${why}`);
+  };
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (err) {
+    return bad((err as Error).message.split('\n')[0]!);
+  }
+  const format = Number(doc.format);
+  if (format !== HEAD_FORMAT) bad(`format ${String(doc.format)} is not ${HEAD_FORMAT}`);
+  const base = doc.base;
+  if (typeof base !== 'string' || !isDigest(base)) bad('base is not a commit id');
+  const ns = doc.xattr_namespace;
+  if (ns !== 'trusted' && ns !== 'user') bad('xattr_namespace must be "trusted" or "user"');
+  const state: HeadState = {
+    label,
+    base: base as string,
+    xattrNamespace: ns as 'trusted' | 'user',
+    created: String(doc.created ?? ''),
+    updated: String(doc.updated ?? ''),
+  };
+  if (typeof doc.last_commit === 'string' && isDigest(doc.last_commit)) state.lastCommit = doc.last_commit;
+  return state;
+}

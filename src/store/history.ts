@@ -1,0 +1,51 @@
+// What names a commit, and what a commit descends from: the roots of gc, verify and log.
+//
+// Public surface: labelRoots, allRoots, withAncestors, ancestry.
+import { StratumError } from './error.js';
+import type { CommitMetadata } from './metadata.js';
+import type { Store } from './store.js';
+
+/** Commits a label's tags and HEAD name; tags that do not resolve name nothing. */
+export async function labelRoots(store: Store, label: string): Promise<string[]> {
+  const roots: string[] = [];
+  for (const tag of await store.tags.tags(label)) {
+    try {
+      roots.push((await store.tags.resolve(label, tag)).id);
+    } catch (err) {
+      if (!(err instanceof StratumError)) throw err;
+    }
+  }
+  const head = await store.heads.read(label);
+  if (head) roots.push(head.base);
+  return roots;
+}
+
+export async function allRoots(store: Store): Promise<string[]> {
+  const roots: string[] = [];
+  for (const label of await store.tags.labels()) roots.push(...(await labelRoots(store, label)));
+  return roots;
+}
+
+/** The roots and every commit they descend from, as far as the store has them. */
+export async function withAncestors(store: Store, roots: Iterable<string>): Promise<Set<string>> {
+  const seen = new Set<string>();
+  for (const root of roots) {
+    for await (const { id } of ancestry(store, root)) {
+      if (seen.has(id)) break;
+      seen.add(id);
+    }
+  }
+  return seen;
+}
+
+/** A commit and its parents, newest first, until the chain ends or leaves the store. */
+export async function* ancestry(store: Store, id: string): AsyncGenerator<{ id: string; meta: CommitMetadata }> {
+  const visited = new Set<string>();
+  let current: string | undefined = id;
+  while (current && !visited.has(current) && (await store.commits.has(current))) {
+    visited.add(current);
+    const meta = await store.commits.metadata(current);
+    yield { id: current, meta };
+    current = meta.parentCommit;
+  }
+}

@@ -1,0 +1,143 @@
+// Reads a directory on disk into a commit Tree: what `import` stores. Symlinks are stored, never
+// followed; names stay bytes (Linux names need not be UTF-8); hardlinked files become one inode
+// with several entries; xattrs are kept with binary values. File contents are not read here:
+// files to store as objects come back in `pending`, small ones are read inline.
+//
+// Public surface: readSourceTree, SourceTree, PendingFile, INLINE_LIMIT.
+import { constants as C, promises as fsp, type BigIntStats } from 'node:fs';
+
+import { lgetxattr, llistxattr } from '../native/xattr.js';
+import { StratumError, isSystemError, wrapSystemError } from './error.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './image/erofs.js';
+import { type ByteString, type Inode, type Tree, addEntry, byteString, newInode } from './image/tree.js';
+import { display } from './paths.js';
+
+/** Files of 1..64 bytes live inside the image, as mkcomposefs does; larger ones become objects. */
+export const INLINE_LIMIT = 64;
+
+export interface PendingFile {
+  /** Absolute path on disk, as bytes (Buffer paths survive non-UTF-8 names). */
+  path: Buffer;
+  inode: Inode;
+}
+
+export interface SourceTree {
+  tree: Tree;
+  /** Regular files whose content must become objects (one per inode, not per hardlink). */
+  pending: PendingFile[];
+  /** Entries below the root, hardlinks counted per path. */
+  entries: number;
+}
+
+export async function readSourceTree(dir: string, options: { refuseTopLevel?: string[] } = {}): Promise<SourceTree> {
+  const rootPath = Buffer.from(dir);
+  const rootStat = await lstat(rootPath, dir);
+  if ((Number(rootStat.mode) & S_IFMT) !== S_IFDIR) throw new StratumError('BAD_PATH', `${dir} is not a directory`);
+  const refused = new Set(options.refuseTopLevel ?? []);
+  const pending: PendingFile[] = [];
+  const inodes = new Map<string, Inode>();
+  let entries = 0;
+
+  const root = await makeInode(rootPath, rootStat);
+  const stack: Array<{ path: Buffer; inode: Inode; top: boolean }> = [{ path: rootPath, inode: root, top: true }];
+  while (stack.length > 0) {
+    const { path, inode: dirInode, top } = stack.pop()!;
+    let names: Buffer[];
+    try {
+      names = (await fsp.readdir(path, { encoding: 'buffer' })) as Buffer[];
+    } catch (err) {
+      throw wrapSystemError(err, `reading directory ${display(path)}`);
+    }
+    for (const nameBytes of names) {
+      const name = byteString(nameBytes);
+      const childPath = Buffer.concat([path, Buffer.from('/'), nameBytes]);
+      if (top && refused.has(name)) throw new StratumError('BAD_PATH', `${display(childPath)}: a top-level ${name} is reserved for stratum's control files; move it away first`);
+      const stat = await lstat(childPath, display(childPath));
+      const type = Number(stat.mode) & S_IFMT;
+      if (type === S_IFSOCK) throw new StratumError('BAD_PATH', `${display(childPath)} is a socket; sockets cannot be stored (stop its server or move it away)`);
+      entries++;
+      const key = `${stat.dev}:${stat.ino}`;
+      const seen = type !== S_IFDIR && stat.nlink > 1n ? inodes.get(key) : undefined;
+      if (seen) {
+        addEntry(dirInode, name, seen, { hardlink: true });
+        continue;
+      }
+      const inode = await makeInode(childPath, stat);
+      addEntry(dirInode, name, inode);
+      if (type !== S_IFDIR && stat.nlink > 1n) inodes.set(key, inode);
+      if (type === S_IFDIR) stack.push({ path: childPath, inode, top: false });
+      else if (type === S_IFREG && inode.size > INLINE_LIMIT) pending.push({ path: childPath, inode });
+      else if (type === S_IFREG && inode.size > 0) {
+        inode.content = await readSmall(childPath, inode.size);
+        inode.size = inode.content.length;
+      }
+    }
+  }
+  return { tree: { root }, pending, entries };
+}
+
+async function makeInode(path: Buffer, stat: BigIntStats): Promise<Inode> {
+  const mode = Number(stat.mode);
+  const type = mode & S_IFMT;
+  const ns = stat.mtimeNs;
+  const sec = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);
+  const inode = newInode({
+    mode,
+    uid: Number(stat.uid),
+    gid: Number(stat.gid),
+    nlink: Number(stat.nlink),
+    mtimeSec: Number(sec),
+    mtimeNsec: Number(ns - sec * 1_000_000_000n),
+    size: type === S_IFREG ? Number(stat.size) : 0,
+    rdev: Number(stat.rdev),
+    xattrs: readXattrs(path),
+  });
+  if (type === S_IFLNK) {
+    const target = (await fsp.readlink(path, { encoding: 'buffer' })) as Buffer;
+    inode.symlinkTarget = byteString(target);
+    inode.size = target.length;
+  }
+  return inode;
+}
+
+function readXattrs(path: Buffer): Array<{ name: ByteString; value: Uint8Array }> {
+  let names: Buffer[];
+  try {
+    names = llistxattr(path, { encoding: 'buffer' });
+  } catch (err) {
+    if (isSystemError(err, 'ENOTSUP') || isSystemError(err, 'EOPNOTSUPP')) return [];
+    throw wrapSystemError(err, `listing xattrs of ${display(path)}`);
+  }
+  const out: Array<{ name: ByteString; value: Uint8Array }> = [];
+  for (const name of names) {
+    try {
+      out.push({ name: byteString(name), value: lgetxattr(path, name) });
+    } catch (err) {
+      if (isSystemError(err, 'ENODATA')) continue; // removed while we looked
+      throw wrapSystemError(err, `reading xattr ${name.toString('latin1')} of ${display(path)}`);
+    }
+  }
+  return out;
+}
+
+async function readSmall(path: Buffer, size: number): Promise<Uint8Array> {
+  const handle = await fsp.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+  try {
+    const buf = Buffer.alloc(size);
+    const { bytesRead } = await handle.read(buf, 0, size, 0);
+    return buf.subarray(0, bytesRead);
+  } catch (err) {
+    throw wrapSystemError(err, `reading ${display(path)}`);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function lstat(path: Buffer, shown: string): Promise<BigIntStats> {
+  try {
+    return await fsp.lstat(path, { bigint: true });
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `${shown} does not exist`);
+    throw wrapSystemError(err, `reading ${shown}`);
+  }
+}
