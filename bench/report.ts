@@ -20,3 +20,18 @@ export function row(name: string, ...cells: string[]): void {
 export const mbps = (bytes: number, seconds: number): string => `${(bytes / seconds / 1e6).toFixed(0)} MB/s`;
 export const perSec = (n: number, seconds: number): string => `${(n / seconds / 1000).toFixed(1)}k/s`;
 export const ratio = (x: number): string => `${x.toFixed(2)}×`;
+
+/**
+ * Times a baseline and a subject alternately (baseline, subject, baseline, …), running `before`
+ * ahead of each, so both see the filesystem in the same state; returns the two medians.
+ */
+export async function compare(runs: number, baseline: () => Promise<void> | void, subject: () => Promise<void> | void, before: () => Promise<void> | void): Promise<[number, number]> {
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    a.push(await median(1, baseline, before));
+    b.push(await median(1, subject, before));
+  }
+  const mid = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  return [mid(a), mid(b)];
+}

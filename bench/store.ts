@@ -6,7 +6,7 @@ import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
-import { mbps, median, perSec, ratio, row } from './report.js';
+import { compare, mbps, median, perSec, ratio, row } from './report.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LARGE = Number(process.env.BENCH_LARGE_MB ?? 1024) << 20;
@@ -61,21 +61,19 @@ function cpA(from: string): void {
 }
 
 try {
-  console.log(`object put vs cp -a on ${work} (median of ${RUNS}, caches warm, both made durable)`);
+  console.log(`object put vs cp -a on ${work} (median of ${RUNS}, runs alternating after the same cleanup, caches warm, both made durable)`);
   row('', 'cp -a', 'stratum put', 'put / cp');
 
   const large = join(work, 'large');
   makeLarge(large);
-  const cpLarge = await median(RUNS, () => cpA(large), cleanTargets);
-  const putLarge = await median(RUNS, () => putTree([join(large, 'large.bin')]), cleanTargets);
+  const [cpLarge, putLarge] = await compare(RUNS, () => cpA(large), () => putTree([join(large, 'large.bin')]), cleanTargets);
   row(`1 file of ${LARGE >> 20} MiB`, mbps(LARGE, cpLarge), mbps(LARGE, putLarge), ratio(cpLarge / putLarge));
   rmSync(large, { recursive: true });
 
   const small = join(work, 'small');
   const bytes = makeSmall(small);
   const paths = Array.from({ length: SMALL_COUNT }, (_, i) => join(small, `d${i % 100}`, `f${i}.txt`));
-  const cpSmall = await median(RUNS, () => cpA(small), cleanTargets);
-  const putSmall = await median(RUNS, () => putTree(paths), cleanTargets);
+  const [cpSmall, putSmall] = await compare(RUNS, () => cpA(small), () => putTree(paths), cleanTargets);
   row(`${SMALL_COUNT} small files (${(bytes / 2 ** 20).toFixed(0)} MiB)`, perSec(SMALL_COUNT, cpSmall), perSec(SMALL_COUNT, putSmall), ratio(cpSmall / putSmall));
 
   const dedup = await median(RUNS, () => putTree(paths));

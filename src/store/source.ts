@@ -4,12 +4,13 @@
 // files to store as objects come back in `pending`, small ones are read inline.
 //
 // Public surface: readSourceTree, SourceTree, PendingFile, INLINE_LIMIT.
-import { constants as C, promises as fsp, type BigIntStats } from 'node:fs';
+import { closeSync, constants as C, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 
 import { lgetxattr, llistxattr } from '../native/xattr.js';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './image/erofs.js';
 import { type ByteString, type Inode, type Tree, addEntry, byteString, newInode } from './image/tree.js';
+import type { FileIdentity } from './import-cache.js';
 import { display } from './paths.js';
 
 /** Files of 1..64 bytes live inside the image, as mkcomposefs does; larger ones become objects. */
@@ -19,6 +20,8 @@ export interface PendingFile {
   /** Absolute path on disk, as bytes (Buffer paths survive non-UTF-8 names). */
   path: Buffer;
   inode: Inode;
+  /** What the import cache keys on. */
+  identity: FileIdentity;
 }
 
 export interface SourceTree {
@@ -29,22 +32,26 @@ export interface SourceTree {
   entries: number;
 }
 
+/**
+ * The walk uses synchronous calls: each is a few µs on a cached inode, where an async call's trip
+ * through the libuv pool costs more than the syscall itself (re-imports were bound by it).
+ */
 export async function readSourceTree(dir: string, options: { refuseTopLevel?: string[] } = {}): Promise<SourceTree> {
   const rootPath = Buffer.from(dir);
-  const rootStat = await lstat(rootPath, dir);
+  const rootStat = lstat(rootPath, dir);
   if ((Number(rootStat.mode) & S_IFMT) !== S_IFDIR) throw new StratumError('BAD_PATH', `${dir} is not a directory`);
   const refused = new Set(options.refuseTopLevel ?? []);
   const pending: PendingFile[] = [];
   const inodes = new Map<string, Inode>();
   let entries = 0;
 
-  const root = await makeInode(rootPath, rootStat);
+  const root = makeInode(rootPath, rootStat);
   const stack: Array<{ path: Buffer; inode: Inode; top: boolean }> = [{ path: rootPath, inode: root, top: true }];
   while (stack.length > 0) {
     const { path, inode: dirInode, top } = stack.pop()!;
     let names: Buffer[];
     try {
-      names = (await fsp.readdir(path, { encoding: 'buffer' })) as Buffer[];
+      names = readdirSync(path, { encoding: 'buffer' });
     } catch (err) {
       throw wrapSystemError(err, `reading directory ${display(path)}`);
     }
@@ -52,7 +59,7 @@ export async function readSourceTree(dir: string, options: { refuseTopLevel?: st
       const name = byteString(nameBytes);
       const childPath = Buffer.concat([path, Buffer.from('/'), nameBytes]);
       if (top && refused.has(name)) throw new StratumError('BAD_PATH', `${display(childPath)}: a top-level ${name} is reserved for stratum's control files; move it away first`);
-      const stat = await lstat(childPath, display(childPath));
+      const stat = lstat(childPath, display(childPath));
       const type = Number(stat.mode) & S_IFMT;
       if (type === S_IFSOCK) throw new StratumError('BAD_PATH', `${display(childPath)} is a socket; sockets cannot be stored (stop its server or move it away)`);
       entries++;
@@ -62,13 +69,15 @@ export async function readSourceTree(dir: string, options: { refuseTopLevel?: st
         addEntry(dirInode, name, seen, { hardlink: true });
         continue;
       }
-      const inode = await makeInode(childPath, stat);
+      const inode = makeInode(childPath, stat);
       addEntry(dirInode, name, inode);
       if (type !== S_IFDIR && stat.nlink > 1n) inodes.set(key, inode);
       if (type === S_IFDIR) stack.push({ path: childPath, inode, top: false });
-      else if (type === S_IFREG && inode.size > INLINE_LIMIT) pending.push({ path: childPath, inode });
+      else if (type === S_IFREG && inode.size > INLINE_LIMIT) {
+        pending.push({ path: childPath, inode, identity: { dev: stat.dev, ino: stat.ino, size: inode.size, mtimeNs: stat.mtimeNs, ctimeNs: stat.ctimeNs } });
+      }
       else if (type === S_IFREG && inode.size > 0) {
-        inode.content = await readSmall(childPath, inode.size);
+        inode.content = readSmall(childPath, inode.size);
         inode.size = inode.content.length;
       }
     }
@@ -76,7 +85,7 @@ export async function readSourceTree(dir: string, options: { refuseTopLevel?: st
   return { tree: { root }, pending, entries };
 }
 
-async function makeInode(path: Buffer, stat: BigIntStats): Promise<Inode> {
+function makeInode(path: Buffer, stat: BigIntStats): Inode {
   const mode = Number(stat.mode);
   const type = mode & S_IFMT;
   const ns = stat.mtimeNs;
@@ -93,7 +102,7 @@ async function makeInode(path: Buffer, stat: BigIntStats): Promise<Inode> {
     xattrs: readXattrs(path),
   });
   if (type === S_IFLNK) {
-    const target = (await fsp.readlink(path, { encoding: 'buffer' })) as Buffer;
+    const target = readlinkSync(path, { encoding: 'buffer' });
     inode.symlinkTarget = byteString(target);
     inode.size = target.length;
   }
@@ -120,22 +129,23 @@ function readXattrs(path: Buffer): Array<{ name: ByteString; value: Uint8Array }
   return out;
 }
 
-async function readSmall(path: Buffer, size: number): Promise<Uint8Array> {
-  const handle = await fsp.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+function readSmall(path: Buffer, size: number): Uint8Array {
+  let fd: number | undefined;
   try {
+    fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
     const buf = Buffer.alloc(size);
-    const { bytesRead } = await handle.read(buf, 0, size, 0);
+    const bytesRead = readSync(fd, buf, 0, size, 0);
     return buf.subarray(0, bytesRead);
   } catch (err) {
     throw wrapSystemError(err, `reading ${display(path)}`);
   } finally {
-    await handle.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
-async function lstat(path: Buffer, shown: string): Promise<BigIntStats> {
+function lstat(path: Buffer, shown: string): BigIntStats {
   try {
-    return await fsp.lstat(path, { bigint: true });
+    return lstatSync(path, { bigint: true });
   } catch (err) {
     if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `${shown} does not exist`);
     throw wrapSystemError(err, `reading ${shown}`);

@@ -31,6 +31,11 @@ export class Store {
   readonly tmp: TmpArea;
   readonly lock: StoreLock;
 
+  /** Machine-local caches (the import cache); safe to delete at any time. */
+  get cacheDir(): string {
+    return join(this.root, 'cache');
+  }
+
   private constructor(readonly root: string) {
     this.tmp = new TmpArea(join(root, 'tmp'));
     this.objects = new ObjectStore(join(root, 'objects'), this.tmp);
@@ -58,7 +63,7 @@ export class Store {
   /** Lays out an empty store. The info file comes last: a store is only a store once it has one. */
   private async create(): Promise<void> {
     await fsp.mkdir(this.root, { recursive: true, mode: 0o755 });
-    const existing = (await fsp.readdir(this.root)).filter((n) => !['objects', 'commits', 'refs', 'tmp', 'lock'].includes(n));
+    const existing = (await fsp.readdir(this.root)).filter((n) => !['objects', 'commits', 'refs', 'tmp', 'lock', 'cache'].includes(n));
     if (existing.length > 0) {
       throw new StratumError('USAGE', `${this.root} is not empty and not a stratum store (found ${existing.slice(0, 3).join(', ')}); choose an empty directory`);
     }

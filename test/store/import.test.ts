@@ -163,6 +163,41 @@ test('sockets, a top-level .stratum, a missing or non-directory source are refus
     await expectError(importDirectory(store, join(dir, 'deep'), { label: 'app', tag: 'HEAD' }), 'BAD_NAME');
   }));
 
+test('a file rewritten with the same size and mtime is hashed again on re-import (the cache keys on ctime)', () =>
+  withTempDir(async (dir) => {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'data'), pseudoRandomBytes(10_000, 1));
+    utimesSync(join(src, 'data'), 1_600_000_000, 1_600_000_000);
+    const store = await Store.open(join(dir, 's'), { create: true });
+    const first = await importDirectory(store, src, { label: 'app' });
+    const again = await importDirectory(store, src, { label: 'app' });
+    assert.is(again.id, first.id);
+    await new Promise((r) => setTimeout(r, 20)); // a later ctime
+    writeFileSync(join(src, 'data'), pseudoRandomBytes(10_000, 2));
+    utimesSync(join(src, 'data'), 1_600_000_000, 1_600_000_000);
+    const changed = await importDirectory(store, src, { label: 'app' });
+    assert.is.not(changed.id, first.id);
+    assert.is(changed.newObjects, 1);
+    const seen = readBack(store, changed.id);
+    assert.ok(seen.get('/data')!.content!.equals(pseudoRandomBytes(10_000, 2)));
+  }));
+
+test('a cached object that gc removed is stored again, not assumed', () =>
+  withTempDir(async (dir) => {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'data'), pseudoRandomBytes(10_000, 3));
+    const store = await Store.open(join(dir, 's'), { create: true });
+    const { id } = await importDirectory(store, src, { label: 'app' });
+    const digest = fsverityDigest(pseudoRandomBytes(10_000, 3));
+    (await import('node:fs')).rmSync(store.objects.path(digest));
+    const again = await importDirectory(store, src, { label: 'app' });
+    assert.is(again.id, id);
+    assert.is(again.newObjects, 1);
+    assert.ok(await store.objects.has(digest));
+  }));
+
 test('names that are not UTF-8 survive the round trip byte for byte', () =>
   withTempDir(async (dir) => {
     const src = Buffer.from(join(dir, 'src'));

@@ -10,6 +10,7 @@ import { bufferSource, ImageReader } from '../image/read.js';
 import { writeImage } from '../image/write.js';
 import { merkleOfImage } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
+import { ImportCache } from '../import-cache.js';
 import { checkLabel, checkTag } from '../names.js';
 import { readSourceTree, type PendingFile } from '../source.js';
 import type { Store } from '../store.js';
@@ -82,16 +83,24 @@ export function buildCommit(tree: Tree, parent?: string): { id: string; meta: Co
   return { id, meta, image };
 }
 
-/** Puts every pending file, many at a time, and sets each inode's digest; returns how many objects were new. */
+/**
+ * Puts every pending file, many at a time, and sets each inode's digest; returns how many objects
+ * were new. Files the import cache knows, whose object is still here, are not read at all.
+ */
 async function storeContents(store: Store, pending: PendingFile[], onProgress?: (p: ImportProgress) => void): Promise<number> {
   const progress: ImportProgress = { files: 0, totalFiles: pending.length, bytes: 0, totalBytes: pending.reduce((n, f) => n + f.inode.size, 0) };
+  const cache = await ImportCache.load(store.cacheDir, store.tmp);
   const batch = await store.objects.batch();
   try {
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < pending.length) {
         const file = pending[next++]!;
-        const digest = await batch.putFile(file.path, { size: file.inode.size });
+        let digest = cache.lookup(file.identity);
+        if (!digest || !(await store.objects.has(digest))) {
+          digest = await batch.putFile(file.path, { size: file.inode.size });
+          cache.remember(file.identity, digest);
+        }
         file.inode.digest = digest;
         file.inode.payload = objectPath(digest);
         progress.files++;
@@ -100,7 +109,9 @@ async function storeContents(store: Store, pending: PendingFile[], onProgress?: 
       }
     };
     await Promise.all(Array.from({ length: Math.min(PUT_CONCURRENCY, pending.length) }, worker));
-    return (await batch.commit()).length;
+    const added = (await batch.commit()).length;
+    await cache.save(); // after the objects are durable: an entry never names an object that is not
+    return added;
   } finally {
     await batch.dispose();
   }
