@@ -6,7 +6,7 @@ import { cac } from 'cac';
 import { StratumError, exitStatus } from '../store/error.js';
 import { exportCommand, importCommand } from './commands/import.js';
 import { list } from './commands/list.js';
-import { gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
+import { diffCommand, gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
 import { Context, STDIO, type GlobalOptions } from './context.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
@@ -43,6 +43,7 @@ export function buildCli(): ReturnType<typeof cac> {
   cli.command('gc', 'Delete commits and objects nothing refers to').option('--dry-run', 'Only say what would be freed').action(run(gcCommand));
   cli.command('verify [ref]', 'Re-hash objects and images; exit 1 on any problem').option('--repair', 'Remove corrupt objects so a re-import restores them').action(run(verifyCommand));
   cli.command('log <ref>', 'A commit and its ancestors').action(run(logCommand));
+  cli.command('diff <from> <to>', 'Paths added (A), removed (D) and changed (M) between two commits').action(run(diffCommand));
   cli.command('status [ref]', 'The store, or one label: HEAD, tags, changes').action(run(statusCommand));
 
   cli.help();

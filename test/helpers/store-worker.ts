@@ -2,7 +2,15 @@
 //   put-file <path>         put one file, print its digest
 //   put-slow <bytes>        stream that many bytes slowly (so a test can kill -9 it mid-put)
 //   hold-lock <mode> <ms>   hold the store lock, print "locked", release after ms
+//   import <dir> <label>    import a directory, print the id
+//   import-many <dir> <n>   import <dir>/0 … <dir>/<n-1> as labels l0 … l<n-1>, print each id
+//   gc                      collect garbage, print what was freed as JSON
+//   export <ref> <file>     export a bundle
+import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
+import { exportBundle } from '../../src/store/commands/bundle.js';
+import { collectGarbage } from '../../src/store/commands/gc.js';
+import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 
 const [root, command, ...args] = process.argv.slice(2);
@@ -37,6 +45,16 @@ if (command === 'put-file') {
     console.log('locked');
     await new Promise((r) => setTimeout(r, Number(args[1])));
   });
+} else if (command === 'import') {
+  console.log((await importDirectory(store, args[0]!, { label: args[1]! })).id);
+} else if (command === 'import-many') {
+  for (let i = 0; i < Number(args[1]); i++) console.log((await importDirectory(store, `${args[0]}/${i}`, { label: `l${i}` })).id);
+} else if (command === 'gc') {
+  console.log(JSON.stringify(await collectGarbage(store)));
+} else if (command === 'export') {
+  const out = createWriteStream(args[1]!);
+  await exportBundle(store, args[0]!, out);
+  await new Promise((r) => out.end(r));
 } else {
   throw new Error(`unknown command ${command}`);
 }

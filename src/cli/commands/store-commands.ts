@@ -1,6 +1,7 @@
 // The store commands: each parses nothing itself, calls the store function of the same name,
 // and prints its result (or JSON with --json).
 import { StratumError } from '../../store/error.js';
+import { diff } from '../../store/commands/diff.js';
 import { collectGarbage, type GcResult } from '../../store/commands/gc.js';
 import { log } from '../../store/commands/log.js';
 import { remove } from '../../store/commands/remove.js';
@@ -72,4 +73,14 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
     ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${short(s.commit.parent)}` : ''}`] : []),
     `tags: ${s.tags.map((t) => t.tag).join(', ') || 'none'}`,
   ]);
+}
+
+export async function diffCommand(ctx: Context, a: string, b: string): Promise<void> {
+  parseRef(a);
+  parseRef(b);
+  const store = await ctx.openForReading();
+  if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
+  const result = await diff(store, a, b);
+  const mark = { added: 'A', removed: 'D', changed: 'M' } as const;
+  ctx.result(result, () => result.entries.map((e) => `${mark[e.change]}\t${e.path}${e.what ? `\t(${e.what.join(', ')})` : ''}`));
 }
