@@ -3,13 +3,18 @@
 // hangs or crashes cannot take the others with it, then prints one summary line.
 // Usage: node scripts/test.js [substring ...]   (only files whose path contains a substring)
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'dist', 'test');
 const filters = process.argv.slice(2);
 const perFileTimeoutMs = Number(process.env.STRATUM_TEST_TIMEOUT_MS ?? 300_000);
+// tests never read or write the machine's real mount state
+const runtime = mkdtempSync(join(tmpdir(), 'stratum-test-run-'));
+process.env.STRATUM_STATE = join(runtime, 'state');
+process.on('exit', () => rmSync(runtime, { recursive: true, force: true }));
 
 function listTests(dir) {
   const out = [];

@@ -9,6 +9,7 @@ import { FileSource, ImageReader, walkImage } from '../image/read.js';
 import { S_IFMT, S_IFREG } from '../image/erofs.js';
 import { isSystemError } from '../error.js';
 import { allRoots, withAncestors } from '../history.js';
+import { MountState } from '../mount-state.js';
 import type { Store } from '../store.js';
 
 export interface GcResult {
@@ -40,9 +41,11 @@ export function objectsOfImage(imagePath: string): Set<string> {
   return used;
 }
 
-export async function collectGarbage(store: Store, options: { dryRun?: boolean; extraRoots?: string[] } = {}): Promise<GcResult> {
+/** Roots are tags, HEADs and mounted commits (read from `mounts`, the state file by default). */
+export async function collectGarbage(store: Store, options: { dryRun?: boolean; mounts?: MountState } = {}): Promise<GcResult> {
+  const mounted = (await (options.mounts ?? new MountState()).live(store.root)).map((m) => m.commit);
   return store.lock.with('exclusive', async () => {
-    const live = await liveCommits(store, options.extraRoots);
+    const live = await liveCommits(store, mounted);
     const usedObjects = new Set<string>();
     for (const id of live) for (const digest of objectsOfImage(store.commits.imagePath(id))) usedObjects.add(digest);
     const result: GcResult = { commits: 0, objects: 0, bytes: 0, dryRun: options.dryRun ?? false };

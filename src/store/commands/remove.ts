@@ -4,6 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { StratumError, isSystemError } from '../error.js';
+import { MountState } from '../mount-state.js';
 import { parseRef } from '../names.js';
 import type { Store } from '../store.js';
 import { collectGarbage, type GcResult } from './gc.js';
@@ -13,15 +14,20 @@ export interface RemoveResult {
   gc: GcResult;
 }
 
-export async function remove(store: Store, what: string, options: { force?: boolean } = {}): Promise<RemoveResult> {
+export async function remove(store: Store, what: string, options: { force?: boolean; mounts?: MountState } = {}): Promise<RemoveResult> {
   const ref = parseRef(what);
+  const mounts = options.mounts ?? new MountState();
   if (ref.target.kind === 'id') throw new StratumError('USAGE', `remove takes label or label:tag, not a commit id; commits go when nothing names them`);
   if (ref.target.kind === 'name') {
     await store.tags.remove(ref.label, ref.target.name);
-    return { removed: `${ref.label}:${ref.target.name}`, gc: await collectGarbage(store) };
+    return { removed: `${ref.label}:${ref.target.name}`, gc: await collectGarbage(store, { mounts }) };
   }
   const labelDir = store.tags.labelDir(ref.label);
   if (!(await exists(labelDir))) throw new StratumError('NOT_FOUND', `label ${ref.label} does not exist`);
+  const mounted = await mounts.live(store.root, ref.label);
+  if (mounted.length > 0) {
+    throw new StratumError('BUSY', `${ref.label} is mounted at ${mounted.map((m) => m.mountpoint).join(', ')}; run \`stratum unmount ${mounted[0]!.mountpoint}\` first`);
+  }
   const changes = await countEntries(join(labelDir, 'head'));
   if (changes > 0 && !options.force) {
     throw new StratumError('BUSY', `HEAD of ${ref.label} has uncommitted changes (${changes} top-level entries); commit them, or use --force to discard them`);
@@ -31,7 +37,7 @@ export async function remove(store: Store, what: string, options: { force?: bool
     await fsp.rename(labelDir, grave);
     await fsp.rm(grave, { recursive: true, force: true });
   });
-  return { removed: ref.label, gc: await collectGarbage(store) };
+  return { removed: ref.label, gc: await collectGarbage(store, { mounts }) };
 }
 
 async function exists(path: string): Promise<boolean> {

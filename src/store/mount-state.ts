@@ -1,0 +1,101 @@
+// Which labels and commits are mounted right now: the state file (DESIGN.md "Mounts"),
+// /run/stratum/state for root, $XDG_RUNTIME_DIR/stratum/state otherwise; gone after a reboot,
+// like the mounts it describes. Readers and writers hold a flock on the file beside it. Mount
+// servers add and remove their entries; store commands read them (remove refuses a mounted label,
+// gc keeps mounted commits). An entry whose server process is gone is stale: reported, never
+// trusted as a mount.
+//
+// Public surface: MountEntry, MountState, defaultStatePath.
+import { constants as C, promises as fsp } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { flock } from '../native/files.js';
+import { StratumError, isSystemError } from './error.js';
+
+export interface MountEntry {
+  /** The store the mount serves (absolute path). */
+  store: string;
+  label: string;
+  /** `HEAD` or a tag. */
+  ref: string;
+  /** The commit being served (HEAD's base for HEAD mounts). */
+  commit: string;
+  mountpoint: string;
+  pid: number;
+  mode: 'fuse' | 'kernel';
+  started: string;
+  /** Where the server logs. */
+  log?: string;
+}
+
+export function defaultStatePath(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? 0): string {
+  if (env.STRATUM_STATE) return resolve(env.STRATUM_STATE);
+  if (uid === 0) return '/run/stratum/state';
+  return join(env.XDG_RUNTIME_DIR || `/run/user/${uid}`, 'stratum', 'state');
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return isSystemError(err, 'EPERM'); // exists, owned by someone else
+  }
+}
+
+export class MountState {
+  constructor(readonly path: string = defaultStatePath()) {}
+
+  /** Reads the entries under a shared lock, each marked live or stale. */
+  async list(): Promise<Array<MountEntry & { stale: boolean }>> {
+    return this.locked('shared', async () => (await this.read()).map((e) => ({ ...e, stale: !alive(e.pid) })));
+  }
+
+  /** Live entries of one store, optionally one label. */
+  async live(store: string, label?: string): Promise<MountEntry[]> {
+    return (await this.list()).filter((e) => !e.stale && e.store === resolve(store) && (label === undefined || e.label === label));
+  }
+
+  /** Adds an entry; an existing live entry for the same mountpoint is BUSY, a stale one is replaced. */
+  async add(entry: MountEntry): Promise<void> {
+    await this.update((entries) => {
+      const clash = entries.find((e) => e.mountpoint === entry.mountpoint && alive(e.pid));
+      if (clash) throw new StratumError('BUSY', `${entry.mountpoint} is already a stratum mount (${clash.label}:${clash.ref}, pid ${clash.pid})`);
+      return [...entries.filter((e) => e.mountpoint !== entry.mountpoint), { ...entry, store: resolve(entry.store) }];
+    });
+  }
+
+  async remove(mountpoint: string): Promise<void> {
+    await this.update((entries) => entries.filter((e) => e.mountpoint !== mountpoint));
+  }
+
+  /** Read-modify-write under the exclusive lock; the file is replaced atomically. */
+  async update(change: (entries: MountEntry[]) => MountEntry[]): Promise<void> {
+    await this.locked('exclusive', async () => {
+      const next = change(await this.read());
+      const tmp = `${this.path}.${process.pid}.tmp`;
+      await fsp.writeFile(tmp, `${JSON.stringify({ version: 1, mounts: next }, null, 2)}\n`);
+      await fsp.rename(tmp, this.path);
+    });
+  }
+
+  private async read(): Promise<MountEntry[]> {
+    try {
+      const doc = JSON.parse(await fsp.readFile(this.path, 'utf8')) as { version?: number; mounts?: MountEntry[] };
+      return Array.isArray(doc.mounts) ? doc.mounts : [];
+    } catch (err) {
+      if (isSystemError(err, 'ENOENT')) return [];
+      throw new StratumError('CORRUPT_STORE', `mount state ${this.path} is unreadable; remove it if no stratum mounts are up`);
+    }
+  }
+
+  private async locked<T>(mode: 'shared' | 'exclusive', fn: () => Promise<T>): Promise<T> {
+    await fsp.mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+    const handle = await fsp.open(`${this.path}.lock`, C.O_RDWR | C.O_CREAT, 0o600);
+    try {
+      await flock(handle.fd, mode);
+      return await fn();
+    } finally {
+      await handle.close();
+    }
+  }
+}
