@@ -34,6 +34,16 @@ export class HeadStore {
     return join(this.refsDir, checkLabel(label), 'head.toml');
   }
 
+  /** Entries at the top of HEAD's upper dir: 0 means no uncommitted changes. */
+  async upperEntries(label: string): Promise<number> {
+    try {
+      return (await fsp.readdir(join(this.refsDir, checkLabel(label), 'head'))).length;
+    } catch (err) {
+      if (isSystemError(err, 'ENOENT')) return 0;
+      throw wrapSystemError(err, `reading HEAD of ${label}`);
+    }
+  }
+
   async read(label: string): Promise<HeadState | undefined> {
     let text: string;
     try {

@@ -10,22 +10,11 @@ import { remove } from '../../src/store/commands/remove.js';
 import { labelStatus, storeStatus } from '../../src/store/commands/status.js';
 import { tagCommit } from '../../src/store/commands/tag.js';
 import { verify } from '../../src/store/commands/verify.js';
-import { StratumError } from '../../src/store/error.js';
 import { formatMetadata } from '../../src/store/metadata.js';
 import { Store } from '../../src/store/store.js';
+import { expectError } from '../helpers/assert.js';
 import { withTempDir } from '../helpers/dirs.js';
 import { makeTree } from '../helpers/trees.js';
-
-async function expectError(promise: Promise<unknown>, code: string): Promise<StratumError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.instance(err, StratumError, String(err));
-    assert.is((err as StratumError).code, code, (err as Error).message);
-    return err as StratumError;
-  }
-  return assert.unreachable(`expected ${code}`) as never;
-}
 
 async function twoCommits(dir: string) {
   const store = await Store.open(join(dir, 's'), { create: true });

@@ -8,23 +8,12 @@ import { mknod, S_IFCHR, S_IFIFO } from '../../src/native/files.js';
 import { lsetxattr } from '../../src/native/xattr.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { fsverityDigest } from '../../src/store/digest.js';
-import { StratumError } from '../../src/store/error.js';
 import { S_IFMT } from '../../src/store/image/erofs.js';
 import { FileSource, ImageReader, walkImage } from '../../src/store/image/read.js';
 import { Store } from '../../src/store/store.js';
 import { pseudoRandomBytes } from '../helpers/bytes.js';
+import { expectError } from '../helpers/assert.js';
 import { withTempDir } from '../helpers/dirs.js';
-
-async function expectError(promise: Promise<unknown>, code: string): Promise<StratumError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.instance(err, StratumError, String(err));
-    assert.is((err as StratumError).code, code, (err as Error).message);
-    return err as StratumError;
-  }
-  return assert.unreachable(`expected ${code}`) as never;
-}
 
 /** path -> what a user sees of it, read back from the stored image. */
 function readBack(store: Store, id: string): Map<string, { mode: number; uid: number; gid: number; mtime: string; size: number; rdev: number; nid: number; xattrs: string[]; content?: Buffer; target?: string }> {

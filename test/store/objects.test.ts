@@ -5,21 +5,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mount, umount2, MNT_DETACH } from '../../src/native/mount.js';
 import { fsverityDigest } from '../../src/store/digest.js';
-import { StratumError } from '../../src/store/error.js';
 import { Store } from '../../src/store/store.js';
 import { pseudoRandomBytes } from '../helpers/bytes.js';
+import { expectError } from '../helpers/assert.js';
 import { helperScript, runNode, withTempDir } from '../helpers/dirs.js';
-
-async function expectError(promise: Promise<unknown>, code: string): Promise<StratumError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.instance(err, StratumError, String(err));
-    assert.is((err as StratumError).code, code, (err as Error).message);
-    return err as StratumError;
-  }
-  return assert.unreachable(`expected ${code}`) as never;
-}
 
 async function putFile(store: Store, path: string, known?: { digest?: string }): Promise<string> {
   const batch = await store.objects.batch();

@@ -2,9 +2,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { StratumError } from '../../src/store/error.js';
 import { MAX_ALIAS_DEPTH, parseRefFile } from '../../src/store/refs.js';
 import { Store } from '../../src/store/store.js';
+import { expectError } from '../helpers/assert.js';
 import { withTempDir } from '../helpers/dirs.js';
 
 const ID_A = 'a'.repeat(64);
@@ -17,17 +17,6 @@ async function storeWithCommits(dir: string, ...ids: string[]): Promise<Store> {
     writeFileSync(join(store.commits.path(id), 'metadata.toml'), '');
   }
   return store;
-}
-
-async function expectError(promise: Promise<unknown>, code: string): Promise<StratumError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.instance(err, StratumError, String(err));
-    assert.is((err as StratumError).code, code, (err as Error).message);
-    return err as StratumError;
-  }
-  return assert.unreachable(`expected ${code}`) as never;
 }
 
 test('a tag file holds the commit id on its first line; later lines are kept as a note', () =>

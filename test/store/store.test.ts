@@ -3,21 +3,10 @@ import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { StratumError } from '../../src/store/error.js';
 import { resolveStorePath } from '../../src/store/location.js';
 import { Store } from '../../src/store/store.js';
+import { expectError } from '../helpers/assert.js';
 import { helperScript, withTempDir } from '../helpers/dirs.js';
-
-async function expectError(promise: Promise<unknown>, code: string): Promise<StratumError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.instance(err, StratumError, String(err));
-    assert.is((err as StratumError).code, code, (err as Error).message);
-    return err as StratumError;
-  }
-  return assert.unreachable(`expected ${code}`) as never;
-}
 
 test('the first write lays out the store with an info file naming format and version', () =>
   withTempDir(async (dir) => {

@@ -10,16 +10,15 @@ import { tagCommit } from '../../store/commands/tag.js';
 import { verify } from '../../store/commands/verify.js';
 import { checkLabel, parseRef } from '../../store/names.js';
 import type { Context } from '../context.js';
+import { plural, shortId, size } from '../format.js';
 
-const short = (id: string): string => id.slice(0, 12);
-const size = (bytes: number): string => (bytes < 1024 ? `${bytes} B` : bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
-const freed = (gc: GcResult): string => `${gc.dryRun ? 'would free' : 'freed'} ${gc.commits} commit${gc.commits === 1 ? '' : 's'}, ${gc.objects} object${gc.objects === 1 ? '' : 's'}, ${size(gc.bytes)}`;
+const freed = (gc: GcResult): string => `${gc.dryRun ? 'would free' : 'freed'} ${plural(gc.commits, 'commit')}, ${plural(gc.objects, 'object')}, ${size(gc.bytes)}`;
 
 export async function tagCommand(ctx: Context, source: string, destination: string, options: { move?: boolean; force?: boolean }): Promise<void> {
   parseRef(source, { bareLabel: 'error' });
   const store = await ctx.openForWriting();
   const result = await tagCommit(store, source, destination, { move: options.move ?? false, force: options.force ?? false });
-  ctx.result(result, () => [`${result.label}:${result.tag}\t${short(result.id)}`]);
+  ctx.result(result, () => [`${result.label}:${result.tag}\t${shortId(result.id)}`]);
   if (result.moved) ctx.note(`(${result.moved} is gone)`);
 }
 
@@ -42,9 +41,9 @@ export async function verifyCommand(ctx: Context, what: string | undefined, opti
   if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
   const report = await verify(store, what, { repair: options.repair ?? false });
   ctx.result(report, () => [
-    ...report.problems.map((p) => `${short(p.commit)}: ${p.message}`),
-    `${report.commits} commit${report.commits === 1 ? '' : 's'}, ${report.objects} object${report.objects === 1 ? '' : 's'} checked: ${report.problems.length === 0 ? 'ok' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`}`,
-    ...(report.removed.length ? [`removed ${report.removed.length} corrupt object${report.removed.length === 1 ? '' : 's'}; import the same files again to restore them`] : []),
+    ...report.problems.map((p) => `${shortId(p.commit)}: ${p.message}`),
+    `${plural(report.commits, 'commit')}, ${plural(report.objects, 'object')} checked: ${report.problems.length === 0 ? 'ok' : plural(report.problems.length, 'problem')}`,
+    ...(report.removed.length ? [`removed ${plural(report.removed.length, 'corrupt object')}; import the same files again to restore them`] : []),
   ]);
   if (report.problems.length > 0) process.exitCode = 1;
 }
@@ -62,15 +61,15 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
   const store = await ctx.openForReading();
   if (!what) {
     const s = store ? await storeStatus(store) : { store: ctx.storePath, labels: 0, commits: 0, objects: 0, objectBytes: 0 };
-    ctx.result(s, () => [`store ${s.store}${store ? '' : ' (not created yet)'}`, `${s.labels} labels, ${s.commits} commits, ${s.objects} objects (${size(s.objectBytes)})`]);
+    ctx.result(s, () => [`store ${s.store}${store ? '' : ' (not created yet)'}`, `${plural(s.labels, 'label')}, ${plural(s.commits, 'commit')}, ${plural(s.objects, 'object')} (${size(s.objectBytes)})`]);
     return;
   }
   if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
   const s = await labelStatus(store, what);
   ctx.result(s, () => [
     `label ${s.label}`,
-    s.head ? `HEAD on ${short(s.head.base)} (${s.head.baseTime}), ${s.head.upperEntries ? `${s.head.upperEntries} changed top-level entries` : 'no changes'}` : 'no HEAD',
-    ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${short(s.commit.parent)}` : ''}`] : []),
+    s.head ? `HEAD on ${shortId(s.head.base)} (${s.head.baseTime}), ${s.head.upperEntries ? `${s.head.upperEntries} changed top-level entries` : 'no changes'}` : 'no HEAD',
+    ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${shortId(s.commit.parent)}` : ''}`] : []),
     `tags: ${s.tags.map((t) => t.tag).join(', ') || 'none'}`,
   ]);
 }

@@ -3,7 +3,7 @@
 // is collected.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { StratumError, isSystemError } from '../error.js';
+import { StratumError } from '../error.js';
 import { MountState } from '../mount-state.js';
 import { parseRef } from '../names.js';
 import type { Store } from '../store.js';
@@ -28,7 +28,7 @@ export async function remove(store: Store, what: string, options: { force?: bool
   if (mounted.length > 0) {
     throw new StratumError('BUSY', `${ref.label} is mounted at ${mounted.map((m) => m.mountpoint).join(', ')}; run \`stratum unmount ${mounted[0]!.mountpoint}\` first`);
   }
-  const changes = await countEntries(join(labelDir, 'head'));
+  const changes = await store.heads.upperEntries(ref.label);
   if (changes > 0 && !options.force) {
     throw new StratumError('BUSY', `HEAD of ${ref.label} has uncommitted changes (${changes} top-level entries); commit them, or use --force to discard them`);
   }
@@ -46,14 +46,5 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function countEntries(dir: string): Promise<number> {
-  try {
-    return (await fsp.readdir(dir)).length;
-  } catch (err) {
-    if (isSystemError(err, 'ENOENT')) return 0;
-    throw err;
   }
 }

@@ -1,7 +1,5 @@
 // `status [label[:tag]]`: the store at a glance, or one label: its HEAD, tags and what they point at.
 import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
-import { isSystemError } from '../error.js';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
@@ -39,7 +37,7 @@ export async function labelStatus(store: Store, what: string): Promise<LabelStat
   const head = await store.heads.read(ref.label);
   if (head) {
     const meta = await store.commits.metadata(head.base).catch(() => undefined);
-    status.head = { base: head.base, baseTime: meta?.timestamp ?? '', xattrNamespace: head.xattrNamespace, upperEntries: await countEntries(join(store.tags.labelDir(ref.label), 'head')) };
+    status.head = { base: head.base, baseTime: meta?.timestamp ?? '', xattrNamespace: head.xattrNamespace, upperEntries: await store.heads.upperEntries(ref.label) };
     if (head.lastCommit) status.head.lastCommit = head.lastCommit;
   }
   if (ref.target.kind !== 'head') {
@@ -49,13 +47,4 @@ export async function labelStatus(store: Store, what: string): Promise<LabelStat
     if (meta.parentCommit) status.commit.parent = meta.parentCommit;
   }
   return status;
-}
-
-async function countEntries(dir: string): Promise<number> {
-  try {
-    return (await fsp.readdir(dir)).length;
-  } catch (err) {
-    if (isSystemError(err, 'ENOENT')) return 0;
-    throw err;
-  }
 }

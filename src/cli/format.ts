@@ -1,0 +1,13 @@
+// How the CLI writes numbers and times for people.
+export const shortId = (id: string): string => id.slice(0, 12);
+
+export function size(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 2 ** 20) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 2 ** 30) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+export const when = (iso: string | undefined): string => (iso ? iso.replace('T', ' ').slice(0, 19) : '');
+
+export const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
