@@ -67,8 +67,7 @@ export function merkleOfImage(reader: ImageReader): { merkle: MerkleSummary; sta
     const type = attr.mode & S_IFMT;
     let digest = '';
     if (type === S_IFREG) {
-      const external = reader.external(nid);
-      digest = external?.digest ?? fsverityDigest(reader.readContent(nid));
+      digest = reader.objectOf(nid) ?? fsverityDigest(reader.readContent(nid));
       if (!countedInodes.has(nid)) {
         countedInodes.add(nid);
         totalSize += attr.size;

@@ -7,7 +7,12 @@ import { BUNDLE_MAGIC, END_RECORD, encodeRecord } from '../../src/store/bundle.j
 import { exportBundle, importBundle } from '../../src/store/commands/bundle.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { verify } from '../../src/store/commands/verify.js';
+import { fsverityDigest } from '../../src/store/digest.js';
 import { StratumError } from '../../src/store/error.js';
+import { bufferSource, ImageReader } from '../../src/store/image/read.js';
+import { addEntry, newInode } from '../../src/store/image/tree.js';
+import { writeImage } from '../../src/store/image/write.js';
+import { formatMetadata } from '../../src/store/metadata.js';
 import { Store } from '../../src/store/store.js';
 import { withTempDir } from '../helpers/dirs.js';
 import { makeTree } from '../helpers/trees.js';
@@ -117,6 +122,30 @@ test('hostile bundles: bad names, unused or repeated objects, huge declared size
     assert.match(await rejected(target, Buffer.concat([body, encodeRecord('blob', blobBytes), END_RECORD])), /twice/);
     assert.match(await rejected(target, Buffer.concat([bundle, Buffer.from('junk')])), /after its end/);
     assert.equal(await objectsIn(target), []);
+  }));
+
+test('an image whose redirect leads out of the object store is refused, directly and in a bundle', () =>
+  withTempDir(async (dir) => {
+    const root = newInode({ mode: 0o40755 });
+    const digest = 'ab'.repeat(32);
+    addEntry(root, 'passwd', newInode({ mode: 0o100644, size: 1000, digest, payload: '../../../../etc/passwd' }));
+    const image = writeImage({ root });
+    const reader = ImageReader.open(bufferSource(image));
+    const nid = reader.lookup(reader.rootNid, 'passwd')!;
+    assert.is(reader.external(nid)!.path, '../../../../etc/passwd', 'the raw view shows what the image says');
+    assert.throws(() => reader.objectOf(nid), /is not the path of object/);
+    const id = fsverityDigest(image);
+    const meta = formatMetadata({ merkleRoot: 'c'.repeat(64), metadataHash: id, timestamp: new Date().toISOString(), files: { count: 2, totalSize: 1000 }, merkle: { leafCount: 2, treeDepth: 1 } });
+    const bundle = Buffer.concat([
+      BUNDLE_MAGIC,
+      encodeRecord('manifest', Buffer.from(JSON.stringify({ format: 1, label: 'evil', tag: 'v1', id, objects: 1 }))),
+      encodeRecord('metadata', Buffer.from(meta)),
+      encodeRecord('image', image),
+      END_RECORD,
+    ]);
+    const target = await Store.open(join(dir, 'dst'), { create: true });
+    await rejected(target, bundle, 'CORRUPT_IMAGE');
+    assert.equal(await target.commits.list(), []);
   }));
 
 test('an existing tag that names another commit is TAG_EXISTS; --tag renames', () =>

@@ -139,7 +139,7 @@ function usedObjects(reader: ImageReader): Map<string, number> {
   const used = new Map<string, number>();
   walkImage(reader, (_path, attr, nid) => {
     if ((attr.mode & S_IFMT) !== S_IFREG) return;
-    const digest = reader.external(nid)?.digest;
+    const digest = reader.objectOf(nid);
     if (digest) used.set(digest, attr.size);
   });
   return used;

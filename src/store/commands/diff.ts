@@ -110,8 +110,8 @@ function differences(a: ImageReader, an: number, b: ImageReader, bn: number): st
 
 function sameContent(a: ImageReader, an: number, x: InodeAttr, b: ImageReader, bn: number, y: InodeAttr): boolean {
   if (x.size !== y.size) return false;
-  const ea = a.external(an)?.digest;
-  const eb = b.external(bn)?.digest;
+  const ea = a.objectOf(an);
+  const eb = b.objectOf(bn);
   if (ea !== undefined || eb !== undefined) return ea === eb;
   return Buffer.from(a.readContent(an)).equals(Buffer.from(b.readContent(bn)));
 }

@@ -32,7 +32,7 @@ export function objectsOfImage(imagePath: string): Set<string> {
     const reader = ImageReader.open(source);
     walkImage(reader, (_path, attr, nid) => {
       if ((attr.mode & S_IFMT) !== S_IFREG) return;
-      const digest = reader.external(nid)?.digest;
+      const digest = reader.objectOf(nid);
       if (digest) used.add(digest);
     });
   } finally {

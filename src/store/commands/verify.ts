@@ -85,7 +85,7 @@ async function verifyCommit(store: Store, id: string, objectState: Map<string, '
     const uses: Array<{ path: string; digest: string }> = [];
     walkImage(reader, (path, attr, nid) => {
       if ((attr.mode & S_IFMT) !== S_IFREG) return;
-      const digest = reader.external(nid)?.digest;
+      const digest = reader.objectOf(nid);
       if (digest) uses.push({ path: Buffer.from(path, 'latin1').toString('utf8'), digest });
     });
     for (const { path, digest } of uses) {

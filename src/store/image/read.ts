@@ -298,7 +298,10 @@ export class ImageReader {
       if (nul >= 0) nameEnd = nameoff + nul;
     }
     if (nameoff < count * EROFS_DIRENT_SIZE || nameEnd > block.length || nameEnd <= nameoff || nameEnd - nameoff > MAX_NAME) corrupt(`directory ${r.nid}: bad name offsets`);
-    return block.subarray(nameoff, nameEnd);
+    const name = block.subarray(nameoff, nameEnd);
+    // a name with '/' or NUL would make paths built from it point somewhere else
+    if (name.includes(0x2f) || name.includes(0)) corrupt(`directory ${r.nid}: a name contains '/' or NUL`);
+    return name;
   }
 
   private direntNid(r: RawInode, block: Uint8Array, i: number): number {
@@ -392,7 +395,7 @@ export class ImageReader {
     return Uint8Array.from(this.readFlat(r, offset, Math.min(length, r.size)));
   }
 
-  /** Where the content of an external (chunk-based) regular file lives; undefined if inline. */
+  /** Where the content of an external (chunk-based) regular file lives, as the image says; undefined if inline. */
   external(nid: number): ExternalObject | undefined {
     const r = this.inode(nid);
     if ((r.mode & S_IFMT) !== S_IFREG || r.layout !== EROFS_INODE_CHUNK_BASED) return undefined;
@@ -406,6 +409,22 @@ export class ImageReader {
       }
     }
     return { digest, path };
+  }
+
+  /**
+   * The object holding an external file's content, as Stratum uses it: named by the metacopy
+   * digest, with a redirect (if any) that is exactly that object's path. composefs allows any
+   * redirect; a Stratum commit never has another one, and following one (`../../etc/passwd`)
+   * would let an image point a server at files outside the store, so anything else is refused.
+   */
+  objectOf(nid: number): string | undefined {
+    const ext = this.external(nid);
+    if (!ext) return undefined;
+    if (ext.digest === undefined) corrupt(`inode ${nid}: an external file without a content digest`);
+    if (ext.path !== undefined && ext.path !== `${ext.digest.slice(0, 2)}/${ext.digest.slice(2)}`) {
+      corrupt(`inode ${nid}: redirect ${JSON.stringify(ext.path.slice(0, 80))} is not the path of object ${ext.digest}`);
+    }
+    return ext.digest;
   }
 
   /** Every xattr as stored (escaped, overlay-internal ones included): the raw view. */
