@@ -1,3 +1,1131 @@
-// Placeholder until the libfuse3 binding lands: registers nothing.
+// FUSE binding on libfuse3's low-level API.
+//
+// Threads: fuse_session_loop_mt runs on its own pthread and spawns worker threads. A worker either
+// serves a request in C (data plane: read/write/flush/fsync/fallocate/lseek/copy_file_range on a
+// handle that has a backing fd, forget bookkeeping, release of fd handles) or packs it into a msg_t
+// and queues it on a napi_threadsafe_function; the JS dispatcher (src/native/fuse.ts) calls the TS
+// handler and answers through the fuseReply* functions below, which call fuse_reply_* on the JS
+// thread. The worker never waits for JS.
+//
+// Lifetime: the loop ends when the kernel connection goes away (unmount from us or from outside).
+// The loop thread queues OP_EXIT; the session is destroyed on the JS thread once every request
+// handed to JS has been answered, then the threadsafe function is released so Node can exit.
 #include "fuse.h"
-void fuse_register(napi_env env, napi_value exports) { (void)env; (void)exports; }
+
+#include <fuse_lowlevel.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+enum {
+  OP_EXIT = 0, OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR,
+  OP_UNLINK, OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH,
+  OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS,
+  OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_CREATE, OP_FALLOCATE,
+  OP_READDIRPLUS, OP_LSEEK, OP_FORGET_MULTI, OP_COUNT
+};
+
+typedef struct session {
+  struct fuse_session *se;
+  napi_threadsafe_function tsfn;
+  char *mountpoint;
+  pthread_t thread;
+  atomic_int pending;      // requests queued to JS and not answered yet
+  atomic_ullong js_ops;    // requests that went to JS (statistics)
+  atomic_ullong c_ops;     // requests served in C
+  int loop_done, finished, loop_rc;
+  int clone_fd;
+  unsigned max_threads, max_idle;
+  unsigned caps_want, caps_clear, capable, want;
+  int no_flush;            // handles with a backing fd are opened FOPEN_NOFLUSH
+  // Open fast path: inodes TS registered with a backing path; C opens them without JS.
+  pthread_rwlock_t open_lock;
+  struct openable *open_tab;  // open addressing, key ino (0 = empty)
+  size_t open_cap, open_used;
+} session_t;
+
+typedef struct openable {
+  fuse_ino_t ino;
+  double backing_ino;  // st_ino the path must still lead to
+  unsigned flags;      // OPENABLE_*
+  char *path;
+} openable_t;
+#define OPENABLE_KEEP_CACHE 1
+#define OPENABLE_WRITEBACK 2  // O_WRONLY -> O_RDWR, no O_APPEND (kernel writeback cache)
+
+// A file handle: fi->fh points to one of these. Directory handles carry the TS fh directly.
+typedef struct {
+  int fd;          // backing fd served in C, or -1: the TS handlers serve this handle
+  int notify;      // tell TS about the release (handles TS opened)
+  double jsfh;     // TS's own handle number
+} fhandle_t;
+
+#define FH(fi) ((fhandle_t *)(uintptr_t)(fi)->fh)
+
+typedef struct msg {
+  int op;
+  fuse_req_t req;          // NULL for notifications (forget, release of fd handles, exit)
+  double ino;
+  uint32_t uid, gid, pid, umask;
+  double a[4];
+  char *name, *name2, *data;
+  size_t name_len, name2_len, data_len;
+  char tail[];
+} msg_t;
+
+// ---------------------------------------------------------------- request -> JS
+
+static msg_t *msg_new(int op, fuse_req_t req, fuse_ino_t ino, const char *name, const char *name2,
+                      size_t data_len) {
+  size_t n1 = name ? strlen(name) : 0, n2 = name2 ? strlen(name2) : 0;
+  msg_t *m = malloc(sizeof(msg_t) + n1 + n2 + data_len + 1);
+  if (!m) return NULL;
+  memset(m, 0, sizeof(msg_t));
+  m->op = op;
+  m->req = req;
+  m->ino = (double)ino;
+  char *p = m->tail;
+  if (name) { m->name = p; m->name_len = n1; memcpy(p, name, n1); p += n1; }
+  if (name2) { m->name2 = p; m->name2_len = n2; memcpy(p, name2, n2); p += n2; }
+  if (data_len) { m->data = p; m->data_len = data_len; }
+  if (req) {
+    const struct fuse_ctx *c = fuse_req_ctx(req);
+    m->uid = c->uid; m->gid = c->gid; m->pid = c->pid; m->umask = c->umask;
+  }
+  return m;
+}
+
+static void to_js(session_t *s, msg_t *m) {
+  if (m->req) atomic_fetch_add(&s->pending, 1);
+  atomic_fetch_add(&s->js_ops, 1);
+  if (napi_call_threadsafe_function(s->tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
+    if (m->req) { atomic_fetch_sub(&s->pending, 1); fuse_reply_err(m->req, EIO); }
+    free(m);
+  }
+}
+
+// Queue a request for JS; on allocation failure answer ENOMEM right away.
+static msg_t *req_msg(fuse_req_t req, int op, fuse_ino_t ino, const char *name, const char *name2,
+                      size_t data_len) {
+  msg_t *m = msg_new(op, req, ino, name, name2, data_len);
+  if (!m) fuse_reply_err(req, ENOMEM);
+  return m;
+}
+
+#define SESSION(req) ((session_t *)fuse_req_userdata(req))
+#define SIMPLE(op, req, ino, name, name2, a0, a1, a2, a3)                        \
+  do {                                                                           \
+    msg_t *m_ = req_msg(req, op, ino, name, name2, 0);                           \
+    if (!m_) return;                                                             \
+    m_->a[0] = (a0); m_->a[1] = (a1); m_->a[2] = (a2); m_->a[3] = (a3);          \
+    to_js(SESSION(req), m_);                                                     \
+  } while (0)
+
+static double jsfh_of(struct fuse_file_info *fi) { return fi ? FH(fi)->jsfh : -1; }
+
+static void op_init(void *ud, struct fuse_conn_info *conn) {
+  session_t *s = ud;
+  s->capable = conn->capable;
+  conn->want |= s->caps_want & conn->capable;
+  conn->want &= ~s->caps_clear;
+  conn->time_gran = 1;
+  s->want = conn->want;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  SIMPLE(OP_LOOKUP, req, parent, name, NULL, 0, 0, 0, 0);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  session_t *s = SESSION(req);
+  msg_t *m = msg_new(OP_FORGET, NULL, ino, NULL, NULL, 0);
+  fuse_reply_none(req);
+  if (!m) return;  // a lost forget only leaks an inode entry
+  m->a[0] = (double)nlookup;
+  to_js(s, m);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  session_t *s = SESSION(req);
+  msg_t *m = msg_new(OP_FORGET_MULTI, NULL, 0, NULL, NULL, count * 2 * sizeof(double));
+  if (m) {
+    double *d = (double *)m->data;  // tail is only char-aligned: copy through memcpy
+    for (size_t i = 0; i < count; i++) {
+      double pair[2] = {(double)forgets[i].ino, (double)forgets[i].nlookup};
+      memcpy(d + 2 * i, pair, sizeof pair);
+    }
+    m->a[0] = (double)count;
+  }
+  fuse_reply_none(req);
+  if (m) to_js(s, m);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SIMPLE(OP_GETATTR, req, ino, NULL, NULL, jsfh_of(fi), 0, 0, 0);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi) {
+  msg_t *m = req_msg(req, OP_SETATTR, ino, NULL, NULL, 10 * sizeof(double));
+  if (!m) return;
+  double v[10] = {attr->st_mode, attr->st_uid, attr->st_gid, (double)attr->st_size,
+                  (double)attr->st_atim.tv_sec, (double)attr->st_atim.tv_nsec,
+                  (double)attr->st_mtim.tv_sec, (double)attr->st_mtim.tv_nsec,
+                  (double)attr->st_ctim.tv_sec, (double)attr->st_ctim.tv_nsec};
+  memcpy(m->data, v, sizeof v);
+  m->a[0] = to_set;
+  m->a[1] = jsfh_of(fi);
+  to_js(SESSION(req), m);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  SIMPLE(OP_READLINK, req, ino, NULL, NULL, 0, 0, 0, 0);
+}
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  SIMPLE(OP_MKNOD, req, parent, name, NULL, mode, (double)rdev, 0, 0);
+}
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  SIMPLE(OP_MKDIR, req, parent, name, NULL, mode, 0, 0, 0);
+}
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  SIMPLE(OP_UNLINK, req, parent, name, NULL, 0, 0, 0, 0);
+}
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  SIMPLE(OP_RMDIR, req, parent, name, NULL, 0, 0, 0, 0);
+}
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  SIMPLE(OP_SYMLINK, req, parent, name, link, 0, 0, 0, 0);
+}
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags) {
+  SIMPLE(OP_RENAME, req, parent, name, newname, (double)newparent, flags, 0, 0);
+}
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  SIMPLE(OP_LINK, req, ino, newname, NULL, (double)newparent, 0, 0, 0);
+}
+static openable_t *openable_find(session_t *s, fuse_ino_t ino) {
+  if (!s->open_cap) return NULL;
+  size_t mask = s->open_cap - 1;
+  for (size_t i = (size_t)(ino * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask) {
+    if (s->open_tab[i].ino == ino) return &s->open_tab[i];
+    if (s->open_tab[i].ino == 0) return NULL;
+  }
+}
+
+// Serve open in C when TS registered the inode's backing path and it still leads to the same
+// backing inode; 1 = answered, 0 = go to TS.
+static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (!s->open_used) return 0;
+  char path[PATH_MAX];
+  double bino;
+  unsigned oflags;
+  pthread_rwlock_rdlock(&s->open_lock);
+  openable_t *o = openable_find(s, ino);
+  int found = o && strlen(o->path) < sizeof path;
+  if (found) { strcpy(path, o->path); bino = o->backing_ino; oflags = o->flags; }
+  pthread_rwlock_unlock(&s->open_lock);
+  if (!found) return 0;
+  int flags = (fi->flags & ~(O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC;
+  if (oflags & OPENABLE_WRITEBACK) {
+    if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+    flags &= ~O_APPEND;
+  }
+  int fd = open(path, flags);
+  if (fd < 0) return 0;  // TS decides (renamed, removed, permissions...)
+  struct stat st;
+  if (fstat(fd, &st) < 0 || (double)st.st_ino != bino || !S_ISREG(st.st_mode)) { close(fd); return 0; }
+  if ((fi->flags & O_TRUNC) && ftruncate(fd, 0) < 0) { int e = errno; close(fd); fuse_reply_err(req, e); return 1; }
+  fhandle_t *h = malloc(sizeof *h);
+  if (!h) { close(fd); fuse_reply_err(req, ENOMEM); return 1; }
+  h->fd = fd; h->notify = 0; h->jsfh = -1;
+  fi->fh = (uint64_t)(uintptr_t)h;
+  fi->keep_cache = !!(oflags & OPENABLE_KEEP_CACHE);
+  fi->noflush = s->no_flush;
+  atomic_fetch_add(&s->c_ops, 1);
+  if (fuse_reply_open(req, fi) < 0) { close(fd); free(h); }
+  return 1;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (open_in_c(SESSION(req), req, ino, fi)) return;
+  SIMPLE(OP_OPEN, req, ino, NULL, NULL, fi->flags, 0, 0, 0);
+}
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi) {
+  SIMPLE(OP_CREATE, req, parent, name, NULL, mode, fi->flags, 0, 0);
+}
+
+// ---- data plane: served here when the handle has a backing fd
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  if (h->fd < 0) { SIMPLE(OP_READ, req, ino, NULL, NULL, h->jsfh, (double)size, (double)off, 0); return; }
+  atomic_fetch_add(&SESSION(req)->c_ops, 1);
+  struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+  buf.buf[0].fd = h->fd;
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+                         struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  size_t size = fuse_buf_size(in);
+  if (h->fd >= 0) {
+    atomic_fetch_add(&SESSION(req)->c_ops, 1);
+    struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+    out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    out.buf[0].fd = h->fd;
+    out.buf[0].pos = off;
+    ssize_t res = fuse_buf_copy(&out, in, 0);
+    if (res < 0) fuse_reply_err(req, (int)-res);
+    else fuse_reply_write(req, (size_t)res);
+    return;
+  }
+  msg_t *m = req_msg(req, OP_WRITE, ino, NULL, NULL, size);
+  if (!m) return;
+  struct fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+  mem.buf[0].mem = m->data;
+  ssize_t res = size ? fuse_buf_copy(&mem, in, 0) : 0;
+  if (res < 0) { fuse_reply_err(req, (int)-res); free(m); return; }
+  m->data_len = (size_t)res;
+  if (!m->data) m->data = m->tail;
+  m->a[0] = h->jsfh; m->a[1] = (double)off; m->a[2] = fi->flags; m->a[3] = fi->writepage;
+  to_js(SESSION(req), m);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  if (h->fd < 0) { SIMPLE(OP_FLUSH, req, ino, NULL, NULL, h->jsfh, 0, 0, 0); return; }
+  atomic_fetch_add(&SESSION(req)->c_ops, 1);
+  // close(dup(fd)): what a close() of the original would do for the backing fs (NFS, locks).
+  int d = dup(h->fd);
+  int err = 0;
+  if (d < 0) err = errno;
+  else if (close(d) < 0) err = errno;
+  fuse_reply_err(req, err);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  session_t *s = SESSION(req);
+  double jsfh = h->jsfh;
+  int fd = h->fd, notify = h->notify;
+  free(h);
+  if (fd < 0) { SIMPLE(OP_RELEASE, req, ino, NULL, NULL, jsfh, fi->flags, 0, 0); return; }
+  atomic_fetch_add(&s->c_ops, 1);
+  close(fd);
+  fuse_reply_err(req, 0);
+  if (!notify) return;
+  msg_t *m = msg_new(OP_RELEASE, NULL, ino, NULL, NULL, 0);  // TS learns about it, no reply
+  if (!m) return;
+  m->a[0] = jsfh; m->a[1] = fi->flags; m->a[2] = 1;
+  to_js(s, m);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  if (h->fd < 0) { SIMPLE(OP_FSYNC, req, ino, NULL, NULL, h->jsfh, datasync, 0, 0); return; }
+  atomic_fetch_add(&SESSION(req)->c_ops, 1);
+  int res = datasync ? fdatasync(h->fd) : fsync(h->fd);
+  fuse_reply_err(req, res < 0 ? errno : 0);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                         struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  if (h->fd < 0) {
+    SIMPLE(OP_FALLOCATE, req, ino, NULL, NULL, h->jsfh, mode, (double)off, (double)len);
+    return;
+  }
+  atomic_fetch_add(&SESSION(req)->c_ops, 1);
+  int res = fallocate(h->fd, mode, off, len);
+  fuse_reply_err(req, res < 0 ? errno : 0);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  fhandle_t *h = FH(fi);
+  if (h->fd < 0) { SIMPLE(OP_LSEEK, req, ino, NULL, NULL, h->jsfh, (double)off, whence, 0); return; }
+  atomic_fetch_add(&SESSION(req)->c_ops, 1);
+  off_t res = lseek(h->fd, off, whence);
+  if (res < 0) fuse_reply_err(req, errno);
+  else fuse_reply_lseek(req, res);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                               struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+                               struct fuse_file_info *fi_out, size_t len, int flags) {
+  fhandle_t *a = FH(fi_in), *b = FH(fi_out);
+  // Without two backing fds the kernel falls back to a read/write copy on EOPNOTSUPP.
+  if (a->fd < 0 || b->fd < 0) { fuse_reply_err(req, EOPNOTSUPP); return; }
+  atomic_fetch_add(&SESSION(req)->c_ops, 1);
+  loff_t oi = off_in, oo = off_out;
+  ssize_t res = copy_file_range(a->fd, &oi, b->fd, &oo, len, (unsigned)flags);
+  if (res < 0) fuse_reply_err(req, errno);
+  else fuse_reply_write(req, (size_t)res);
+}
+
+// ---- directories and the rest of the control plane
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SIMPLE(OP_OPENDIR, req, ino, NULL, NULL, fi->flags, 0, 0, 0);
+}
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  SIMPLE(OP_READDIR, req, ino, NULL, NULL, (double)fi->fh, (double)size, (double)off, 0);
+}
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi) {
+  SIMPLE(OP_READDIRPLUS, req, ino, NULL, NULL, (double)fi->fh, (double)size, (double)off, 0);
+}
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  SIMPLE(OP_RELEASEDIR, req, ino, NULL, NULL, (double)fi->fh, 0, 0, 0);
+}
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  SIMPLE(OP_FSYNCDIR, req, ino, NULL, NULL, (double)fi->fh, datasync, 0, 0);
+}
+static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  SIMPLE(OP_STATFS, req, ino, NULL, NULL, 0, 0, 0, 0);
+}
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags) {
+  msg_t *m = req_msg(req, OP_SETXATTR, ino, name, NULL, size);
+  if (!m) return;
+  if (size) memcpy(m->data, value, size);
+  else m->data = m->tail + m->name_len;  // an empty value is still a value
+  m->a[0] = flags;
+  to_js(SESSION(req), m);
+}
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  SIMPLE(OP_GETXATTR, req, ino, name, NULL, (double)size, 0, 0, 0);
+}
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  SIMPLE(OP_LISTXATTR, req, ino, NULL, NULL, (double)size, 0, 0, 0);
+}
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  SIMPLE(OP_REMOVEXATTR, req, ino, name, NULL, 0, 0, 0, 0);
+}
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  SIMPLE(OP_ACCESS, req, ino, NULL, NULL, mask, 0, 0, 0);
+}
+
+static const struct fuse_lowlevel_ops ll_ops = {
+  .init = op_init,
+  .lookup = op_lookup,
+  .forget = op_forget,
+  .forget_multi = op_forget_multi,
+  .getattr = op_getattr,
+  .setattr = op_setattr,
+  .readlink = op_readlink,
+  .mknod = op_mknod,
+  .mkdir = op_mkdir,
+  .unlink = op_unlink,
+  .rmdir = op_rmdir,
+  .symlink = op_symlink,
+  .rename = op_rename,
+  .link = op_link,
+  .open = op_open,
+  .create = op_create,
+  .read = op_read,
+  .write_buf = op_write_buf,
+  .flush = op_flush,
+  .release = op_release,
+  .fsync = op_fsync,
+  .opendir = op_opendir,
+  .readdir = op_readdir,
+  .readdirplus = op_readdirplus,
+  .releasedir = op_releasedir,
+  .fsyncdir = op_fsyncdir,
+  .statfs = op_statfs,
+  .setxattr = op_setxattr,
+  .getxattr = op_getxattr,
+  .listxattr = op_listxattr,
+  .removexattr = op_removexattr,
+  .access = op_access,
+  .fallocate = op_fallocate,
+  .copy_file_range = op_copy_file_range,
+  .lseek = op_lseek,
+};
+
+// ---------------------------------------------------------------- JS side of dispatch
+
+static atomic_int notifying;  // notifications in flight, all sessions: none is destroyed under one
+
+static void session_finish(session_t *s) {
+  // JS thread, loop ended and nothing pending: tear down and let Node exit.
+  if (s->finished) return;
+  s->finished = 1;
+  fuse_session_unmount(s->se);  // no-op when the connection is already gone
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+  pthread_rwlock_wrlock(&s->open_lock);
+  for (size_t i = 0; i < s->open_cap; i++) if (s->open_tab[i].ino) free(s->open_tab[i].path);
+  free(s->open_tab);
+  s->open_tab = NULL;
+  s->open_cap = s->open_used = 0;
+  pthread_rwlock_unlock(&s->open_lock);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+}
+
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  session_t *s = context;
+  msg_t *m = data;
+  if (env == NULL || cb == NULL) {  // tearing down
+    if (m->req) { fuse_reply_err(m->req, EIO); atomic_fetch_sub(&s->pending, 1); }
+    free(m);
+    return;
+  }
+  napi_value argv[14], undef;
+  napi_get_undefined(env, &undef);
+  napi_create_uint32(env, (uint32_t)m->op, &argv[0]);
+  napi_create_double(env, (double)(uintptr_t)m->req, &argv[1]);
+  napi_create_double(env, m->ino, &argv[2]);
+  for (int i = 0; i < 4; i++) napi_create_double(env, m->a[i], &argv[3 + i]);
+  if (m->name) napi_create_buffer_copy(env, m->name_len, m->name, NULL, &argv[7]); else argv[7] = undef;
+  if (m->name2) napi_create_buffer_copy(env, m->name2_len, m->name2, NULL, &argv[8]); else argv[8] = undef;
+  if (m->data) napi_create_buffer_copy(env, m->data_len, m->data, NULL, &argv[9]); else argv[9] = undef;
+  napi_create_uint32(env, m->uid, &argv[10]);
+  napi_create_uint32(env, m->gid, &argv[11]);
+  napi_create_uint32(env, m->pid, &argv[12]);
+  napi_create_uint32(env, m->umask, &argv[13]);
+  int op = m->op;
+  free(m);
+  napi_call_function(env, undef, cb, 14, argv, NULL);
+  if (op == OP_EXIT) {
+    s->loop_done = 1;
+    if (atomic_load(&s->pending) == 0 && atomic_load(&notifying) == 0) session_finish(s);
+  }
+}
+
+static void *loop_main(void *arg) {
+  session_t *s = arg;
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, (unsigned)s->clone_fd);
+  fuse_loop_cfg_set_max_threads(cfg, s->max_threads);
+  fuse_loop_cfg_set_idle_threads(cfg, s->max_idle);
+  s->loop_rc = fuse_session_loop_mt(s->se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  msg_t *m = msg_new(OP_EXIT, NULL, 0, NULL, NULL, 0);
+  if (m) {
+    m->a[0] = s->loop_rc;
+    to_js(s, m);
+  }
+  return NULL;
+}
+
+// ---------------------------------------------------------------- N-API helpers
+
+#define CHECK(call)                                                              \
+  do { if ((call) != napi_ok) { napi_throw_error(env, NULL, #call " failed"); return NULL; } } while (0)
+#define ARGS(n)                                                                  \
+  size_t argc = n;                                                               \
+  napi_value argv[n];                                                            \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
+
+static double num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static fuse_req_t req_of(napi_env env, napi_value v) { return (fuse_req_t)(uintptr_t)num(env, v); }
+
+// Every reply to a request that went to JS comes through here afterwards.
+static void answered(fuse_req_t req_session_hint, session_t *s) {
+  (void)req_session_hint;
+  if (atomic_fetch_sub(&s->pending, 1) == 1 && s->loop_done && atomic_load(&notifying) == 0) session_finish(s);
+}
+
+static const double *f64(napi_env env, napi_value v, size_t min_len) {
+  napi_typedarray_type t;
+  size_t len;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, NULL, NULL) != napi_ok || t != napi_float64_array ||
+      len < min_len)
+    return NULL;
+  return data;
+}
+
+static void attr_from(const double *a, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)a[0];
+  st->st_mode = (mode_t)a[1];
+  st->st_nlink = (nlink_t)a[2];
+  st->st_uid = (uid_t)a[3];
+  st->st_gid = (gid_t)a[4];
+  st->st_rdev = (dev_t)a[5];
+  st->st_size = (off_t)a[6];
+  st->st_blocks = (blkcnt_t)a[7];
+  st->st_blksize = (blksize_t)a[8];
+  st->st_atim.tv_sec = (time_t)a[9];
+  st->st_atim.tv_nsec = (long)a[10];
+  st->st_mtim.tv_sec = (time_t)a[11];
+  st->st_mtim.tv_nsec = (long)a[12];
+  st->st_ctim.tv_sec = (time_t)a[13];
+  st->st_ctim.tv_nsec = (long)a[14];
+}
+
+static void entry_from(const double *e, struct fuse_entry_param *p) {
+  memset(p, 0, sizeof *p);
+  p->ino = (fuse_ino_t)e[0];
+  p->generation = (uint64_t)e[1];
+  p->entry_timeout = e[2];
+  p->attr_timeout = e[3];
+  attr_from(e + 4, &p->attr);
+}
+
+#define OPEN_KEEP_CACHE 1
+#define OPEN_DIRECT_IO 2
+#define OPEN_NONSEEKABLE 4
+#define OPEN_CACHE_READDIR 8
+#define OPEN_NOFLUSH 16
+
+static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv, napi_value flagsv,
+                     struct fuse_file_info *fi, int is_dir) {
+  double h = num(env, jsfh);
+  int fd = (int)num(env, fdv);
+  unsigned flags = (unsigned)num(env, flagsv);
+  memset(fi, 0, sizeof *fi);
+  fi->keep_cache = !!(flags & OPEN_KEEP_CACHE);
+  fi->direct_io = !!(flags & OPEN_DIRECT_IO);
+  fi->nonseekable = !!(flags & OPEN_NONSEEKABLE);
+  fi->cache_readdir = !!(flags & OPEN_CACHE_READDIR);
+  fi->noflush = !!(flags & OPEN_NOFLUSH) || (s->no_flush && fd >= 0);
+  if (is_dir) { fi->fh = (uint64_t)h; return 0; }
+  if (fd >= 0) {  // backing files are always read through the page cache
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_DIRECT)) fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+  }
+  fhandle_t *fh = malloc(sizeof *fh);
+  if (!fh) return ENOMEM;
+  fh->fd = fd < 0 ? -1 : fd;
+  fh->notify = 1;
+  fh->jsfh = h;
+  fi->fh = (uint64_t)(uintptr_t)fh;
+  return 0;
+}
+
+#define REPLY_PROLOGUE(n)                                                        \
+  ARGS(n);                                                                       \
+  fuse_req_t req = req_of(env, argv[0]);                                         \
+  if (!req) { napi_throw_error(env, NULL, "no request"); return NULL; }          \
+  session_t *s = fuse_req_userdata(req)
+
+#define REPLY_EPILOGUE(rc)                                                       \
+  answered(req, s);                                                              \
+  napi_value r_;                                                                 \
+  napi_create_int32(env, rc, &r_);                                               \
+  return r_
+
+// fuseReplyErr(req, errno)
+static napi_value reply_err(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  int rc = fuse_reply_err(req, (int)num(env, argv[1]));
+  REPLY_EPILOGUE(rc);
+}
+
+
+// fuseReplyEntry(req, entry: Float64Array): also a negative entry when entry[0] (nodeid) is 0.
+static napi_value reply_entry(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  const double *e = f64(env, argv[1], ENTRY_LEN);
+  struct fuse_entry_param p;
+  int rc;
+  if (!e) rc = fuse_reply_err(req, EIO);
+  else { entry_from(e, &p); rc = fuse_reply_entry(req, &p); }
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyAttr(req, attr: Float64Array, timeout)
+static napi_value reply_attr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3);
+  const double *a = f64(env, argv[1], ATTR_LEN);
+  struct stat st;
+  int rc;
+  if (!a) rc = fuse_reply_err(req, EIO);
+  else { attr_from(a, &st); rc = fuse_reply_attr(req, &st, num(env, argv[2])); }
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyOpen(req, fh, fd, flags, isDir). On failure (request interrupted) the fd is closed here and
+// the negative errno returned: no release will come for this handle.
+static napi_value reply_open(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(5);
+  bool is_dir = false;
+  napi_get_value_bool(env, argv[4], &is_dir);
+  struct fuse_file_info fi;
+  int rc = open_from(env, s, argv[1], argv[2], argv[3], &fi, is_dir);
+  if (rc) rc = fuse_reply_err(req, rc);
+  else {
+    rc = fuse_reply_open(req, &fi);
+    if (rc < 0 && !is_dir) { if (FH(&fi)->fd >= 0) close(FH(&fi)->fd); free(FH(&fi)); }
+  }
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyCreate(req, entry: Float64Array, fh, fd, flags)
+static napi_value reply_create(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(5);
+  const double *e = f64(env, argv[1], ENTRY_LEN);
+  struct fuse_file_info fi;
+  struct fuse_entry_param p;
+  int rc = e ? open_from(env, s, argv[2], argv[3], argv[4], &fi, 0) : EIO;
+  if (rc) rc = fuse_reply_err(req, rc);
+  else {
+    entry_from(e, &p);
+    rc = fuse_reply_create(req, &p, &fi);
+    if (rc < 0) { if (FH(&fi)->fd >= 0) close(FH(&fi)->fd); free(FH(&fi)); }
+  }
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyBuf(req, data: Buffer | Uint8Array): read, getxattr/listxattr contents
+static napi_value reply_buf(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  void *data = NULL;
+  size_t len = 0;
+  int rc;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) rc = fuse_reply_err(req, EIO);
+  else rc = fuse_reply_buf(req, data, len);
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyReadlink(req, target: Buffer)
+static napi_value reply_readlink(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  void *data = NULL;
+  size_t len = 0;
+  int rc;
+  char *z;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || !(z = malloc(len + 1)))
+    rc = fuse_reply_err(req, EIO);
+  else {
+    memcpy(z, data, len);
+    z[len] = 0;
+    rc = fuse_reply_readlink(req, z);
+    free(z);
+  }
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyWrite(req, count)
+static napi_value reply_write(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  int rc = fuse_reply_write(req, (size_t)num(env, argv[1]));
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyXattr(req, size): answer to a size query (getxattr/listxattr with size 0)
+static napi_value reply_xattr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  int rc = fuse_reply_xattr(req, (size_t)num(env, argv[1]));
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyLseek(req, offset)
+static napi_value reply_lseek(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  int rc = fuse_reply_lseek(req, (off_t)num(env, argv[1]));
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyStatfs(req, f: Float64Array [bsize frsize blocks bfree bavail files ffree favail fsid flag namemax])
+static napi_value reply_statfs(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  const double *f = f64(env, argv[1], 11);
+  int rc;
+  if (!f) rc = fuse_reply_err(req, EIO);
+  else {
+    struct statvfs v = {0};
+    v.f_bsize = (unsigned long)f[0]; v.f_frsize = (unsigned long)f[1];
+    v.f_blocks = (fsblkcnt_t)f[2]; v.f_bfree = (fsblkcnt_t)f[3]; v.f_bavail = (fsblkcnt_t)f[4];
+    v.f_files = (fsfilcnt_t)f[5]; v.f_ffree = (fsfilcnt_t)f[6]; v.f_favail = (fsfilcnt_t)f[7];
+    v.f_fsid = (unsigned long)f[8]; v.f_flag = (unsigned long)f[9]; v.f_namemax = (unsigned long)f[10];
+    rc = fuse_reply_statfs(req, &v);
+  }
+  REPLY_EPILOGUE(rc);
+}
+
+// fuseReplyDir(req, plus, size, names: Buffer, dirents: Float64Array, count) -> entries sent.
+// Entries are packed until the kernel's buffer (size) is full; the caller learns how many went out,
+// which matters for readdirplus: each sent entry (but "." and "..") counts as a lookup.
+static napi_value reply_dir(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(6);
+  bool plus = false;
+  napi_get_value_bool(env, argv[1], &plus);
+  size_t size = (size_t)num(env, argv[2]);
+  size_t count = (size_t)num(env, argv[5]);
+  char *names = NULL;
+  size_t names_len = 0;
+  const double *d = count ? f64(env, argv[4], count * DIRENT_LEN) : NULL;
+  char *buf = malloc(size ? size : 1);
+  int rc;
+  int32_t sent = 0;
+  if (!buf || (count && (!d || napi_get_buffer_info(env, argv[3], (void **)&names, &names_len) != napi_ok))) {
+    rc = fuse_reply_err(req, EIO);
+  } else {
+    size_t used = 0, name_off = 0;
+    char name[4097];
+    for (size_t i = 0; i < count; i++) {
+      const double *de = d + i * DIRENT_LEN;
+      size_t nl = (size_t)de[0];
+      if (nl > 4096 || name_off + nl > names_len) break;
+      memcpy(name, names + name_off, nl);
+      name[nl] = 0;
+      off_t next = (off_t)de[1];
+      size_t want;
+      if (plus) {
+        struct fuse_entry_param p;
+        entry_from(de + 2, &p);
+        want = fuse_add_direntry_plus(req, buf + used, size - used, name, &p, next);
+      } else {
+        struct stat st;
+        attr_from(de + 2 + 4, &st);
+        want = fuse_add_direntry(req, buf + used, size - used, name, &st, next);
+      }
+      if (want > size - used) break;
+      used += want;
+      name_off += nl;
+      sent++;
+    }
+    rc = fuse_reply_buf(req, buf, used);
+  }
+  free(buf);
+  answered(req, s);
+  napi_value r;
+  napi_create_int32(env, rc < 0 ? rc : sent, &r);
+  return r;
+}
+
+// ---------------------------------------------------------------- notifications (off the JS thread)
+
+// A notification can wait on a kernel lock held by a request that is itself waiting for JS, so it
+// runs on the libuv pool and resolves a promise.
+typedef struct {
+  session_t *s;
+  int kind;  // 0 inval_inode, 1 inval_entry, 2 delete
+  fuse_ino_t ino, child;
+  off_t off, len;
+  char *name;
+  size_t name_len;
+  int rc;
+  napi_deferred deferred;
+  napi_async_work work;
+} notify_t;
+
+static void notify_exec(napi_env env, void *data) {
+  notify_t *n = data;
+  struct fuse_session *se = n->s->se;
+  if (!se) { n->rc = -ENOTCONN; return; }
+  if (n->kind == 0) n->rc = fuse_lowlevel_notify_inval_inode(se, n->ino, n->off, n->len);
+  else if (n->kind == 1) n->rc = fuse_lowlevel_notify_inval_entry(se, n->ino, n->name, n->name_len);
+  else n->rc = fuse_lowlevel_notify_delete(se, n->ino, n->child, n->name, n->name_len);
+}
+
+static void notify_done(napi_env env, napi_status status, void *data) {
+  notify_t *n = data;
+  napi_value v;
+  napi_create_int32(env, status == napi_ok ? n->rc : -EIO, &v);
+  napi_resolve_deferred(env, n->deferred, v);
+  napi_delete_async_work(env, n->work);
+  session_t *s = n->s;
+  free(n->name);
+  free(n);
+  atomic_fetch_sub(&notifying, 1);
+  if (s->loop_done && atomic_load(&s->pending) == 0 && atomic_load(&notifying) == 0) session_finish(s);
+}
+
+static session_t *session_of(napi_env env, napi_value v) {
+  session_t *s = NULL;
+  napi_get_value_external(env, v, (void **)&s);
+  return s;
+}
+
+// fuseNotify(session, kind, ino, off|child, len, name?) -> Promise<number> (0 or -errno)
+static napi_value notify(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  notify_t *n = calloc(1, sizeof *n);
+  n->s = s;
+  n->kind = (int)num(env, argv[1]);
+  n->ino = (fuse_ino_t)num(env, argv[2]);
+  n->off = (off_t)num(env, argv[3]);
+  n->child = (fuse_ino_t)num(env, argv[3]);
+  n->len = (off_t)num(env, argv[4]);
+  void *nm;
+  size_t nl;
+  if (n->kind != 0 && napi_get_buffer_info(env, argv[5], &nm, &nl) == napi_ok) {
+    n->name = malloc(nl + 1);
+    memcpy(n->name, nm, nl);
+    n->name[nl] = 0;
+    n->name_len = nl;
+  }
+  napi_value promise, res_name;
+  CHECK(napi_create_promise(env, &n->deferred, &promise));
+  napi_create_string_utf8(env, "stratum:fuse-notify", NAPI_AUTO_LENGTH, &res_name);
+  CHECK(napi_create_async_work(env, NULL, res_name, notify_exec, notify_done, n, &n->work));
+  atomic_fetch_add(&notifying, 1);
+  CHECK(napi_queue_async_work(env, n->work));
+  return promise;
+}
+
+// ---------------------------------------------------------------- mount / unmount
+
+static void session_release_js(napi_env env, void *data, void *hint) { (void)env; (void)data; (void)hint; }
+
+// Unprivileged mount: fusermount3 (setuid root) opens /dev/fuse, mounts, and passes the fd back
+// over a socket (_FUSE_COMMFD), as libfuse does; we do it ourselves so that a /dev/fuse the user
+// cannot open (mode 0600) still works. Returns the /dev/fuse fd or -1.
+extern char **environ;
+static int receive_fd(int sock) {
+  char byte;
+  struct iovec iov = {&byte, 1};
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl.buf;
+  msg.msg_controllen = sizeof ctl.buf;
+  ssize_t rv;
+  while ((rv = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR) {}
+  if (rv <= 0) return -1;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+static int fusermount_fd(const char *mnt, const char *opts) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
+  fcntl(sv[1], F_SETFD, FD_CLOEXEC);
+  char env_fd[64];
+  snprintf(env_fd, sizeof env_fd, "_FUSE_COMMFD=%d", sv[0]);
+  size_t n = 0;
+  while (environ[n]) n++;
+  char **envp = calloc(n + 2, sizeof(char *));
+  for (size_t i = 0; i < n; i++) envp[i] = environ[i];
+  envp[n] = env_fd;
+  char *argv[] = {"fusermount3", "-o", (char *)opts, "--", (char *)mnt, NULL};
+  char *argv_noopts[] = {"fusermount3", "--", (char *)mnt, NULL};
+  pid_t pid;
+  int rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, opts && *opts ? argv : argv_noopts, envp);
+  free(envp);
+  close(sv[0]);
+  if (rc != 0) { close(sv[1]); errno = rc; return -1; }
+  int fd = receive_fd(sv[1]);
+  close(sv[1]);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+// fuseMount(mountpoint, options: string[], dispatcher, config: Float64Array
+//           [cloneFd, maxThreads, maxIdleThreads, capsWant, capsClear]) -> session
+static napi_value mount_(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  size_t len;
+  char mnt[4096];
+  CHECK(napi_get_value_string_utf8(env, argv[0], mnt, sizeof mnt, &len));
+  uint32_t nopts = 0;
+  CHECK(napi_get_array_length(env, argv[1], &nopts));
+  const double *cfg = f64(env, argv[3], 6);
+  if (!cfg) { napi_throw_type_error(env, NULL, "config must be a Float64Array(6)"); return NULL; }
+
+  char **fargv = calloc(nopts + 2, sizeof(char *));
+  fargv[0] = strdup("stratum");
+  for (uint32_t i = 0; i < nopts; i++) {
+    napi_value el;
+    char tmp[4096];
+    CHECK(napi_get_element(env, argv[1], i, &el));
+    CHECK(napi_get_value_string_utf8(env, el, tmp, sizeof tmp, &len));
+    fargv[i + 1] = strdup(tmp);
+  }
+  struct fuse_args args = FUSE_ARGS_INIT((int)nopts + 1, fargv);
+  // the value after "-o", for fusermount3
+  char *mount_opts = NULL;
+  for (uint32_t i = 1; i + 1 < nopts + 1; i++)
+    if (strcmp(fargv[i], "-o") == 0) { mount_opts = strdup(fargv[i + 1]); break; }
+
+  session_t *s = calloc(1, sizeof *s);
+  s->clone_fd = (int)cfg[0];
+  s->max_threads = (unsigned)cfg[1];
+  s->max_idle = (unsigned)cfg[2];
+  s->caps_want = (unsigned)cfg[3];
+  s->caps_clear = (unsigned)cfg[4];
+  s->no_flush = cfg[5] != 0;
+  pthread_rwlock_init(&s->open_lock, NULL);
+  s->mountpoint = strdup(mnt);
+  s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
+  for (uint32_t i = 0; i < nopts + 1; i++) free(fargv[i]);
+  free(fargv);
+  if (!s->se) {
+    free(mount_opts); free(s->mountpoint); free(s);
+    napi_throw_error(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
+    return NULL;
+  }
+  int mounted;
+  if (geteuid() == 0) mounted = fuse_session_mount(s->se, mnt);
+  else {
+    int fd = fusermount_fd(mnt, mount_opts);
+    char devfd[32];
+    snprintf(devfd, sizeof devfd, "/dev/fd/%d", fd);
+    mounted = fd < 0 ? -1 : fuse_session_mount(s->se, devfd);
+    if (mounted != 0 && fd >= 0) close(fd);
+  }
+  free(mount_opts);
+  if (mounted != 0) {
+    fuse_session_destroy(s->se);
+    free(s->mountpoint); free(s);
+    napi_throw_error(env, "EMOUNT", "fuse_session_mount failed (see stderr)");
+    return NULL;
+  }
+  napi_value res_name;
+  napi_create_string_utf8(env, "stratum:fuse", NAPI_AUTO_LENGTH, &res_name);
+  if (napi_create_threadsafe_function(env, argv[2], NULL, res_name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) !=
+      napi_ok) {
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    napi_throw_error(env, NULL, "napi_create_threadsafe_function failed");
+    return NULL;
+  }
+  if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    napi_throw_error(env, NULL, "pthread_create failed");
+    return NULL;
+  }
+  pthread_detach(s->thread);
+  napi_value ext;
+  CHECK(napi_create_external(env, s, session_release_js, NULL, &ext));
+  return ext;
+}
+
+// fuseUnmount(session) -> 0, or -errno (-EPERM when not root: the caller runs fusermount3 -uz).
+// A lazy unmount: the kernel drops the connection once nothing uses the mount, the loop then ends
+// and the exit callback runs.
+static napi_value unmount_(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  session_t *s = session_of(env, argv[0]);
+  int rc = 0;
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (s->loop_done) rc = 0;
+  else if (geteuid() != 0) rc = -EPERM;
+  else if (umount2(s->mountpoint, MNT_DETACH) < 0) rc = -errno;
+  napi_value r;
+  napi_create_int32(env, rc, &r);
+  return r;
+}
+
+static void openable_insert(session_t *s, openable_t e) {
+  if ((s->open_used + 1) * 2 > s->open_cap) {
+    size_t ncap = s->open_cap ? s->open_cap * 2 : 1024;
+    openable_t *nt = calloc(ncap, sizeof *nt), *old = s->open_tab;
+    size_t ocap = s->open_cap;
+    s->open_tab = nt;
+    s->open_cap = ncap;
+    s->open_used = 0;
+    for (size_t i = 0; i < ocap; i++) if (old[i].ino) openable_insert(s, old[i]);
+    free(old);
+  }
+  size_t mask = s->open_cap - 1;
+  for (size_t i = (size_t)(e.ino * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask) {
+    if (s->open_tab[i].ino == e.ino) { free(s->open_tab[i].path); s->open_tab[i] = e; return; }
+    if (s->open_tab[i].ino == 0) { s->open_tab[i] = e; s->open_used++; return; }
+  }
+}
+
+static void openable_remove(session_t *s, fuse_ino_t ino) {
+  openable_t *o = openable_find(s, ino);
+  if (!o) return;
+  free(o->path);
+  o->path = NULL;
+  size_t mask = s->open_cap - 1, i = (size_t)(o - s->open_tab);
+  o->ino = 0;
+  s->open_used--;
+  // backward-shift: re-insert the rest of the cluster
+  for (size_t j = (i + 1) & mask; s->open_tab[j].ino; j = (j + 1) & mask) {
+    openable_t e = s->open_tab[j];
+    s->open_tab[j].ino = 0;
+    s->open_tab[j].path = NULL;
+    s->open_used--;
+    openable_insert(s, e);
+  }
+}
+
+// fuseSetOpenable(session, ino, path: Buffer | null, backingIno, flags): with a path, opens of ino are
+// served in C (no JS) while the path leads to a regular file with st_ino backingIno; null removes.
+static napi_value set_openable(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
+  void *p = NULL;
+  size_t len = 0;
+  bool is_buf = false;
+  napi_is_buffer(env, argv[2], &is_buf);
+  if (is_buf) napi_get_buffer_info(env, argv[2], &p, &len);
+  pthread_rwlock_wrlock(&s->open_lock);
+  if (!is_buf || s->finished) openable_remove(s, ino);
+  else {
+    openable_t e = {ino, num(env, argv[3]), (unsigned)num(env, argv[4]), malloc(len + 1)};
+    memcpy(e.path, p, len);
+    e.path[len] = 0;
+    openable_insert(s, e);
+  }
+  pthread_rwlock_unlock(&s->open_lock);
+  return NULL;
+}
+
+// fuseStats(session) -> [requests to JS, requests served in C, pending in JS, capable, want]
+static napi_value stats(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  napi_value arr, v;
+  napi_create_array_with_length(env, 5, &arr);
+  double vals[5] = {(double)atomic_load(&s->js_ops), (double)atomic_load(&s->c_ops),
+                    (double)atomic_load(&s->pending), s->capable, s->want};
+  for (uint32_t i = 0; i < 5; i++) { napi_create_double(env, vals[i], &v); napi_set_element(env, arr, i, v); }
+  return arr;
+}
+
+void fuse_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"fuseMount", NULL, mount_, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseUnmount", NULL, unmount_, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseStats", NULL, stats, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseSetOpenable", NULL, set_openable, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseNotify", NULL, notify, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyCreate", NULL, reply_create, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyBuf", NULL, reply_buf, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyReadlink", NULL, reply_readlink, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyWrite", NULL, reply_write, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyXattr", NULL, reply_xattr, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyLseek", NULL, reply_lseek, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseReplyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  fuse_backing_register(env, exports);
+}
