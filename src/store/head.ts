@@ -1,7 +1,7 @@
 // HEAD of a label: refs/<label>/head.toml names the base commit and how the upper dir
 // (refs/<label>/head/) is written. This module only reads and writes that file.
 //
-// Public surface: HeadState, HeadStore, HEAD_FORMAT.
+// Public surface: HeadState, HeadStore, HEAD_FORMAT, defaultXattrNamespace.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'smol-toml';
@@ -22,6 +22,11 @@ export interface HeadState {
   updated: string;
   /** The commit HEAD last produced, if any. */
   lastCommit?: string;
+}
+
+/** Overlay xattrs can only be `trusted.` for root; everyone else writes `user.` (userxattr). */
+export function defaultXattrNamespace(): 'trusted' | 'user' {
+  return process.getuid?.() === 0 ? 'trusted' : 'user';
 }
 
 export class HeadStore {
@@ -53,6 +58,12 @@ export class HeadStore {
       throw wrapSystemError(err, `reading HEAD of ${label}`);
     }
     return parseHead(text, label);
+  }
+
+  /** Gives a label its HEAD on `base` unless it has one; true when this call created it. */
+  async createIfAbsent(label: string, base: string): Promise<boolean> {
+    const now = new Date().toISOString();
+    return this.write({ label, base, xattrNamespace: defaultXattrNamespace(), created: now, updated: now }, { create: true });
   }
 
   /** Writes HEAD; with `create`, only if the label has none yet (returns false if it had). */

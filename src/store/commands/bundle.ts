@@ -118,8 +118,7 @@ export async function importBundle(store: Store, input: AsyncIterable<Buffer | s
         await store.tags.write(label, name, { kind: 'id', id: manifest.id });
         tags.push(name);
       }
-      const now = new Date().toISOString();
-      await store.heads.write({ label, base: manifest.id, xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user', created: now, updated: now }, { create: true });
+      await store.heads.createIfAbsent(label, manifest.id);
       return { id: manifest.id, label, tags, newObjects, newCommit };
     });
   } finally {

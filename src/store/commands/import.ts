@@ -61,8 +61,7 @@ export async function importDirectory(store: Store, dir: string, options: Import
       await tagIdempotent(store, label, tag, id);
       tags.push(tag);
     }
-    const now = new Date().toISOString();
-    const head = await store.heads.write({ label, base: id, xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user', created: now, updated: now }, { create: true });
+    const head = await store.heads.createIfAbsent(label, id);
     return { id, label, tags, newCommit, newObjects, files: meta.files.count, bytes: meta.files.totalSize, head };
   });
 }
