@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { cac } from 'cac';
 import { StratumError, exitStatus } from '../store/error.js';
 import { exportCommand, importCommand } from './commands/import.js';
+import { applyCommand, commitCommand, initCommand } from './commands/head-commands.js';
 import { list } from './commands/list.js';
 import { diffCommand, gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
 import { Context, STDIO, type GlobalOptions } from './context.js';
@@ -28,9 +29,10 @@ export function buildCli(): ReturnType<typeof cac> {
   cli.option('--quiet', 'Print only results and errors');
 
   cli
-    .command('import <source>', 'Import a directory (with --label) or a bundle file (- for stdin) as a commit; prints label:<id>')
+    .command('import <source> [target]', 'Import a directory (with --label) or a bundle file (- for stdin) as a commit; prints label:<id>')
     .option('--label <label>', 'The label to import into (required for a directory; renames a bundle\'s label)')
     .option('--tag <tag>', 'Also tag the commit label:<tag> (renames a bundle\'s tag)')
+    .option('--bare', 'A delta dir (overlay or OCI whiteouts) on the HEAD base of target label[:tag]; HEAD stays')
     .action(run(importCommand));
   cli.command('export <ref> <file>', 'Write a commit with all its objects as one bundle (- for stdout)').action(run(exportCommand));
   cli.command('list [label]', 'List labels, or the tags of a label').action(run(list));
@@ -45,6 +47,13 @@ export function buildCli(): ReturnType<typeof cac> {
   cli.command('log <ref>', 'A commit and its ancestors').action(run(logCommand));
   cli.command('diff <from> <to>', 'Paths added (A), removed (D) and changed (M) between two commits').action(run(diffCommand));
   cli.command('status [ref]', 'The store, or one label: HEAD, tags, changes').action(run(statusCommand));
+  cli.command('commit <target>', "Commit HEAD's changes as label:tag (label alone: tagged by the commit id)").action(run(commitCommand));
+  cli
+    .command('apply <ref> [mountpoint]', "Move HEAD's base to ref; refuses when HEAD has uncommitted changes")
+    .option('--discard', 'Drop uncommitted changes')
+    .option('--keep', 'Keep uncommitted changes on top of the new base')
+    .action(run(applyCommand));
+  cli.command('init <label> [mountpoint]', 'Create a label with an empty HEAD').option('--migrate', 'Import the directory at mountpoint as the first commit').action(run(initCommand));
 
   cli.help();
   cli.version(version);

@@ -3,7 +3,7 @@
 // with several entries; xattrs are kept with binary values. File contents are not read here:
 // files to store as objects come back in `pending`, small ones are read inline.
 //
-// Public surface: readSourceTree, SourceTree, PendingFile, INLINE_LIMIT.
+// Public surface: readSourceTree, SourceTree, PendingFile, INLINE_LIMIT, readXattrs, splitNs.
 import { closeSync, constants as C, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 
 import { lgetxattr, llistxattr } from '../native/xattr.js';
@@ -88,15 +88,14 @@ export async function readSourceTree(dir: string, options: { refuseTopLevel?: st
 function makeInode(path: Buffer, stat: BigIntStats): Inode {
   const mode = Number(stat.mode);
   const type = mode & S_IFMT;
-  const ns = stat.mtimeNs;
-  const sec = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);
+  const { sec, nsec } = splitNs(stat.mtimeNs);
   const inode = newInode({
     mode,
     uid: Number(stat.uid),
     gid: Number(stat.gid),
     nlink: Number(stat.nlink),
-    mtimeSec: Number(sec),
-    mtimeNsec: Number(ns - sec * 1_000_000_000n),
+    mtimeSec: sec,
+    mtimeNsec: nsec,
     size: type === S_IFREG ? Number(stat.size) : 0,
     rdev: Number(stat.rdev),
     xattrs: readXattrs(path),
@@ -109,7 +108,8 @@ function makeInode(path: Buffer, stat: BigIntStats): Inode {
   return inode;
 }
 
-function readXattrs(path: Buffer): Array<{ name: ByteString; value: Uint8Array }> {
+/** Every xattr of a path, binary values, never following a symlink. */
+export function readXattrs(path: Buffer): Array<{ name: ByteString; value: Uint8Array }> {
   let names: Buffer[];
   try {
     names = llistxattr(path, { encoding: 'buffer' });
@@ -122,7 +122,8 @@ function readXattrs(path: Buffer): Array<{ name: ByteString; value: Uint8Array }
     try {
       out.push({ name: byteString(name), value: lgetxattr(path, name) });
     } catch (err) {
-      if (isSystemError(err, 'ENODATA')) continue; // removed while we looked
+      // removed while we looked, or listed but unreadable (user.* on symlinks and devices)
+      if (isSystemError(err, 'ENODATA') || isSystemError(err, 'EPERM')) continue;
       throw wrapSystemError(err, `reading xattr ${name.toString('latin1')} of ${display(path)}`);
     }
   }
@@ -150,4 +151,10 @@ function lstat(path: Buffer, shown: string): BigIntStats {
     if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `${shown} does not exist`);
     throw wrapSystemError(err, `reading ${shown}`);
   }
+}
+
+/** A time in ns as whole seconds (rounded down, also before 1970) and the ns within them. */
+export function splitNs(ns: bigint): { sec: number; nsec: number } {
+  const sec = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);
+  return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
 }

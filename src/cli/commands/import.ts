@@ -2,13 +2,16 @@ import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { exportBundle, importBundle } from '../../store/commands/bundle.js';
 import { importDirectory } from '../../store/commands/import.js';
+import { importBareCommand } from './head-commands.js';
 import { StratumError, isSystemError, wrapSystemError } from '../../store/error.js';
 import { checkLabel, checkTag, parseRef } from '../../store/names.js';
 import { STDIO, type Context } from '../context.js';
 import { Progress } from '../progress.js';
 
 /** `import <dir> --label L` imports a directory; `import <bundle|->` a bundle made by export. */
-export async function importCommand(ctx: Context, source: string, options: { label?: string; tag?: string }): Promise<void> {
+export async function importCommand(ctx: Context, source: string, target: string | undefined, options: { label?: string; tag?: string; bare?: boolean }): Promise<void> {
+  if (options.bare) return importBareCommand(ctx, source, target);
+  if (target !== undefined) throw new StratumError('USAGE', `a label[:tag] argument goes with --bare (stratum import --bare <dir> <label[:tag]>); a full import takes --label`);
   if (source === STDIO || (await isFile(source))) return importBundleCommand(ctx, source, options);
   await fsp.access(source).catch(() => {
     throw new StratumError('NOT_FOUND', `${source} does not exist`);

@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
+import { recoverHead } from './commit.js';
 import { listTags, type TagEntry } from './list.js';
 
 export interface StoreStatus {
@@ -34,6 +35,8 @@ export async function storeStatus(store: Store): Promise<StoreStatus> {
 export async function labelStatus(store: Store, what: string): Promise<LabelStatus> {
   const ref = parseRef(what);
   const status: LabelStatus = { label: ref.label, tags: await listTags(store, ref.label) };
+  // a commit killed half way is finished or undone first, so HEAD is reported as it really is
+  await store.lock.with('exclusive', () => recoverHead(store, ref.label));
   const head = await store.heads.read(ref.label);
   if (head) {
     const meta = await store.commits.metadata(head.base).catch(() => undefined);

@@ -1,0 +1,320 @@
+// The fast path of a commit: when the upper only *edits* paths of the base (file contents and
+// metadata, directory metadata) and every edited inode keeps its encoded size, the new image is the
+// base image with those inodes rewritten in place, byte for byte what the writer would produce
+// for the merged tree, and the Merkle root is updated from a cache of the base's Merkle levels.
+// The cost is the change plus one pass over the image bytes (its fs-verity digest), not the tree.
+// Anything else (a new or deleted name, a rename, a hardlink, a size class change, a shared xattr,
+// no cache) is refused with `undefined`, and the caller takes the full path. The tests compare
+// both paths on random edits.
+//
+// The Merkle cache (refs/<label>/head.merkle) belongs to HEAD's current base: sorted leaf paths
+// and every level of the Merkle tree. It is a cache: not fsynced, checked against the commit's
+// metadata before use, rewritten after every commit.
+//
+// Public surface: scanEdits, EditScan, Edit, patchImage, MerkleCache, readMerkleCache,
+// writeMerkleCache, MERKLE_CACHE_FILE.
+import { hash } from 'node:crypto';
+import { lstatSync, readFileSync, readdirSync, type BigIntStats } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import {
+  EROFS_BLKSIZ_BITS, EROFS_INODE_CHUNK_BASED, EROFS_INODE_EXTENDED_SIZE, EROFS_SUPER_OFFSET, EROFS_XATTR_IBODY_HEADER_SIZE,
+  EROFS_XATTR_INDEX_TRUSTED, S_IFDIR, S_IFMT, S_IFREG,
+} from '../image/erofs.js';
+import { type ImageReader } from '../image/read.js';
+import { type ByteString, type Xattr, byteString } from '../image/tree.js';
+import type { CommitMetadata } from '../metadata.js';
+import { type XattrNamespace, readUpperEntry, upperRootAttr, visibleXattrs } from '../upper.js';
+
+export const MERKLE_CACHE_FILE = 'head.merkle';
+
+/** Why the fast path was refused, for STRATUM_DEBUG_FASTPATH=1 (always returns undefined/false). */
+function refuse(why: string): undefined {
+  if (process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write(`fast path refused: ${why}\n`);
+  return undefined;
+}
+const MAGIC = 0x314b4d53; // "SMK1"
+
+/** One edited path: its base inode and what the upper says now. */
+export interface Edit {
+  path: ByteString;
+  nid: number;
+  upperPath: Buffer;
+  stat: BigIntStats;
+  kind: 'dir' | 'content' | 'metadata';
+  /** New content's digest, set by the caller after hashing (kind 'content'). */
+  digest?: string;
+}
+
+export interface EditScan {
+  edits: Edit[];
+  /** Upper entries seen (the root not counted). */
+  upperEntries: number;
+}
+
+/** Walks the upper: every entry must edit an existing base path of the same type, with the same xattrs. */
+export function scanEdits(reader: ImageReader, upperDir: string, ns: XattrNamespace): EditScan | undefined {
+  const edits: Edit[] = [];
+  let upperEntries = 0;
+  const rootPath = Buffer.from(upperDir);
+  let rootStat: BigIntStats;
+  try {
+    rootStat = lstatSync(rootPath, { bigint: true });
+  } catch {
+    return { edits, upperEntries };
+  }
+  const visit = (dirPath: Buffer, dirNid: number, path: ByteString, stat: BigIntStats): boolean => {
+    const entry = readUpperEntry(dirPath, stat, ns, 'overlay');
+    if (entry.kind !== 'dir' || entry.opaque || entry.redirect !== undefined) return !!refuse(`${path}: opaque or redirected dir`);
+    if (!sameXattrs(visibleXattrs(entry.raw, ns), reader.xattrs(dirNid))) return !!refuse(`${path}: dir xattrs differ ${JSON.stringify(visibleXattrs(entry.raw, ns).map((x) => x.name))} vs ${JSON.stringify(reader.xattrs(dirNid).map((x) => x.name))}`);
+    if (!sameAttrs(stat, reader, dirNid)) edits.push({ path, nid: dirNid, upperPath: dirPath, stat, kind: 'dir' });
+    for (const nameBytes of readdirSync(dirPath, { encoding: 'buffer' }) as Buffer[]) {
+      upperEntries++;
+      const name = byteString(nameBytes);
+      const childPath = Buffer.concat([dirPath, Buffer.from('/'), nameBytes]);
+      const childStat = lstatSync(childPath, { bigint: true });
+      const nid = reader.lookup(dirNid, name);
+      if (nid === undefined) return !!refuse(`${name}: new name`); // a new name (or a whiteout of a missing one)
+      const a = reader.getattr(nid);
+      const type = Number(childStat.mode) & S_IFMT;
+      if (type !== (a.mode & S_IFMT)) return !!refuse(`${name}: type change or whiteout`); // whiteouts land here too
+      const childRel = `${path === '/' ? '' : path}/${name}`;
+      if (type === S_IFDIR) {
+        if (!visit(childPath, nid, childRel, childStat)) return false;
+        continue;
+      }
+      if (type !== S_IFREG || childStat.nlink !== 1n || a.nlink !== 1) return !!refuse(`${name}: not a plain file or hardlinked`);
+      const e = readUpperEntry(childPath, childStat, ns, 'overlay');
+      if (!sameXattrs(visibleXattrs(e.raw, ns), reader.xattrs(nid))) return !!refuse(`${name}: xattrs differ`);
+      if (e.kind === 'metacopy') {
+        if (e.redirect !== undefined || Number(childStat.size) !== a.size) return !!refuse(`${name}: redirected metacopy`);
+        edits.push({ path: childRel, nid, upperPath: childPath, stat: childStat, kind: 'metadata' });
+      } else {
+        if (!reader.external(nid) || childStat.size <= 64n) return !!refuse(`${name}: inline content`);
+        edits.push({ path: childRel, nid, upperPath: childPath, stat: childStat, kind: 'content' });
+      }
+    }
+    return true;
+  };
+  if (!visit(rootPath, reader.rootNid, '/', rootStat)) return undefined;
+  return { edits, upperEntries };
+}
+
+function sameAttrs(stat: BigIntStats, reader: ImageReader, nid: number): boolean {
+  const a = reader.getattr(nid);
+  const u = upperRootAttr(stat);
+  return u.mode === a.mode && u.uid === a.uid && u.gid === a.gid && u.mtimeSec === a.mtimeSec && u.mtimeNsec === a.mtimeNsec;
+}
+
+function sameXattrs(a: Xattr[], b: Xattr[]): boolean {
+  if (a.length !== b.length) return false;
+  const key = (x: Xattr): string => `${x.name}\0${Buffer.from(x.value).toString('latin1')}`;
+  const keys = new Set(b.map(key));
+  return a.every((x) => keys.has(key(x)));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface MerkleCache {
+  id: string;
+  /** Leaf paths, sorted by bytes. */
+  paths: ByteString[];
+  /** levels[0]: leaf hashes; each next level pairs neighbours, an odd last node carried up. */
+  levels: Buffer[][];
+}
+
+export function readMerkleCache(path: string, id: string, meta: CommitMetadata): MerkleCache | undefined {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    if (buf.readUInt32LE(0) !== MAGIC || buf.toString('hex', 8, 40) !== id) return undefined;
+    const n = buf.readUInt32LE(4);
+    let pos = 40;
+    const paths: ByteString[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const len = buf.readUInt16LE(pos);
+      paths[i] = buf.toString('latin1', pos + 2, pos + 2 + len);
+      pos += 2 + len;
+    }
+    const levels: Buffer[][] = [];
+    for (let len = n; ; len = Math.ceil(len / 2)) {
+      const level: Buffer[] = new Array(len);
+      for (let i = 0; i < len; i++, pos += 32) level[i] = buf.subarray(pos, pos + 32);
+      if (pos > buf.length) return undefined;
+      levels.push(level);
+      if (len <= 1) break;
+    }
+    const root = levels[levels.length - 1]![0];
+    if (n !== meta.merkle.leafCount || !root || root.toString('hex') !== meta.merkleRoot) return undefined;
+    return { id, paths, levels };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Levels of the bottom-up Merkle tree over leaf hashes (the RFC 6962 tree merkle.ts defines). */
+export function merkleLevels(leaves: Buffer[]): Buffer[][] {
+  const levels: Buffer[][] = [leaves];
+  const scratch = Buffer.allocUnsafe(65);
+  scratch[0] = 1;
+  let level = leaves;
+  while (level.length > 1) {
+    const next: Buffer[] = new Array(Math.ceil(level.length / 2));
+    for (let i = 0; i + 1 < level.length; i += 2) {
+      level[i]!.copy(scratch, 1);
+      level[i + 1]!.copy(scratch, 33);
+      next[i / 2] = hash('sha256', scratch, 'buffer') as unknown as Buffer;
+    }
+    if (level.length % 2 === 1) next[next.length - 1] = level[level.length - 1]!;
+    levels.push(next);
+    level = next;
+  }
+  return levels;
+}
+
+export async function writeMerkleCache(path: string, cache: MerkleCache): Promise<void> {
+  const parts: Buffer[] = [];
+  const head = Buffer.alloc(40);
+  head.writeUInt32LE(MAGIC, 0);
+  head.writeUInt32LE(cache.paths.length, 4);
+  head.write(cache.id, 8, 'hex');
+  parts.push(head);
+  for (const p of cache.paths) {
+    const b = Buffer.allocUnsafe(2 + p.length);
+    b.writeUInt16LE(p.length, 0);
+    b.write(p, 2, 'latin1');
+    parts.push(b);
+  }
+  for (const level of cache.levels) parts.push(...level);
+  await writeFile(path, Buffer.concat(parts), { mode: 0o600 });
+}
+
+/** Replaces leaf `i` and rehashes its path to the root. */
+function updateLeaf(levels: Buffer[][], index: number, leaf: Buffer): void {
+  levels[0]![index] = leaf;
+  const scratch = Buffer.allocUnsafe(65);
+  scratch[0] = 1;
+  let i = index;
+  for (let l = 0; l + 1 < levels.length; l++) {
+    const level = levels[l]!;
+    const pair = i - (i % 2);
+    const parent = pair / 2;
+    if (pair + 1 < level.length) {
+      level[pair]!.copy(scratch, 1);
+      level[pair + 1]!.copy(scratch, 33);
+      levels[l + 1]![parent] = hash('sha256', scratch, 'buffer') as unknown as Buffer;
+    } else levels[l + 1]![parent] = level[pair]!;
+    i = parent;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface LeafHash {
+  (path: ByteString, attr: { mode: number; uid: number; gid: number; mtimeSec: number; mtimeNsec: number; size: number; rdev: number }, target: ByteString, xattrs: Xattr[], digest: string): Buffer;
+}
+
+/**
+ * The base image with every edit applied in place, or undefined when an edit would change an
+ * inode's encoded size or anything the writer decides globally. `image` is modified.
+ */
+export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache, leafHash: LeafHash): { levels: Buffer[][]; sizeDelta: number } | undefined {
+  const sb = EROFS_SUPER_OFFSET;
+  const minSec = Number(image.readBigUInt64LE(sb + 24));
+  const minNsec = image.readUInt32LE(sb + 32);
+  const metaStart = image.readUInt32LE(sb + 40) * 2 ** EROFS_BLKSIZ_BITS;
+  const levels = cache.levels.map((l) => l.slice());
+  let sizeDelta = 0;
+  const newDigests = new Set<string>();
+  for (const edit of edits) {
+    const off = metaStart + edit.nid * 32;
+    const format = image.readUInt16LE(off);
+    if ((format & 1) !== 1) return refuse(`${edit.path}: compact inode`);
+    const a = reader.getattr(edit.nid);
+    const u = upperRootAttr(edit.stat);
+    const size = edit.kind === 'content' ? Number(edit.stat.size) : a.size;
+    // The writer makes an inode compact exactly when this holds; it must stay extended.
+    const compactNow = u.mtimeSec === minSec && u.mtimeNsec === minNsec && a.nlink <= 0xffff && u.uid <= 0xffff && u.gid <= 0xffff && size <= 0xffffffff;
+    if (compactNow) return refuse(`${edit.path}: would become compact`);
+    if (u.mtimeSec < minSec || (u.mtimeSec === minSec && u.mtimeNsec < minNsec)) return refuse(`${edit.path}: mtime below the image's build time`);
+    let digest = '';
+    if (edit.kind !== 'dir') {
+      const layoutKind = (format >> 1) & 7;
+      if (layoutKind !== EROFS_INODE_CHUNK_BASED) return refuse(`${edit.path}: not an external file`);
+      const old = reader.getattr(edit.nid).size;
+      if (chunking(size)[1] !== chunking(old)[1]) return refuse(`${edit.path}: chunk count changes`);
+      digest = reader.external(edit.nid)?.digest ?? '';
+      if (edit.kind === 'content') {
+        if (!edit.digest || newDigests.has(edit.digest)) return refuse(`${edit.path}: content shared with another edit`);
+        newDigests.add(edit.digest);
+        if (!rewriteObjectXattrs(image, off, edit.digest)) return refuse(`${edit.path}: object xattrs are shared`);
+        image.writeUInt16LE(chunking(size)[0] - EROFS_BLKSIZ_BITS, off + 16);
+        image.writeBigUInt64LE(BigInt(size), off + 8);
+        sizeDelta += size - old;
+        digest = edit.digest;
+      }
+    }
+    image.writeUInt16LE(u.mode, off + 4);
+    image.writeUInt32LE(u.uid, off + 24);
+    image.writeUInt32LE(u.gid, off + 28);
+    image.writeBigUInt64LE(BigInt(u.mtimeSec), off + 32);
+    image.writeUInt32LE(u.mtimeNsec, off + 40);
+    const index = findPath(cache.paths, edit.path);
+    if (index < 0) return refuse(`${edit.path}: not in the Merkle cache`);
+    const leafSize = (u.mode & S_IFMT) === S_IFDIR ? a.size : size;
+    updateLeaf(levels, index, leafHash(edit.path, { mode: u.mode, uid: u.uid, gid: u.gid, mtimeSec: u.mtimeSec, mtimeNsec: u.mtimeNsec, size: leafSize, rdev: 0 }, '', reader.xattrs(edit.nid), digest));
+  }
+  return { levels, sizeDelta };
+}
+
+/** Overwrites the metacopy digest and redirect of an inode in place; false if they are not both inline. */
+function rewriteObjectXattrs(image: Buffer, off: number, digest: string): boolean {
+  const base = off + EROFS_INODE_EXTENDED_SIZE;
+  const icount = image.readUInt16LE(off + 2);
+  if (icount === 0) return false;
+  const end = base + EROFS_XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4;
+  const nShared = image[base + 4]!;
+  if (nShared >= 128) return false;
+  let pos = base + EROFS_XATTR_IBODY_HEADER_SIZE + nShared * 4;
+  let metacopy = -1;
+  let redirect = -1;
+  while (pos + 4 <= end) {
+    const nameLen = image[pos]!;
+    const index = image[pos + 1]!;
+    const valueLen = image.readUInt16LE(pos + 2);
+    const name = image.toString('latin1', pos + 4, pos + 4 + nameLen);
+    if (index === EROFS_XATTR_INDEX_TRUSTED && name === 'overlay.metacopy' && valueLen === 36) metacopy = pos + 4 + nameLen;
+    if (index === EROFS_XATTR_INDEX_TRUSTED && name === 'overlay.redirect' && valueLen === 66) redirect = pos + 4 + nameLen;
+    pos += Math.ceil((4 + nameLen + valueLen) / 4) * 4;
+  }
+  if (metacopy < 0 || redirect < 0) return false;
+  if (image[metacopy + 3] !== 1) return false;
+  image.write(digest, metacopy + 4, 'hex');
+  image.write(`/${digest.slice(0, 2)}/${digest.slice(2)}`, redirect, 'latin1');
+  return true;
+}
+
+function findPath(paths: ByteString[], path: ByteString): number {
+  let lo = 0;
+  let hi = paths.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const p = paths[mid]!;
+    if (p === path) return mid;
+    if (p < path) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+/** The writer's chunking: fewest chunks, each at least one block. */
+function chunking(size: number): [bits: number, count: number] {
+  let bits = 0;
+  while (2 ** bits <= size - 1) bits++;
+  if (bits < EROFS_BLKSIZ_BITS) bits = EROFS_BLKSIZ_BITS;
+  if (bits - EROFS_BLKSIZ_BITS > 0x1f) bits = 0x1f + EROFS_BLKSIZ_BITS;
+  return [bits, Math.ceil(size / 2 ** bits)];
+}
