@@ -3,7 +3,7 @@
 // The rest is removed under the exclusive store lock, so no import or commit is half done.
 //
 // Public surface: collectGarbage, liveCommits, objectsOfImage, GcResult.
-import { promises as fsp } from 'node:fs';
+import { lstatSync, promises as fsp, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileSource, ImageReader, walkImage } from '../image/read.js';
 import { S_IFMT, S_IFREG } from '../image/erofs.js';
@@ -59,8 +59,9 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean; 
       if (usedObjects.has(digest)) continue;
       const path = store.objects.path(digest);
       try {
-        result.bytes += (await fsp.lstat(path)).size;
-        if (!options.dryRun) await fsp.unlink(path);
+        // synchronous: a sweep is thousands of tiny syscalls, each cheaper than a pool round trip
+        result.bytes += lstatSync(path).size;
+        if (!options.dryRun) unlinkSync(path);
         result.objects++;
       } catch (err) {
         if (!isSystemError(err, 'ENOENT')) throw err;

@@ -3,14 +3,11 @@
 // given, and becomes the label's HEAD base if the label has no HEAD yet.
 //
 // Public surface: importDirectory, ImportOptions, ImportResult, ImportProgress.
-import { fsverityDigest } from '../digest.js';
 import { StratumError } from '../error.js';
 import { objectPath, type Tree } from '../image/tree.js';
-import { bufferSource, ImageReader } from '../image/read.js';
-import { writeImage } from '../image/write.js';
-import { merkleOfImage } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { ImportCache } from '../import-cache.js';
+import { buildHeadCommit } from './head-image.js';
 import { checkLabel, checkTag } from '../names.js';
 import { readSourceTree, type PendingFile } from '../source.js';
 import type { Store } from '../store.js';
@@ -66,19 +63,13 @@ export async function importDirectory(store: Store, dir: string, options: Import
   });
 }
 
-/** The image and metadata of a tree whose external files all have digests. */
+/**
+ * The image and metadata of a tree whose external files all have digests. The Merkle root comes
+ * from the writer's plan (head-image.ts), not from reading the image back; tests hold it equal to
+ * merkleOfImage, the definition `verify` uses.
+ */
 export function buildCommit(tree: Tree, parent?: string): { id: string; meta: CommitMetadata; image: Uint8Array } {
-  const image = writeImage(tree);
-  const id = fsverityDigest(image);
-  const { merkle, stats } = merkleOfImage(ImageReader.open(bufferSource(image)));
-  const meta: CommitMetadata = {
-    merkleRoot: merkle.root,
-    metadataHash: id,
-    timestamp: new Date().toISOString(),
-    files: { count: stats.count, totalSize: stats.totalSize },
-    merkle: { leafCount: merkle.leafCount, treeDepth: merkle.depth },
-  };
-  if (parent) meta.parentCommit = parent;
+  const { id, meta, image } = buildHeadCommit(tree, parent);
   return { id, meta, image };
 }
 
