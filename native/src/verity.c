@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <openssl/sha.h>
 
 #define BLOCK 4096
@@ -94,21 +96,22 @@ typedef struct {
   char hex[65];
 } fd_job;
 
-// Fills whole chunks (a multiple of BLOCK) so that only the chunk at end of file can end in a
-// partial block, whatever sizes pread returns.
-static void fd_execute(napi_env env, void *data) {
-  fd_job *job = data;
-  leaves l = {0};
+// Hashes [start, end) of the file (end < 0: to end of file) into l, reading whole chunks (a
+// multiple of BLOCK) so that only the chunk at end of file can end in a partial block, whatever
+// sizes pread returns.
+static int hash_range(int fd, off_t start, off_t end, leaves *l) {
   uint8_t *buf = malloc(READ_CHUNK);
-  job->err = buf ? 0 : ENOMEM;
-  off_t off = 0;
-  for (bool eof = false; !job->err && !eof;) {
+  if (!buf) return ENOMEM;
+  int err = 0;
+  off_t off = start;
+  for (bool eof = false; !err && !eof && (end < 0 || off < end);) {
+    size_t want = end < 0 || end - off >= READ_CHUNK ? READ_CHUNK : (size_t)(end - off);
     size_t filled = 0;
-    while (filled < READ_CHUNK) {
-      ssize_t n = pread(job->fd, buf + filled, READ_CHUNK - filled, off + (off_t)filled);
+    while (filled < want) {
+      ssize_t n = pread(fd, buf + filled, want - filled, off + (off_t)filled);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        job->err = errno;
+        err = errno;
         break;
       }
       if (n == 0) {
@@ -117,11 +120,63 @@ static void fd_execute(napi_env env, void *data) {
       }
       filled += (size_t)n;
     }
-    if (!job->err && filled > 0) job->err = leaves_feed(&l, buf, filled);
+    if (!err && filled > 0) err = leaves_feed(l, buf, filled);
     off += (off_t)filled;
   }
-  if (!job->err) leaves_finish(&l, job->hex);
   free(buf);
+  return err;
+}
+
+typedef struct {
+  int fd;
+  off_t start;
+  leaves l;
+  int err;
+} half_job;
+
+static void *hash_second_half(void *arg) {
+  half_job *h = arg;
+  h->err = hash_range(h->fd, h->start, -1, &h->l);
+  return NULL;
+}
+
+// Leaves are independent, so a large file is hashed by two threads, one per half (split on a
+// chunk boundary), and the upper levels are built from both lists: this keeps the digest off the
+// critical path of a put, where the kernel copies the same file at the same time.
+#define SPLIT_ABOVE (64 << 20)
+
+static void fd_execute(napi_env env, void *data) {
+  fd_job *job = data;
+  leaves l = {0};
+  struct stat st;
+  off_t split = fstat(job->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > SPLIT_ABOVE ? (st.st_size / 2) / READ_CHUNK * READ_CHUNK : 0;
+  pthread_t thread;
+  half_job second = {.fd = job->fd, .start = split};
+  bool threaded = split > 0 && pthread_create(&thread, NULL, hash_second_half, &second) == 0;
+  job->err = hash_range(job->fd, 0, threaded ? split : -1, &l);
+  if (threaded) {
+    pthread_join(thread, NULL);
+    if (!job->err) job->err = second.err;
+    // the first half stopped short only if the file shrank under us: then the second is empty
+    if (!job->err && second.l.count > 0) {
+      if (l.size != (uint64_t)split) job->err = EAGAIN;
+      else if (l.count + second.l.count > l.cap) {
+        uint8_t *grown = realloc(l.hashes, (l.count + second.l.count) * HASH);
+        if (!grown) job->err = ENOMEM;
+        else {
+          l.hashes = grown;
+          l.cap = l.count + second.l.count;
+        }
+      }
+      if (!job->err) {
+        memcpy(l.hashes + l.count * HASH, second.l.hashes, second.l.count * HASH);
+        l.count += second.l.count;
+        l.size += second.l.size;
+      }
+    }
+    free(second.l.hashes);
+  }
+  if (!job->err) leaves_finish(&l, job->hex);
   free(l.hashes);
 }
 

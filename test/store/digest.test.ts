@@ -64,15 +64,21 @@ test('feeding the data in odd-sized pieces gives the same digest as one call', (
 
 const live = hasFsverity();
 if (!live) console.log('skip: `fsverity` is not installed; the committed vectors above still check the digest');
-(live ? test : test.skip)('digests match `fsverity digest` on fresh random files', () => {
+(live ? test : test.skip)('digests match `fsverity digest` on fresh random files', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'stratum-digest-'));
   try {
-    for (const size of [0, 5, 4096, 12_345, 1_048_577]) {
+    for (const size of [0, 5, 4096, 12_345, 1_048_577, 70_000_003]) {
       const data = pseudoRandomBytes(size, Date.now() & 0xffff);
       const file = join(dir, `f${size}`);
       writeFileSync(file, data);
       const out = execFileSync('fsverity', ['digest', file], { encoding: 'utf8' });
       assert.is(`sha256:${fsverityDigest(data)}`, out.split(' ')[0]);
+      const handle = await open(file, 'r');
+      try {
+        assert.is(`sha256:${await digestFd(handle.fd)}`, out.split(' ')[0], `file of ${size} (two hashing threads above 64 MiB)`);
+      } finally {
+        await handle.close();
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
