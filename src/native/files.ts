@@ -16,6 +16,7 @@
 // flock() holds one libuv threadpool thread for as long as it waits (4 by default, shared with
 // fs and zlib), and a wait cannot be cancelled: keep waits on locks that are held briefly.
 import { constants } from 'node:fs';
+import { getSystemErrorName } from 'node:util';
 import { addon } from './addon.js';
 
 export type FilePath = string | Buffer;
@@ -27,6 +28,8 @@ interface Native {
   syncfs(fd: number): void;
   flockNow(fd: number, mode: LockMode): void;
   flockWait(fd: number, mode: LockMode): Promise<void>;
+  /** From the FUSE backing helpers (native/src/fuse_backing.c): 0 or -errno. */
+  backingUtimens(path: Buffer | null, fd: number, times: Float64Array): number;
   sysConstants: { RENAME_NOREPLACE: number; RENAME_EXCHANGE: number; RENAME_WHITEOUT: number };
 }
 const native = addon as unknown as Native;
@@ -58,4 +61,20 @@ export function tryFlock(fd: number, mode: LockMode): void {
 
 export function flock(fd: number, mode: LockMode): Promise<void> {
   return native.flockWait(fd, mode);
+}
+
+/** UTIME_OMIT from <sys/stat.h>: leave that time as it is. */
+const UTIME_OMIT = (1 << 30) - 2;
+
+/**
+ * Sets mtime (and atime, when given) to the nanosecond without following a symlink; node:fs
+ * passes times through a double and rounds them.
+ */
+export function lutimensNs(path: FilePath, mtime: { sec: number; nsec: number }, atime?: { sec: number; nsec: number }): void {
+  const times = new Float64Array([atime?.sec ?? 0, atime?.nsec ?? UTIME_OMIT, mtime.sec, mtime.nsec]);
+  const rc = native.backingUtimens(Buffer.isBuffer(path) ? path : Buffer.from(path), -1, times);
+  if (rc < 0) {
+    const code = getSystemErrorName(rc);
+    throw Object.assign(new Error(`${code}: utimensat '${path.toString()}'`), { code, errno: rc, syscall: 'utimensat', path });
+  }
 }

@@ -5,8 +5,8 @@
 //
 // Public surface: XattrNamespace, UpperStyle, UpperEntry, readUpperEntry, visibleXattrs,
 // storedXattrName, isOverlayWhiteout, ociWhiteoutTarget, OCI_OPAQUE, makeFreshUpper, upperRootAttr, setMtime.
-import { execFileSync } from 'node:child_process';
 import { promises as fsp, type BigIntStats } from 'node:fs';
+import { lutimensNs } from '../native/files.js';
 import { lsetxattr } from '../native/xattr.js';
 import { isSystemError, wrapSystemError } from './error.js';
 import { S_IFCHR, S_IFDIR, S_IFMT, S_IFREG } from './image/erofs.js';
@@ -113,9 +113,9 @@ export function upperRootAttr(stat: BigIntStats): Pick<Inode, 'mode' | 'uid' | '
   return { mode: Number(stat.mode), uid: Number(stat.uid), gid: Number(stat.gid), mtimeSec: sec, mtimeNsec: nsec };
 }
 
-/** Sets a path's mtime to the nanosecond (Node's utimes rounds through a double; touch does not). */
+/** Sets a path's mtime to the nanosecond (Node's utimes rounds through a double). */
 export function setMtime(path: string | Buffer, sec: number, nsec: number): void {
-  execFileSync('touch', ['-h', '-m', '-d', `@${sec}.${String(nsec).padStart(9, '0')}`, path.toString()], { stdio: 'ignore' });
+  lutimensNs(path, { sec, nsec });
 }
 
 /**

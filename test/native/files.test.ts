@@ -1,11 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG,
-  mknod, renameat2, syncfs,
+  lutimensNs, mknod, renameat2, syncfs,
 } from '../../src/native/files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'stratum-files-'));
@@ -153,6 +153,26 @@ test('bad arguments throw TypeError or RangeError, not a crash', () => {
   assert.instance(thrown(() => syncfs(bad('3'))), TypeError);
   assert.instance(thrown(() => syncfs(-1)), RangeError);
   assert.instance(thrown(() => syncfs(bad(undefined))), TypeError);
+});
+
+test('lutimensNs sets mtime to the nanosecond on the link itself and leaves atime alone', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stratum-utimens-'));
+  try {
+    const file = join(dir, 'f');
+    writeFileSync(file, 'x');
+    symlinkSync('f', join(dir, 'l'));
+    const atimeBefore = lstatSync(file, { bigint: true }).atimeNs;
+    lutimensNs(file, { sec: 1_600_000_000, nsec: 123_456_789 });
+    lutimensNs(join(dir, 'l'), { sec: 5, nsec: 1 });
+    assert.is(lstatSync(file, { bigint: true }).mtimeNs, 1_600_000_000_123_456_789n);
+    assert.is(lstatSync(file, { bigint: true }).atimeNs, atimeBefore);
+    assert.is(lstatSync(join(dir, 'l'), { bigint: true }).mtimeNs, 5_000_000_001n, 'the symlink, not its target');
+    const err = systemError(() => lutimensNs(join(dir, 'missing'), { sec: 0, nsec: 0 }));
+    assert.is(err.code, 'ENOENT');
+    assert.is(err.syscall, 'utimensat');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();
