@@ -7,6 +7,7 @@ import { StratumError, exitStatus } from '../store/error.js';
 import { exportCommand, importCommand } from './commands/import.js';
 import { applyCommand, commitCommand, initCommand } from './commands/head-commands.js';
 import { list } from './commands/list.js';
+import { mountCommand, unmountCommand } from './commands/mount.js';
 import { diffCommand, gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
 import { Context, STDIO, type GlobalOptions } from './context.js';
 
@@ -54,6 +55,9 @@ export function buildCli(): ReturnType<typeof cac> {
     .option('--keep', 'Keep uncommitted changes on top of the new base')
     .action(run(applyCommand));
   cli.command('init <label> [mountpoint]', 'Create a label with an empty HEAD').option('--migrate', 'Import the directory at mountpoint as the first commit').action(run(initCommand));
+
+  cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (only fuse so far)').action(run(mountCommand));
+  cli.command('unmount <what>', 'Unmount label[:tag] or a mountpoint (flushes and ends the server)').action(run(unmountCommand));
 
   cli.help();
   cli.version(version);

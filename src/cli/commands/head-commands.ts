@@ -7,6 +7,7 @@ import { commitHead } from '../../store/commands/commit.js';
 import { initLabel } from '../../store/commands/init.js';
 import { StratumError } from '../../store/error.js';
 import { checkLabel, parseRef } from '../../store/names.js';
+import { applyThroughMount, commitThroughMount, mountedHead, startMount } from '../../fuse/client.js';
 import type { Context } from '../context.js';
 
 const short = (id: string): string => id.slice(0, 12);
@@ -21,6 +22,14 @@ function labelAndTag(input: string, command: string): { label: string; tag: stri
 export async function commitCommand(ctx: Context, target: string): Promise<void> {
   const { label, tag } = labelAndTag(target, 'commit');
   const store = await ctx.openForWriting();
+  // a mounted HEAD is committed by its server, live, through /.stratum/commit
+  const mounted = await mountedHead(store.root, label);
+  if (mounted) {
+    const live = await commitThroughMount(mounted, tag);
+    ctx.result({ id: live.id, label, tag: live.tag, mountpoint: mounted.mountpoint }, () => [`${label}:${live.tag}${live.tag === live.id ? '' : `\t${short(live.id)}`}`]);
+    ctx.note(`committed through the mount at ${mounted.mountpoint}; it stays up on the new HEAD`);
+    return;
+  }
   const r = await commitHead(store, { label, tag });
   ctx.result(
     { id: r.id, label: r.label, tag: r.tag, parent: r.parent, unchanged: r.unchanged, newCommit: r.newCommit, counts: { changedPaths: r.changedPaths, deletions: r.deletions, storedFiles: r.storedFiles, newObjects: r.newObjects, linkedObjects: r.linkedObjects, copiedObjects: r.copiedObjects, files: r.files }, bytes: { read: r.bytes, total: r.totalBytes } },
@@ -33,11 +42,17 @@ export async function commitCommand(ctx: Context, target: string): Promise<void>
 export async function applyCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { discard?: boolean; keep?: boolean }): Promise<void> {
   parseRef(target, { bareLabel: 'error' });
   const store = await ctx.openForWriting();
+  const mounted = await mountedHead(store.root, parseRef(target).label);
+  if (mounted) {
+    const live = await applyThroughMount(mounted, target, { discard: options.discard ?? false, keep: options.keep ?? false });
+    ctx.result({ ...live, mountpoint: mounted.mountpoint }, () => [`${mounted.label}: HEAD on ${short(live.to)} (live at ${mounted.mountpoint})`]);
+    return;
+  }
   const r = await applyHead(store, target, { discard: options.discard ?? false, keep: options.keep ?? false });
   ctx.result(r, () => [`${r.label}: HEAD on ${short(r.to)}`]);
   if (r.changesWere === 'discarded') ctx.note(`${r.changes} uncommitted changed paths were discarded`);
   if (r.changesWere === 'kept') ctx.note(`${r.changes} uncommitted changed paths are kept on top of ${short(r.to)}`);
-  if (mountpoint) ctx.note(`(a mount at ${mountpoint} is not re-mounted yet: unmount and mount ${r.label} again to see the new base)`);
+  if (mountpoint) ctx.note(`(${r.label} is not mounted; \`stratum mount ${r.label} ${mountpoint}\` shows the new base there)`);
 }
 
 export async function initCommand(ctx: Context, label: string, mountpoint: string | undefined, options: { migrate?: boolean }): Promise<void> {
@@ -49,8 +64,15 @@ export async function initCommand(ctx: Context, label: string, mountpoint: strin
   }
   const store = await ctx.openForWriting();
   const r = await initLabel(store, { label, mountpoint, migrate: options.migrate ?? false });
-  ctx.result(r, () => [`${r.label}: HEAD on ${short(r.base)}${r.migrated ? ` (${r.migrated.files} paths imported from ${mountpoint})` : ' (empty)'}`]);
-  ctx.note(`mount it with: stratum mount ${r.label}${mountpoint ? ` ${mountpoint}` : ''}`);
+  if (!mountpoint) {
+    ctx.result(r, () => [`${r.label}: HEAD on ${short(r.base)} (empty)`]);
+    ctx.note(`mount it with: stratum mount ${r.label}`);
+    return;
+  }
+  // as the seed says: init mounts the new label at the mountpoint (over the migrated directory)
+  const entry = await startMount({ store: store.root, label, mountpoint });
+  ctx.result({ ...r, mountpoint: entry.mountpoint }, () => [entry.mountpoint]);
+  ctx.note(`${r.label}: HEAD on ${short(r.base)}${r.migrated ? ` (${r.migrated.files} paths imported from ${mountpoint})` : ' (empty)'}, mounted at ${entry.mountpoint}`);
 }
 
 /** `import --bare <dir> <label[:tag]>`: the dir is a delta on the label's HEAD base. */

@@ -5,7 +5,7 @@ import { diff } from '../../store/commands/diff.js';
 import { collectGarbage, type GcResult } from '../../store/commands/gc.js';
 import { log } from '../../store/commands/log.js';
 import { remove } from '../../store/commands/remove.js';
-import { labelStatus, storeStatus } from '../../store/commands/status.js';
+import { labelStatus, storeStatus, type MountInfo } from '../../store/commands/status.js';
 import { tagCommit } from '../../store/commands/tag.js';
 import { verify } from '../../store/commands/verify.js';
 import { checkLabel, parseRef } from '../../store/names.js';
@@ -60,8 +60,8 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
   if (what) checkLabel(parseRef(what).label);
   const store = await ctx.openForReading();
   if (!what) {
-    const s = store ? await storeStatus(store) : { store: ctx.storePath, labels: 0, commits: 0, objects: 0, objectBytes: 0 };
-    ctx.result(s, () => [`store ${s.store}${store ? '' : ' (not created yet)'}`, `${plural(s.labels, 'label')}, ${plural(s.commits, 'commit')}, ${plural(s.objects, 'object')} (${size(s.objectBytes)})`]);
+    const s = store ? await storeStatus(store) : { store: ctx.storePath, mounts: [], labels: 0, commits: 0, objects: 0, objectBytes: 0 };
+    ctx.result(s, () => [`store ${s.store}${store ? '' : ' (not created yet)'}`, `${plural(s.labels, 'label')}, ${plural(s.commits, 'commit')}, ${plural(s.objects, 'object')} (${size(s.objectBytes)})`, ...s.mounts.map(mountLine)]);
     return;
   }
   if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
@@ -71,7 +71,15 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
     s.head ? `HEAD on ${shortId(s.head.base)} (${s.head.baseTime}), ${s.head.upperEntries ? `${s.head.upperEntries} changed top-level entries` : 'no changes'}` : 'no HEAD',
     ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${shortId(s.commit.parent)}` : ''}`] : []),
     `tags: ${s.tags.map((t) => t.tag).join(', ') || 'none'}`,
+    ...s.mounts.map(mountLine),
   ]);
+}
+
+function mountLine(m: MountInfo): string {
+  const what = m.ref === 'HEAD' ? `${m.label} (HEAD, read-write)` : `${m.label}:${m.ref} (read-only)`;
+  return m.stale
+    ? `${what} at ${m.mountpoint}: STALE (server ${m.pid} is gone; \`stratum mount ${m.ref === 'HEAD' ? m.label : `${m.label}:${m.ref}`}\` recovers it)${m.log ? `, log ${m.log}` : ''}`
+    : `${what} mounted at ${m.mountpoint} by pid ${m.pid} (${m.mode})${m.log ? `, log ${m.log}` : ''}`;
 }
 
 export async function diffCommand(ctx: Context, a: string, b: string): Promise<void> {

@@ -45,7 +45,7 @@ export async function applyHead(store: Store, what: string, options: ApplyOption
     const { id: to } = await resolveRef(store, ref);
     const head = await store.heads.read(label);
     const paths = headPaths(store, label);
-    await refuseMountedUpper(paths, label);
+    await refuseMountedUpper(paths, label, store.root);
     if (!head) {
       const now = new Date().toISOString();
       const state = { label, base: to, xattrNamespace: defaultXattrNamespace(), created: now, updated: now };

@@ -23,6 +23,7 @@ import { INLINE_LIMIT } from '../source.js';
 import type { Store } from '../store.js';
 import { syncDir, syncFilesystem, writeFileAtomic } from '../tmp.js';
 import { type PendingContent, imageTree, imageTreeFromBytes, mergeUpper } from '../union.js';
+import { MountState } from '../mount-state.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
 import { RENAME_EXCHANGE, renameat2 } from '../../native/files.js';
@@ -177,7 +178,10 @@ export async function ensureUpper(store: Store, head: HeadState): Promise<void> 
  * Refuses to touch an upper a kernel overlay mount is using (this module changes unmounted HEADs;
  * a live mount commits through its own server). FUSE mounts are the mount issue's to guard.
  */
-export async function refuseMountedUpper(paths: HeadPaths, label: string): Promise<void> {
+export async function refuseMountedUpper(paths: HeadPaths, label: string, storeRoot: string): Promise<void> {
+  // a FUSE server serving this HEAD (another process: the server commits through here itself)
+  const served = (await new MountState().live(storeRoot, label)).find((e) => e.ref === 'HEAD' && e.pid !== process.pid);
+  if (served) throw new StratumError('BUSY', `HEAD of ${label} is mounted at ${served.mountpoint}; commit and apply through the mount (stratum does this for you), or unmount it first`);
   let info: string;
   try {
     info = await fsp.readFile('/proc/self/mountinfo', 'utf8');
@@ -243,7 +247,7 @@ export async function commitHead(store: Store, options: CommitOptions): Promise<
       throw new StratumError('TAG_EXISTS', `tag ${label}:${options.tag} exists; choose another tag (nothing was committed)`);
     }
     const paths = headPaths(store, label);
-    await refuseMountedUpper(paths, label);
+    await refuseMountedUpper(paths, label, store.root);
     const prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
     fastPath = prepared.fast;
     await step('merged');

@@ -3,11 +3,24 @@ import { promises as fsp } from 'node:fs';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
+import { MountState } from '../mount-state.js';
 import { recoverHead } from './commit.js';
 import { listTags, type TagEntry } from './list.js';
 
+export interface MountInfo {
+  label: string;
+  ref: string;
+  mountpoint: string;
+  pid: number;
+  mode: string;
+  /** The server is gone: the mount is dead and `stratum mount` again recovers it. */
+  stale: boolean;
+  log?: string;
+}
+
 export interface StoreStatus {
   store: string;
+  mounts: MountInfo[];
   labels: number;
   commits: number;
   objects: number;
@@ -18,6 +31,7 @@ export interface LabelStatus {
   label: string;
   head?: { base: string; baseTime: string; xattrNamespace: string; upperEntries: number; lastCommit?: string };
   tags: TagEntry[];
+  mounts: MountInfo[];
   /** When a tag was asked for: the commit it names. */
   commit?: { ref: string; id: string; timestamp: string; files: number; bytes: number; parent?: string };
 }
@@ -29,12 +43,12 @@ export async function storeStatus(store: Store): Promise<StoreStatus> {
     objects++;
     objectBytes += (await fsp.lstat(store.objects.path(digest))).size;
   }
-  return { store: store.root, labels: (await store.tags.labels()).length, commits: (await store.commits.list()).length, objects, objectBytes };
+  return { store: store.root, mounts: await mountsOf(store), labels: (await store.tags.labels()).length, commits: (await store.commits.list()).length, objects, objectBytes };
 }
 
 export async function labelStatus(store: Store, what: string): Promise<LabelStatus> {
   const ref = parseRef(what);
-  const status: LabelStatus = { label: ref.label, tags: await listTags(store, ref.label) };
+  const status: LabelStatus = { label: ref.label, tags: await listTags(store, ref.label), mounts: await mountsOf(store, ref.label) };
   // a commit killed half way is finished or undone first, so HEAD is reported as it really is
   await store.lock.with('exclusive', () => recoverHead(store, ref.label));
   const head = await store.heads.read(ref.label);
@@ -50,4 +64,12 @@ export async function labelStatus(store: Store, what: string): Promise<LabelStat
     if (meta.parentCommit) status.commit.parent = meta.parentCommit;
   }
   return status;
+}
+
+/** The state file's entries for this store (and label), live or stale. */
+async function mountsOf(store: Store, label?: string): Promise<MountInfo[]> {
+  const all = await new MountState().list();
+  return all
+    .filter((e) => e.store === store.root && (label === undefined || e.label === label))
+    .map((e) => ({ label: e.label, ref: e.ref, mountpoint: e.mountpoint, pid: e.pid, mode: e.mode, stale: e.stale, ...(e.log ? { log: e.log } : {}) }));
 }

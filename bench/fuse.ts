@@ -1,0 +1,177 @@
+// Benchmark of Stratum's FUSE mount against the same tree served by kernel overlayfs (the way
+// Stratum mounts a HEAD with the kernel: erofs image + objects as data-only lower) and by
+// fuse-overlayfs from Debian (the source dir as its lower: it cannot read composefs images).
+// One run, every way measured in the same run:
+//   find+stat of ~100 000 entries, cat of 20 000 small files, 1 GiB sequential read (each: first
+//   pass after drop_caches, then warm), 1 GiB sequential write+fsync into HEAD, untar of 20 000
+//   files into HEAD, rm -rf of them.
+// Goals (issue #7): metadata walk <= 2x kernel time; small-file cat >= 0.5x kernel; 1 GiB read
+// >= 0.5x kernel; untar >= fuse-overlayfs. Needs root. ~2.3 GiB of temp data in $STRATUM_BENCH_DIR
+// or the OS temp dir, removed at the end.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMount } from '../src/fuse/client.js';
+import { lazyUnmount, stratumMountsAt } from '../src/fuse/server.js';
+import { MNT_DETACH, MS_RDONLY, mount, umount2 } from '../src/native/mount.js';
+import { ensureUpper, headPaths } from '../src/store/commands/commit.js';
+import { importDirectory } from '../src/store/commands/import.js';
+import { MountState } from '../src/store/mount-state.js';
+import { Store } from '../src/store/store.js';
+
+const SMALL_FILES = 20_000;
+const TREE_ENTRIES = 100_000;
+const BIG = 1 << 30;
+
+function sh(cmd: string, cwd: string): number {
+  const t = process.hrtime.bigint();
+  const r = spawnSync('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} in ${cwd}: ${r.stderr}`);
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+const dropCaches = () => spawnSync('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
+
+function makeData(data: string): number {
+  let entries = 0;
+  const content = Buffer.alloc(4096, 'stratum ');
+  for (let d = 0; d < 100; d++) {
+    const dir = join(data, 'small', `d${d}`);
+    fs.mkdirSync(dir, { recursive: true });
+    entries++;
+    for (let f = 0; f < SMALL_FILES / 100; f++) {
+      // distinct contents: every file its own object
+      const b = Buffer.from(content.subarray(0, 1024 + ((d * 7 + f * 13) % 3072)));
+      b.write(`${d}/${f}`);
+      fs.writeFileSync(join(dir, `f${f}`), b);
+      entries++;
+    }
+  }
+  for (let d = 0; entries < TREE_ENTRIES; d++) {
+    const dir = join(data, 'tree', `t${d}`);
+    fs.mkdirSync(dir, { recursive: true });
+    entries++;
+    for (let f = 0; f < 500 && entries < TREE_ENTRIES; f++, entries++) fs.closeSync(fs.openSync(join(dir, `e${f}`), 'w'));
+  }
+  const fd = fs.openSync(join(data, 'big'), 'w');
+  const chunk = Buffer.alloc(1 << 22);
+  for (let off = 0; off < BIG; off += chunk.length) {
+    chunk.fill(off / chunk.length);
+    fs.writeSync(fd, chunk, 0, chunk.length, off);
+  }
+  fs.closeSync(fd);
+  return entries + 1;
+}
+
+interface Row { way: string; findCold: number; findWarm: number; catCold: number; catWarm: number; readCold: number; readWarm: number; write: number; untar: number; rm: number }
+
+function measure(way: string, root: string, entries: number, tarball: string, readOnly = false): Row {
+  const r = { way } as Row;
+  dropCaches();
+  r.findCold = entries / sh(`find . -printf '%s %m\\n' > /dev/null`, root);
+  r.findWarm = entries / sh(`find . -printf '%s %m\\n' > /dev/null`, root);
+  dropCaches();
+  r.catCold = SMALL_FILES / sh('find small -type f -print0 | xargs -0 cat > /dev/null', root);
+  sh('find small -type f -print0 | xargs -0 cat > /dev/null', root);
+  r.catWarm = SMALL_FILES / sh('find small -type f -print0 | xargs -0 cat > /dev/null', root);
+  dropCaches();
+  r.readCold = BIG / 1e6 / sh('cat big > /dev/null', root);
+  r.readWarm = BIG / 1e6 / sh('cat big > /dev/null', root);
+  if (readOnly) return { ...r, write: NaN, untar: NaN, rm: NaN };
+  r.write = BIG / 1e6 / sh(`dd if=/dev/zero of=written bs=1M count=${BIG >> 20} conv=fsync status=none`, root);
+  fs.mkdirSync(join(root, 'untar'));
+  r.untar = (SMALL_FILES + 100) / sh(`tar -xf ${tarball} -C untar`, root);
+  r.rm = (SMALL_FILES + 101) / sh('rm -rf untar', root);
+  fs.rmSync(join(root, 'written'));
+  return r;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:fuse needs root (it mounts)');
+  const hasFuseOverlayfs = spawnSync('sh', ['-c', 'command -v fuse-overlayfs']).status === 0;
+  const base = fs.mkdtempSync(join(process.env.STRATUM_BENCH_DIR ?? tmpdir(), 'stratum-bench-fuse-'));
+  const mounted: string[] = [];
+  const log = (s: string) => console.log(s);
+  let fusePid: number | undefined;
+  let tagPid: number | undefined;
+  try {
+    const src = join(base, 'src');
+    log(`data in ${base}`);
+    const entries = makeData(src);
+    const tarball = join(base, 'small.tar');
+    sh(`tar -cf ${tarball} -C ${src} small`, base);
+    const store = await Store.open(join(base, 'store'), { create: true });
+    let t = Date.now();
+    const id = (await importDirectory(store, src, { label: 'f' })).id;
+    log(`import of ${entries} entries + 1 GiB: ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    await importDirectory(store, src, { label: 'k' });
+    for (const l of ['f', 'k']) await ensureUpper(store, (await store.heads.read(l))!);
+
+    // kernel overlayfs, mounted the way Stratum mounts a HEAD
+    const lower = join(base, 'k-lower'), kmnt = join(base, 'k-mnt');
+    fs.mkdirSync(lower); fs.mkdirSync(kmnt);
+    mount(store.commits.imagePath(id), lower, 'erofs', MS_RDONLY, null);
+    mounted.push(lower);
+    const kp = headPaths(store, 'k');
+    fs.mkdirSync(kp.work, { recursive: true });
+    mount('overlay', kmnt, 'overlay', 0, `lowerdir=${lower}::${store.objects.root},upperdir=${kp.upper},workdir=${kp.work},metacopy=on,redirect_dir=on`);
+    mounted.push(kmnt);
+
+    // fuse-overlayfs over the source tree
+    const fo = join(base, 'fo-mnt');
+    if (hasFuseOverlayfs) {
+      for (const d of ['fo-upper', 'fo-work', 'fo-mnt']) fs.mkdirSync(join(base, d));
+      sh(`fuse-overlayfs -o lowerdir=${src},upperdir=${join(base, 'fo-upper')},workdir=${join(base, 'fo-work')} ${fo}`, base);
+      mounted.push(fo);
+    } else log('fuse-overlayfs is not installed (apt-get install fuse-overlayfs): its column is skipped');
+
+    // stratum FUSE HEAD
+    const smnt = join(base, 's-mnt');
+    const state = new MountState(join(base, 'state'));
+    t = Date.now();
+    const e = await startMount({ store: store.root, label: 'f', mountpoint: smnt, state });
+    fusePid = e.pid;
+    log(`stratum mount ready in ${Date.now() - t} ms`);
+    const tmnt = join(base, 't-mnt');
+    tagPid = (await startMount({ store: store.root, label: 'f', tag: `@${id}`, mountpoint: tmnt, state })).pid;
+
+    const rows: Row[] = [];
+    rows.push(measure('kernel overlayfs', kmnt, entries, tarball));
+    if (hasFuseOverlayfs) rows.push(measure('fuse-overlayfs 1.10', fo, entries, tarball));
+    rows.push(measure('stratum FUSE tag (read-only)', tmnt, entries, tarball, true));
+    rows.push(measure('stratum FUSE HEAD', smnt, entries, tarball));
+
+    const k = (s: string) => `${(Number(s) / 1000).toFixed(1)}k`;
+    log('');
+    log(`| served by | find+stat/s cold | warm | cat files/s cold | warm | 1 GiB read MB/s cold | warm | 1 GiB write+fsync MB/s | untar entries/s | rm -rf entries/s |`);
+    log('|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of rows) {
+      const n = (v: number, f: (x: number) => string) => (Number.isNaN(v) ? '-' : f(v));
+      log(`| ${r.way} | ${k(String(r.findCold))} | ${k(String(r.findWarm))} | ${k(String(r.catCold))} | ${k(String(r.catWarm))} | ${r.readCold.toFixed(0)} | ${r.readWarm.toFixed(0)} | ${n(r.write, (v) => v.toFixed(0))} | ${n(r.untar, (v) => k(String(v)))} | ${n(r.rm, (v) => k(String(v)))} |`);
+    }
+    const kr = rows[0]!, s = rows[rows.length - 1]!, tr = rows[rows.length - 2]!, fr = hasFuseOverlayfs ? rows[1]! : undefined;
+    const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+    log('');
+    log(`stratum / kernel: find+stat time cold ${x(kr.findCold, s.findCold)} warm ${x(kr.findWarm, s.findWarm)} (goal <= 2x); ` +
+      `cat cold ${x(s.catCold, kr.catCold)} warm ${x(s.catWarm, kr.catWarm)} (goal >= 0.5x); read cold ${x(s.readCold, kr.readCold)} warm ${x(s.readWarm, kr.readWarm)} (goal >= 0.5x); ` +
+      `write ${x(s.write, kr.write)}; untar ${x(s.untar, kr.untar)}; rm ${x(s.rm, kr.rm)}`);
+    log(`stratum tag (read-only) / kernel: find+stat time warm ${x(kr.findWarm, tr.findWarm)}; cat cold ${x(tr.catCold, kr.catCold)} warm ${x(tr.catWarm, kr.catWarm)}; read warm ${x(tr.readWarm, kr.readWarm)}`);
+    if (fr) log(`stratum / fuse-overlayfs: untar ${x(s.untar, fr.untar)} (goal >= 1x); rm ${x(s.rm, fr.rm)}; cat warm ${x(s.catWarm, fr.catWarm)}; find warm ${x(s.findWarm, fr.findWarm)}`);
+  } finally {
+    for (const [pid, m] of [[fusePid, 's-mnt'], [tagPid, 't-mnt']] as const) {
+      if (pid === undefined) continue;
+      try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+      for (let i = 0; i < 250 && stratumMountsAt(join(base, m)); i++) await new Promise((r) => setTimeout(r, 20));
+      if (stratumMountsAt(join(base, m))) lazyUnmount(join(base, m));
+    }
+    for (const m of mounted.reverse()) {
+      try { umount2(m, 0); } catch { try { umount2(m, MNT_DETACH); } catch { /* gone */ } }
+    }
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

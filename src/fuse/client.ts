@@ -1,0 +1,160 @@
+// Talking to a running mount: find it in the mount state, start one, end one, and commit through
+// its control file. Used by the CLI (mount, unmount, commit on a mounted label) and the tests.
+//
+// Public surface: startMount, StartOptions, stopMount, findMounts, mountedHead, commitThroughMount, applyThroughMount,
+// defaultMountpoint, runtimeDir.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, promises as fsp, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { StratumError } from '../store/error.js';
+import { MountState, type MountEntry } from '../store/mount-state.js';
+import { lazyUnmount, stratumMountsAt } from './server.js';
+
+const serverScript = new URL('./server.js', import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `/run/user/<uid>/stratum`: default mountpoints live here. */
+export function runtimeDir(uid = process.getuid?.() ?? 0): string {
+  return join(`/run/user/${uid}`, 'stratum');
+}
+
+export function defaultMountpoint(label: string, tag: string | undefined): string {
+  return join(runtimeDir(), tag === undefined ? label : `${label}:${tag}`);
+}
+
+export interface StartOptions {
+  store: string;
+  label: string;
+  /** a tag, or `@<id>`; undefined = HEAD */
+  tag?: string | undefined;
+  mountpoint: string;
+  state?: MountState;
+  /** ms to wait for the server to answer */
+  timeout?: number;
+}
+
+/** Starts a detached server, waits until the mount answers; returns its state entry. */
+export async function startMount(o: StartOptions): Promise<MountEntry> {
+  const state = o.state ?? new MountState();
+  const mountpoint = resolve(o.mountpoint);
+  const logDir = join(dirname(state.path), 'logs');
+  mkdirSync(logDir, { recursive: true, mode: 0o700 });
+  const log = join(logDir, `${o.label}${o.tag === undefined ? '' : `:${o.tag}`}.log`.replace(/\//g, '_'));
+  const logFd = openSync(log, 'a', 0o600);
+  const args = [serverScript, '--store', resolve(o.store), '--label', o.label, '--mountpoint', mountpoint, '--log', log, '--ready-fd', '3'];
+  if (o.tag !== undefined) args.push(...(o.tag.startsWith('@') ? ['--commit', o.tag.slice(1)] : ['--tag', o.tag]));
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { ...process.env, STRATUM_STATE: state.path } });
+  closeSync(logFd);
+  const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
+  let text = '';
+  const answer = await new Promise<string>((resolveP) => {
+    const timer = setTimeout(() => resolveP('timeout'), o.timeout ?? 30_000);
+    pipe.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('\n')) { clearTimeout(timer); resolveP(text.split('\n')[0]!); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); resolveP(text.split('\n')[0] || `exit ${code}`); });
+  });
+  pipe.destroy();
+  if (!answer.startsWith('ready')) {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    const why = answer.startsWith('error ') ? answer.slice(6) : `the server did not start (${answer}); see ${log}`;
+    throw new StratumError(/already|BUSY/.test(why) ? 'BUSY' : 'IO', why);
+  }
+  child.unref();
+  // the mount answers: a stat through it comes back (from this process, never the server's)
+  for (let i = 0; ; i++) {
+    try {
+      await fsp.stat(mountpoint);
+      if (stratumMountsAt(mountpoint)) break;
+    } catch { /* not yet */ }
+    if (i > 300) throw new StratumError('IO', `the mount at ${mountpoint} does not answer; see ${log}`);
+    await sleep(10);
+  }
+  return (await state.list()).find((e) => e.mountpoint === mountpoint && e.pid === child.pid) ?? {
+    store: resolve(o.store), label: o.label, ref: o.tag ?? 'HEAD', commit: '', mountpoint, pid: child.pid!, mode: 'fuse', started: new Date().toISOString(), log,
+  };
+}
+
+/** Mount entries of a store matching `label[:tag]` or a mountpoint, live and stale. */
+export async function findMounts(storeRoot: string, what: string, state = new MountState()): Promise<Array<MountEntry & { stale: boolean }>> {
+  const all = (await state.list()).filter((e) => e.store === resolve(storeRoot));
+  const byPath = all.filter((e) => e.mountpoint === resolve(what));
+  if (byPath.length > 0) return byPath;
+  const colon = what.indexOf(':');
+  const label = colon < 0 ? what : what.slice(0, colon);
+  const ref = colon < 0 ? 'HEAD' : what.slice(colon + 1);
+  return all.filter((e) => e.label === label && e.ref === ref);
+}
+
+/**
+ * Ends a mount: SIGTERM to a live server (it syncs the upper and unmounts lazily), lazy unmount of
+ * a stale one. Returns once the mountpoint is detached; a server with files still open through
+ * the detached mount exits when the last one closes ('draining').
+ */
+export async function stopMount(entry: MountEntry & { stale: boolean }, state = new MountState(), timeoutMs = 20_000): Promise<'stopped' | 'draining' | 'stale'> {
+  const alive = (): boolean => { try { process.kill(entry.pid, 0); return true; } catch { return false; } };
+  let outcome: 'stopped' | 'draining' | 'stale' = 'stale';
+  if (!entry.stale) {
+    try { process.kill(entry.pid, 'SIGTERM'); } catch { /* gone meanwhile */ }
+    for (let waited = 0; ; waited += 20) {
+      if (!stratumMountsAt(entry.mountpoint)) break;
+      if (waited > timeoutMs) throw new StratumError('BUSY', `the server of ${entry.mountpoint} (pid ${entry.pid}) did not unmount; see ${entry.log ?? 'its log'}`);
+      await sleep(20);
+    }
+    outcome = 'draining';
+    for (let waited = 0; waited < 2000; waited += 20) {
+      if (!alive()) { outcome = 'stopped'; break; }
+      await sleep(20);
+    }
+  } else if (stratumMountsAt(entry.mountpoint)) lazyUnmount(entry.mountpoint);
+  if (outcome !== 'draining') await state.update((entries) => entries.filter((e) => !(e.mountpoint === entry.mountpoint && e.pid === entry.pid)));
+  return outcome;
+}
+
+/** The live HEAD mount of a label, if any. */
+export async function mountedHead(storeRoot: string, label: string, state = new MountState()): Promise<MountEntry | undefined> {
+  return (await state.live(storeRoot, label)).find((e) => e.ref === 'HEAD');
+}
+
+/** Commits a mounted HEAD through `/.stratum/commit`; returns `label:tag id` as the mount reports it. */
+export async function commitThroughMount(entry: MountEntry, tag: string | undefined): Promise<{ tag: string; id: string }> {
+  const file = join(entry.mountpoint, '.stratum', 'commit');
+  const handle = await fsp.open(file, 'r+');
+  try {
+    try {
+      await handle.write(`${tag ?? ''}\n`);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const last = (await fsp.readFile(file, 'utf8').catch(() => '')).replace(/^error: /, '').trim();
+      if (code === 'EEXIST') throw new StratumError('TAG_EXISTS', last || `tag ${entry.label}:${tag} exists; choose another tag (nothing was committed)`);
+      if (code === 'EINVAL') throw new StratumError('BAD_NAME', last || `bad tag name ${JSON.stringify(tag)}`);
+      throw new StratumError('IO', `commit through ${entry.mountpoint} failed: ${last || code}`);
+    }
+  } finally {
+    await handle.close();
+  }
+  const text = (await fsp.readFile(file, 'utf8')).trim();
+  const m = /^[^:\s]+:(\S+) ([0-9a-f]{64})$/.exec(text);
+  if (!m) throw new StratumError('IO', `unexpected answer from ${file}: ${text}`);
+  return { tag: m[1]!, id: m[2]! };
+}
+
+
+
+/** Moves a mounted HEAD onto `ref` through `/.stratum/apply`; the live view switches. */
+export async function applyThroughMount(entry: MountEntry, ref: string, options: { discard?: boolean; keep?: boolean } = {}): Promise<{ to: string; changesWere: string }> {
+  const file = join(entry.mountpoint, '.stratum', 'apply');
+  const handle = await fsp.open(file, 'r+');
+  try {
+    await handle.write(`${ref}${options.discard ? ' --discard' : ''}${options.keep ? ' --keep' : ''}\n`);
+  } catch (err) {
+    const last = (await fsp.readFile(file, 'utf8').catch(() => '')).replace(/^error: /, '').trim();
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StratumError(code === 'ENOENT' ? 'NOT_FOUND' : code === 'EBUSY' ? 'BUSY' : code === 'EINVAL' ? 'USAGE' : 'IO', last || `apply through ${entry.mountpoint} failed: ${code}`);
+  } finally {
+    await handle.close();
+  }
+  const [, to, changesWere] = (await fsp.readFile(file, 'utf8')).trim().split(' ');
+  return { to: to!, changesWere: changesWere! };
+}

@@ -1,0 +1,263 @@
+// The mount server: one process per mount, started by `stratum mount` (detached, logging to a
+// file) or run in the foreground. It opens the store, mounts a UnionFs, records itself in the
+// mount state file and serves until the mount goes away (unmount, SIGTERM, umount -l).
+//
+//   node dist/src/fuse/server.js --store DIR --label L [--tag T | --commit ID] --mountpoint M [--ready-fd N]
+//
+// Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
+// command waits for it, then checks the mount answers). Exit 0 after a clean unmount.
+//
+// Public surface: ServeOptions, serve, stratumMountsAt, lazyUnmount.
+import { execFileSync } from 'node:child_process';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
+import { syncfs } from '../native/files.js';
+import { MNT_DETACH, umount2 } from '../native/mount.js';
+import { applyHead } from '../store/commands/apply.js';
+import { commitHead, ensureUpper, headPaths, recoverHead } from '../store/commands/commit.js';
+import { StratumError } from '../store/error.js';
+import { MountState, type MountEntry } from '../store/mount-state.js';
+import { checkLabel, checkTag } from '../store/names.js';
+import { resolveRef } from '../store/resolve.js';
+import { Store } from '../store/store.js';
+import { UnionFs } from './union-fs.js';
+
+export interface ServeOptions {
+  store: string;
+  label: string;
+  /** undefined: HEAD (read-write); otherwise a tag or `@<id>` (read-only). */
+  tag?: string | undefined;
+  mountpoint: string;
+  /** Where the log goes (recorded in the state entry). */
+  log?: string | undefined;
+  /** Called once the mount is up and recorded. */
+  onReady?: () => void;
+  state?: MountState;
+}
+
+/** Mountpoints in /proc/self/mountinfo whose source is a stratum FUSE server (fsname stratum:...). */
+export function stratumMountsAt(mountpoint: string): boolean {
+  try {
+    return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => {
+      const f = line.split(' ');
+      const dash = f.indexOf('-');
+      return f[4] === mountpoint && dash > 0 && (f[dash + 2] ?? '').startsWith('stratum:');
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** Lazy unmount (a dead server's mount answers ENOTCONN until this). */
+export function lazyUnmount(mountpoint: string): void {
+  try {
+    umount2(mountpoint, MNT_DETACH);
+  } catch {
+    try {
+      execFileSync('fusermount3', ['-u', '-z', '--', mountpoint], { stdio: 'ignore' });
+    } catch {
+      /* not mounted */
+    }
+  }
+}
+
+/** Entries in an upper dir (changed paths) and, among them, whiteouts (deletions). */
+function upperCounts(upper: string): { paths: number; deletions: number } {
+  let paths = 0, deletions = 0;
+  const stack = [Buffer.from(upper)];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    let names: Buffer[];
+    try { names = readdirSync(dir, { encoding: 'buffer' }) as Buffer[]; } catch { continue; }
+    for (const name of names) {
+      const path = Buffer.concat([dir, Buffer.from('/'), name]);
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      if (!st) continue;
+      paths++;
+      if (st.isDirectory()) stack.push(path);
+      else if (st.isCharacterDevice() && st.rdev === 0) deletions++;
+    }
+  }
+  return { paths, deletions };
+}
+
+function log(message: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${message}\n`);
+}
+
+/** Serves one mount until it goes away; resolves with the loop status. */
+export async function serve(o: ServeOptions): Promise<number> {
+  const label = checkLabel(o.label);
+  if (o.tag !== undefined && !o.tag.startsWith('@')) checkTag(o.tag);
+  const storeRoot = resolve(o.store);
+  const mountpoint = resolve(o.mountpoint);
+  const store = await Store.open(storeRoot);
+  const state = o.state ?? new MountState();
+  const head = o.tag === undefined;
+  const ref = head ? 'HEAD' : o.tag!;
+
+  let commit: string;
+  let ns: 'trusted' | 'user' = 'trusted';
+  const paths = headPaths(store, label);
+  if (head) {
+    const h = await store.lock.with('exclusive', async () => {
+      await recoverHead(store, label);
+      const s = await store.heads.read(label);
+      if (!s) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
+      await ensureUpper(store, s);
+      return s;
+    });
+    commit = h.base;
+    ns = h.xattrNamespace;
+  } else if (o.tag!.startsWith('@')) {
+    commit = (await resolveRef(store, { label, target: { kind: 'id', id: o.tag!.slice(1) } })).id;
+  } else {
+    commit = (await resolveRef(store, { label, target: { kind: 'name', name: o.tag! } })).id;
+  }
+
+  // one writable HEAD per label; a stale entry (dead server) is cleaned up and its mount detached
+  const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: process.pid, mode: 'fuse', started: new Date().toISOString() };
+  if (o.log) entry.log = o.log;
+  const stale: string[] = [];
+  await state.update((entries) => {
+    const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; } };
+    const keep: MountEntry[] = [];
+    for (const e of entries) {
+      const live = alive(e.pid);
+      if (live && e.mountpoint === mountpoint) throw new StratumError('BUSY', `${mountpoint} is already a stratum mount (${e.label}:${e.ref}, pid ${e.pid})`);
+      if (live && head && e.ref === 'HEAD' && e.label === label && e.store === storeRoot) {
+        throw new StratumError('BUSY', `HEAD of ${label} is already mounted at ${e.mountpoint}; unmount it first or mount a tag (read-only)`);
+      }
+      if (!live && (e.mountpoint === mountpoint || (e.store === storeRoot && e.label === label && e.ref === ref))) { stale.push(e.mountpoint); continue; }
+      keep.push(e);
+    }
+    return [...keep, entry];
+  });
+  for (const m of stale) if (stratumMountsAt(m)) { log(`cleaning up the stale mount at ${m}`); lazyUnmount(m); }
+  if (stratumMountsAt(mountpoint)) lazyUnmount(mountpoint);
+
+  let fs: UnionFs | undefined;
+  let session: FuseSession | undefined;
+  let madeMountpoint = false;
+  try {
+    madeMountpoint = mkdirSync(mountpoint, { recursive: true }) !== undefined;
+    const scratch = join(paths.work, 'fuse');
+    fs = new UnionFs({
+      imagePath: store.commits.imagePath(commit),
+      objectsDir: store.objects.root,
+      upperDir: head ? paths.upper : undefined,
+      scratchDir: head ? scratch : undefined,
+      ns,
+      statfsPath: storeRoot,
+      control: {
+        status: async () => {
+          const h = head ? await store.heads.read(label) : undefined;
+          const base = h?.base ?? commit;
+          const tags = (await store.tags.tags(label).catch(() => [] as string[]));
+          const at: string[] = [];
+          for (const t of tags) {
+            const id = await store.tags.resolve(label, t).then((r) => r.id).catch(() => undefined);
+            if (id === base) at.push(t);
+          }
+          const changed = head ? upperCounts(paths.upper) : { paths: 0, deletions: 0 };
+          return [`label ${label}`, `ref ${ref}`, `base ${base}`, `tags ${at.join(' ')}`, `mode fuse ${head ? 'read-write' : 'read-only'}`,
+            `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ''].join('\n');
+        },
+        apply: head ? async (args: string) => {
+          const [what, ...flags] = args.split(/\s+/).filter((x) => x !== '');
+          if (!what || flags.some((f) => f !== '--discard' && f !== '--keep')) throw new StratumError('USAGE', 'write "<tag> [--discard|--keep]" to apply');
+          const ref = what.includes(':') || what.includes('@') ? what : `${label}:${what}`;
+          if (!ref.startsWith(`${label}:`) && !ref.startsWith(`${label}@`)) throw new StratumError('USAGE', `this mount serves ${label}; apply ${label}:<tag>`);
+          const r = await fs!.frozen(() => applyHead(store, ref, { discard: flags.includes('--discard'), keep: flags.includes('--keep') }),
+            (res) => ({ imagePath: store.commits.imagePath(res.to), viewChanged: true }), { setAside: false });
+          await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.to } : e)));
+          log(`applied ${ref}: HEAD on ${r.to} (changes ${r.changesWere})`);
+          return `${label} ${r.to} ${r.changesWere}\n`;
+        } : undefined,
+        commit: head ? async (tag: string) => {
+          const r = await fs!.frozen(() => commitHead(store, { label, tag: tag === '' ? undefined : tag }), (res) => ({ imagePath: store.commits.imagePath(res.id) }));
+          await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.id } : e)));
+          log(`committed ${label}:${r.tag} ${r.id} (${r.changedPaths} changed paths)`);
+          return `${label}:${r.tag} ${r.id}\n`;
+        } : undefined,
+      },
+    });
+    if (fs.preservedKept) {
+      const r = fs.restoreKept();
+      log(`a live commit's server died with files open for writing: restored ${r.restored.length} (${r.restored.join(', ')})` +
+        (r.left.length > 0 ? `; ${r.left.length} whose dir is gone stay in ${fs.preservedKept} (kept.json names their paths)` : ''));
+    }
+    process.umask(0);  // modes from the kernel already carry the caller's umask
+    const options = ['default_permissions', 'noatime', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
+    if (process.getuid?.() === 0) options.push('allow_other');
+    if (!head) options.push('ro');
+    session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true });
+    fs.session = session;
+  } catch (err) {
+    await state.remove(mountpoint).catch(() => undefined);
+    fs?.close();
+    throw err;
+  }
+  log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint}, pid ${process.pid}`);
+
+  let stopping = false;
+  const stop = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${why}: unmounting`);
+    if (head) {
+      try {
+        const fd = openSync(paths.upper, 'r');
+        try { syncfs(fd); } finally { closeSync(fd); }
+      } catch { /* best effort */ }
+    }
+    session!.unmount().catch((e) => log(`unmount failed: ${String(e)}`));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => stop('SIGHUP'));
+  process.on('SIGUSR2', () => log(`requests ${JSON.stringify(session!.stats())}`));
+  o.onReady?.();
+  const status = await session.exited;
+  fs.close();
+  if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
+  await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
+  log(`unmounted ${mountpoint} (loop status ${status})`);
+  return status;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const get = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const store = get('--store'), label = get('--label'), mountpoint = get('--mountpoint');
+  if (!store || !label || !mountpoint) {
+    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N]\n');
+    process.exit(2);
+  }
+  const readyFd = get('--ready-fd');
+  const commit = get('--commit');
+  const tag = commit ? `@${commit}` : get('--tag');
+  try {
+    const status = await serve({ store, label, tag, mountpoint, log: get('--log'), onReady: () => {
+      if (readyFd !== undefined) {
+        try { writeSync(Number(readyFd), `ready ${process.pid}\n`); closeSync(Number(readyFd)); } catch { /* the mount command is gone */ }
+      }
+    } });
+    process.exit(status === 0 ? 0 : 1);
+  } catch (err) {
+    const msg = err instanceof StratumError ? err.message : (err as Error)?.stack ?? String(err);
+    log(`error: ${msg}`);
+    if (readyFd !== undefined) {
+      try { writeSync(Number(readyFd), `error ${msg.split('\n')[0]}\n`); } catch { /* gone */ }
+    }
+    process.exit(1);
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void main(process.argv.slice(2));
+}

@@ -1,0 +1,1101 @@
+// The filesystem a Stratum mount serves: a base commit image under HEAD's upper dir (or a tag's
+// image alone, read-only), translated to FUSE. Union decisions come from UnionView (reading) and
+// UpperWriter (writing the kernel overlayfs upper format); this module keeps the inode table and
+// translates requests. docs/fuse.md describes the inode numbers, caching and the live commit.
+//
+// Public surface: UnionFs, UnionFsOptions, ControlHooks, CONTROL_DIR_NAME.
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, readSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import {
+  ATTR_LEN, backing, FuseError, RENAME_NOREPLACE, UTIME_NOW, UTIME_OMIT,
+  type AttrReply, type Caller, type DirEntry, type Entry, type FuseHandlers, type FuseSession, type OpenReply,
+  type SetAttr, type StatFs, type Timespec,
+} from '../native/fuse.js';
+import { lsetxattr, lremovexattr } from '../native/xattr.js';
+import { StratumError } from '../store/error.js';
+import { OVERLAY_ESCAPE_PREFIX, OVERLAY_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
+import { FileSource, ImageReader } from '../store/image/read.js';
+import type { ByteString, Xattr } from '../store/image/tree.js';
+import { UnionView, type UnionNode } from '../store/union.js';
+import { UpperWriter, upperChild, type CopyUpAttrs, type CopyUpData } from '../store/union-write.js';
+import { storedXattrName, type XattrNamespace } from '../store/upper.js';
+
+export const CONTROL_DIR_NAME = '.stratum';
+
+/** What the control files call; the server supplies them (they need the store and the mount state). */
+export interface ControlHooks {
+  /** Commit HEAD as label:tag ('' = tagged by its id); returns the text `commit` then reads back. */
+  commit?(tag: string): Promise<string>;
+  /** Move HEAD onto `ref` (`tag`, optionally followed by --discard or --keep); returns the result text. */
+  apply?(args: string): Promise<string>;
+  /** The text of `/.stratum/status`. */
+  status(): Promise<string> | string;
+}
+
+export interface UnionFsOptions {
+  /** The commit image to serve. */
+  imagePath: string;
+  objectsDir: string;
+  /** HEAD's upper dir; undefined for a read-only tag mount. */
+  upperDir?: string;
+  /** A scratch dir on the upper's filesystem (the label's work dir). */
+  scratchDir?: string;
+  ns: XattrNamespace;
+  /** Where statfs looks (the store). */
+  statfsPath: string;
+  control: ControlHooks;
+  /** Entry/attr timeout for lower (immutable) entries, seconds. */
+  lowerTimeout?: number;
+  /** Entry/attr timeout for upper entries, seconds. */
+  upperTimeout?: number;
+}
+
+const E = osConstants.errno;
+const fail = (code: keyof typeof E, why?: string): never => { throw FuseError.of(code, why); };
+/** The kernel asks getxattr(security.capability) before writes: the usual answer is thrown often, so once made. */
+const NO_XATTR = FuseError.of('ENODATA');
+const O_ACCMODE = 3;
+const S_ISGID = 0o2000;
+const O_PATH = 0o10000000;
+
+/** Node ids of the virtual control entries; real nodes start above. */
+const CTL_DIR = 2, CTL_COMMIT = 3, CTL_STATUS = 4, CTL_APPLY = 5, FIRST_NODE = 16;
+const CONTROL_FILES: Record<string, number> = { commit: CTL_COMMIT, status: CTL_STATUS, apply: CTL_APPLY };
+/** st_ino ranges: lower entries epoch * 2^32 + image ino + 1; upper entries 2^48 + upper st_ino; virtual 2^50 + k. */
+const UPPER_INO_BASE = 2 ** 48, VIRTUAL_INO_BASE = 2 ** 50;
+
+interface Link { parent: Node; name: ByteString }
+interface Node {
+  id: number;
+  stIno: number;
+  key: string;
+  nlookup: number;
+  /** links of other table nodes that name this one as parent */
+  children: number;
+  /** those links by name */
+  kids?: Map<ByteString, Node>;
+  links: Link[];
+  u: UnionNode | undefined;
+  stamp: number;
+  isDir: boolean;
+  /** write handles open on this node (TS knows every HEAD open) */
+  writers: number;
+  /** registered with the binding's C open path (tag mounts) */
+  openable?: boolean;
+  /** set when the last name went away while the kernel still knew the node */
+  detached?: { u: UnionNode; orphanFd: number };
+}
+interface Handle { node: Node; fd: number; write: boolean; bytes?: Uint8Array; control?: 'commit' | 'status' | 'apply' }
+interface DirHandle { entries: Array<{ name: ByteString; nid?: number }> }
+
+export class UnionFs implements FuseHandlers {
+  session?: FuseSession;
+  readonly readOnly: boolean;
+  private reader: ImageReader;
+  private source: FileSource;
+  private view: UnionView;
+  private writer: UpperWriter | undefined;
+  private epoch = 1;
+  private stamp = 0;
+  private readonly root: Node;
+  private readonly byId = new Map<number, Node>();
+  private readonly byKey = new Map<string, Node>();
+  private readonly handles = new Map<number, Handle>();
+  private readonly dirs = new Map<number, DirHandle>();
+  private nextId = FIRST_NODE;
+  private nextFh = 1;
+  private readonly lowerTimeout: number;
+  private readonly upperTimeout: number;
+  private readonly asRoot = process.getuid?.() === 0;
+  private readonly vec = new Float64Array(ATTR_LEN);
+  private lastCommit = '';
+  private lastApply = '';
+  private imageFd: number;
+  private metaStart: number | undefined;
+  /** upper st_ino -> the number its entry had before copy-up, so a copy-up never renumbers */
+  private readonly copiedUp = new Map<number, number>();
+  /** While set, every request but forget/release/control waits for it (live commit). */
+  private gate: Promise<void> | undefined;
+
+  constructor(private readonly opts: UnionFsOptions) {
+    this.readOnly = opts.upperDir === undefined;
+    this.source = new FileSource(opts.imagePath, { cacheBlocks: 8192 });
+    this.reader = ImageReader.open(this.source);
+    this.imageFd = openSync(opts.imagePath, 'r');
+    this.view = new UnionView(this.reader, opts.upperDir ?? '/nonexistent/stratum-no-upper', opts.ns);
+    if (!this.readOnly) this.writer = new UpperWriter(opts.ns, opts.scratchDir!);
+    this.lowerTimeout = opts.lowerTimeout ?? 86_400;
+    this.upperTimeout = opts.upperTimeout ?? 1;
+    const u = this.view.root();
+    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, isDir: true, writers: 0 };
+    this.byId.set(1, this.root);
+  }
+
+  // ------------------------------------------------------------------ inode table
+
+  private node(id: number): Node {
+    const n = this.byId.get(id);
+    if (!n) fail('ESTALE', `no inode ${id}`);
+    return n!;
+  }
+
+  /** The union node for a table node, re-resolved along its first link when a rename made it stale. */
+  private resolve(n: Node): UnionNode {
+    if (n.detached) return n.detached.u;
+    if (n.u && n.stamp === this.stamp) return n.u;
+    if (n === this.root) n.u = this.view.root();
+    else {
+      const l = n.links[0];
+      if (!l) fail('ENOENT', 'inode has no name left');
+      const u = this.view.child(this.resolve(l!.parent), l!.name);
+      if (!u) fail('ENOENT', `${l!.name} is gone`);
+      n.u = u;
+    }
+    n.stamp = this.stamp;
+    return n.u!;
+  }
+
+  /** Re-reads one node from its parent after a change to it. */
+  private refresh(n: Node): UnionNode {
+    n.u = undefined;
+    const u = this.resolve(n);
+    this.rekey(n, u);
+    return u;
+  }
+
+  /**
+   * Identity of an entry: an upper inode, or an image inode. Names of a hardlinked lower file are
+   * separate nodes (sharing st_ino): a copy-up changes only the name it happens through, as in
+   * kernel overlayfs without index.
+   */
+  private keyOf(u: UnionNode, parent: Node | undefined, name: ByteString | undefined): string {
+    if (u.upper) return `U${u.upper.entry.stat.ino}`;
+    const a = this.reader.getattr(u.lower!);
+    if (a.nlink > 1 && (a.mode & S_IFMT) !== S_IFDIR) return `L${this.epoch}:${u.lower}:${parent?.id}/${name}`;
+    return `L${this.epoch}:${u.lower}`;
+  }
+
+  private keyOfNode(n: Node, u: UnionNode): string {
+    const l = n.links[0];
+    return this.keyOf(u, l?.parent, l?.name);
+  }
+
+  private rekey(n: Node, u: UnionNode): void {
+    if (n === this.root) return;
+    const key = this.keyOfNode(n, u);
+    if (key === n.key) return;
+    if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
+    n.key = key;
+    this.byKey.set(key, n);
+  }
+
+  private stInoOf(u: UnionNode): number {
+    if (u.upper) {
+      const ino = Number(u.upper.entry.stat.ino);
+      return this.copiedUp.get(ino) ?? UPPER_INO_BASE + ino;
+    }
+    return this.epoch * 2 ** 32 + this.reader.getattr(u.lower!).ino + 1;
+  }
+
+  /** Counts one lookup of parent/name (resolved as u); returns its Entry. */
+  private remember(parent: Node, name: ByteString, u: UnionNode): Entry {
+    const key = this.keyOf(u, parent, name);
+    let n = this.byKey.get(key);
+    if (!n) {
+      const isDir = (this.view.getattr(u).mode & S_IFMT) === S_IFDIR;
+      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, isDir, writers: 0 };
+      this.byId.set(n.id, n);
+      this.byKey.set(key, n);
+    }
+    n.nlookup++;
+    if (!n.links.some((l) => l.parent === parent && l.name === name)) {
+      if (n.isDir) this.dropLinks(n);
+      this.addLink(n, parent, name);
+      if (n.links.length === 1) { n.u = u; n.stamp = this.stamp; }
+    }
+    const attr = this.attrOf(n, u);
+    const t = this.timeoutOf(u);
+    return { ino: n.id, entryTimeout: t, attrTimeout: t, attr };
+  }
+
+  private timeoutOf(u: UnionNode): number {
+    return u.upper ? this.upperTimeout : this.lowerTimeout;
+  }
+
+  private addLink(n: Node, parent: Node, name: ByteString): void {
+    n.links.push({ parent, name });
+    (parent.kids ??= new Map()).set(name, n);
+    parent.children++;
+  }
+
+  private delLink(n: Node, i: number): void {
+    const l = n.links[i]!;
+    n.links.splice(i, 1);
+    if (l.parent.kids?.get(l.name) === n) l.parent.kids.delete(l.name);
+    this.unref(l.parent);
+  }
+
+  private dropLinks(n: Node): void {
+    while (n.links.length > 0) this.delLink(n, n.links.length - 1);
+  }
+
+  private unref(n: Node): void {
+    n.children--;
+    this.maybeDrop(n);
+  }
+
+  private maybeDrop(n: Node): void {
+    if (n === this.root || n.nlookup > 0 || n.children > 0) return;
+    this.byId.delete(n.id);
+    if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
+    if (n.detached && n.detached.orphanFd >= 0) backing.close(n.detached.orphanFd);
+    if (n.openable) this.session?.clearOpenable(n.id);
+    this.dropLinks(n);
+  }
+
+  private removeLink(parent: Node, name: ByteString): Node | undefined {
+    const n = parent.kids?.get(name);
+    if (!n) return undefined;
+    const i = n.links.findIndex((l) => l.parent === parent && l.name === name);
+    if (i >= 0) this.delLink(n, i);
+    n.stamp = -1;
+    return n;
+  }
+
+  /** The table node linked as parent/name, if any. */
+  private linkedTo(parent: Node, name: ByteString): Node | undefined {
+    return parent.kids?.get(name);
+  }
+
+  // ------------------------------------------------------------------ attributes
+
+  private attrOf(n: Node, u: UnionNode, fd = -1): Float64Array {
+    const v = new Float64Array(ATTR_LEN);
+    if (fd >= 0 || u.upper || (n.detached && n.detached.orphanFd >= 0)) {
+      const rc = fd >= 0 ? backing.statInto(null, fd, v) : n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : backing.statInto(u.upper!.path, -1, v);
+      if (rc < 0) throw new FuseError(-rc);
+      if (u.upper?.entry.kind === 'metacopy' && u.lower !== undefined) {
+        const size = this.reader.getattr(u.lower).size;
+        v[6] = size;
+        v[7] = Math.ceil(size / 512);
+      }
+      if ((v[1]! & S_IFMT) === S_IFDIR && u.lower !== undefined) v[2] = 1;  // merged dir: overlayfs reports 1
+    } else {
+      const a = this.reader.getattr(u.lower!);
+      v[1] = a.mode; v[2] = a.nlink; v[3] = a.uid; v[4] = a.gid; v[5] = a.rdev; v[6] = a.size;
+      v[7] = Math.ceil(a.size / 512); v[8] = 4096;
+      v[9] = v[11] = v[13] = a.mtimeSec; v[10] = v[12] = v[14] = a.mtimeNsec;
+    }
+    v[0] = n.stIno;
+    return v;
+  }
+
+  // ------------------------------------------------------------------ writing helpers
+
+  private writable(): UpperWriter {
+    if (!this.writer) fail('EROFS', 'a tag mount is read-only');
+    return this.writer!;
+  }
+
+  private lowerAttrs(u: UnionNode): CopyUpAttrs {
+    const a = this.view.getattr(u);
+    return { mode: a.mode, uid: a.uid, gid: a.gid, rdev: a.rdev, mtimeSec: a.mtimeSec, mtimeNsec: a.mtimeNsec, xattrs: this.xattrsOf(u) };
+  }
+
+  /**
+   * Visible xattrs in the order the kernel lists them: an upper entry's as its filesystem lists
+   * them; an image inode's inline ones first, then its shared ones (erofs_listxattr), which is
+   * also the order a kernel copy-up writes them in.
+   */
+  private xattrsOf(u: UnionNode): Xattr[] {
+    if (u.upper) return this.view.xattrs(u);
+    const raw = this.reader.rawXattrs(u.lower!);
+    if (raw.length === 0) return [];
+    const shared = this.sharedXattrCount(u.lower!);
+    const out: Xattr[] = [];
+    for (const x of [...raw.slice(shared), ...raw.slice(0, shared)]) {
+      if (x.name.startsWith(OVERLAY_ESCAPE_PREFIX)) out.push({ name: OVERLAY_PREFIX + x.name.slice(OVERLAY_ESCAPE_PREFIX.length), value: x.value });
+      else if (!x.name.startsWith(OVERLAY_PREFIX)) out.push(x);
+    }
+    return out;
+  }
+
+  /** h_shared_count of an image inode's xattr header (the reader lists shared xattrs first). */
+  private sharedXattrCount(nid: number): number {
+    const b = Buffer.alloc(4);
+    if (this.metaStart === undefined) {
+      readSync(this.imageFd, b, 0, 4, 1024 + 40);
+      this.metaStart = b.readUInt32LE(0) * 4096;
+    }
+    const at = this.metaStart + nid * 32;
+    readSync(this.imageFd, b, 0, 2, at);
+    const isize = (b.readUInt16LE(0) & 1) === 1 ? 64 : 32;
+    readSync(this.imageFd, b, 0, 1, at + isize + 4);
+    return b[0]!;
+  }
+
+  private dataOf(u: UnionNode): CopyUpData {
+    const nid = u.lower!;
+    const digest = this.reader.objectOf(nid);
+    if (digest) return { kind: 'file', path: join(this.opts.objectsDir, digest.slice(0, 2), digest.slice(2)) };
+    if (this.reader.getattr(nid).size === 0) return { kind: 'empty' };
+    return { kind: 'bytes', bytes: this.reader.readContent(nid) };
+  }
+
+  /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
+  private copyUp(n: Node): UnionNode {
+    const u = this.resolve(n);
+    if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    const w = this.writable();
+    if (n === this.root) fail('EIO', 'HEAD has no upper root');
+    const l = n.links[0];
+    if (!l) fail('ENOENT', 'copy-up of a file that has no name left');
+    const pu = this.copyUp(l!.parent);
+    const dest = upperChild(pu.upper!.path, l!.name);
+    // the kernel restores the parent's times after a copy-up: so do we
+    const pv = backing.stat(pu.upper!.path);
+    if (u.upper?.entry.kind === 'metacopy') w.fillMetacopy(dest, this.dataOf(u));
+    else {
+      const a = this.lowerAttrs(u);
+      const type = a.mode & S_IFMT;
+      w.copyUp(dest, a, type === S_IFREG ? this.dataOf(u) : undefined, type === S_IFLNK ? Buffer.from(this.reader.readlink(u.lower!), 'latin1') : undefined);
+    }
+    backing.utimens(pu.upper!.path, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+    const lowerNlink = u.upper ? 1 : this.reader.getattr(u.lower!).nlink;
+    const fresh = this.refresh(n);
+    // a copied-up hardlink is a new file (the kernel breaks the link too): it gets its own number
+    if (!n.isDir && lowerNlink > 1) n.stIno = this.stInoOf(fresh);
+    else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);
+    return fresh;
+  }
+
+  /** The upper path for a new name in dir p (p copied up; a whiteout there is replaced). */
+  private newEntryPath(p: Node, name: ByteString): { path: Buffer; overLower: boolean; pu: UnionNode } {
+    if (p === this.root && name === CONTROL_DIR_NAME) fail('EEXIST');
+    const pu = this.copyUp(p);
+    const path = upperChild(pu.upper!.path, name);
+    const overLower = this.writer!.clearWhiteout(path);
+    return { path, overLower, pu };
+  }
+
+  private owner(c: Caller, pu: UnionNode): { uid: number; gid: number; sgid: boolean } {
+    const pv = backing.stat(pu.upper!.path);
+    const sgid = (pv[1]! & S_ISGID) !== 0;
+    return { uid: c.uid, gid: sgid ? pv[4]! : c.gid, sgid };
+  }
+
+  private entryAfterCreate(p: Node, name: ByteString): Entry {
+    // p's union node stays valid: attributes are read fresh from the upper path, and what the node
+    // caches (upper path, inode, kind, xattrs) does not change when an entry is added
+    const u = this.view.child(this.resolve(p), name);
+    if (!u) fail('EIO', 'created entry vanished');
+    return this.remember(p, name, u!);
+  }
+
+  /** Whether `name` in p's lower (merged part) exists: removing it then needs a whiteout. */
+  private inLower(pu: UnionNode, name: ByteString): boolean {
+    return pu.lower !== undefined && this.reader.lookup(pu.lower, name) !== undefined;
+  }
+
+  private childOf(p: Node, name: ByteString): UnionNode | undefined {
+    if (p === this.root && name === CONTROL_DIR_NAME) return undefined;
+    return this.view.child(this.resolve(p), name);
+  }
+
+  /** A lower path for a redirect: where the lower dir merged into u lives in the base image. */
+  private lowerPathOf(n: Node): ByteString | undefined {
+    const u = this.resolve(n);
+    if (u.lower === undefined) return undefined;
+    if (n === this.root) return '';
+    const redirect = u.upper?.entry.redirect;
+    if (redirect !== undefined && redirect.startsWith('/')) return redirect;
+    const l = n.links[0]!;
+    const parentPath = this.lowerPathOf(l.parent);
+    if (parentPath === undefined) return undefined;
+    return `${parentPath}/${redirect ?? l.name}`;
+  }
+
+  // ------------------------------------------------------------------ gate (live commit)
+
+  /** Runs fn now, or after the live commit in progress. */
+  private gated<T>(fn: () => T | Promise<T>): T | Promise<T> {
+    if (!this.gate) return fn();
+    return this.gate.then(() => this.gated(fn));
+  }
+
+  // ------------------------------------------------------------------ handlers: reading
+
+  lookup(_c: Caller, parent: number, name: Buffer): Entry | Promise<Entry> {
+    return this.gated(() => {
+      const s = name.toString('latin1');
+      if (parent === 1 && s === CONTROL_DIR_NAME) return this.controlEntry(CTL_DIR);
+      if (parent === CTL_DIR) {
+        const id = CONTROL_FILES[s];
+        if (id !== undefined && (id !== CTL_APPLY || !this.readOnly)) return this.controlEntry(id);
+        return { ino: 0, entryTimeout: 0, attrTimeout: 0, attr: this.vec };
+      }
+      const p = this.node(parent);
+      const u = this.view.child(this.resolve(p), s);
+      if (!u) return { ino: 0, entryTimeout: this.readOnly ? this.lowerTimeout : 0, attrTimeout: 0, attr: this.vec };
+      return this.remember(p, s, u);
+    });
+  }
+
+  forget(ino: number, nlookup: number): void {
+    const n = this.byId.get(ino);
+    if (!n || n === this.root) return;
+    n.nlookup = Math.max(0, n.nlookup - nlookup);
+    this.maybeDrop(n);
+  }
+
+  getattr(_c: Caller, ino: number, fh: number | undefined): AttrReply | Promise<AttrReply> {
+    if (ino < FIRST_NODE && ino !== 1) return { attr: this.controlEntry(ino).attr, timeout: 0 };
+    return this.gated(() => {
+      const n = this.node(ino);
+      const h = fh !== undefined ? this.handles.get(fh) : undefined;
+      const u = this.resolve(n);
+      return { attr: this.attrOf(n, u, h && h.fd >= 0 ? h.fd : -1), timeout: this.timeoutOf(u) };
+    });
+  }
+
+  readlink(_c: Caller, ino: number): Buffer | Promise<Buffer> {
+    return this.gated(() => Buffer.from(this.view.readlink(this.resolve(this.node(ino))), 'latin1'));
+  }
+
+  opendir(_c: Caller, ino: number): OpenReply | Promise<OpenReply> {
+    if (ino === CTL_DIR) {
+      const fh = this.nextFh++;
+      this.dirs.set(fh, { entries: (this.readOnly ? ['commit', 'status'] : ['apply', 'commit', 'status']).map((name) => ({ name })) });
+      return { fh };
+    }
+    return this.gated(() => {
+      const n = this.node(ino);
+      const u = this.resolve(n);
+      let entries: DirHandle['entries'];
+      if (!u.upper && u.lower !== undefined) {
+        entries = [];
+        for (let off = 0; ;) {
+          const batch = this.reader.readdir(u.lower, off, 1024);
+          if (batch.length === 0) break;
+          for (const e of batch) if (e.name !== '.' && e.name !== '..') entries.push({ name: e.name, nid: e.nid });
+          off = batch[batch.length - 1]!.next;
+        }
+      } else entries = this.view.readdir(u).map((name) => ({ name }));
+      if (n === this.root) entries = entries.filter((e) => e.name !== CONTROL_DIR_NAME);
+      const fh = this.nextFh++;
+      this.dirs.set(fh, { entries });
+      return { fh, keepCache: true, cacheReaddir: true };
+    });
+  }
+
+  readdir(_c: Caller, ino: number, fh: number, offset: number, plus: boolean, size: number): DirEntry[] | Promise<DirEntry[]> {
+    return this.gated(() => {
+      const d = this.dirs.get(fh);
+      if (!d) fail('EBADF');
+      const max = Math.ceil(size / (plus ? 152 : 24));
+      const out: DirEntry[] = [];
+      const DT_DIR = 4;
+      if (ino === CTL_DIR) {
+        for (let i = offset; i < 2 + d!.entries.length && out.length < max; i++) {
+          if (i < 2) { out.push({ name: Buffer.from(i === 0 ? '.' : '..'), next: i + 1, ino: VIRTUAL_INO_BASE, mode: DT_DIR << 12 }); continue; }
+          const e = d!.entries[i - 2]!;
+          const ctl = this.controlEntry(CONTROL_FILES[e.name]!);
+          out.push({ name: Buffer.from(e.name), next: i + 1, ino: VIRTUAL_INO_BASE + ctl.ino, mode: S_IFREG });
+        }
+        return out;
+      }
+      const p = this.node(ino);
+      const pu = this.resolve(p);
+      for (let i = offset; i < 2 + d!.entries.length && out.length < max; i++) {
+        if (i < 2) { out.push({ name: Buffer.from(i === 0 ? '.' : '..'), next: i + 1, ino: i === 0 ? p.stIno : (p.links[0]?.parent ?? p).stIno, mode: DT_DIR << 12 }); continue; }
+        const e = d!.entries[i - 2]!;
+        const path = pu.path === '/' ? `/${e.name}` : `${pu.path}/${e.name}`;
+        const u = e.nid !== undefined ? { path, lower: e.nid } : this.view.child(pu, e.name);
+        if (!u) continue;  // gone since opendir
+        const name = Buffer.from(e.name, 'latin1');
+        if (plus) {
+          const entry = this.remember(p, e.name, u);
+          const attr = entry.attr as Float64Array;
+          out.push({ name, next: i + 1, ino: attr[0]!, mode: attr[1]!, entry });
+        } else {
+          const known = this.byKey.get(this.keyOf(u, p, e.name));
+          out.push({ name, next: i + 1, ino: known ? known.stIno : this.stInoOf(u), mode: this.view.getattr(u).mode });
+        }
+      }
+      return out;
+    });
+  }
+
+  releasedir(_ino: number, fh: number): void { this.dirs.delete(fh); }
+
+  statfs(): StatFs { return backing.statfs(Buffer.from(this.opts.statfsPath)); }
+
+  getxattr(_c: Caller, ino: number, name: Buffer): Buffer | Promise<Buffer> {
+    if (ino < FIRST_NODE && ino !== 1) fail('ENODATA');
+    return this.gated(() => {
+      const s = name.toString('latin1');
+      const x = this.view.xattrs(this.resolve(this.node(ino))).find((a) => a.name === s);
+      if (!x) throw NO_XATTR;
+      return Buffer.from(x!.value);
+    });
+  }
+
+  listxattr(_c: Caller, ino: number): Buffer | Promise<Buffer> {
+    if (ino < FIRST_NODE && ino !== 1) return Buffer.alloc(0);
+    return this.gated(() => Buffer.concat(this.xattrsOf(this.resolve(this.node(ino))).map((x) => Buffer.from(`${x.name}\0`, 'latin1'))));
+  }
+
+  // ------------------------------------------------------------------ handlers: opening files
+
+  open(_c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
+    if (ino === CTL_COMMIT || ino === CTL_STATUS || ino === CTL_APPLY) return this.openControl(ino, flags);
+    return this.gated(() => {
+      const n = this.node(ino);
+      const write = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0;
+      let u = this.resolve(n);
+      if (write) {
+        if (this.readOnly) fail('EROFS');
+        u = this.copyUp(n);
+      }
+      const fh = this.nextFh++;
+      const f = flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY | C.O_DIRECT);
+      if (u.upper && u.upper.entry.kind !== 'metacopy') {
+        const fd = backing.open(u.upper.path, f | C.O_NOFOLLOW);
+        this.handles.set(fh, { node: n, fd, write });
+        if (write) n.writers++;
+        return { fh, fd, keepCache: true };
+      }
+      const data = this.dataOf(u);
+      if (data.kind === 'file') {
+        const path = Buffer.from(data.path as string);
+        const fd = backing.open(path, C.O_RDONLY);
+        this.handles.set(fh, { node: n, fd, write: false });
+        // a read-only mount: C may open this object by itself from now on (never on HEAD: a root
+        // server must not open an object for writing)
+        if (this.readOnly && this.session) {
+          const v = backing.stat(null, fd);
+          this.session.setOpenable(n.id, path, v[0]!, { keepCache: true });
+          n.openable = true;
+        }
+        return { fh, fd, keepCache: true };
+      }
+      this.handles.set(fh, { node: n, fd: -1, write: false, bytes: data.kind === 'bytes' ? data.bytes : new Uint8Array(0) });
+      return { fh, keepCache: true };
+    });
+  }
+
+  create(c: Caller, parent: number, name: Buffer, mode: number, flags: number): { entry: Entry; open: OpenReply } | Promise<{ entry: Entry; open: OpenReply }> {
+    if (parent < FIRST_NODE && parent !== 1) fail('EACCES');
+    return this.gated(() => {
+      this.writable();
+      const p = this.node(parent);
+      const s = name.toString('latin1');
+      if (this.childOf(p, s)) {
+        if (flags & C.O_EXCL) fail('EEXIST');
+        const e = this.lookup(c, parent, name) as Entry;
+        const o = this.open(c, e.ino, flags) as OpenReply;
+        return { entry: e, open: o };
+      }
+      const { path, pu } = this.newEntryPath(p, s);
+      const f = (flags & ~(C.O_DIRECT | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+      const fd = backing.open(path, f, mode & 0o7777);
+      try {
+        const o = this.owner(c, pu);
+        this.writer!.give(null, fd, o.uid, o.gid);
+      } catch (err) {
+        backing.close(fd);
+        throw err;
+      }
+      const entry = this.entryAfterCreate(p, s);
+      const n = this.node(entry.ino);
+      const fh = this.nextFh++;
+      const write = (flags & O_ACCMODE) !== C.O_RDONLY;
+      this.handles.set(fh, { node: n, fd, write });
+      if (write) n.writers++;
+      return { entry, open: { fh, fd, keepCache: true } };
+    });
+  }
+
+  read(_c: Caller, _ino: number, fh: number, size: number, offset: number): Buffer {
+    const h = this.handles.get(fh);
+    if (!h || !h.bytes) fail('EBADF');
+    return Buffer.from(h!.bytes!.subarray(offset, offset + size));
+  }
+
+  release(_ino: number, fh: number): void {
+    const h = this.handles.get(fh);
+    if (!h) return;
+    this.handles.delete(fh);
+    if (h.write) h.node.writers--;
+  }
+
+  fsync(_c: Caller, _ino: number, _fh: number): void {}
+
+  fsyncdir(_c: Caller, ino: number, _fh: number, datasync: boolean): void {
+    if (this.readOnly || ino < FIRST_NODE) return;
+    const u = this.resolve(this.node(ino));
+    if (!u.upper) return;
+    const fd = openSync(u.upper.path, C.O_RDONLY | C.O_DIRECTORY);
+    try { if (datasync) fdatasyncSync(fd); else fsyncSync(fd); } finally { closeSync(fd); }
+  }
+
+  // ------------------------------------------------------------------ handlers: changing the tree
+
+  setattr(_c: Caller, ino: number, set: SetAttr, fh: number | undefined): AttrReply | Promise<AttrReply> {
+    if (ino < FIRST_NODE && ino !== 1) {
+      if (set.size !== undefined && (ino === CTL_COMMIT || ino === CTL_APPLY)) return { attr: this.controlEntry(ino).attr, timeout: 0 };  // O_TRUNC on open
+      fail('EPERM');
+    }
+    return this.gated(() => {
+      this.writable();
+      const n = this.node(ino);
+      const h = fh !== undefined ? this.handles.get(fh) : undefined;
+      const fd = h && h.fd >= 0 && h.write ? h.fd : -1;
+      const wasUpper = this.resolve(n).upper?.entry.kind === 'plain' || this.resolve(n).upper?.entry.kind === 'dir';
+      const u = fd >= 0 ? this.resolve(n) : this.copyUp(n);
+      const path = fd >= 0 ? null : n.detached ? null : u.upper!.path;
+      const target = path === null && fd < 0 ? (n.detached?.orphanFd ?? -1) : fd;
+      if (path === null && target < 0) fail('ENOENT');
+      const type = this.view.getattr(u).mode & S_IFMT;
+      if (set.uid !== undefined || set.gid !== undefined) backing.chown(path, target, set.uid ?? -1, set.gid ?? -1);
+      if (set.mode !== undefined && type !== S_IFLNK) backing.chmod(path, target, set.mode & 0o7777);
+      if (set.size !== undefined) {
+        if (path === null && fd < 0) fail('EBADF');
+        backing.truncate(path, target, set.size);
+      }
+      if (set.atime !== undefined || set.mtime !== undefined) {
+        const t = (x: Timespec | 'now' | undefined): Timespec => (x === undefined ? { sec: 0, nsec: UTIME_OMIT } : x === 'now' ? { sec: 0, nsec: UTIME_NOW } : x);
+        backing.utimens(path, target, t(set.atime), t(set.mtime));
+      }
+      // mode, owner, size and times are read fresh from the upper; only a copy-up changes the node
+      const fresh = n.detached ? n.detached.u : wasUpper ? u : this.refresh(n);
+      return { attr: this.attrOf(n, fresh, fd), timeout: this.timeoutOf(fresh) };
+    });
+  }
+
+  mknod(c: Caller, parent: number, name: Buffer, mode: number, rdev: number): Entry | Promise<Entry> {
+    // a char device 0:0 is a whiteout in the upper: overlayfs refuses to create one, so do we
+    if ((mode & S_IFMT) === 0o020000 && rdev === 0) fail('EPERM', 'a 0:0 character device would read as a whiteout');
+    return this.make(c, parent, name, (path, pu) => {
+      backing.mknod(path, mode, rdev);
+      const o = this.owner(c, pu);
+      this.writer!.give(path, -1, o.uid, o.gid);
+    });
+  }
+
+  mkdir(c: Caller, parent: number, name: Buffer, mode: number): Entry | Promise<Entry> {
+    if (parent < FIRST_NODE && parent !== 1) fail('EACCES');
+    return this.gated(() => {
+      this.writable();
+      const p = this.node(parent);
+      const s = name.toString('latin1');
+      if (this.childOf(p, s) || (p === this.root && s === CONTROL_DIR_NAME)) fail('EEXIST');
+      const pu = this.copyUp(p);
+      const path = upperChild(pu.upper!.path, s);
+      const o = this.owner(c, pu);
+      // over a deleted lower entry the new dir must not merge with what is below: opaque
+      const wasWhiteout = backing.statInto(path, -1, this.vec) === 0;
+      this.writer!.mkdir(path, o.sgid ? mode | S_ISGID : mode, o, wasWhiteout || this.inLower(pu, s));
+      return this.entryAfterCreate(p, s);
+    });
+  }
+
+  symlink(c: Caller, parent: number, name: Buffer, target: Buffer): Entry | Promise<Entry> {
+    return this.make(c, parent, name, (path, pu) => {
+      symlinkSync(target, path);
+      const o = this.owner(c, pu);
+      this.writer!.give(path, -1, o.uid, o.gid);
+    });
+  }
+
+  private make(_c: Caller, parent: number, name: Buffer, fn: (path: Buffer, pu: UnionNode) => void): Entry | Promise<Entry> {
+    if (parent < FIRST_NODE && parent !== 1) fail('EACCES');
+    return this.gated(() => {
+      this.writable();
+      const p = this.node(parent);
+      const s = name.toString('latin1');
+      if (this.childOf(p, s)) fail('EEXIST');
+      const { path, pu } = this.newEntryPath(p, s);
+      fn(path, pu);
+      return this.entryAfterCreate(p, s);
+    });
+  }
+
+  link(_c: Caller, ino: number, newParent: number, newName: Buffer): Entry | Promise<Entry> {
+    if (newParent < FIRST_NODE && newParent !== 1) fail('EACCES');
+    return this.gated(() => {
+      this.writable();
+      const n = this.node(ino);
+      const p = this.node(newParent);
+      const s = newName.toString('latin1');
+      if (this.childOf(p, s)) fail('EEXIST');
+      const u = this.copyUp(n);
+      const { path } = this.newEntryPath(p, s);
+      linkSync(u.upper!.path, path);
+      this.refresh(n);
+      return this.entryAfterCreate(p, s);
+    });
+  }
+
+  unlink(_c: Caller, parent: number, name: Buffer): void | Promise<void> { return this.remove(parent, name, false); }
+  rmdir(_c: Caller, parent: number, name: Buffer): void | Promise<void> { return this.remove(parent, name, true); }
+
+  private remove(parent: number, name: Buffer, dir: boolean): void | Promise<void> {
+    if (parent < FIRST_NODE && parent !== 1) fail('EPERM');
+    return this.gated(() => {
+      this.writable();
+      const p = this.node(parent);
+      const s = name.toString('latin1');
+      if (p === this.root && s === CONTROL_DIR_NAME) fail('EPERM');
+      const u = this.childOf(p, s);
+      if (!u) fail('ENOENT');
+      const isDir = (this.view.getattr(u!).mode & S_IFMT) === S_IFDIR;
+      if (dir && !isDir) fail('ENOTDIR');
+      if (!dir && isDir) fail('EISDIR');
+      if (isDir && this.view.readdir(u!).length > 0) fail('ENOTEMPTY');
+      const pu = this.copyUp(p);
+      const path = upperChild(pu.upper!.path, s);
+      const victim = this.linkedTo(p, s);
+      if (victim && !isDir && victim.links.length === 1 && victim.nlookup > 0) {
+        // the kernel may still use it through an open file: keep what fstat needs
+        let orphanFd = -1;
+        if (u!.upper) { try { orphanFd = backing.open(u!.upper.path, O_PATH | C.O_NOFOLLOW); } catch { orphanFd = -1; } }
+        victim.detached = { u: u!, orphanFd };
+      }
+      if (this.inLower(pu, s)) this.writer!.whiteout(path);
+      else if (u!.upper) {
+        if (isDir) this.writer!.remove(path); else unlinkSync(path);
+      }
+      this.removeLink(p, s);
+      if (victim && !victim.detached) this.refreshQuiet(victim);
+    });
+  }
+
+  /** After one name of a hardlinked file went away: its attributes (nlink) change. */
+  private refreshQuiet(n: Node): void {
+    try { if (n.links.length > 0) this.refresh(n); } catch { /* gone */ }
+  }
+
+  rename(_c: Caller, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void | Promise<void> {
+    if ((parent < FIRST_NODE && parent !== 1) || (newParent < FIRST_NODE && newParent !== 1)) fail('EPERM');
+    return this.gated(() => {
+      this.writable();
+      if (flags & ~RENAME_NOREPLACE) fail('EINVAL', 'only RENAME_NOREPLACE is supported');
+      const p = this.node(parent), np = this.node(newParent);
+      const s = name.toString('latin1'), ns = newName.toString('latin1');
+      if ((p === this.root && s === CONTROL_DIR_NAME) || (np === this.root && ns === CONTROL_DIR_NAME)) fail('EPERM');
+      const su = this.childOf(p, s);
+      if (!su) fail('ENOENT');
+      const srcDir = (this.view.getattr(su!).mode & S_IFMT) === S_IFDIR;
+      const du = this.childOf(np, ns);
+      if (du) {
+        if (flags & RENAME_NOREPLACE) fail('EEXIST');
+        const dstDir = (this.view.getattr(du).mode & S_IFMT) === S_IFDIR;
+        if (srcDir && !dstDir) fail('ENOTDIR');
+        if (!srcDir && dstDir) fail('EISDIR');
+        if (dstDir && this.view.readdir(du).length > 0) fail('ENOTEMPTY');
+        // two names of one file: rename(2) does nothing
+        if (!srcDir && su!.upper && du.upper && su!.upper.entry.stat.ino === du.upper.entry.stat.ino) return;
+        if (!srcDir && !su!.upper && !du.upper && su!.lower === du.lower) return;  // two names of one file: nothing to do
+      }
+      if (p === np && s === ns) return;
+      const w = this.writer!;
+      // the source: its own upper entry (dirs carry a redirect to their lower)
+      const moved = this.linkedTo(p, s) ?? this.tempNode(p, s, su!);
+      const lowerPath = srcDir ? this.lowerPathOf(moved) : undefined;
+      const mu = this.copyUp(moved);
+      const pu = this.resolve(p);
+      const npu = this.copyUp(np);
+      const from = upperChild(pu.upper!.path, s);
+      const to = upperChild(npu.upper!.path, ns);
+      const destCoversLower = this.inLower(npu, ns);
+      if (srcDir) {
+        if (lowerPath !== undefined && mu.lower !== undefined) w.setRedirect(from, lowerPath);
+        else if (destCoversLower) w.setOpaque(from);
+      }
+      // what is at the destination in the upper: a whiteout, an emptied dir, a file
+      const v = new Float64Array(ATTR_LEN);
+      if (backing.statInto(to, -1, v) === 0) {
+        const type = v[1]! & S_IFMT;
+        if (type === S_IFDIR) {
+          if (srcDir) w.clearDir(to); else w.remove(to);
+        } else if (srcDir) unlinkSync(to);
+      }
+      const victim = du ? this.linkedTo(np, ns) : undefined;
+      if (victim && !victim.isDir && victim.links.length === 1 && victim.nlookup > 0) {
+        let orphanFd = -1;
+        if (du!.upper) { try { orphanFd = backing.open(du!.upper.path, O_PATH | C.O_NOFOLLOW); } catch { orphanFd = -1; } }
+        victim.detached = { u: du!, orphanFd };
+      }
+      w.rename(from, to, this.inLower(pu, s));
+      // the table follows
+      if (victim) this.removeLink(np, ns);
+      const i = moved.links.findIndex((l) => l.parent === p && l.name === s);
+      if (i >= 0) {
+        this.addLink(moved, np, ns);  // first: the source dir must not drop out of the table meanwhile
+        this.delLink(moved, i);
+      }
+      this.stamp++;
+      if (moved.nlookup === 0 && moved.children === 0) this.maybeDrop(moved);
+    });
+  }
+
+  /** A table node for an entry the kernel never looked up (rename needs its links). */
+  private tempNode(p: Node, name: ByteString, u: UnionNode): Node {
+    const e = this.remember(p, name, u);
+    const n = this.node(e.ino);
+    n.nlookup--;
+    return n;
+  }
+
+  setxattr(_c: Caller, ino: number, name: Buffer, value: Buffer, flags: number): void | Promise<void> {
+    if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    return this.gated(() => {
+      this.writable();
+      const n = this.node(ino);
+      const u = this.copyUp(n);
+      lsetxattr(u.upper!.path, Buffer.from(storedXattrName(name.toString('latin1'), this.opts.ns), 'latin1'), value, flags);
+      this.refresh(n);
+    });
+  }
+
+  removexattr(_c: Caller, ino: number, name: Buffer): void | Promise<void> {
+    if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    return this.gated(() => {
+      this.writable();
+      const n = this.node(ino);
+      const s = name.toString('latin1');
+      if (!this.view.xattrs(this.resolve(n)).some((x) => x.name === s)) fail('ENODATA');
+      const u = this.copyUp(n);
+      lremovexattr(u.upper!.path, Buffer.from(storedXattrName(s, this.opts.ns), 'latin1'));
+      this.refresh(n);
+    });
+  }
+
+  // ------------------------------------------------------------------ control files
+
+  private controlEntry(id: number): Entry {
+    const now = Math.floor(Date.now() / 1000);
+    const dir = id === CTL_DIR;
+    const mode = dir ? S_IFDIR | 0o555 : id !== CTL_STATUS && !this.readOnly ? S_IFREG | 0o644 : S_IFREG | 0o444;
+    const uid = this.asRoot ? 0 : (process.getuid?.() ?? 0), gid = this.asRoot ? 0 : (process.getgid?.() ?? 0);
+    return { ino: id, entryTimeout: 0, attrTimeout: 0, attr: {
+      ino: VIRTUAL_INO_BASE + id, mode, nlink: dir ? 2 : 1, uid, gid, rdev: 0, size: 0, blocks: 0, blksize: 4096,
+      atime: now, atimeNsec: 0, mtime: now, mtimeNsec: 0, ctime: now, ctimeNsec: 0 } };
+  }
+
+  private async openControl(ino: number, flags: number): Promise<OpenReply> {
+    const write = (flags & O_ACCMODE) !== C.O_RDONLY;
+    if (ino === CTL_STATUS && write) fail('EACCES');
+    if (ino !== CTL_STATUS && write && this.readOnly) fail('EROFS');
+    const fh = this.nextFh++;
+    const text = ino === CTL_STATUS ? await this.opts.control.status() : ino === CTL_APPLY ? this.lastApply : this.lastCommit;
+    this.handles.set(fh, { node: this.root, fd: -1, write: false, bytes: Buffer.from(text), control: ino === CTL_COMMIT ? 'commit' : ino === CTL_APPLY ? 'apply' : 'status' });
+    return { fh, directIo: true, nonSeekable: false };
+  }
+
+  async write(_c: Caller, _ino: number, fh: number, data: Buffer): Promise<number> {
+    const h = this.handles.get(fh);
+    if (!h || (h.control !== 'commit' && h.control !== 'apply')) fail('EBADF');
+    const hook = h!.control === 'commit' ? this.opts.control.commit : this.opts.control.apply;
+    if (this.readOnly || !hook) fail('EROFS');
+    const arg = data.toString('utf8').trim();
+    let text: string;
+    try {
+      text = await hook!(arg);
+    } catch (err) {
+      text = `error: ${(err as Error).message}\n`;
+      if (h!.control === 'commit') this.lastCommit = text; else this.lastApply = text;
+      if (err instanceof FuseError) throw err;
+      const code = err instanceof StratumError ? err.code : '';
+      throw FuseError.of(code === 'TAG_EXISTS' ? 'EEXIST' : code === 'BAD_NAME' || code === 'USAGE' || code === 'AMBIGUOUS_REF' ? 'EINVAL'
+        : code === 'NOT_FOUND' ? 'ENOENT' : code === 'BUSY' ? 'EBUSY' : 'EIO', (err as Error).message);
+    }
+    if (h!.control === 'commit') this.lastCommit = text; else this.lastApply = text;
+    h!.bytes = Buffer.from(text);
+    return data.length;
+  }
+
+  // ------------------------------------------------------------------ live commit support
+
+  /**
+   * Freezes the tree for a commit: every request waits until `fn` is done. Files open for writing
+   * are set aside first (docs/fuse.md "Live commit"): a copy takes their place in the upper for the
+   * commit to store, the open inode itself is kept in the scratch dir and comes back into the new
+   * upper afterwards, so later writes through open handles land in the new HEAD.
+   */
+  async frozen<T>(fn: () => Promise<T>, after: (result: T) => { imagePath: string; viewChanged?: boolean } | undefined, options: { setAside?: boolean } = {}): Promise<T> {
+    while (this.gate) await this.gate;
+    let open!: () => void;
+    this.gate = new Promise((r) => { open = r; });
+    let inval: Array<[number, Buffer | undefined]> = [];
+    try {
+      const kept = options.setAside === false ? [] : this.setAsideWriters();
+      let result: T;
+      try {
+        result = await fn();
+      } catch (err) {
+        this.restoreWriters(kept, false);
+        throw err;
+      }
+      const next = after(result);
+      if (next) {
+        // the kernel's caches of a view that changed: every name and inode it may hold
+        if (next.viewChanged) for (const n of this.byId.values()) {
+          inval.push([n.id, undefined]);
+          for (const l of n.links) inval.push([l.parent.id, Buffer.from(l.name, 'latin1')]);
+        }
+        this.switchBase(next.imagePath);
+      }
+      this.restoreWriters(kept, true);
+      return result;
+    } finally {
+      this.gate = undefined;
+      open();
+      // after the gate opened: the kernel may hold a dir lock for a request that waited on it
+      const session = this.session;
+      if (session && inval.length > 0) {
+        const list = inval;
+        inval = [];
+        void (async () => {
+          for (const [id, name] of list) {
+            try { if (name) await session.invalEntry(id, name); else await session.invalInode(id); } catch { /* forgotten meanwhile */ }
+          }
+        })();
+      }
+    }
+  }
+
+  private setAsideWriters(): Array<{ node: Node; keptAt: Buffer; rel: Array<{ parent: Node; name: ByteString }> }> {
+    const kept: Array<{ node: Node; keptAt: Buffer; rel: Array<{ parent: Node; name: ByteString }> }> = [];
+    let i = 0;
+    for (const n of new Set([...this.handles.values()].filter((h) => h.write && h.fd >= 0).map((h) => h.node))) {
+      if (n.detached || n.links.length === 0) continue;
+      const u = this.refresh(n);
+      if (!u.upper) continue;
+      const keptAt = upperChild(Buffer.from(this.opts.scratchDir!), `kept.${process.pid}.${i++}`);
+      // a copy with the same attributes takes the file's place; the open inode moves aside
+      const copy = upperChild(Buffer.from(this.opts.scratchDir!), `copy.${process.pid}.${i}`);
+      const a = { ...this.lowerAttrs(u) };
+      this.writer!.copyUp(copy, a, { kind: 'file', path: u.upper.path });
+      linkSync(u.upper.path, keptAt);
+      const parentPath = this.resolve(n.links[0]!.parent).upper!.path;
+      const pv = backing.stat(parentPath);
+      this.writer!.rename(copy, u.upper.path, false);
+      backing.utimens(parentPath, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+      kept.push({ node: n, keptAt, rel: [{ parent: n.links[0]!.parent, name: n.links[0]!.name }] });
+    }
+    // for a person, should the server die before the files are back: which file was which
+    if (kept.length > 0) {
+      writeFileSync(join(this.opts.scratchDir!, 'kept.json'), JSON.stringify(kept.map((k) => ({ file: k.keptAt.toString('latin1'), path: this.unionPathOf(k.node) })), null, 1));
+    }
+    return kept;
+  }
+
+  private unionPathOf(n: Node): string {
+    const parts: string[] = [];
+    for (let x: Node | undefined = n; x && x !== this.root; x = x.links[0]?.parent) parts.unshift(x.links[0]?.name ?? '?');
+    return '/' + parts.join('/');
+  }
+
+  private restoreWriters(kept: Array<{ node: Node; keptAt: Buffer; rel: Array<{ parent: Node; name: ByteString }> }>, committed: boolean): void {
+    for (const k of kept) {
+      if (!committed) {
+        // the commit failed: the open inode goes back where it was
+        const u = this.resolve(k.node);
+        const parentPath = this.resolve(k.rel[0]!.parent).upper!.path;
+        const pv = backing.stat(parentPath);
+        this.writer!.rename(k.keptAt, u.upper!.path, false);
+        backing.utimens(parentPath, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+        this.refreshQuiet(k.node);
+        continue;
+      }
+      const l = k.rel[0]!;
+      const pu = this.copyUp(l.parent);
+      const dest = upperChild(pu.upper!.path, l.name);
+      const pv = backing.stat(pu.upper!.path);
+      this.writer!.rename(k.keptAt, dest, false);
+      backing.utimens(pu.upper!.path, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+      this.refreshQuiet(k.node);
+    }
+    if (kept.length > 0) rmSync(join(this.opts.scratchDir!, 'kept.json'), { force: true });
+  }
+
+  /** After a commit or apply: serve the new base under the (new, emptied) upper; node ids and st_ino stay. */
+  private switchBase(imagePath: string): void {
+    const source = new FileSource(imagePath, { cacheBlocks: 8192 });
+    const reader = ImageReader.open(source);
+    this.source.close();
+    this.source = source;
+    this.reader = reader;
+    closeSync(this.imageFd);
+    this.imageFd = openSync(imagePath, 'r');
+    this.metaStart = undefined;
+    this.view = new UnionView(reader, this.opts.upperDir!, this.opts.ns);
+    this.epoch++;
+    this.stamp++;
+    this.byKey.clear();
+    const nodes = [...this.byId.values()].sort((a, b) => a.id - b.id);
+    for (const n of nodes) {
+      if (n === this.root) { n.u = undefined; continue; }
+      if (n.detached) continue;
+      try {
+        const u = this.resolve(n);
+        n.key = this.keyOfNode(n, u);
+        this.byKey.set(n.key, n);
+      } catch {
+        n.u = undefined;
+        n.key = `gone${n.id}`;
+      }
+    }
+  }
+
+  /**
+   * Puts back files a live commit had set aside when its server died (the scratch dir moved to
+   * `preservedKept` at start, `kept.json` naming each file's path): each goes to its path in the
+   * upper, replacing the copy the commit took, so the writes made after the commit began are kept.
+   * Call before mounting. Returns the paths restored and those left in place (their dir is gone).
+   */
+  restoreKept(): { restored: string[]; left: string[] } {
+    const dir = this.writer?.preserved;
+    const out = { restored: [] as string[], left: [] as string[] };
+    if (!dir) return out;
+    let list: Array<{ file: string; path: string }>;
+    try {
+      list = JSON.parse(readFileSync(join(dir, 'kept.json'), 'latin1')) as Array<{ file: string; path: string }>;
+    } catch {
+      return out;
+    }
+    for (const { file, path } of list) {
+      const here = join(dir, file.slice(file.lastIndexOf('/') + 1));
+      try {
+        const parts = path.split('/').filter((x) => x !== '');
+        const name = parts.pop()!;
+        let node = this.root;
+        for (const part of parts) {
+          const u = this.view.child(this.resolve(node), part);
+          if (!u || (this.view.getattr(u).mode & S_IFMT) !== S_IFDIR) throw new Error('dir gone');
+          node = this.linkedTo(node, part) ?? this.tempNode(node, part, u);
+        }
+        const pu = this.copyUp(node);
+        this.writer!.rename(Buffer.from(here, 'latin1'), upperChild(pu.upper!.path, name), false);
+        out.restored.push(path);
+      } catch {
+        out.left.push(path);
+      }
+    }
+    if (out.left.length === 0) rmSync(dir, { recursive: true, force: true });
+    return out;
+  }
+
+  /** Where files set aside by a live commit that never finished were moved at start, if any. */
+  get preservedKept(): string | undefined {
+    return this.writer?.preserved;
+  }
+
+  close(): void {
+    this.source.close();
+    closeSync(this.imageFd);
+  }
+}

@@ -1,0 +1,265 @@
+// Writing a HEAD's upper dir in the kernel overlayfs format, one change at a time: what a live
+// server does where the kernel would do it (copy-up, whiteouts, opaque dirs, redirects). The rules
+// are upper.ts's read rules run backwards; docs/fuse.md lists them. No FUSE types: plain paths,
+// attributes and xattrs, so the rules can be tested without a mount.
+//
+// Every new entry is built in a scratch dir on the upper's filesystem (the label's work dir, as the
+// kernel does) and renamed into place, so the upper never shows a half-made file or dir.
+//
+// Public surface: UpperWriter, CopyUpAttrs, CopyUpData.
+import { constants as C, closeSync, readSync, copyFileSync, fchownSync, fchmodSync, fsyncSync, lchownSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
+import { mknod, renameat2, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT } from '../native/files.js';
+import { lsetxattr, lremovexattr } from '../native/xattr.js';
+import { backing } from '../native/fuse.js';
+import { isSystemError } from './error.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './image/erofs.js';
+import type { ByteString, Xattr } from './image/tree.js';
+import { isOverlayWhiteout, storedXattrName, type XattrNamespace } from './upper.js';
+
+/** What a copied-up entry keeps of the entry it replaces. */
+export interface CopyUpAttrs {
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Visible xattrs (stored escaped where they collide with overlay's own). */
+  xattrs: Xattr[];
+}
+
+/** Where a regular file's bytes come from when it is copied up. */
+export type CopyUpData = { kind: 'file'; path: string | Buffer } | { kind: 'bytes'; bytes: Uint8Array } | { kind: 'empty' };
+
+const child = (dir: Buffer, name: ByteString | Buffer): Buffer => Buffer.concat([dir, Buffer.from('/'), typeof name === 'string' ? Buffer.from(name, 'latin1') : name]);
+
+export class UpperWriter {
+  private readonly scratch: Buffer;
+  private seq = 0;
+  private readonly asRoot = process.getuid?.() === 0;
+
+  /**
+   * `scratchDir`: a directory on the upper's filesystem that nothing else uses (made and emptied
+   * here). Files a live commit had set aside (`kept.*`, with `kept.json` naming their paths) are
+   * not deleted: a server killed during a commit leaves them, and they move to `preserved` for
+   * a person to look at (the path is in `preserved`).
+   */
+  readonly preserved: string | undefined;
+
+  constructor(readonly ns: XattrNamespace, scratchDir: string) {
+    let keep = false;
+    try {
+      keep = readdirSync(scratchDir).some((n) => n.startsWith('kept.'));
+    } catch {
+      keep = false;
+    }
+    if (keep) {
+      this.preserved = `${scratchDir}-kept-${new Date().toISOString().replace(/[:.]/g, '')}`;
+      renameat2(scratchDir, this.preserved, RENAME_NOREPLACE);
+    }
+    rmSync(scratchDir, { recursive: true, force: true });
+    mkdirSync(scratchDir, { recursive: true, mode: 0o700 });
+    this.scratch = Buffer.from(scratchDir);
+  }
+
+  private tmp(): Buffer {
+    return child(this.scratch, `t${process.pid}.${this.seq++}`);
+  }
+
+  /** Overlay-private xattr name in this upper's namespace: `<ns>.overlay.<what>`. */
+  private priv(what: string): Buffer {
+    return Buffer.from(`${this.ns}.overlay.${what}`);
+  }
+
+  /** Copies attributes onto a freshly made scratch entry (owner, mode, xattrs, times to the ns). */
+  private applyAttrs(path: Buffer, a: CopyUpAttrs, type: number): void {
+    if (this.asRoot) lchownSync(path, a.uid, a.gid);
+    if (type !== S_IFLNK) backing.chmod(path, -1, a.mode & 0o7777);
+    for (const x of a.xattrs) {
+      try {
+        lsetxattr(path, Buffer.from(storedXattrName(x.name, this.ns), 'latin1'), x.value);
+      } catch (err) {
+        // user.* cannot live on symlinks and specials; unprivileged servers cannot write trusted.*
+        if (!(isSystemError(err, 'EPERM') || isSystemError(err, 'ENOTSUP') || isSystemError(err, 'EOPNOTSUPP'))) throw err;
+      }
+    }
+    backing.utimens(path, -1, { sec: a.mtimeSec, nsec: a.mtimeNsec }, { sec: a.mtimeSec, nsec: a.mtimeNsec });
+  }
+
+  /** Makes `dest` (absent, or a whiteout, or a metacopy file) a full copy of an entry. Not for dirs with content. */
+  copyUp(dest: Buffer, a: CopyUpAttrs, data: CopyUpData | undefined, target?: Buffer): void {
+    const t = this.tmp();
+    const type = a.mode & S_IFMT;
+    try {
+      switch (type) {
+        case S_IFDIR:
+          mkdirSync(t, { mode: 0o700 });
+          break;
+        case S_IFREG:
+          if (data?.kind === 'file') copyFileSync(data.path, t);
+          else {
+            const fd = openSync(t, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
+            try {
+              if (data?.kind === 'bytes' && data.bytes.length > 0) writeSync(fd, data.bytes);
+            } finally {
+              closeSync(fd);
+            }
+          }
+          break;
+        case S_IFLNK:
+          symlinkSync(target!, t);
+          break;
+        case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+          mknod(t, type | 0o600, Math.floor(a.rdev / 256) & 0xfff, (a.rdev & 0xff) | ((a.rdev >> 12) & 0xfff00));
+          break;
+        default:
+          throw Object.assign(new Error(`cannot copy up mode ${type.toString(8)}`), { code: 'EIO', errno: 5 });
+      }
+      this.applyAttrs(t, a, type);
+      renameat2(t, dest, 0);
+    } catch (err) {
+      rmSync(t, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** A new dir at `dest` (replacing a whiteout there if any), opaque when asked. */
+  mkdir(dest: Buffer, mode: number, owner: { uid: number; gid: number } | undefined, opaque: boolean): void {
+    const t = this.tmp();
+    mkdirSync(t, { mode: 0o700 });
+    try {
+      if (owner && this.asRoot) lchownSync(t, owner.uid, owner.gid);
+      backing.chmod(t, -1, mode & 0o7777);
+      if (opaque) this.setOpaque(t);
+      this.replaceWhiteout(t, dest);
+    } catch (err) {
+      rmSync(t, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Moves a scratch entry to `dest`, which may be a whiteout (replaced) or absent. */
+  private replaceWhiteout(t: Buffer, dest: Buffer): void {
+    try {
+      renameat2(t, dest, RENAME_NOREPLACE);
+    } catch (err) {
+      if (!isSystemError(err, 'EEXIST')) throw err;
+      const v = backing.stat(dest);
+      if (!isOverlayWhiteout({ mode: v[1]!, rdev: v[5]! })) throw err;
+      // a dir cannot replace a char dev by rename: swap them (atomic, as the kernel does), drop the whiteout
+      renameat2(t, dest, RENAME_EXCHANGE);
+      unlinkSync(t);
+    }
+  }
+
+  /** Removes a whiteout at `dest` if there is one (before making a new entry there). */
+  clearWhiteout(dest: Buffer): boolean {
+    const v = new Float64Array(15);
+    if (backing.statInto(dest, -1, v) < 0) return false;
+    if (!isOverlayWhiteout({ mode: v[1]!, rdev: v[5]! })) return false;
+    unlinkSync(dest);
+    return true;
+  }
+
+  /** Puts a whiteout at `dest` (replacing whatever upper entry is there; dirs must be empty of real entries). */
+  whiteout(dest: Buffer): void {
+    const t = this.tmp();
+    mknod(t, S_IFCHR, 0, 0);
+    try {
+      renameat2(t, dest, 0);
+    } catch (err) {
+      if (!(isSystemError(err, 'EISDIR') || isSystemError(err, 'ENOTEMPTY') || isSystemError(err, 'EEXIST'))) {
+        unlinkSync(t);
+        throw err;
+      }
+      this.removeDir(dest);
+      renameat2(t, dest, 0);
+    }
+  }
+
+  /** Removes an upper entry (a dir with whatever whiteouts it holds, or anything else). */
+  remove(path: Buffer): void {
+    const v = new Float64Array(15);
+    if (backing.statInto(path, -1, v) < 0) return;
+    if ((v[1]! & S_IFMT) === S_IFDIR) this.removeDir(path);
+    else unlinkSync(path);
+  }
+
+  /** An upper dir the view sees as empty holds only whiteouts (and empty dirs of them): clear it. */
+  private removeDir(path: Buffer): void {
+    for (const name of readdirSync(path, { encoding: 'buffer' }) as Buffer[]) this.remove(child(path, name));
+    rmdirSync(path);
+  }
+
+  /** Empties an upper dir of whiteouts (rename over it needs an empty dir). */
+  clearDir(path: Buffer): void {
+    for (const name of readdirSync(path, { encoding: 'buffer' }) as Buffer[]) this.remove(child(path, name));
+  }
+
+  /** rename(2) leaving a whiteout where the source was, when the name must stay deleted below. */
+  rename(from: Buffer, to: Buffer, leaveWhiteout: boolean, flags = 0): void {
+    renameat2(from, to, flags | (leaveWhiteout ? RENAME_WHITEOUT : 0));
+  }
+
+  setOpaque(path: Buffer): void {
+    lsetxattr(path, this.priv('opaque'), Buffer.from('y'));
+  }
+
+  clearOpaque(path: Buffer): void {
+    try {
+      lremovexattr(path, this.priv('opaque'));
+    } catch (err) {
+      if (!isSystemError(err, 'ENODATA')) throw err;
+    }
+  }
+
+  /** An absolute redirect (`/a/b` in the lower): the dir merges with that lower dir wherever it is. */
+  setRedirect(path: Buffer, lowerPath: ByteString): void {
+    lsetxattr(path, this.priv('redirect'), Buffer.from(lowerPath, 'latin1'));
+  }
+
+  /** Turns a metacopy upper file into a plain one holding `data` (kernel-written uppers may have them). */
+  fillMetacopy(path: Buffer, data: CopyUpData): void {
+    const fd = openSync(path, C.O_WRONLY | C.O_NOFOLLOW);
+    try {
+      if (data.kind === 'file') {
+        const src = openSync(data.path, C.O_RDONLY);
+        try {
+          const buf = Buffer.alloc(1 << 20);
+          for (let off = 0; ;) {
+            const n = readSync(src, buf, 0, buf.length, off);
+            if (n === 0) break;
+            writeSync(fd, buf, 0, n, off);
+            off += n;
+          }
+        } finally {
+          closeSync(src);
+        }
+      } else if (data.kind === 'bytes') writeSync(fd, data.bytes, 0, data.bytes.length, 0);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    for (const what of ['metacopy', 'redirect']) {
+      try {
+        lremovexattr(path, this.priv(what));
+      } catch (err) {
+        if (!isSystemError(err, 'ENODATA')) throw err;
+      }
+    }
+  }
+
+  /** Owner and mode for something a caller creates (root servers only: others own what they make). */
+  give(path: Buffer | null, fd: number, uid: number, gid: number): void {
+    if (!this.asRoot) return;
+    if (fd >= 0) fchownSync(fd, uid, gid);
+    else lchownSync(path!, uid, gid);
+  }
+
+  /** chmod through an fd (create: the kernel already applied the umask). */
+  static fchmod(fd: number, mode: number): void {
+    fchmodSync(fd, mode & 0o7777);
+  }
+}
+
+export { child as upperChild };

@@ -1,0 +1,54 @@
+// Shared by the mount tests: stores with a label, a stratum mount served by a child process
+// (the detached server `stratum mount` starts), always unmounted on every path.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMount, stopMount } from '../../src/fuse/client.js';
+import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
+import { MountState, type MountEntry } from '../../src/store/mount-state.js';
+
+export function fuseUnavailable(): string | undefined {
+  if (!fs.existsSync('/dev/fuse')) return 'no /dev/fuse';
+  if (process.geteuid?.() !== 0) return 'mount tests need root (they mount and switch users)';
+  return undefined;
+}
+
+export function tempDir(prefix = 'stratum-mount-'): string {
+  const dir = fs.mkdtempSync(join(tmpdir(), prefix));
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
+
+/** Ends a mount however it is: clean stop, else kill -9 and lazy unmount. */
+export async function forceEnd(entry: MountEntry | undefined, mnt: string): Promise<void> {
+  if (entry) {
+    try {
+      await stopMount({ ...entry, stale: false }, new MountState(), 10_000);
+    } catch {
+      try { process.kill(entry.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+  }
+  if (stratumMountsAt(mnt)) lazyUnmount(mnt);
+}
+
+/** Mounts label[:tag] of `store` at `mnt` for fn; unmounts on every path. */
+export async function withMount<T>(store: string, label: string, tag: string | undefined, mnt: string, fn: (e: MountEntry) => Promise<T> | T): Promise<T> {
+  fs.mkdirSync(mnt, { recursive: true });
+  let entry: MountEntry | undefined;
+  try {
+    entry = await startMount({ store, label, tag, mountpoint: mnt });
+    return await fn(entry);
+  } finally {
+    await forceEnd(entry, mnt);
+  }
+}
+
+/** Runs a Node snippet as another user and returns its JSON output. */
+export function runAs(user: { uid: number; gid: number }, body: string, args: unknown): unknown {
+  const script = `const fs = require('node:fs'); const args = ${JSON.stringify(args)};
+    const out = (() => { ${body} })(); process.stdout.write(JSON.stringify(out ?? null));`;
+  const r = spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`client as ${user.uid} failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}

@@ -1,0 +1,63 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { stratumMountsAt, lazyUnmount } from '../../src/fuse/server.js';
+import { MountState } from '../../src/store/mount-state.js';
+import { fuseUnavailable, tempDir } from './mounts.js';
+
+// A user without privileges mounts its own HEAD through fusermount3: overlay xattrs in `user.`,
+// whiteouts as char 0:0 (allowed unprivileged since Linux 5.8), the kernel reads the result.
+const NOBODY = { uid: 65534, gid: 65534 };
+const why = fuseUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+const mountTest = why === undefined ? test : test.skip;
+if (why) console.log(`unprivileged mount test skipped: ${why}`);
+const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
+
+function asNobody(args: string[], env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', process.execPath, main, ...args],
+    { encoding: 'utf8', env: { ...process.env, ...env, HOME: '/nonexistent' }, timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr + (r.error ? String(r.error) : '') + (r.signal ?? '') };
+}
+
+mountTest('a non-root user mounts, writes, deletes a lower file (whiteout), commits through the control file and unmounts', async () => {
+  const dir = tempDir('stratum-user-');
+  const mnt = join(dir, 'mnt');
+  const env = { STRATUM_STATE: join(dir, 'run', 'state') };
+  try {
+    fs.mkdirSync(join(dir, 'src/sub'), { recursive: true });
+    fs.writeFileSync(join(dir, 'src/keep'), 'keep\n');
+    fs.writeFileSync(join(dir, 'src/sub/gone'), 'gone\n');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(join(dir, 'run'));
+    spawnSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, dir]);
+    const store = join(dir, 'store');
+    let r = asNobody(['--store', store, 'import', join(dir, 'src'), '--label', 'mine', '--tag', 'v1'], env);
+    assert.is(r.status, 0, r.stderr);
+    r = asNobody(['--store', store, 'mount', 'mine', mnt], env);
+    assert.is(r.status, 0, r.stderr);
+    // without allow_other only the mounting user gets through the mount (not even root)
+    const sh = (cmd: string) => spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `cd '${mnt}' && ${cmd}`], { encoding: 'utf8' });
+    let s = sh('echo new > new && rm sub/gone && mv sub moved && echo v2 > .stratum/commit && cat .stratum/commit && ls -a . moved');
+    assert.is(s.status, 0, s.stderr);
+    assert.match(s.stdout, /^mine:v2 [0-9a-f]{64}/);
+    assert.ok(fs.readFileSync(join(store, 'refs/mine/head.toml'), 'utf8').includes('xattr_namespace = "user"'));
+    s = sh('rm keep');
+    assert.is(s.status, 0, s.stderr);
+    assert.ok(fs.lstatSync(join(store, 'refs/mine/head/keep')).isCharacterDevice(), 'an unprivileged whiteout');
+    r = asNobody(['--store', store, 'unmount', 'mine'], env);
+    assert.is(r.status, 0, r.stderr);
+    assert.not.ok(stratumMountsAt(mnt));
+    r = asNobody(['--store', store, 'list', 'mine'], env);
+    assert.match(r.stdout, /v2/);
+  } finally {
+    for (const e of await new MountState(env.STRATUM_STATE).list().catch(() => [])) {
+      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
