@@ -64,6 +64,7 @@ typedef struct openable {
 } openable_t;
 #define OPENABLE_KEEP_CACHE 1
 #define OPENABLE_WRITEBACK 2  // O_WRONLY -> O_RDWR, no O_APPEND (kernel writeback cache)
+#define OPENABLE_READONLY 4   // only opens without write access and without O_TRUNC; others go to TS
 
 // A file handle: fi->fh points to one of these. Directory handles carry the TS fh directly.
 typedef struct {
@@ -237,6 +238,7 @@ static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_f
   if (found) { strcpy(path, o->path); bino = o->backing_ino; oflags = o->flags; }
   pthread_rwlock_unlock(&s->open_lock);
   if (!found) return 0;
+  if ((oflags & OPENABLE_READONLY) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) return 0;
   int flags = (fi->flags & ~(O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC;
   if (oflags & OPENABLE_WRITEBACK) {
     if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;

@@ -4,11 +4,11 @@
 // translates requests. docs/fuse.md describes the inode numbers, caching and the live commit.
 //
 // Public surface: UnionFs, UnionFsOptions, ControlHooks, CONTROL_DIR_NAME.
-import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, readSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import {
-  ATTR_LEN, backing, FuseError, RENAME_NOREPLACE, UTIME_NOW, UTIME_OMIT,
+  ATTR_LEN, backing, FuseError, RENAME_EXCHANGE, RENAME_NOREPLACE, UTIME_NOW, UTIME_OMIT,
   type AttrReply, type Caller, type DirEntry, type Entry, type FuseHandlers, type FuseSession, type OpenReply,
   type SetAttr, type StatFs, type Timespec,
 } from '../native/fuse.js';
@@ -87,6 +87,8 @@ interface Node {
   detached?: { u: UnionNode; orphanFd: number };
 }
 interface Handle { node: Node; fd: number; write: boolean; bytes?: Uint8Array; control?: 'commit' | 'status' | 'apply' }
+/** A file set aside by a live commit: the open inode at keptAt, its names relative to the upper root. */
+interface Kept { node: Node; keptAt: Buffer; names: Buffer[] }
 interface DirHandle { entries: Array<{ name: ByteString; nid?: number }> }
 
 export class UnionFs implements FuseHandlers {
@@ -348,6 +350,7 @@ export class UnionFs implements FuseHandlers {
     const u = this.resolve(n);
     if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
     const w = this.writable();
+    this.notOpenable(n);  // from now on its opens go to TS, which serves the upper file
     if (n === this.root) fail('EIO', 'HEAD has no upper root');
     const l = n.links[0];
     if (!l) fail('ENOENT', 'copy-up of a file that has no name left');
@@ -368,6 +371,13 @@ export class UnionFs implements FuseHandlers {
     if (!n.isDir && lowerNlink > 1) n.stIno = this.stInoOf(fresh);
     else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);
     return fresh;
+  }
+
+  /** Opens of n go to TS again (its data is no longer the object C would open). */
+  private notOpenable(n: Node): void {
+    if (!n.openable) return;
+    this.session?.clearOpenable(n.id);
+    n.openable = false;
   }
 
   /** The upper path for a new name in dir p (p copied up; a whiteout there is replaced). */
@@ -571,11 +581,12 @@ export class UnionFs implements FuseHandlers {
         const path = Buffer.from(data.path as string);
         const fd = backing.open(path, C.O_RDONLY);
         this.handles.set(fh, { node: n, fd, write: false });
-        // a read-only mount: C may open this object by itself from now on (never on HEAD: a root
-        // server must not open an object for writing)
-        if (this.readOnly && this.session) {
+        // C may open this object by itself from now on: any open on a tag mount; on HEAD only
+        // opens without write access or O_TRUNC (a root server must never open an object for
+        // writing: those come here and copy up, which clears the registration)
+        if (this.session && !n.detached) {
           const v = backing.stat(null, fd);
-          this.session.setOpenable(n.id, path, v[0]!, { keepCache: true });
+          this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
           n.openable = true;
         }
         return { fh, fd, keepCache: true };
@@ -781,7 +792,8 @@ export class UnionFs implements FuseHandlers {
     if ((parent < FIRST_NODE && parent !== 1) || (newParent < FIRST_NODE && newParent !== 1)) fail('EPERM');
     return this.gated(() => {
       this.writable();
-      if (flags & ~RENAME_NOREPLACE) fail('EINVAL', 'only RENAME_NOREPLACE is supported');
+      if (flags === RENAME_EXCHANGE) return this.exchange(parent, name, newParent, newName);
+      if (flags & ~RENAME_NOREPLACE) fail('EINVAL', 'only RENAME_NOREPLACE and RENAME_EXCHANGE are supported');
       const p = this.node(parent), np = this.node(newParent);
       const s = name.toString('latin1'), ns = newName.toString('latin1');
       if ((p === this.root && s === CONTROL_DIR_NAME) || (np === this.root && ns === CONTROL_DIR_NAME)) fail('EPERM');
@@ -839,6 +851,55 @@ export class UnionFs implements FuseHandlers {
       this.stamp++;
       if (moved.nlookup === 0 && moved.children === 0) this.maybeDrop(moved);
     });
+  }
+
+  /**
+   * rename(2) with RENAME_EXCHANGE: both entries are copied up (a dir alone, as for a rename), each
+   * dir that merges a lower gets an absolute redirect to it and a pure upper dir landing on a name
+   * the lower has gets opaque, then the two upper names swap with renameat2(RENAME_EXCHANGE). Both
+   * names stay occupied, so no whiteout is needed.
+   */
+  private exchange(parent: number, name: Buffer, newParent: number, newName: Buffer): void {
+    const p = this.node(parent), np = this.node(newParent);
+    const s = name.toString('latin1'), ns = newName.toString('latin1');
+    if ((p === this.root && s === CONTROL_DIR_NAME) || (np === this.root && ns === CONTROL_DIR_NAME)) fail('EPERM');
+    const su = this.childOf(p, s), du = this.childOf(np, ns);
+    if (!su || !du) fail('ENOENT');
+    if (p === np && s === ns) return;
+    const srcDir = (this.view.getattr(su!).mode & S_IFMT) === S_IFDIR;
+    const dstDir = (this.view.getattr(du!).mode & S_IFMT) === S_IFDIR;
+    // two names of one file: nothing to do (as vfs_rename)
+    if (!srcDir && !dstDir && su!.upper && du!.upper && su!.upper.entry.stat.ino === du!.upper.entry.stat.ino) return;
+    if (!srcDir && !dstDir && !su!.upper && !du!.upper && su!.lower === du!.lower) return;
+    const w = this.writer!;
+    const a = this.linkedTo(p, s) ?? this.tempNode(p, s, su!);
+    const b = this.linkedTo(np, ns) ?? this.tempNode(np, ns, du!);
+    // where each dir's lower is, before anything moves
+    const aLower = srcDir ? this.lowerPathOf(a) : undefined;
+    const bLower = dstDir ? this.lowerPathOf(b) : undefined;
+    const au = this.copyUp(a);
+    const bu = this.copyUp(b);
+    const pu = this.resolve(p), npu = this.resolve(np);
+    const from = upperChild(pu.upper!.path, s);
+    const to = upperChild(npu.upper!.path, ns);
+    if (srcDir) {
+      if (aLower !== undefined && au.lower !== undefined) w.setRedirect(from, aLower);
+      else if (this.inLower(npu, ns)) w.setOpaque(from);
+    }
+    if (dstDir) {
+      if (bLower !== undefined && bu.lower !== undefined) w.setRedirect(to, bLower);
+      else if (this.inLower(pu, s)) w.setOpaque(to);
+    }
+    w.rename(from, to, false, RENAME_EXCHANGE);
+    // the table follows: a is now np/ns, b is p/s (add first: a dir must not drop out meanwhile)
+    this.addLink(a, np, ns);
+    this.addLink(b, p, s);
+    const i = a.links.findIndex((l) => l.parent === p && l.name === s);
+    if (i >= 0) this.delLink(a, i);
+    const j = b.links.findIndex((l) => l.parent === np && l.name === ns);
+    if (j >= 0) this.delLink(b, j);
+    this.stamp++;
+    for (const n of [a, b]) if (n.nlookup === 0 && n.children === 0) this.maybeDrop(n);
   }
 
   /** A table node for an entry the kernel never looked up (rename needs its links). */
@@ -967,56 +1028,114 @@ export class UnionFs implements FuseHandlers {
     }
   }
 
-  private setAsideWriters(): Array<{ node: Node; keptAt: Buffer; rel: Array<{ parent: Node; name: ByteString }> }> {
-    const kept: Array<{ node: Node; keptAt: Buffer; rel: Array<{ parent: Node; name: ByteString }> }> = [];
+  /**
+   * Sets aside every upper file open for writing: a copy (one inode) takes each of its names in the
+   * upper, so a hardlinked file is committed as one file with all its names; the open inode is
+   * kept in the scratch dir.
+   */
+  private setAsideWriters(): Kept[] {
+    const kept: Kept[] = [];
+    const scratch = Buffer.from(this.opts.scratchDir!);
     let i = 0;
     for (const n of new Set([...this.handles.values()].filter((h) => h.write && h.fd >= 0).map((h) => h.node))) {
       if (n.detached || n.links.length === 0) continue;
       const u = this.refresh(n);
       if (!u.upper) continue;
-      const keptAt = upperChild(Buffer.from(this.opts.scratchDir!), `kept.${process.pid}.${i++}`);
-      // a copy with the same attributes takes the file's place; the open inode moves aside
-      const copy = upperChild(Buffer.from(this.opts.scratchDir!), `copy.${process.pid}.${i}`);
+      const keptAt = upperChild(scratch, `kept.${process.pid}.${i++}`);
+      // a copy with the same attributes takes the file's place (every name of it); the open inode moves aside
+      const copy = upperChild(scratch, `copy.${process.pid}.${i}`);
+      const names = this.upperNamesOf(u.upper.path);
       const a = { ...this.lowerAttrs(u) };
       this.writer!.copyUp(copy, a, { kind: 'file', path: u.upper.path });
       linkSync(u.upper.path, keptAt);
-      const parentPath = this.resolve(n.links[0]!.parent).upper!.path;
-      const pv = backing.stat(parentPath);
-      this.writer!.rename(copy, u.upper.path, false);
-      backing.utimens(parentPath, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
-      kept.push({ node: n, keptAt, rel: [{ parent: n.links[0]!.parent, name: n.links[0]!.name }] });
+      for (const name of names) {
+        this.keepingParentTimes(upperChild(Buffer.from(this.opts.upperDir!), name), (dest) => this.writer!.linkOver(copy, dest));
+      }
+      unlinkSync(copy);
+      kept.push({ node: n, keptAt, names });
     }
     // for a person, should the server die before the files are back: which file was which
     if (kept.length > 0) {
-      writeFileSync(join(this.opts.scratchDir!, 'kept.json'), JSON.stringify(kept.map((k) => ({ file: k.keptAt.toString('latin1'), path: this.unionPathOf(k.node) })), null, 1));
+      writeFileSync(join(this.opts.scratchDir!, 'kept.json'), JSON.stringify(kept.map((k) => ({
+        file: k.keptAt.toString('latin1'), path: '/' + k.names[0]!.toString('latin1'),
+        ...(k.names.length > 1 ? { also: k.names.slice(1).map((x) => '/' + x.toString('latin1')) } : {}),
+      })), null, 1));
     }
     return kept;
   }
 
-  private unionPathOf(n: Node): string {
-    const parts: string[] = [];
-    for (let x: Node | undefined = n; x && x !== this.root; x = x.links[0]?.parent) parts.unshift(x.links[0]?.name ?? '?');
-    return '/' + parts.join('/');
+  /**
+   * Every name (relative to the upper root) of the upper file at `path`: the path itself first,
+   * then, for a file with more links, the others found by walking the upper.
+   */
+  private upperNamesOf(path: Buffer): Buffer[] {
+    const upperDir = Buffer.from(this.opts.upperDir!);
+    const first = path.subarray(upperDir.length + 1);
+    const st = lstatSync(path, { bigint: true });
+    if (st.nlink <= 1n) return [first];
+    const out: Buffer[] = [first];
+    const walk = (dir: Buffer, rel: Buffer | undefined): void => {
+      for (const d of readdirSync(dir, { withFileTypes: true, encoding: 'buffer' })) {
+        if (out.length >= Number(st.nlink)) return;
+        const name = d.name as unknown as Buffer;
+        const r = rel ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
+        const abs = upperChild(dir, name);
+        if (d.isDirectory()) walk(abs, r);
+        else if (d.isFile() && !r.equals(first)) {
+          const s = lstatSync(abs, { bigint: true });
+          if (s.ino === st.ino && s.dev === st.dev) out.push(r);
+        }
+      }
+    };
+    walk(upperDir, undefined);
+    return out;
   }
 
-  private restoreWriters(kept: Array<{ node: Node; keptAt: Buffer; rel: Array<{ parent: Node; name: ByteString }> }>, committed: boolean): void {
+  /** Runs fn(path) and puts back the times of path's parent dir, as a copy-up does. */
+  private keepingParentTimes(path: Buffer, fn: (path: Buffer) => void): void {
+    const parent = path.subarray(0, path.lastIndexOf(0x2f));
+    const pv = backing.stat(parent);
+    fn(path);
+    backing.utimens(parent, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+  }
+
+  /** The table node of the dir at a union path (parts), copied up; throws if it is not a dir. */
+  private upperDirAt(parts: ByteString[]): UnionNode {
+    let node = this.root;
+    for (const part of parts) {
+      const u = this.view.child(this.resolve(node), part);
+      if (!u || (this.view.getattr(u).mode & S_IFMT) !== S_IFDIR) throw new Error('dir gone');
+      node = this.linkedTo(node, part) ?? this.tempNode(node, part, u);
+    }
+    return this.copyUp(node);
+  }
+
+  /** Puts the file at `from` at every union path in `paths` of the current upper (parents copied up). */
+  private placeAt(from: Buffer, paths: ByteString[]): void {
+    let first: Buffer | undefined;
+    for (const path of paths) {
+      const parts = path.split('/').filter((x) => x !== '');
+      const name = parts.pop()!;
+      const pu = this.upperDirAt(parts);
+      const dest = upperChild(pu.upper!.path, name);
+      this.keepingParentTimes(dest, (d) => {
+        if (first) this.writer!.linkOver(first, d);
+        else this.writer!.rename(from, d, false);
+      });
+      first ??= dest;
+    }
+  }
+
+  private restoreWriters(kept: Kept[], committed: boolean): void {
+    const upperDir = Buffer.from(this.opts.upperDir!);
     for (const k of kept) {
       if (!committed) {
-        // the commit failed: the open inode goes back where it was
-        const u = this.resolve(k.node);
-        const parentPath = this.resolve(k.rel[0]!.parent).upper!.path;
-        const pv = backing.stat(parentPath);
-        this.writer!.rename(k.keptAt, u.upper!.path, false);
-        backing.utimens(parentPath, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
-        this.refreshQuiet(k.node);
-        continue;
+        // the commit failed: the open inode goes back where it was, at every name
+        for (const name of k.names.slice(1)) this.keepingParentTimes(upperChild(upperDir, name), (d) => this.writer!.linkOver(k.keptAt, d));
+        this.keepingParentTimes(upperChild(upperDir, k.names[0]!), (d) => this.writer!.rename(k.keptAt, d, false));
+      } else {
+        this.placeAt(k.keptAt, k.names.map((x) => x.toString('latin1')));
       }
-      const l = k.rel[0]!;
-      const pu = this.copyUp(l.parent);
-      const dest = upperChild(pu.upper!.path, l.name);
-      const pv = backing.stat(pu.upper!.path);
-      this.writer!.rename(k.keptAt, dest, false);
-      backing.utimens(pu.upper!.path, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
       this.refreshQuiet(k.node);
     }
     if (kept.length > 0) rmSync(join(this.opts.scratchDir!, 'kept.json'), { force: true });
@@ -1038,6 +1157,7 @@ export class UnionFs implements FuseHandlers {
     this.byKey.clear();
     const nodes = [...this.byId.values()].sort((a, b) => a.id - b.id);
     for (const n of nodes) {
+      this.notOpenable(n);  // the new base may have other data at this name
       if (n === this.root) { n.u = undefined; continue; }
       if (n.detached) continue;
       try {
@@ -1061,25 +1181,16 @@ export class UnionFs implements FuseHandlers {
     const dir = this.writer?.preserved;
     const out = { restored: [] as string[], left: [] as string[] };
     if (!dir) return out;
-    let list: Array<{ file: string; path: string }>;
+    let list: Array<{ file: string; path: string; also?: string[] }>;
     try {
-      list = JSON.parse(readFileSync(join(dir, 'kept.json'), 'latin1')) as Array<{ file: string; path: string }>;
+      list = JSON.parse(readFileSync(join(dir, 'kept.json'), 'latin1')) as Array<{ file: string; path: string; also?: string[] }>;
     } catch {
       return out;
     }
-    for (const { file, path } of list) {
+    for (const { file, path, also } of list) {
       const here = join(dir, file.slice(file.lastIndexOf('/') + 1));
       try {
-        const parts = path.split('/').filter((x) => x !== '');
-        const name = parts.pop()!;
-        let node = this.root;
-        for (const part of parts) {
-          const u = this.view.child(this.resolve(node), part);
-          if (!u || (this.view.getattr(u).mode & S_IFMT) !== S_IFDIR) throw new Error('dir gone');
-          node = this.linkedTo(node, part) ?? this.tempNode(node, part, u);
-        }
-        const pu = this.copyUp(node);
-        this.writer!.rename(Buffer.from(here, 'latin1'), upperChild(pu.upper!.path, name), false);
+        this.placeAt(Buffer.from(here, 'latin1'), [path, ...(also ?? [])]);
         out.restored.push(path);
       } catch {
         out.left.push(path);

@@ -363,10 +363,11 @@ export class FuseSession {
    * access; TS is not asked). (no JS round trip, no open/release calls to TS): C opens
    * `path` (O_NOFOLLOW, O_DIRECT and O_TRUNC handled as for fd handles) and uses it if it is a
    * regular file whose st_ino is `backingIno`; otherwise the open goes to TS as usual. Call again
-   * when the path changes, clearOpenable when the inode is forgotten.
+   * when the path changes, clearOpenable when the inode is forgotten. `readOnly`: C answers only
+   * opens without write access and without O_TRUNC; the others go to TS (which may copy up).
    */
-  setOpenable(ino: number, path: Buffer, backingIno: number, opts: { keepCache?: boolean; writeback?: boolean } = {}): void {
-    N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0));
+  setOpenable(ino: number, path: Buffer, backingIno: number, opts: { keepCache?: boolean; writeback?: boolean; readOnly?: boolean } = {}): void {
+    N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0));
   }
   clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0); }
 

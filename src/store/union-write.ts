@@ -7,7 +7,7 @@
 // kernel does) and renamed into place, so the upper never shows a half-made file or dir.
 //
 // Public surface: UpperWriter, CopyUpAttrs, CopyUpData.
-import { constants as C, closeSync, readSync, copyFileSync, fchownSync, fchmodSync, fsyncSync, lchownSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
+import { constants as C, closeSync, readSync, copyFileSync, fchownSync, fchmodSync, fsyncSync, lchownSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { mknod, renameat2, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
 import { backing } from '../native/fuse.js';
@@ -199,6 +199,18 @@ export class UpperWriter {
   /** rename(2) leaving a whiteout where the source was, when the name must stay deleted below. */
   rename(from: Buffer, to: Buffer, leaveWhiteout: boolean, flags = 0): void {
     renameat2(from, to, flags | (leaveWhiteout ? RENAME_WHITEOUT : 0));
+  }
+
+  /** A new name `dest` for the file at `existing` (link(2) in the scratch dir, renamed over whatever `dest` is). */
+  linkOver(existing: Buffer, dest: Buffer): void {
+    const t = this.tmp();
+    linkSync(existing, t);
+    try {
+      renameat2(t, dest, 0);
+    } catch (err) {
+      rmSync(t, { force: true });
+      throw err;
+    }
   }
 
   setOpaque(path: Buffer): void {

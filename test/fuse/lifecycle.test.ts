@@ -223,6 +223,56 @@ mountTest('live commit while another process creates files: creations wait for t
   });
 });
 
+mountTest('live commit of a hardlinked file open for writing: the commit keeps the link, later writes reach every name in HEAD', async () => {
+  const mnt = join(work, 'mnt');
+  await withMount(storeDir, 'app', undefined, mnt, async (e) => {
+    fs.mkdirSync(join(mnt, 'hl'));
+    fs.writeFileSync(join(mnt, 'hl/a'), 'one\n');
+    fs.linkSync(join(mnt, 'hl/a'), join(mnt, 'hl/b'));
+    fs.linkSync(join(mnt, 'hl/a'), join(mnt, 'etc/c'));
+    const fd = fs.openSync(join(mnt, 'hl/a'), 'a');
+    try {
+      fs.writeSync(fd, 'two\n');
+      // a commit that fails puts the open inode back at every name
+      assert.is(await commitThroughMount(e, 'v1').then(() => 'ok', (err: { code?: string }) => err.code), 'TAG_EXISTS');
+      const up = ['hl/a', 'hl/b', 'etc/c'].map((n) => fs.statSync(join(storeDir, 'refs/app/head', n)));
+      assert.is(up[0]!.nlink, 3, 'the upper still has one inode with three names');
+      assert.ok(up.every((x) => x.ino === up[0]!.ino));
+      await commitThroughMount(e, 'linked');
+      const up2 = ['hl/a', 'hl/b', 'etc/c'].map((n) => fs.statSync(join(storeDir, 'refs/app/head', n)));
+      assert.is(up2[0]!.nlink, 3, 'the new upper has the open inode at every name');
+      assert.ok(up2.every((x) => x.ino === up[0]!.ino));
+      fs.writeSync(fd, 'three\n');
+    } finally {
+      fs.closeSync(fd);
+    }
+    const names = ['hl/a', 'hl/b', 'etc/c'].map((n) => join(mnt, n));
+    const st = names.map((n) => fs.statSync(n));
+    for (const n of names) assert.is(fs.readFileSync(n, 'utf8'), 'one\ntwo\nthree\n', `HEAD ${n} has the later write`);
+    assert.is(st[0]!.nlink, 3, 'HEAD: still one inode with three names');
+    assert.is(st[1]!.ino, st[0]!.ino);
+    assert.is(st[2]!.ino, st[0]!.ino);
+    fs.appendFileSync(join(mnt, 'hl/b'), 'four\n');
+    assert.is(fs.readFileSync(join(mnt, 'etc/c'), 'utf8'), 'one\ntwo\nthree\nfour\n', 'a write through another name reaches all');
+    await withMount(storeDir, 'app', 'linked', join(work, 'ro'), () => {
+      const ro = ['hl/a', 'hl/b', 'etc/c'].map((n) => join(work, 'ro', n));
+      const rs = ro.map((n) => fs.statSync(n));
+      for (const n of ro) assert.is(fs.readFileSync(n, 'utf8'), 'one\ntwo\n', `commit ${n} is the view at the commit`);
+      assert.is(rs[0]!.nlink, 3, 'the commit keeps the hardlink');
+      assert.is(rs[1]!.ino, rs[0]!.ino);
+      assert.is(rs[2]!.ino, rs[0]!.ino);
+    });
+    await commitThroughMount(e, 'after');
+  });
+  await withMount(storeDir, 'app', 'after', join(work, 'ro'), () => {
+    const rs = ['hl/a', 'hl/b', 'etc/c'].map((n) => fs.statSync(join(work, 'ro', n)));
+    assert.is(rs[0]!.nlink, 3);
+    assert.is(fs.readFileSync(join(work, 'ro/hl/b'), 'utf8'), 'one\ntwo\nthree\nfour\n');
+  });
+  const store = await Store.open(storeDir);
+  assert.equal((await verify(store, undefined)).problems, [], 'objects were not touched by later writes');
+});
+
 mountTest('files set aside by a live commit whose server died come back at the next mount', async () => {
   // what a server killed between setting files aside and putting them back leaves: the commit
   // done (the base has the copy), the open file's inode with later writes in the scratch dir
@@ -234,12 +284,46 @@ mountTest('files set aside by a live commit whose server died come back at the n
   const scratch = join(storeDir, 'refs/app/work/fuse');
   fs.mkdirSync(scratch, { recursive: true });
   fs.writeFileSync(join(scratch, 'kept.1.0'), 'at commit\nwritten later\n');
-  fs.writeFileSync(join(scratch, 'kept.json'), JSON.stringify([{ file: join(scratch, 'kept.1.0'), path: '/etc/conf' }]));
+  fs.writeFileSync(join(scratch, 'kept.json'), JSON.stringify([{ file: join(scratch, 'kept.1.0'), path: '/etc/conf', also: ['/conf2'] }]));
   await withMount(storeDir, 'app', undefined, mnt, (e) => {
     assert.is(fs.readFileSync(join(mnt, 'etc/conf'), 'utf8'), 'at commit\nwritten later\n');
+    assert.is(fs.readFileSync(join(mnt, 'conf2'), 'utf8'), 'at commit\nwritten later\n', 'every name of a hardlinked file comes back');
+    assert.is(fs.statSync(join(mnt, 'conf2')).ino, fs.statSync(join(mnt, 'etc/conf')).ino);
     assert.match(fs.readFileSync(e.log!, 'utf8'), /restored 1 \(\/etc\/conf\)/);
   });
   assert.equal(fs.readdirSync(join(storeDir, 'refs/app/work')).filter((n) => n.startsWith('fuse-kept')), [], 'nothing left behind');
+});
+
+mountTest('HEAD serves read-only opens of lower files in C; writes, O_TRUNC and applies still reach TS (copy-up, new base)', async () => {
+  const mnt = join(work, 'mnt');
+  const ones = Buffer.alloc(100_000, 1);
+  await withMount(storeDir, 'app', undefined, mnt, async (e) => {
+    for (let i = 0; i < 3; i++) assert.ok(fs.readFileSync(join(mnt, 'data')).equals(ones), 'read-only opens (C after the first)');
+    const held = fs.openSync(join(mnt, 'data'), 'r');
+    const fd = fs.openSync(join(mnt, 'data'), 'r+');
+    fs.writeSync(fd, 'X', 0);
+    fs.closeSync(fd);
+    assert.ok(fs.existsSync(join(storeDir, 'refs/app/head/data')), 'a write open copies up');
+    const changed = Buffer.from(ones); changed[0] = 'X'.charCodeAt(0);
+    assert.ok(fs.readFileSync(join(mnt, 'data')).equals(changed), 'later read-only opens see the upper file');
+    fs.closeSync(held);
+    await commitThroughMount(e, 'v2');
+    assert.ok(fs.readFileSync(join(mnt, 'data')).equals(changed));
+    assert.ok(fs.readFileSync(join(mnt, 'data')).equals(changed), 'served from the new base');
+    const pin = fs.openSync(join(mnt, 'data'), 'r');  // the kernel keeps the inode (and its node id) across the apply
+    await applyThroughMount(e, 'v1');
+    await sleep(200);
+    assert.ok(fs.readFileSync(join(mnt, 'data')).equals(ones), 'after an apply: the applied base, not the object registered before');
+    assert.ok(fs.readFileSync(join(mnt, 'data')).equals(ones));
+    fs.closeSync(pin);
+    fs.writeFileSync(join(mnt, 'data'), 'short\n');  // O_WRONLY | O_TRUNC of a lower file
+    assert.is(fs.readFileSync(join(mnt, 'data'), 'utf8'), 'short\n');
+    await applyThroughMount(e, 'v2', { discard: true });
+    await sleep(200);
+    assert.ok(fs.readFileSync(join(mnt, 'data')).equals(changed), 'and back');
+  });
+  const store = await Store.open(storeDir);
+  assert.equal((await verify(store, undefined)).problems, [], 'no object was opened for writing');
 });
 
 mountTest('apply through /.stratum/apply switches the live view; uncommitted changes refuse it unless discarded or kept', async () => {
