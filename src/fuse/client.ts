@@ -117,8 +117,15 @@ export async function mountedHead(storeRoot: string, label: string, state = new 
   return (await state.live(storeRoot, label)).find((e) => e.ref === 'HEAD');
 }
 
+/** A kernel-mode HEAD has no server (no control files): live commit and apply are not done there yet. */
+function refuseKernelMode(entry: MountEntry, what: 'commit' | 'apply'): void {
+  if (entry.mode !== 'kernel') return;
+  throw new StratumError('BUSY', `HEAD of ${entry.label} is mounted in kernel mode at ${entry.mountpoint}, which cannot ${what} live yet; unmount it first (\`stratum unmount ${entry.label}\`), then ${what}`);
+}
+
 /** Commits a mounted HEAD through `/.stratum/commit`; returns `label:tag id` as the mount reports it. */
 export async function commitThroughMount(entry: MountEntry, tag: string | undefined): Promise<{ tag: string; id: string }> {
+  refuseKernelMode(entry, 'commit');
   const file = join(entry.mountpoint, '.stratum', 'commit');
   const handle = await fsp.open(file, 'r+');
   try {
@@ -144,6 +151,7 @@ export async function commitThroughMount(entry: MountEntry, tag: string | undefi
 
 /** Moves a mounted HEAD onto `ref` through `/.stratum/apply`; the live view switches. */
 export async function applyThroughMount(entry: MountEntry, ref: string, options: { discard?: boolean; keep?: boolean } = {}): Promise<{ to: string; changesWere: string }> {
+  refuseKernelMode(entry, 'apply');
   const file = join(entry.mountpoint, '.stratum', 'apply');
   const handle = await fsp.open(file, 'r+');
   try {

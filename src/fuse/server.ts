@@ -122,10 +122,9 @@ export async function serve(o: ServeOptions): Promise<number> {
   if (o.log) entry.log = o.log;
   const stale: string[] = [];
   await state.update((entries) => {
-    const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; } };
     const keep: MountEntry[] = [];
     for (const e of entries) {
-      const live = alive(e.pid);
+      const live = MountState.entryLive(e); // a server's pid, or a kernel mount in mountinfo
       if (live && e.mountpoint === mountpoint) throw new StratumError('BUSY', `${mountpoint} is already a stratum mount (${e.label}:${e.ref}, pid ${e.pid})`);
       if (live && head && e.ref === 'HEAD' && e.label === label && e.store === storeRoot) {
         throw new StratumError('BUSY', `HEAD of ${label} is already mounted at ${e.mountpoint}; unmount it first or mount a tag (read-only)`);

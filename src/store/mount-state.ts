@@ -3,10 +3,12 @@
 // like the mounts it describes. Readers and writers hold a flock on the file beside it. Mount
 // servers add and remove their entries; store commands read them (remove refuses a mounted label,
 // gc keeps mounted commits). An entry whose server process is gone is stale: reported, never
-// trusted as a mount.
+// trusted as a mount. A kernel-mode entry (src/kernel/mount.ts) has no server: its pid is 0 and it
+// is live while /proc/self/mountinfo shows a stratum overlay (source `stratum-kernel:...`) at
+// its mountpoint (docs/kernel.md).
 //
-// Public surface: MountEntry, MountState, defaultStatePath.
-import { constants as C, promises as fsp } from 'node:fs';
+// Public surface: MountEntry, MountState, defaultStatePath, kernelMountedAt, KERNEL_SOURCE_PREFIX.
+import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { flock } from '../native/files.js';
 import { StratumError, isSystemError } from './error.js';
@@ -20,6 +22,7 @@ export interface MountEntry {
   /** The commit being served (HEAD's base for HEAD mounts). */
   commit: string;
   mountpoint: string;
+  /** The server's pid; 0 for a kernel mount (no server). */
   pid: number;
   mode: 'fuse' | 'kernel';
   started: string;
@@ -42,12 +45,38 @@ function alive(pid: number): boolean {
   }
 }
 
+/** The overlay source name of a kernel-mode mount: `stratum-kernel:<label>[:<tag>]`. */
+export const KERNEL_SOURCE_PREFIX = 'stratum-kernel:';
+
+/** mountinfo escapes space, tab, newline and backslash as \ooo. */
+function unescapeMountinfo(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Whether /proc/self/mountinfo shows a stratum kernel-mode overlay at the mountpoint. */
+export function kernelMountedAt(mountpoint: string): boolean {
+  try {
+    return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => {
+      const f = line.split(' ');
+      const dash = f.indexOf('-');
+      return dash > 0 && unescapeMountinfo(f[4] ?? '') === mountpoint && f[dash + 1] === 'overlay' && (f[dash + 2] ?? '').startsWith(KERNEL_SOURCE_PREFIX);
+    });
+  } catch {
+    return false;
+  }
+}
+
 export class MountState {
   constructor(readonly path: string = defaultStatePath()) {}
 
+  /** Live: a FUSE entry's server runs; a kernel entry's overlay is still at its mountpoint. */
+  static entryLive(e: MountEntry): boolean {
+    return e.mode === 'kernel' ? kernelMountedAt(e.mountpoint) : alive(e.pid);
+  }
+
   /** Reads the entries under a shared lock, each marked live or stale. */
   async list(): Promise<Array<MountEntry & { stale: boolean }>> {
-    return this.locked('shared', async () => (await this.read()).map((e) => ({ ...e, stale: !alive(e.pid) })));
+    return this.locked('shared', async () => (await this.read()).map((e) => ({ ...e, stale: !MountState.entryLive(e) })));
   }
 
   /** Live entries of one store, optionally one label. */
@@ -58,7 +87,7 @@ export class MountState {
   /** Adds an entry; an existing live entry for the same mountpoint is BUSY, a stale one is replaced. */
   async add(entry: MountEntry): Promise<void> {
     await this.update((entries) => {
-      const clash = entries.find((e) => e.mountpoint === entry.mountpoint && alive(e.pid));
+      const clash = entries.find((e) => e.mountpoint === entry.mountpoint && MountState.entryLive(e));
       if (clash) throw new StratumError('BUSY', `${entry.mountpoint} is already a stratum mount (${clash.label}:${clash.ref}, pid ${clash.pid})`);
       return [...entries.filter((e) => e.mountpoint !== entry.mountpoint), { ...entry, store: resolve(entry.store) }];
     });

@@ -1,0 +1,221 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { importDirectory } from '../../src/store/commands/import.js';
+import { MountState } from '../../src/store/mount-state.js';
+import { Store } from '../../src/store/store.js';
+import { lutimensNs } from '../../src/native/files.js';
+import { MNT_DETACH, umount2 } from '../../src/native/mount.js';
+import { lsetxattr } from '../../src/native/xattr.js';
+import { kernelMountedAt } from '../../src/store/mount-state.js';
+import { stratum } from '../helpers/cli.js';
+import { diffViews } from '../store/image/view.js';
+import { commitView, dirView, kernelUnsupported } from '../store/head/kernel.js';
+import { fuseUnavailable, tempDir, withMount } from '../fuse/mounts.js';
+
+// `stratum mount --mode kernel` (src/kernel/mount.ts): a HEAD mounted by the kernel shows the same
+// tree as FUSE shows, writes made through either are seen by the other and by a commit, a tag is
+// read-only, commit refuses while the HEAD is kernel-mounted, and --mode kernel without
+// CAP_SYS_ADMIN fails with a clear message. Mounts go through the CLI as a user would.
+const why = kernelUnsupported ?? fuseUnavailable();
+const kernelTest = why === undefined ? test : test.skip;
+if (why) console.log(`kernel mode tests skipped: ${why}`);
+
+const S = (store: string, ...args: string[]) => stratum(['--store', store, ...args]);
+
+function ok(r: { status: number | null; stdout: string; stderr: string }, what: string): string {
+  assert.is(r.status, 0, `${what}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Unmounts whatever is left at these mountpoints, however it is. */
+function cleanup(...mnts: string[]): void {
+  for (const m of mnts) {
+    for (let i = 0; i < 4 && kernelMountedAt(m); i++) {
+      try { umount2(m, MNT_DETACH); } catch { break; }
+    }
+  }
+}
+
+async function withKernel<T>(store: string, target: string, mnt: string, fn: () => Promise<T> | T): Promise<T> {
+  try {
+    assert.is(ok(S(store, 'mount', target, mnt, '--mode', 'kernel'), `mount ${target} --mode kernel`), mnt);
+    assert.ok(kernelMountedAt(mnt), 'an overlay is at the mountpoint');
+    return await fn();
+  } finally {
+    if (kernelMountedAt(mnt)) ok(S(store, 'unmount', mnt), 'unmount');
+    cleanup(mnt);
+  }
+}
+
+async function makeStore(work: string): Promise<{ storeDir: string; store: Store }> {
+  const src = join(work, 'src');
+  fs.mkdirSync(join(src, 'd/sub'), { recursive: true });
+  fs.mkdirSync(join(src, 'empty'));
+  fs.mkdirSync(join(src, 'gone/deeper'), { recursive: true });
+  fs.writeFileSync(join(src, 'gone/deeper/x'), 'x');
+  fs.writeFileSync(join(src, 'big'), Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 13) & 0xff)));
+  fs.writeFileSync(join(src, 'small'), 'small file\n');
+  fs.writeFileSync(join(src, 'd/sub/f'), Buffer.alloc(20_000, 7));
+  fs.writeFileSync(join(src, 'd/owned'), 'owned');
+  fs.chownSync(join(src, 'd/owned'), 1234, 5678);
+  fs.chmodSync(join(src, 'd/owned'), 0o4750);
+  fs.writeFileSync(join(src, 'd/x'), 'xattrs');
+  lsetxattr(join(src, 'd/x'), 'user.k', Buffer.from('v'));
+  lsetxattr(join(src, 'd/x'), 'trusted.t', Buffer.from('tv'));
+  fs.symlinkSync('d/sub/f', join(src, 'link'));
+  fs.linkSync(join(src, 'small'), join(src, 'd/hard'));
+  spawnSync('mkfifo', [join(src, 'd/fifo')]);
+  lutimensNs(join(src, 'd/sub/f'), { sec: 1_700_000_000, nsec: 123_456_789 });
+  lutimensNs(join(src, 'd'), { sec: 1_700_000_001, nsec: 999_999_999 });
+  const storeDir = join(work, 'store');
+  const store = await Store.open(storeDir, { create: true });
+  await importDirectory(store, src, { label: 'app' });
+  return { storeDir, store };
+}
+
+/** A mix of writes: new, changed, chmod/chown/xattr (copy-up), delete, rename, mkdir, symlink, ns mtime. */
+function writeSome(root: string, tag: string): void {
+  fs.writeFileSync(join(root, `new-${tag}`), `new through ${tag}\n`);
+  const fd = fs.openSync(join(root, 'big'), 'r+');
+  fs.writeSync(fd, Buffer.from(tag), 0, tag.length, 1000);
+  fs.closeSync(fd);
+  fs.chmodSync(join(root, 'd/owned'), tag === 'kernel' ? 0o600 : 0o2640);
+  if (fs.existsSync(join(root, 'd/sub/f'))) fs.chmodSync(join(root, 'd/sub/f'), 0o640);
+  fs.chownSync(join(root, 'small'), 42, 43);
+  lsetxattr(join(root, 'd/x'), 'user.by', Buffer.from(tag));
+  fs.rmSync(join(root, 'gone'), { recursive: true, force: true });
+  if (fs.existsSync(join(root, 'd/sub'))) fs.renameSync(join(root, 'd/sub'), join(root, `moved-${tag}`));
+  fs.mkdirSync(join(root, `dir-${tag}/inner`), { recursive: true });
+  fs.symlinkSync(`new-${tag}`, join(root, `dir-${tag}/to-new`));
+  lutimensNs(join(root, `new-${tag}`), { sec: 1_650_000_000, nsec: 1 });
+}
+
+function same(a: ReturnType<typeof dirView>, b: ReturnType<typeof dirView>, what: string): void {
+  const problems = diffViews(a, b, 8);
+  assert.equal(problems, [], `${what}:\n${problems.join('\n')}`);
+}
+
+kernelTest('a kernel-mounted HEAD shows what FUSE shows; kernel writes reach FUSE and a commit; FUSE writes reach the kernel; commit refuses while mounted', async () => {
+  const work = tempDir('stratum-kmode-');
+  const kmnt = join(work, 'kmnt');
+  const fmnt = join(work, 'fmnt');
+  try {
+    const { storeDir, store } = await makeStore(work);
+
+    // the same HEAD, both ways
+    const k0 = await withKernel(storeDir, 'app', kmnt, () => dirView(kmnt));
+    const f0 = await withMount(storeDir, 'app', undefined, fmnt, () => dirView(fmnt));
+    same(k0, f0, 'fresh HEAD: kernel vs FUSE');
+    assert.ok(k0.get('/d/owned')?.uid === 1234 && k0.get('/d/owned')?.mode === '104750', 'owner and mode through the kernel');
+
+    // writes in kernel mode; commit and apply refuse while it is mounted; status shows it
+    const k1 = await withKernel(storeDir, 'app', kmnt, () => {
+      writeSome(kmnt, 'kernel');
+      const st = ok(S(storeDir, 'status', 'app'), 'status');
+      assert.match(st, `mounted at ${kmnt} by pid 0 (kernel)`);
+      const c = S(storeDir, 'commit', 'app:refused');
+      assert.is(c.status, 1);
+      assert.match(c.stderr, 'kernel mode');
+      assert.match(c.stderr, 'unmount it first');
+      const again = S(storeDir, 'mount', 'app', join(work, 'second'), '--mode', 'kernel');
+      assert.is(again.status, 1, 'one writable HEAD per label');
+      assert.match(again.stderr, 'already mounted');
+      return dirView(kmnt);
+    });
+    assert.is((await new MountState().list()).length, 0, 'unmount removed the entry');
+    assert.ok(k1.has('/new-kernel') && !k1.has('/gone') && k1.has('/moved-kernel/f'));
+    const f1 = await withMount(storeDir, 'app', undefined, fmnt, () => dirView(fmnt));
+    same(k1, f1, 'after kernel writes: kernel vs FUSE');
+    const id = ok(S(storeDir, 'commit', 'app:k1'), 'commit').split('\t').pop()!;
+    const tagId = (await store.tags.resolve('app', 'k1')).id;
+    assert.ok(tagId.startsWith(id), `${tagId} vs ${id}`);
+    same(k1, commitView(store, tagId), 'after kernel writes: kernel vs commit');
+
+    // the other way round: FUSE writes, the kernel shows them
+    const f2 = await withMount(storeDir, 'app', undefined, fmnt, () => {
+      writeSome(fmnt, 'fuse');
+      fs.rmSync(join(fmnt, 'new-kernel'));
+      return dirView(fmnt);
+    });
+    const k2 = await withKernel(storeDir, 'app', kmnt, () => dirView(kmnt));
+    same(f2, k2, 'after FUSE writes: FUSE vs kernel');
+    assert.ok(k2.has('/new-fuse') && !k2.has('/new-kernel'));
+  } finally {
+    cleanup(kmnt, fmnt);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+kernelTest('a tag in kernel mode is read-only (EROFS) and shows the commit', async () => {
+  const work = tempDir('stratum-ktag-');
+  const kmnt = join(work, 'ktag');
+  try {
+    const { storeDir, store } = await makeStore(work);
+    ok(S(storeDir, 'commit', 'app:t'), 'commit');
+    const id = (await store.tags.resolve('app', 't')).id;
+    await withKernel(storeDir, 'app:t', kmnt, () => {
+      same(commitView(store, id), dirView(kmnt), 'tag: commit vs kernel');
+      assert.throws(() => fs.writeFileSync(join(kmnt, 'new'), 'x'), (e: NodeJS.ErrnoException) => e.code === 'EROFS');
+      assert.throws(() => fs.writeFileSync(join(kmnt, 'small'), 'x'), (e: NodeJS.ErrnoException) => e.code === 'EROFS');
+      assert.throws(() => fs.chmodSync(join(kmnt, 'small'), 0o600), (e: NodeJS.ErrnoException) => e.code === 'EROFS');
+      const st = ok(S(storeDir, 'status'), 'status');
+      assert.match(st, 'app:t (read-only) mounted at');
+    });
+  } finally {
+    cleanup(kmnt);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+kernelTest('unmount: busy mounts are detached, a stale kernel entry is reported and removed', async () => {
+  const work = tempDir('stratum-kstale-');
+  const kmnt = join(work, 'k');
+  try {
+    const { storeDir } = await makeStore(work);
+    // a file held open: the unmount detaches lazily, the write still lands in the upper
+    ok(S(storeDir, 'mount', 'app', kmnt, '--mode', 'kernel'), 'mount');
+    const fd = fs.openSync(join(kmnt, 'held'), 'w');
+    try {
+      const r = S(storeDir, 'unmount', 'app');
+      ok(r, 'unmount while busy');
+      assert.match(r.stderr, 'still open');
+      assert.not.ok(kernelMountedAt(kmnt), 'detached');
+      fs.writeSync(fd, 'late write');
+    } finally {
+      fs.closeSync(fd);
+    }
+    assert.is(fs.readFileSync(join(storeDir, 'refs/app/head/held'), 'utf8'), 'late write');
+    assert.is((await new MountState().list()).length, 0);
+
+    // unmounted behind stratum's back: stale in status, `unmount` drops it, a new mount works
+    ok(S(storeDir, 'mount', 'app', kmnt, '--mode', 'kernel'), 'mount');
+    umount2(kmnt, 0);
+    assert.match(ok(S(storeDir, 'status'), 'status'), 'STALE');
+    assert.equal((await new MountState().live(storeDir)), []);
+    assert.match(S(storeDir, 'unmount', kmnt).stderr, 'no longer mounted');
+    assert.is((await new MountState().list()).length, 0);
+    await withKernel(storeDir, 'app', kmnt, () => assert.is(fs.readFileSync(join(kmnt, 'held'), 'utf8'), 'late write'));
+  } finally {
+    cleanup(kmnt);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+kernelTest('--mode kernel without CAP_SYS_ADMIN fails with a clear message', () => {
+  const work = tempDir('stratum-knopriv-');
+  try {
+    const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, main, '--store', join(work, 'store'), 'mount', 'app', join(work, 'mnt'), '--mode', 'kernel'],
+      { encoding: 'utf8', timeout: 30_000, env: { ...process.env, STRATUM_STATE: join(work, 'state') } });
+    assert.is(r.status, 1, r.stderr);
+    assert.match(r.stderr, '--mode kernel needs root (CAP_SYS_ADMIN); use --mode fuse');
+    assert.not.ok(fs.existsSync(join(work, 'mnt')), 'nothing was made');
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test.run();
