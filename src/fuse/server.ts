@@ -10,18 +10,16 @@
 // Public surface: ServeOptions, serve, stratumMountsAt, lazyUnmount.
 import { execFileSync } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { syncfs } from '../native/files.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { applyHead } from '../store/commands/apply.js';
-import { commitHead, ensureUpper, headPaths, recoverHead } from '../store/commands/commit.js';
+import { commitHead } from '../store/commands/commit.js';
 import { StratumError } from '../store/error.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
-import { checkLabel, checkTag } from '../store/names.js';
-import { resolveRef } from '../store/resolve.js';
-import { Store } from '../store/store.js';
+import { prepareMountTarget } from '../store/mount-target.js';
 import { UnionFs } from './union-fs.js';
 
 export interface ServeOptions {
@@ -89,51 +87,15 @@ function log(message: string): void {
 
 /** Serves one mount until it goes away; resolves with the loop status. */
 export async function serve(o: ServeOptions): Promise<number> {
-  const label = checkLabel(o.label);
-  if (o.tag !== undefined && !o.tag.startsWith('@')) checkTag(o.tag);
-  const storeRoot = resolve(o.store);
-  const mountpoint = resolve(o.mountpoint);
-  const store = await Store.open(storeRoot);
+  const target = await prepareMountTarget(o);
+  const { store, storeRoot, label, ref, head, mountpoint, commit, paths } = target;
+  const ns = target.xattrNamespace;
   const state = o.state ?? new MountState();
-  const head = o.tag === undefined;
-  const ref = head ? 'HEAD' : o.tag!;
 
-  let commit: string;
-  let ns: 'trusted' | 'user' = 'trusted';
-  const paths = headPaths(store, label);
-  if (head) {
-    const h = await store.lock.with('exclusive', async () => {
-      await recoverHead(store, label);
-      const s = await store.heads.read(label);
-      if (!s) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
-      await ensureUpper(store, s);
-      return s;
-    });
-    commit = h.base;
-    ns = h.xattrNamespace;
-  } else if (o.tag!.startsWith('@')) {
-    commit = (await resolveRef(store, { label, target: { kind: 'id', id: o.tag!.slice(1) } })).id;
-  } else {
-    commit = (await resolveRef(store, { label, target: { kind: 'name', name: o.tag! } })).id;
-  }
-
-  // one writable HEAD per label; a stale entry (dead server) is cleaned up and its mount detached
+  // one writable HEAD per label; a stale entry (dead server) is dropped and its mount detached
   const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: process.pid, mode: 'fuse', started: new Date().toISOString() };
   if (o.log) entry.log = o.log;
-  const stale: string[] = [];
-  await state.update((entries) => {
-    const keep: MountEntry[] = [];
-    for (const e of entries) {
-      const live = MountState.entryLive(e); // a server's pid, or a kernel mount in mountinfo
-      if (live && e.mountpoint === mountpoint) throw new StratumError('BUSY', `${mountpoint} is already a stratum mount (${e.label}:${e.ref}, pid ${e.pid})`);
-      if (live && head && e.ref === 'HEAD' && e.label === label && e.store === storeRoot) {
-        throw new StratumError('BUSY', `HEAD of ${label} is already mounted at ${e.mountpoint}; unmount it first or mount a tag (read-only)`);
-      }
-      if (!live && (e.mountpoint === mountpoint || (e.store === storeRoot && e.label === label && e.ref === ref))) { stale.push(e.mountpoint); continue; }
-      keep.push(e);
-    }
-    return [...keep, entry];
-  });
+  const stale = await state.claim(entry);
   for (const m of stale) if (stratumMountsAt(m)) { log(`cleaning up the stale mount at ${m}`); lazyUnmount(m); }
   if (stratumMountsAt(mountpoint)) lazyUnmount(mountpoint);
 

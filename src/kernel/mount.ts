@@ -11,15 +11,12 @@
 // Public surface: kernelMount, KernelMountOptions, kernelUnmount, hasSysAdmin, KERNEL_SOURCE_PREFIX.
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { syncfs } from '../native/files.js';
 import { MNT_DETACH, MS_RDONLY, mount, umount2 } from '../native/mount.js';
-import { ensureUpper, headPaths, recoverHead } from '../store/commands/commit.js';
 import { StratumError, isSystemError } from '../store/error.js';
 import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, type MountEntry } from '../store/mount-state.js';
-import { checkLabel, checkTag } from '../store/names.js';
-import { resolveRef } from '../store/resolve.js';
-import { Store } from '../store/store.js';
+import { prepareMountTarget } from '../store/mount-target.js';
 
 export { KERNEL_SOURCE_PREFIX };
 
@@ -60,51 +57,17 @@ export async function kernelMount(o: KernelMountOptions): Promise<MountEntry> {
   if (!hasSysAdmin()) throw new StratumError('PERMISSION', '--mode kernel needs root (CAP_SYS_ADMIN); use --mode fuse');
   const unsupported = kernelSupport();
   if (unsupported) throw new StratumError('IO', `--mode kernel is not available: ${unsupported}; use --mode fuse`);
-  const label = checkLabel(o.label);
-  if (o.tag !== undefined && !o.tag.startsWith('@')) checkTag(o.tag);
-  const storeRoot = resolve(o.store);
-  const mountpoint = resolve(o.mountpoint);
-  const store = await Store.open(storeRoot);
-  const state = o.state ?? new MountState();
-  const head = o.tag === undefined;
-  const ref = head ? 'HEAD' : o.tag!;
-  const paths = headPaths(store, label);
-
-  let commit: string;
-  if (head) {
-    const h = await store.lock.with('exclusive', async () => {
-      await recoverHead(store, label);
-      const s = await store.heads.read(label);
-      if (!s) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
-      await ensureUpper(store, s);
-      return s;
-    });
-    if (h.xattrNamespace !== 'trusted') {
-      throw new StratumError('USAGE', `HEAD of ${label} keeps overlay xattrs in the user. namespace (made without root); --mode kernel mounts trusted.overlay.* uppers only; use --mode fuse`);
-    }
-    commit = h.base;
-    mkdirSync(paths.work, { recursive: true });
-  } else if (o.tag!.startsWith('@')) {
-    commit = (await resolveRef(store, { label, target: { kind: 'id', id: o.tag!.slice(1) } })).id;
-  } else {
-    commit = (await resolveRef(store, { label, target: { kind: 'name', name: o.tag! } })).id;
+  const { store, storeRoot, label, ref, head, mountpoint, commit, paths, xattrNamespace } = await prepareMountTarget(o);
+  if (head && xattrNamespace !== 'trusted') {
+    throw new StratumError('USAGE', `HEAD of ${label} keeps overlay xattrs in the user. namespace (made without root); --mode kernel mounts trusted.overlay.* uppers only; use --mode fuse`);
   }
+  if (head) mkdirSync(paths.work, { recursive: true });
+  const state = o.state ?? new MountState();
 
-  // claim the mountpoint (and, for HEAD, the label's one writable mount) in the state first
+  // claim the mountpoint (and, for HEAD, the label's one writable mount) in the state first;
+  // stale entries need no detaching here: the overlay mount replaces what is there
   const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: 0, mode: 'kernel', started: new Date().toISOString() };
-  await state.update((entries) => {
-    const keep: MountEntry[] = [];
-    for (const e of entries) {
-      const live = MountState.entryLive(e);
-      if (live && e.mountpoint === mountpoint) throw new StratumError('BUSY', `${mountpoint} is already a stratum mount (${e.label}:${e.ref}, ${e.mode})`);
-      if (live && head && e.ref === 'HEAD' && e.label === label && e.store === storeRoot) {
-        throw new StratumError('BUSY', `HEAD of ${label} is already mounted at ${e.mountpoint} (${e.mode}); unmount it first or mount a tag (read-only)`);
-      }
-      if (!live && (e.mountpoint === mountpoint || (e.store === storeRoot && e.label === label && e.ref === ref))) continue;
-      keep.push(e);
-    }
-    return [...keep, entry];
-  });
+  await state.claim(entry);
 
   let lower: string | undefined;
   let lowerMounted = false;

@@ -7,7 +7,7 @@
 // is live while /proc/self/mountinfo shows a stratum overlay (source `stratum-kernel:...`) at
 // its mountpoint (docs/kernel.md).
 //
-// Public surface: MountEntry, MountState, defaultStatePath, kernelMountedAt, KERNEL_SOURCE_PREFIX.
+// Public surface: MountEntry, MountState (list, live, claim, remove, update), defaultStatePath, kernelMountedAt, KERNEL_SOURCE_PREFIX.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { flock } from '../native/files.js';
@@ -84,13 +84,33 @@ export class MountState {
     return (await this.list()).filter((e) => !e.stale && e.store === resolve(store) && (label === undefined || e.label === label));
   }
 
-  /** Adds an entry; an existing live entry for the same mountpoint is BUSY, a stale one is replaced. */
-  async add(entry: MountEntry): Promise<void> {
+  /**
+   * Records a new mount under the state lock: BUSY if a live mount holds the mountpoint or (for a
+   * HEAD) the label's one writable HEAD; stale entries for either are dropped and their
+   * mountpoints returned, for the caller to detach.
+   */
+  async claim(entry: MountEntry): Promise<string[]> {
+    const stale: string[] = [];
+    const head = entry.ref === 'HEAD';
+    const store = resolve(entry.store);
     await this.update((entries) => {
-      const clash = entries.find((e) => e.mountpoint === entry.mountpoint && MountState.entryLive(e));
-      if (clash) throw new StratumError('BUSY', `${entry.mountpoint} is already a stratum mount (${clash.label}:${clash.ref}, pid ${clash.pid})`);
-      return [...entries.filter((e) => e.mountpoint !== entry.mountpoint), { ...entry, store: resolve(entry.store) }];
+      const keep: MountEntry[] = [];
+      for (const e of entries) {
+        const live = MountState.entryLive(e);
+        const sameTarget = e.store === store && e.label === entry.label;
+        if (live && e.mountpoint === entry.mountpoint) throw new StratumError('BUSY', `${entry.mountpoint} is already a stratum mount (${e.label}:${e.ref}, ${e.mode === 'kernel' ? 'kernel' : `pid ${e.pid}`})`);
+        if (live && head && sameTarget && e.ref === 'HEAD') {
+          throw new StratumError('BUSY', `HEAD of ${entry.label} is already mounted at ${e.mountpoint}${e.mode === 'kernel' ? ' (kernel)' : ''}; unmount it first or mount a tag (read-only)`);
+        }
+        if (!live && (e.mountpoint === entry.mountpoint || (sameTarget && e.ref === entry.ref))) {
+          stale.push(e.mountpoint);
+          continue;
+        }
+        keep.push(e);
+      }
+      return [...keep, { ...entry, store }];
     });
+    return stale;
   }
 
   async remove(mountpoint: string): Promise<void> {

@@ -22,7 +22,7 @@ test('a mounted label cannot be removed; a stale entry (dead server) does not bl
     const store = await Store.open(join(dir, 's'), { create: true });
     const mounts = new MountState(join(dir, 'run', 'state'));
     const { id } = await importDirectory(store, makeTree(join(dir, 't'), { f: 'x' }), { label: 'app' });
-    await mounts.add(entry(store, 'app', id, process.pid, '/mnt/app'));
+    await mounts.claim(entry(store, 'app', id, process.pid, '/mnt/app'));
     try {
       await remove(store, 'app', { mounts });
       assert.unreachable('removed a mounted label');
@@ -43,7 +43,7 @@ test('gc keeps a mounted commit that nothing else names', () =>
     const mounts = new MountState(join(dir, 'run', 'state'));
     const { id } = await importDirectory(store, makeTree(join(dir, 't'), { big: 10_000 }), { label: 'app', tag: 'v1' });
     await importDirectory(store, makeTree(join(dir, 'u'), { other: 'y' }), { label: 'keep' });
-    await mounts.add({ ...entry(store, 'app', id, process.pid, '/mnt/app-v1'), ref: 'v1' });
+    await mounts.claim({ ...entry(store, 'app', id, process.pid, '/mnt/app-v1'), ref: 'v1' });
     await store.tags.remove('app', 'v1');
     await store.tags.remove('app', id);
     await (await import('node:fs/promises')).rm(join(dir, 's', 'refs', 'app'), { recursive: true });
@@ -54,17 +54,26 @@ test('gc keeps a mounted commit that nothing else names', () =>
     assert.is((await collectGarbage(store, { mounts })).commits, 1, 'and goes once unmounted');
   }));
 
-test('two live mounts on one mountpoint are refused', () =>
+test('two live mounts on one mountpoint, or two HEADs of a label, are refused; stale ones are replaced', () =>
   withTempDir(async (dir) => {
     const store = await Store.open(join(dir, 's'), { create: true });
     const mounts = new MountState(join(dir, 'run', 'state'));
-    await mounts.add(entry(store, 'a', 'a'.repeat(64), process.pid, '/mnt/x'));
+    await mounts.claim(entry(store, 'a', 'a'.repeat(64), process.pid, '/mnt/x'));
     try {
-      await mounts.add(entry(store, 'b', 'b'.repeat(64), process.pid, '/mnt/x'));
+      await mounts.claim(entry(store, 'b', 'b'.repeat(64), process.pid, '/mnt/x'));
       assert.unreachable();
     } catch (err) {
       assert.is((err as StratumError).code, 'BUSY');
     }
+    try {
+      await mounts.claim(entry(store, 'a', 'a'.repeat(64), process.pid, '/mnt/y'));
+      assert.unreachable('a second HEAD of label a');
+    } catch (err) {
+      assert.match((err as Error).message, /HEAD of a is already mounted at \/mnt\/x/);
+    }
+    await mounts.update(() => [entry(store, 'a', 'a'.repeat(64), deadPid(), '/mnt/x')]);
+    assert.equal(await mounts.claim(entry(store, 'a', 'a'.repeat(64), process.pid, '/mnt/z')), ['/mnt/x'], 'the stale HEAD is dropped and named');
+    assert.equal((await mounts.list()).map((m) => m.mountpoint), ['/mnt/z']);
   }));
 
 test.run();
