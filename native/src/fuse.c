@@ -11,6 +11,7 @@
 // The loop thread queues OP_EXIT; the session is destroyed on the JS thread once every request
 // handed to JS has been answered, then the threadsafe function is released so Node can exit.
 #include "fuse.h"
+#include "napi_args.h"
 
 #include <fuse_lowlevel.h>
 #include <errno.h>
@@ -536,28 +537,12 @@ static void *loop_main(void *arg) {
   napi_value argv[n];                                                            \
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
 
-static double num(napi_env env, napi_value v) {
-  double d = 0;
-  napi_get_value_double(env, v, &d);
-  return d;
-}
-
 static fuse_req_t req_of(napi_env env, napi_value v) { return (fuse_req_t)(uintptr_t)num(env, v); }
 
 // Every reply to a request that went to JS comes through here afterwards.
 static void answered(fuse_req_t req_session_hint, session_t *s) {
   (void)req_session_hint;
   if (atomic_fetch_sub(&s->pending, 1) == 1 && s->loop_done && atomic_load(&notifying) == 0) session_finish(s);
-}
-
-static const double *f64(napi_env env, napi_value v, size_t min_len) {
-  napi_typedarray_type t;
-  size_t len;
-  void *data;
-  if (napi_get_typedarray_info(env, v, &t, &len, &data, NULL, NULL) != napi_ok || t != napi_float64_array ||
-      len < min_len)
-    return NULL;
-  return data;
 }
 
 static void attr_from(const double *a, struct stat *st) {

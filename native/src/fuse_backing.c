@@ -4,6 +4,7 @@
 // Paths are Buffers (any bytes but NUL). Failures return -errno instead of throwing: lookups of
 // missing names are common and exceptions are slow.
 #include "fuse.h"
+#include "napi_args.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,12 +25,6 @@
   size_t argc = n;                                                               \
   napi_value argv[n];                                                            \
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL
-
-static double num(napi_env env, napi_value v) {
-  double d = 0;
-  napi_get_value_double(env, v, &d);
-  return d;
-}
 
 static napi_value int_(napi_env env, double v) {
   napi_value r;
@@ -54,16 +49,6 @@ static int cpath(napi_env env, napi_value v, char *out, size_t cap) {
   char var[PATH_MAX + 1];                                                        \
   int var##_ok = cpath(env, argv[i], var, sizeof var);                           \
   if (var##_ok < 0) return int_(env, -ENAMETOOLONG)
-
-static double *f64(napi_env env, napi_value v, size_t min_len) {
-  napi_typedarray_type t;
-  size_t len;
-  void *data;
-  if (napi_get_typedarray_info(env, v, &t, &len, &data, NULL, NULL) != napi_ok || t != napi_float64_array ||
-      len < min_len)
-    return NULL;
-  return data;
-}
 
 // backingStat(path: Buffer | null, fd, out: Float64Array, index) -> 0 | -errno; fills out[index..+15]
 static napi_value b_stat(napi_env env, napi_callback_info info) {
