@@ -13,3 +13,16 @@ export async function expectError(promise: Promise<unknown>, code: string): Prom
   }
   return assert.unreachable(`expected ${code}`) as never;
 }
+
+/** What the native calls throw: Node's fs error shape, with dest for two-path calls. */
+export type SystemError = NodeJS.ErrnoException & { dest?: string | Buffer };
+
+/** Runs `fn`, which must throw; returns what it threw. */
+export function systemError(fn: () => unknown): SystemError {
+  try {
+    fn();
+  } catch (err) {
+    return err as SystemError;
+  }
+  throw new Error('expected a system error, but the call succeeded');
+}

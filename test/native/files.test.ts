@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { systemError } from '../helpers/assert.js';
 import { closeSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,18 +14,6 @@ test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 let serial = 0;
 const fresh = (label: string) => join(dir, `${label}${serial++}`);
-
-// What the native calls throw: Node's fs error shape, with dest for two-path calls.
-type SystemError = NodeJS.ErrnoException & { dest?: string | Buffer };
-
-function systemError(fn: () => unknown): SystemError {
-  try {
-    fn();
-  } catch (err) {
-    return err as SystemError;
-  }
-  throw new Error('expected a system error, but the call succeeded');
-}
 
 // Linux's new_encode_dev for small numbers, which is what stat reports as rdev.
 const rdev = (major: number, minor: number) => (major << 8) | minor;

@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { systemError } from '../helpers/assert.js';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,18 +40,6 @@ function unmountQuietly(target: string): void {
   } catch {
     // already gone: the test unmounted it itself
   }
-}
-
-// What the native calls throw: Node's fs error shape, with dest for two-path calls.
-type SystemError = NodeJS.ErrnoException & { dest?: string | Buffer };
-
-function systemError(fn: () => unknown): SystemError {
-  try {
-    fn();
-  } catch (err) {
-    return err as SystemError;
-  }
-  throw new Error('expected a system error, but the call succeeded');
 }
 
 test('a tmpfs mounts with its options and umount2 takes it away', () => {

@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { systemError } from '../helpers/assert.js';
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,18 +19,6 @@ function newFile(content = ''): string {
   const path = join(dir, `f${serial++}`);
   writeFileSync(path, content);
   return path;
-}
-
-// What the native calls throw: Node's fs error shape, with dest for two-path calls.
-type SystemError = NodeJS.ErrnoException & { dest?: string | Buffer };
-
-function systemError(fn: () => unknown): SystemError {
-  try {
-    fn();
-  } catch (err) {
-    return err as SystemError;
-  }
-  throw new Error('expected a system error, but the call succeeded');
 }
 
 test('binary values round-trip byte for byte, NUL bytes and empty values included', () => {
