@@ -1,6 +1,6 @@
-// Syscalls Node lacks: xattrs that do not follow symlinks, mknod, renameat2, syncfs, flock and
-// mount/umount2. Every binding checks its arguments (TypeError/RangeError, like Node's own
-// validators), makes the call, and on failure throws an Error shaped like Node's fs errors:
+// Syscalls Node lacks: xattrs that do not follow symlinks, mknod, renameat2, syncfs, flock, a
+// lease probe and mount/umount2. Every binding checks its arguments (TypeError/RangeError, like
+// Node's own validators), makes the call, and on failure throws an Error shaped like Node's fs errors:
 //   err.code 'ENODATA', err.errno -61, err.syscall 'lgetxattr', err.path '/x' (and err.dest),
 //   message "ENODATA: no data available, lgetxattr '/x'".
 // Paths, xattr names and mount strings are JS strings (encoded as UTF-8) or Buffers (raw bytes, so
@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -546,6 +547,47 @@ static napi_value js_flock_wait(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// ---- lease probe --------------------------------------------------------------------------------
+
+// openForWriting(fd): F_SETLEASE F_RDLCK is refused with EAGAIN while the inode has any writer: the
+// kernel's count of files open for writing, which a shared writable mapping keeps up after its fd
+// is closed (the mapping holds the file), and which includes the caller's own writable fds. On
+// success the lease is dropped at once. A writer opening in between breaks the lease, and the
+// kernel then signals the lease holder (this process) with SIGIO, whose default action kills it:
+// so for the probe the fd's lease signal is SIGURG (default: ignored), put back afterwards.
+static napi_value js_open_for_writing(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS], result = NULL;
+  int fd = -1;
+  if (!get_args(env, info, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  int mode = fcntl(fd, F_GETFL);
+  if (mode < 0) {
+    throw_sys(env, errno, "fcntl", NULL, NULL, NULL, NULL);
+    return NULL;
+  }
+  if ((mode & O_ACCMODE) != O_RDONLY) {  // it would count itself as the writer
+    throw_arg(env, false, "ERR_INVALID_ARG_VALUE", "The \"fd\" argument must be opened read-only (O_RDONLY)");
+    return NULL;
+  }
+  int old_sig = fcntl(fd, F_GETSIG);
+  if (old_sig < 0 || fcntl(fd, F_SETSIG, SIGURG) < 0) {
+    throw_sys(env, errno, "fcntl", NULL, NULL, NULL, NULL);
+    return NULL;
+  }
+  int err = 0;
+  bool writing = false;
+  if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+    if (fcntl(fd, F_SETLEASE, F_UNLCK) < 0) err = errno;
+  } else if (errno == EAGAIN) {
+    writing = true;
+  } else {
+    err = errno;  // EINVAL: not a regular file (or leases off), EACCES: not the owner, no CAP_LEASE
+  }
+  fcntl(fd, F_SETSIG, old_sig);
+  if (err) throw_sys(env, err, "fcntl", NULL, NULL, NULL, NULL);
+  else napi_get_boolean(env, writing, &result);
+  return result;
+}
+
 // ---- mount --------------------------------------------------------------------------------------
 
 // mount(source, target, fstype, flags, data): source, fstype and data may be null (bind, move,
@@ -600,6 +642,7 @@ void sys_register(napi_env env, napi_value exports) {
       {"lremovexattr", js_lremovexattr}, {"fremovexattr", js_fremovexattr}, {"mknod", js_mknod},
       {"renameat2", js_renameat2},     {"syncfs", js_syncfs},             {"flockNow", js_flock_now},
       {"flockWait", js_flock_wait},    {"mount", js_mount},               {"umount2", js_umount2},
+      {"openForWriting", js_open_for_writing},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -4,6 +4,7 @@
 //                                             (the process umask applies to the permission bits)
 //   renameat2(oldPath, newPath, flags = 0)    RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
 //   syncfs(fd)                                flush the whole filesystem holding fd
+//   openForWriting(fd)                        whether anyone has fd's file open for writing
 //   tryFlock(fd, mode)                        never waits; a conflicting lock throws code 'EAGAIN'
 //   flock(fd, mode): Promise<void>            waits on the libuv threadpool, not the event loop
 //   type LockMode = 'shared' | 'exclusive' | 'unlock'
@@ -28,6 +29,7 @@ interface Native {
   syncfs(fd: number): void;
   flockNow(fd: number, mode: LockMode): void;
   flockWait(fd: number, mode: LockMode): Promise<void>;
+  openForWriting(fd: number): boolean;
   /** From the FUSE backing helpers (native/src/fuse_backing.c): 0 or -errno. */
   backingUtimens(path: Buffer | null, fd: number, times: Float64Array): number;
   sysConstants: { RENAME_NOREPLACE: number; RENAME_EXCHANGE: number; RENAME_WHITEOUT: number };
@@ -61,6 +63,23 @@ export function tryFlock(fd: number, mode: LockMode): void {
 
 export function flock(fd: number, mode: LockMode): Promise<void> {
   return native.flockWait(fd, mode);
+}
+
+/** Whether any process has the file open for writing (or mapped shared-writable): fcntl
+ *  F_SETLEASE F_RDLCK fails with EAGAIN then; on success the lease is dropped at once (F_UNLCK).
+ *  `fd` must be opened O_RDONLY by the caller on the real file (not through overlayfs).
+ *
+ *  Writers in this process count too: a write fd the caller itself holds on the same inode makes
+ *  this true (the kernel counts open-for-write files per inode, not per process), and a writable
+ *  `fd` is refused with ERR_INVALID_ARG_VALUE because it would count itself. A file written
+ *  through an overlayfs mount counts on its upper file, which overlayfs holds open for writing.
+ *  Other failures throw: EINVAL for a non-regular file (or fs.leases-enable = 0), EACCES when the
+ *  caller neither owns the file nor has CAP_LEASE. Do not use an fd that holds a lease: the probe
+ *  drops it. A writer opening during the probe waits until the lease is dropped (microseconds);
+ *  the lease-break signal goes to SIGURG, ignored by default, instead of SIGIO, which would kill
+ *  the process. */
+export function openForWriting(fd: number): boolean {
+  return native.openForWriting(fd);
 }
 
 /** UTIME_OMIT from <sys/stat.h>: leave that time as it is. */

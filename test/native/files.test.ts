@@ -1,13 +1,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { systemError } from '../helpers/assert.js';
-import { closeSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG,
-  lutimensNs, mknod, renameat2, syncfs,
+  lutimensNs, mknod, openForWriting, renameat2, syncfs,
 } from '../../src/native/files.js';
+import { MNT_DETACH, mount, umount2 } from '../../src/native/mount.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'stratum-files-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -161,6 +163,140 @@ test('lutimensNs sets mtime to the nanosecond on the link itself and leaves atim
     assert.is(err.syscall, 'utimensat');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// A child process that sets something up, prints "ready ..." and keeps it until its stdin closes.
+interface Holder {
+  ready: string;
+  release(): Promise<void>;
+}
+function hold(command: string, args: string[]): Promise<Holder> {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const release = async () => {
+    child.stdin!.end();
+    await exited;
+  };
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.on('error', reject);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').slice(0, -1).find((l) => l.startsWith('ready')); // whole lines only
+      if (line !== undefined) resolve({ ready: line, release });
+    });
+    exited.then(() => reject(new Error(`${command} exited before it was ready: ${out}`)));
+  });
+}
+
+const nodeWriter = (path: string) =>
+  hold(process.execPath, ['-e', `
+    const fd = require('node:fs').openSync(process.argv[1], 'r+');
+    console.log('ready');
+    process.stdin.resume();`, path]);
+
+// mmap through ctypes: Python's own mmap module keeps a dup of the fd, which would hide what the
+// test is about (a mapping with no fd left). Prints how many fds it still has on the file (0).
+const pythonMapper = (path: string) =>
+  hold('python3', ['-c', `
+import ctypes, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+fd = os.open(sys.argv[1], os.O_RDWR)
+addr = libc.mmap(None, 4096, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+if addr is None or addr == ctypes.c_void_p(-1).value:
+    sys.exit('mmap failed')
+os.close(fd)
+ctypes.memmove(addr, b'mapped', 6)
+fds = [f for f in os.listdir('/proc/self/fd') if os.path.realpath('/proc/self/fd/' + f) == os.path.realpath(sys.argv[1])]
+print('ready', len(fds), flush=True)
+sys.stdin.read()`, path]);
+
+function probe(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    return openForWriting(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('openForWriting: false while nobody writes, true while another process holds the file open for writing', async () => {
+  const path = fresh('probed');
+  writeFileSync(path, 'data');
+  assert.is(probe(path), false);
+  const writer = await nodeWriter(path);
+  try {
+    assert.is(probe(path), true);
+    assert.is(readFileSync(path, 'utf8'), 'data', 'the probe changes nothing');
+  } finally {
+    await writer.release();
+  }
+  assert.is(probe(path), false, 'false again once the writer has exited');
+});
+
+test('openForWriting: a shared writable mapping counts after its fd is closed', async () => {
+  const path = fresh('mapped');
+  writeFileSync(path, Buffer.alloc(4096));
+  const mapper = await pythonMapper(path);
+  try {
+    assert.is(mapper.ready, 'ready 0', 'the child has no fd on the file, only the mapping');
+    assert.is(probe(path), true);
+  } finally {
+    await mapper.release();
+  }
+  assert.is(readFileSync(path).subarray(0, 6).toString(), 'mapped');
+  assert.is(probe(path), false);
+});
+
+test("openForWriting: the caller's own write fd counts; a writable fd to probe with is refused", () => {
+  const path = fresh('own');
+  writeFileSync(path, 'x');
+  const writeFd = openSync(path, 'r+');
+  try {
+    assert.is(probe(path), true);
+    const err = systemError(() => openForWriting(writeFd));
+    assert.instance(err, TypeError);
+    assert.is(err.code, 'ERR_INVALID_ARG_VALUE');
+  } finally {
+    closeSync(writeFd);
+  }
+  assert.is(probe(path), false);
+});
+
+test('openForWriting of a directory is EINVAL; a bad fd is EBADF', () => {
+  const dirFd = openSync(dir, 'r');
+  try {
+    const err = systemError(() => openForWriting(dirFd));
+    assert.is(err.code, 'EINVAL');
+    assert.is(err.syscall, 'fcntl');
+  } finally {
+    closeSync(dirFd);
+  }
+  assert.is(systemError(() => openForWriting(1_000_000)).code, 'EBADF');
+  assert.instance(systemError(() => openForWriting('3' as never)), TypeError);
+});
+
+test('openForWriting: a file written through an overlayfs mount is open for writing in the upper dir', () => {
+  const base = fresh('overlay');
+  const [lower, upper, work, merged] = ['lower', 'upper', 'work', 'merged'].map((name) => join(base, name));
+  for (const d of [lower, upper, work, merged]) mkdirSync(d, { recursive: true });
+  writeFileSync(join(lower, 'file'), 'from lower');
+  mount('overlay', merged, 'overlay', 0, `lowerdir=${lower},upperdir=${upper},workdir=${work}`);
+  try {
+    const fd = openSync(join(merged, 'file'), 'r+');
+    try {
+      writeSync(fd, 'through', 0);
+      assert.is(probe(join(upper, 'file')), true, 'the copied-up file is held open for writing');
+    } finally {
+      closeSync(fd);
+    }
+    assert.is(probe(join(upper, 'file')), false);
+    assert.is(readFileSync(join(upper, 'file'), 'utf8'), 'throughwer');
+  } finally {
+    umount2(merged, MNT_DETACH);
   }
 });
 
