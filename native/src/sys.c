@@ -1,10 +1,13 @@
 // Syscalls Node lacks: xattrs that do not follow symlinks, mknod, renameat2, syncfs, flock, a
-// lease probe and mount/umount2. Every binding checks its arguments (TypeError/RangeError, like
-// Node's own validators), makes the call, and on failure throws an Error shaped like Node's fs errors:
+// lease probe, mount/umount2 and the new mount API (fsopen, fsconfig, fsmount, move_mount,
+// open_tree). Every binding checks its arguments (TypeError/RangeError, like Node's own
+// validators), makes the call, and on failure throws an Error shaped like Node's fs errors:
 //   err.code 'ENODATA', err.errno -61, err.syscall 'lgetxattr', err.path '/x' (and err.dest),
 //   message "ENODATA: no data available, lgetxattr '/x'".
 // Paths, xattr names and mount strings are JS strings (encoded as UTF-8) or Buffers (raw bytes, so
 // names that are not UTF-8 survive). err.path is the value the caller passed, string or Buffer.
+// fsconfig and fsmount failures also carry the kernel's own words, when it left any on the fs
+// context: "EINVAL: invalid argument, fsconfig 'redirect_dir' (overlay: Bad value for 'redirect_dir')".
 #include "sys.h"
 
 #include <errno.h>
@@ -37,6 +40,10 @@
 #endif
 #ifndef MS_NOSYMFOLLOW
 #define MS_NOSYMFOLLOW 256
+#endif
+// glibc 2.36 (Debian 12) predates these; the values are the kernel's (linux/mount.h, 6.5+).
+#ifndef MOVE_MOUNT_BENEATH
+#define MOVE_MOUNT_BENEATH 0x00000200
 #endif
 
 // A value (or the name list) can grow between the size probe and the read, which then fails with
@@ -72,20 +79,24 @@ static void errno_text(int err, const char **name, const char **text, char *buf,
   *text = buf;
 }
 
-// Builds (does not throw) the Node-style error. path/dest are C strings for the message and the
-// caller's JS values for err.path/err.dest; either may be NULL.
-napi_value sys_error(napi_env env, int err, const char *syscall, const char *path, napi_value path_v,
-                            const char *dest, napi_value dest_v) {
+// Builds (does not throw) the Node-style error. label is what the message names the call by (the
+// syscall unless given); path/dest are C strings for the message and the caller's JS values for
+// err.path/err.dest; detail is appended in parentheses. Any of them may be NULL.
+static napi_value build_error(napi_env env, int err, const char *syscall, const char *label, const char *path,
+                              napi_value path_v, const char *dest, napi_value dest_v, const char *detail) {
   const char *name, *text;
   char textbuf[128];
   errno_text(err, &name, &text, textbuf, sizeof textbuf);
+  if (!label) label = syscall;
 
-  size_t len = strlen(name) + strlen(text) + strlen(syscall) + 16 + (path ? strlen(path) : 0) + (dest ? strlen(dest) : 0);
+  size_t len = strlen(name) + strlen(text) + strlen(label) + 20 + (path ? strlen(path) : 0) + (dest ? strlen(dest) : 0) +
+               (detail ? strlen(detail) : 0);
   char *msg = malloc(len);
   if (!msg) return NULL;
-  int n = snprintf(msg, len, "%s: %s, %s", name, text, syscall);
+  int n = snprintf(msg, len, "%s: %s, %s", name, text, label);
   if (path) n += snprintf(msg + n, len - n, " '%s'", path);
-  if (dest) snprintf(msg + n, len - n, " -> '%s'", dest);
+  if (dest) n += snprintf(msg + n, len - n, " -> '%s'", dest);
+  if (detail) snprintf(msg + n, len - n, " (%s)", detail);
 
   napi_value code_v, msg_v, error = NULL, v;
   bool ok = napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code_v) == napi_ok &&
@@ -98,6 +109,11 @@ napi_value sys_error(napi_env env, int err, const char *syscall, const char *pat
             (!dest_v || napi_set_named_property(env, error, "dest", dest_v) == napi_ok);
   free(msg);
   return ok ? error : NULL;
+}
+
+napi_value sys_error(napi_env env, int err, const char *syscall, const char *path, napi_value path_v,
+                     const char *dest, napi_value dest_v) {
+  return build_error(env, err, syscall, NULL, path, path_v, dest, dest_v, NULL);
 }
 
 static void throw_sys(napi_env env, int err, const char *syscall, const char *path, napi_value path_v,
@@ -625,6 +641,160 @@ out:
   return result;
 }
 
+// ---- new mount API ------------------------------------------------------------------------------
+
+// Through syscall(2) rather than glibc's wrappers, which only glibc 2.36+ has. Every fd made here
+// is close-on-exec, so a spawned child never holds a mount alive.
+
+// AT_FDCWD or an fd.
+static bool get_dirfd(napi_env env, napi_value v, const char *what, int *fd) {
+  double d = 0;
+  if (!get_int(env, v, what, AT_FDCWD, INT32_MAX, false, 0, &d)) return false;
+  if (d < 0 && d != AT_FDCWD)
+    return throw_arg(env, true, "ERR_OUT_OF_RANGE", "The value of \"%s\" is out of range. It must be AT_FDCWD (%d) or >= 0. Received %.0f",
+                     what, AT_FDCWD, d);
+  *fd = (int)d;
+  return true;
+}
+
+// The kernel keeps the last few messages (8) about an fs context for the fd's reader: read(2) hands
+// out one per call as "e overlayfs: ..." (e/w/i: error, warning, info) and fails with ENODATA when
+// none is left, never blocking. A message longer than the buffer is dropped (EMSGSIZE). Collects
+// them into out as "overlayfs: ...; w: overlayfs: ..." (out may be NULL: just empty the log).
+static void fs_log(int fsfd, char *out, size_t cap) {
+  char line[4096];
+  size_t used = 0;
+  if (out && cap) out[0] = '\0';
+  for (int i = 0; i < 64; i++) {
+    ssize_t n = read(fsfd, line, sizeof line - 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EMSGSIZE) continue;
+    if (n <= 0) return;
+    while (n > 0 && line[n - 1] == '\n') n--;
+    line[n] = '\0';
+    const char *text = line, *severity = "";
+    if (n >= 2 && line[1] == ' ') {
+      text = line + 2;
+      severity = line[0] == 'w' ? "w: " : line[0] == 'i' ? "i: " : "";
+    }
+    if (out && used + 1 < cap) used += snprintf(out + used, cap - used, "%s%s%s", used ? "; " : "", severity, text);
+    if (used >= cap) used = cap - 1;
+  }
+}
+
+// Throws err for a call on an fs context, with the kernel's messages about it, if any.
+static void throw_fs(napi_env env, int err, int fsfd, const char *syscall, const char *label, const char *key) {
+  char log[8192];
+  fs_log(fsfd, log, sizeof log);
+  napi_value error = build_error(env, err, syscall, label, key, NULL, NULL, NULL, log[0] ? log : NULL);
+  if (error) napi_throw(env, error);
+}
+
+// fsopen(fstype, flags = 0) -> fd of a new fs context.
+static napi_value js_fsopen(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS], result = NULL;
+  char *fstype = NULL;
+  unsigned long flags = 0;
+  if (!get_args(env, info, argv) || !get_bytes(env, argv[0], "fstype", false, false, &fstype, NULL) ||
+      !get_flags(env, argv[1], "flags", true, &flags))
+    goto out;
+  int fd = (int)syscall(SYS_fsopen, fstype, (unsigned)flags | FSOPEN_CLOEXEC);
+  if (fd < 0) throw_sys(env, errno, "fsopen", fstype, NULL, NULL, NULL);
+  else napi_create_int32(env, fd, &result);
+out:
+  free(fstype);
+  return result;
+}
+
+// One fsconfig call; on success the context's log is emptied, so a later failure reports only its
+// own messages (warnings about calls that worked are dropped).
+static bool fsconfig_call(napi_env env, int fsfd, unsigned cmd, const char *key, const char *value) {
+  if (syscall(SYS_fsconfig, fsfd, cmd, key, value, 0) < 0) {
+    throw_fs(env, errno, fsfd, "fsconfig", cmd == FSCONFIG_CMD_CREATE ? "fsconfig create" : NULL, key);
+    return false;
+  }
+  fs_log(fsfd, NULL, 0);
+  return true;
+}
+
+// fsconfigString(fsfd, key, value): FSCONFIG_SET_STRING. fsconfigFlag(fsfd, key): FSCONFIG_SET_FLAG.
+static napi_value fsconfig_set(napi_env env, napi_callback_info info, bool flag) {
+  napi_value argv[MAX_ARGS], result = NULL;
+  int fsfd = -1;
+  char *key = NULL, *value = NULL;
+  if (!get_args(env, info, argv) || !get_fd(env, argv[0], &fsfd) || !get_bytes(env, argv[1], "key", false, false, &key, NULL) ||
+      (!flag && !get_bytes(env, argv[2], "value", false, false, &value, NULL)))
+    goto out;
+  if (fsconfig_call(env, fsfd, flag ? FSCONFIG_SET_FLAG : FSCONFIG_SET_STRING, key, value)) result = undefined(env);
+out:
+  free(key);
+  free(value);
+  return result;
+}
+
+static napi_value js_fsconfig_string(napi_env env, napi_callback_info info) { return fsconfig_set(env, info, false); }
+static napi_value js_fsconfig_flag(napi_env env, napi_callback_info info) { return fsconfig_set(env, info, true); }
+
+static napi_value js_fsconfig_create(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  int fsfd = -1;
+  if (!get_args(env, info, argv) || !get_fd(env, argv[0], &fsfd)) return NULL;
+  return fsconfig_call(env, fsfd, FSCONFIG_CMD_CREATE, NULL, NULL) ? undefined(env) : NULL;
+}
+
+// fsmount(fsfd, attrs = 0) -> fd of a detached mount; attrs are MOUNT_ATTR_*.
+static napi_value js_fsmount(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS], result = NULL;
+  int fsfd = -1;
+  unsigned long attrs = 0;
+  if (!get_args(env, info, argv) || !get_fd(env, argv[0], &fsfd) || !get_flags(env, argv[1], "attrs", true, &attrs)) return NULL;
+  int fd = (int)syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, (unsigned)attrs);
+  if (fd < 0) {
+    throw_fs(env, errno, fsfd, "fsmount", NULL, NULL);
+    return NULL;
+  }
+  fs_log(fsfd, NULL, 0);
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+// moveMount(fromDirfd, fromPath, toDirfd, toPath, flags = 0)
+static napi_value js_move_mount(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS], result = NULL;
+  int from_dfd = -1, to_dfd = -1;
+  char *from = NULL, *to = NULL;
+  unsigned long flags = 0;
+  if (!get_args(env, info, argv) || !get_dirfd(env, argv[0], "fromDirfd", &from_dfd) ||
+      !get_bytes(env, argv[1], "fromPath", false, false, &from, NULL) || !get_dirfd(env, argv[2], "toDirfd", &to_dfd) ||
+      !get_bytes(env, argv[3], "toPath", false, false, &to, NULL) || !get_flags(env, argv[4], "flags", true, &flags))
+    goto out;
+  if (syscall(SYS_move_mount, from_dfd, from, to_dfd, to, (unsigned)flags) < 0)
+    throw_sys(env, errno, "move_mount", from, argv[1], to, argv[3]);
+  else result = undefined(env);
+out:
+  free(from);
+  free(to);
+  return result;
+}
+
+// openTree(dirfd, path, flags = 0) -> fd: an O_PATH fd on the mount, or with OPEN_TREE_CLONE a
+// detached copy of it (AT_RECURSIVE: with the mounts below it).
+static napi_value js_open_tree(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS], result = NULL;
+  int dfd = -1;
+  char *path = NULL;
+  unsigned long flags = 0;
+  if (!get_args(env, info, argv) || !get_dirfd(env, argv[0], "dirfd", &dfd) ||
+      !get_bytes(env, argv[1], "path", false, false, &path, NULL) || !get_flags(env, argv[2], "flags", true, &flags))
+    goto out;
+  int fd = (int)syscall(SYS_open_tree, dfd, path, (unsigned)flags | OPEN_TREE_CLOEXEC);
+  if (fd < 0) throw_sys(env, errno, "open_tree", path, argv[1], NULL, NULL);
+  else napi_create_int32(env, fd, &result);
+out:
+  free(path);
+  return result;
+}
+
 // ---- registration -------------------------------------------------------------------------------
 
 static void set_constant(napi_env env, napi_value obj, const char *name, double value) {
@@ -642,7 +812,9 @@ void sys_register(napi_env env, napi_value exports) {
       {"lremovexattr", js_lremovexattr}, {"fremovexattr", js_fremovexattr}, {"mknod", js_mknod},
       {"renameat2", js_renameat2},     {"syncfs", js_syncfs},             {"flockNow", js_flock_now},
       {"flockWait", js_flock_wait},    {"mount", js_mount},               {"umount2", js_umount2},
-      {"openForWriting", js_open_for_writing},
+      {"openForWriting", js_open_for_writing}, {"fsopen", js_fsopen},     {"fsconfigString", js_fsconfig_string},
+      {"fsconfigFlag", js_fsconfig_flag}, {"fsconfigCreate", js_fsconfig_create}, {"fsmount", js_fsmount},
+      {"moveMount", js_move_mount},    {"openTree", js_open_tree},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;
@@ -661,6 +833,9 @@ void sys_register(napi_env env, napi_value exports) {
   C(MS_MOVE); C(MS_REC); C(MS_SILENT); C(MS_UNBINDABLE); C(MS_PRIVATE); C(MS_SLAVE); C(MS_SHARED);
   C(MS_RELATIME); C(MS_STRICTATIME); C(MS_LAZYTIME);
   C(MNT_FORCE); C(MNT_DETACH); C(MNT_EXPIRE); C(UMOUNT_NOFOLLOW);
+  C(AT_FDCWD); C(AT_EMPTY_PATH); C(AT_RECURSIVE);
+  C(MOVE_MOUNT_F_EMPTY_PATH); C(MOVE_MOUNT_T_EMPTY_PATH); C(MOVE_MOUNT_BENEATH);
+  C(OPEN_TREE_CLONE); C(MOUNT_ATTR_RDONLY);
 #undef C
   napi_set_named_property(env, exports, "sysConstants", c);
 }

@@ -1,7 +1,7 @@
 #pragma once
 #include <node_api.h>
-// Registers the syscall bindings (xattrs, mknod, renameat2, syncfs, flock, lease probe,
-// mount) on exports.
+// Registers the syscall bindings (xattrs, mknod, renameat2, syncfs, flock, lease probe, mount and
+// the new mount API) on exports.
 void sys_register(napi_env env, napi_value exports);
 
 // Builds (does not throw) a Node-style system error: code, errno, syscall, and path/dest when the
