@@ -3,11 +3,11 @@
 // like the mounts it describes. Readers and writers hold a flock on the file beside it. Mount
 // servers add and remove their entries; store commands read them (remove refuses a mounted label,
 // gc keeps mounted commits). An entry whose server process is gone is stale: reported, never
-// trusted as a mount. A kernel-mode entry (src/kernel/mount.ts) has no server: its pid is 0 and it
-// is live while /proc/self/mountinfo shows a stratum overlay (source `stratum-kernel:...`) at
-// its mountpoint (docs/kernel.md).
+// trusted as a mount. A kernel-mode entry (src/kernel/server.ts) is live while its server runs
+// and /proc/self/mountinfo shows its overlay (source `stratum-kernel:...`) at the mountpoint
+// (docs/kernel.md).
 //
-// Public surface: MountEntry, MountState (list, live, claim, remove, update), defaultStatePath, kernelMountedAt, KERNEL_SOURCE_PREFIX.
+// Public surface: MountEntry, MountState (list, live, claim, remove, update), defaultStatePath, kernelMountedAt, overlayUsing, KERNEL_SOURCE_PREFIX.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { flock } from '../native/files.js';
@@ -22,7 +22,7 @@ export interface MountEntry {
   /** The commit being served (HEAD's base for HEAD mounts). */
   commit: string;
   mountpoint: string;
-  /** The server's pid; 0 for a kernel mount (no server). */
+  /** The server's pid (a kernel mount's server owns the overlay and its control files). */
   pid: number;
   mode: 'fuse' | 'kernel';
   started: string;
@@ -66,12 +66,30 @@ export function kernelMountedAt(mountpoint: string): boolean {
   }
 }
 
+/** The mountpoint of an overlay (any) whose layers include something under `dir`, if one is mounted. */
+export function overlayUsing(dir: string): string | undefined {
+  let info: string;
+  try {
+    info = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of info.split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-');
+    if (dash < 0 || f[dash + 1] !== 'overlay') continue;
+    const options = unescapeMountinfo(f[dash + 3] ?? '');
+    if (options.split(/[,:=]/).some((part) => part.startsWith(`${dir}/`))) return unescapeMountinfo(f[4] ?? '');
+  }
+  return undefined;
+}
+
 export class MountState {
   constructor(readonly path: string = defaultStatePath()) {}
 
-  /** Live: a FUSE entry's server runs; a kernel entry's overlay is still at its mountpoint. */
+  /** Live: the server runs, and for a kernel entry its overlay is still at the mountpoint. */
   static entryLive(e: MountEntry): boolean {
-    return e.mode === 'kernel' ? kernelMountedAt(e.mountpoint) : alive(e.pid);
+    return e.mode === 'kernel' ? kernelMountedAt(e.mountpoint) && (e.pid === 0 || alive(e.pid)) : alive(e.pid);
   }
 
   /** Reads the entries under a shared lock, each marked live or stale. */

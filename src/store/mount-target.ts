@@ -43,7 +43,7 @@ export async function prepareMountTarget(o: MountTargetOptions): Promise<MountTa
   let xattrNamespace: 'trusted' | 'user' = 'trusted';
   if (head) {
     const state = await store.lock.with('exclusive', async () => {
-      await recoverHead(store, label);
+      await recoverHead(store, label, { orBusy: true });
       const s = await store.heads.read(label);
       if (!s) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
       await ensureUpper(store, s);

@@ -19,7 +19,7 @@ import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
 import { makeFreshUpper } from '../upper.js';
 import { defaultXattrNamespace } from '../head.js';
-import { baseTree, countUpper, refuseMountedUpper, ensureUpper, headPaths, recoverHead, upperRootChanged, writeJournal } from './commit.js';
+import { commitRoot, countUpper, refuseMountedUpper, ensureUpper, headPaths, recoverHead, upperRootChanged, writeJournal } from './commit.js';
 
 export interface ApplyOptions {
   discard?: boolean;
@@ -41,7 +41,7 @@ export async function applyHead(store: Store, what: string, options: ApplyOption
   const ref: Ref = parseRef(what, { bareLabel: 'error' });
   const label = checkLabel(ref.label);
   return store.lock.with('exclusive', async () => {
-    await recoverHead(store, label);
+    await recoverHead(store, label, { orBusy: true });
     const { id: to } = await resolveRef(store, ref);
     const head = await store.heads.read(label);
     const paths = headPaths(store, label);
@@ -53,7 +53,7 @@ export async function applyHead(store: Store, what: string, options: ApplyOption
       await ensureUpper(store, state);
       return { label, from: undefined, to, changes: 0, changesWere: 'none' };
     }
-    const changes = (await countUpper(paths.upper)) + ((await upperRootChanged(paths.upper, baseTree(store, head.base).root)) ? 1 : 0);
+    const changes = (await countUpper(paths.upper)) + ((await upperRootChanged(paths.upper, commitRoot(store, head.base))) ? 1 : 0);
     if (changes > 0 && !options.discard && !options.keep) {
       throw new StratumError('BUSY', `HEAD of ${label} has uncommitted changes (${changes} changed path${changes === 1 ? '' : 's'}); commit them first (stratum commit ${label}:<tag>), or apply ${formatRef(ref)} with --discard to drop them or --keep to keep them on top`);
     }
@@ -64,7 +64,7 @@ export async function applyHead(store: Store, what: string, options: ApplyOption
     }
     // A fresh upper carrying the new base's root attributes, swapped in through the journal.
     await fsp.rm(paths.swap, { recursive: true, force: true });
-    await makeFreshUpper(paths.swap, baseTree(store, to).root, head.xattrNamespace);
+    await makeFreshUpper(paths.swap, commitRoot(store, to), head.xattrNamespace);
     const freshIno = String((await fsp.lstat(paths.swap, { bigint: true })).ino);
     await writeJournal(store, paths, { op: 'apply', label, from: head.base, to, tag: '', explicitTag: false, freshIno, linked: [] });
     await recoverHead(store, label);

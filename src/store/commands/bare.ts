@@ -44,7 +44,7 @@ export async function importBare(store: Store, dir: string, options: BareOptions
   });
   if ((st.mode & S_IFMT) !== S_IFDIR) throw new StratumError('BAD_PATH', `${dir} is not a directory`);
   return store.lock.with('exclusive', async () => {
-    await recoverHead(store, label);
+    await recoverHead(store, label, { orBusy: true });
     if (explicitTag && (await store.tags.read(label, options.tag!))) throw new StratumError('TAG_EXISTS', `tag ${label}:${options.tag} exists; choose another tag (nothing was imported)`);
     const head = await store.heads.read(label);
     const base = head ? baseTree(store, head.base) : emptyTree();

@@ -7,10 +7,13 @@
 // or undoes (roll back) whatever a killed process left.
 //
 // The upper swap (`swapUpper`) is one separate step: a live mount replaces it with its own.
+// A live commit in kernel mode (live-commit.ts) splits the upper first and journals that in
+// head.live; `recoverHead` finishes such a commit too (`finishLiveCommit`).
 //
 // Public surface: commitHead, CommitOptions, CommitResult, CommitStep, recoverHead, headPaths,
-// HeadPaths, baseTree, ensureUpper, swapUpper, writeJournal, Journal, countUpper,
-// upperRootChanged, refuseMountedUpper.
+// HeadPaths, baseTree, commitRoot, ensureUpper, swapUpper, writeJournal, Journal, countUpper,
+// upperRootChanged, refuseMountedUpper, refuseTakenTag, commitUpper, LiveJournal, writeLiveJournal,
+// readLiveJournal, finishLiveCommit.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsverityDigest } from '../digest.js';
@@ -23,7 +26,8 @@ import { INLINE_LIMIT } from '../source.js';
 import type { Store } from '../store.js';
 import { syncDir, syncFilesystem, writeFileAtomic } from '../tmp.js';
 import { type PendingContent, imageTree, imageTreeFromBytes, mergeUpper } from '../union.js';
-import { MountState } from '../mount-state.js';
+import { MountState, overlayUsing } from '../mount-state.js';
+import { type KeptFile, snapshotKept } from '../open-writers.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
 import { RENAME_EXCHANGE, renameat2 } from '../../native/files.js';
@@ -80,11 +84,13 @@ export interface HeadPaths {
   /** The next upper while a swap is prepared; the retired upper after it. */
   swap: string;
   journal: string;
+  /** The journal of a live commit in kernel mode (live-commit.ts) while its upper is split in two. */
+  live: string;
 }
 
 export function headPaths(store: Store, label: string): HeadPaths {
   const labelDir = store.tags.labelDir(label);
-  return { labelDir, upper: join(labelDir, 'head'), work: join(labelDir, 'work'), swap: join(labelDir, 'head.swap'), journal: join(labelDir, 'head.journal') };
+  return { labelDir, upper: join(labelDir, 'head'), work: join(labelDir, 'work'), swap: join(labelDir, 'head.swap'), journal: join(labelDir, 'head.journal'), live: join(labelDir, 'head.live') };
 }
 
 
@@ -121,6 +127,18 @@ async function readJournal(paths: HeadPaths): Promise<Journal | undefined> {
   } catch {
     // written atomically, so a garbled journal is not ours to interpret
     throw new StratumError('CORRUPT_STORE', `${paths.journal} is unreadable; move it away and run the command again`);
+  }
+}
+
+/** A commit's root attributes and xattrs, read alone (a fresh upper over it must carry them). */
+export function commitRoot(store: Store, id: string): Pick<Inode, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'> {
+  const source = new FileSource(store.commits.imagePath(id));
+  try {
+    const reader = ImageReader.open(source);
+    const a = reader.getattr(reader.rootNid);
+    return { mode: a.mode, uid: a.uid, gid: a.gid, mtimeSec: a.mtimeSec, mtimeNsec: a.mtimeNsec, xattrs: reader.xattrs(reader.rootNid) };
+  } finally {
+    source.close();
   }
 }
 
@@ -163,7 +181,7 @@ export async function ensureUpper(store: Store, head: HeadState): Promise<void> 
   let made = false;
   if (!(await exists(paths.upper))) {
     await removeTree(store, paths.swap);
-    await makeFreshUpper(paths.swap, baseTree(store, head.base).root, head.xattrNamespace);
+    await makeFreshUpper(paths.swap, commitRoot(store, head.base), head.xattrNamespace);
     await fsp.rename(paths.swap, paths.upper);
     made = true;
   }
@@ -175,28 +193,16 @@ export async function ensureUpper(store: Store, head: HeadState): Promise<void> 
 }
 
 /**
- * Refuses to touch an upper a kernel overlay mount is using (this module changes unmounted HEADs;
- * a live mount commits through its own server). FUSE mounts are the mount issue's to guard.
+ * Refuses to touch an upper that a mount uses, unless this process is the one serving it (a
+ * server commits through here itself). Other mounts commit through their own server.
  */
 export async function refuseMountedUpper(paths: HeadPaths, label: string, storeRoot: string): Promise<void> {
-  // a FUSE server serving this HEAD (another process: the server commits through here itself)
-  const served = (await new MountState().live(storeRoot, label)).find((e) => e.ref === 'HEAD' && e.pid !== process.pid);
+  const heads = (await new MountState().live(storeRoot, label)).filter((e) => e.ref === 'HEAD');
+  if (heads.some((e) => e.pid === process.pid)) return;
+  const served = heads[0];
   if (served) throw new StratumError('BUSY', `HEAD of ${label} is mounted at ${served.mountpoint}; commit and apply through the mount (stratum does this for you), or unmount it first`);
-  let info: string;
-  try {
-    info = await fsp.readFile('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return;
-  }
-  const needle = `upperdir=${paths.upper}`;
-  for (const line of info.split('\n')) {
-    const at = line.indexOf(needle);
-    if (at < 0) continue;
-    const after = line[at + needle.length];
-    if (after !== undefined && after !== ',' && after !== ' ') continue;
-    const mountpoint = line.split(' ')[4];
-    throw new StratumError('BUSY', `HEAD of ${label} is mounted at ${mountpoint}; unmount it first (a mounted HEAD commits through its mount)`);
-  }
+  const mountpoint = overlayUsing(paths.labelDir);
+  if (mountpoint !== undefined) throw new StratumError('BUSY', `HEAD of ${label} is used by an overlay mounted at ${mountpoint}; unmount it first (\`stratum unmount ${label}\`)`);
 }
 
 /**
@@ -233,96 +239,114 @@ export async function countUpper(upper: string): Promise<number> {
 
 export async function commitHead(store: Store, options: CommitOptions): Promise<CommitResult> {
   const label = checkLabel(options.label);
+  if (options.tag !== undefined) checkTag(options.tag);
+  return store.lock.with('exclusive', async () => {
+    await recoverHead(store, label, { orBusy: true });
+    const head = await store.heads.read(label);
+    if (!head) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\` or an import`);
+    await refuseTakenTag(store, label, options.tag);
+    const paths = headPaths(store, label);
+    await refuseMountedUpper(paths, label, store.root);
+    return commitUpper(store, head, paths, { tag: options.tag, onStep: options.onStep, nextUpper: 'fresh' });
+  });
+}
+
+/** An explicit tag that exists already: TAG_EXISTS before anything is done. */
+export async function refuseTakenTag(store: Store, label: string, tag: string | undefined): Promise<void> {
+  if (tag !== undefined && (await store.tags.read(label, tag))) {
+    throw new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists; choose another tag (nothing was committed)`);
+  }
+}
+
+/**
+ * The engine, with the store lock held and HEAD recovered: HEAD's upper over its base becomes a
+ * commit, tagged, and HEAD moves onto it. `nextUpper`: 'fresh' makes the empty upper that
+ * replaces the committed one; 'prepared' takes the one already in head.swap (a live kernel-mode
+ * commit put one there, with the writes made since).
+ */
+export async function commitUpper(store: Store, head: HeadState, paths: HeadPaths, options: { tag?: string | undefined; onStep?: CommitOptions['onStep']; nextUpper: 'fresh' | 'prepared' }): Promise<CommitResult> {
+  const label = head.label;
   const explicitTag = options.tag !== undefined;
-  if (explicitTag) checkTag(options.tag!);
   let fastPath: boolean | undefined;
   const step = async (s: CommitStep): Promise<void> => {
     await options.onStep?.(s, { fastPath });
   };
-  return store.lock.with('exclusive', async () => {
-    await recoverHead(store, label);
-    const head = await store.heads.read(label);
-    if (!head) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\` or an import`);
-    if (explicitTag && (await store.tags.read(label, options.tag!))) {
-      throw new StratumError('TAG_EXISTS', `tag ${label}:${options.tag} exists; choose another tag (nothing was committed)`);
-    }
-    const paths = headPaths(store, label);
-    await refuseMountedUpper(paths, label, store.root);
-    const prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
-    fastPath = prepared.fast;
-    await step('merged');
-    const { id, meta, image, contents } = prepared;
-    const tag = options.tag ?? id;
-    const result: CommitResult = {
-      id, label, tag, parent: head.base, unchanged: id === head.base, newCommit: false, fastPath: prepared.fast,
-      changedPaths: prepared.upperEntries, deletions: prepared.whiteouts, storedFiles: prepared.pending.length,
-      newObjects: 0, linkedObjects: 0, copiedObjects: 0, bytes: contents.bytes,
-      files: meta.files.count, totalBytes: meta.files.totalSize,
-    };
-    if (!explicitTag) {
-      const existing = await store.tags.read(label, tag);
-      if (existing && !(existing.kind === 'id' && existing.id === id)) throw new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists and points elsewhere`);
-    }
+  const prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
+  fastPath = prepared.fast;
+  await step('merged');
+  const { id, meta, image, contents } = prepared;
+  const tag = options.tag ?? id;
+  const result: CommitResult = {
+    id, label, tag, parent: head.base, unchanged: id === head.base, newCommit: false, fastPath: prepared.fast,
+    changedPaths: prepared.upperEntries, deletions: prepared.whiteouts, storedFiles: prepared.pending.length,
+    newObjects: 0, linkedObjects: 0, copiedObjects: 0, bytes: contents.bytes,
+    files: meta.files.count, totalBytes: meta.files.totalSize,
+  };
+  if (!explicitTag) {
+    const existing = await store.tags.read(label, tag);
+    if (existing && !(existing.kind === 'id' && existing.id === id)) throw new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists and points elsewhere`);
+  }
 
-    // Stage new objects as links to the upper files (in tmp/: a crash leaves only debris).
-    const staging = await store.tmp.makeDir('commit');
-    try {
-      const linked: Array<[string, string]> = [];
-      const staged: string[] = [];
-      await forEach([...contents.objects], async ([digest, path]) => {
-        if (await store.objects.has(digest)) return;
-        const dest = join(staging.path, digest);
-        try {
-          await fsp.link(path, dest);
-          linked.push([digest, path.subarray(Buffer.byteLength(paths.upper) + 1).toString('hex')]);
-        } catch (err) {
-          if (!['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP'].some((c) => isSystemError(err, c))) throw wrapSystemError(err, `linking ${path.toString()}`);
-          await fsp.copyFile(path, dest, C.COPYFILE_EXCL);
-          await fsp.chmod(dest, 0o444);
-          result.copiedObjects++;
-        }
-        staged.push(digest);
-      });
-      result.linkedObjects = linked.length;
-      result.newObjects = staged.length;
-      await step('staged');
+  // Stage new objects as links to the upper files (in tmp/: a crash leaves only debris).
+  const staging = await store.tmp.makeDir('commit');
+  try {
+    const linked: Array<[string, string]> = [];
+    const staged: string[] = [];
+    await forEach([...contents.objects], async ([digest, path]) => {
+      if (await store.objects.has(digest)) return;
+      const dest = join(staging.path, digest);
+      try {
+        await fsp.link(path, dest);
+        linked.push([digest, path.subarray(Buffer.byteLength(paths.upper) + 1).toString('hex')]);
+      } catch (err) {
+        if (!['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP'].some((c) => isSystemError(err, c))) throw wrapSystemError(err, `linking ${path.toString()}`);
+        await fsp.copyFile(path, dest, C.COPYFILE_EXCL);
+        await fsp.chmod(dest, 0o444);
+        result.copiedObjects++;
+      }
+      staged.push(digest);
+    });
+    result.linkedObjects = linked.length;
+    result.newObjects = staged.length;
+    await step('staged');
 
-      // The fresh upper the swap will put in place, carrying the new root's attributes.
+    // The fresh upper the swap will put in place, carrying the new root's attributes.
+    if (options.nextUpper === 'fresh') {
       await removeTree(store, paths.swap);
       await makeFreshUpper(paths.swap, prepared.root, head.xattrNamespace);
-      const freshIno = String((await fsp.lstat(paths.swap, { bigint: true })).ino);
-      await writeJournal(store, paths, { op: 'commit', label, from: head.base, to: id, tag, explicitTag, freshIno, linked });
-      await step('journal');
-
-      if (staged.length > 0) {
-        syncFilesystem(staging.fd);
-        const fans = new Set<string>();
-        for (const digest of staged) {
-          const fan = join(store.objects.root, digest.slice(0, 2));
-          if (!fans.has(fan)) {
-            await fsp.mkdir(fan, { recursive: true });
-            fans.add(fan);
-          }
-          try {
-            await fsp.link(join(staging.path, digest), store.objects.path(digest));
-          } catch (err) {
-            if (!isSystemError(err, 'EEXIST')) throw wrapSystemError(err, `publishing object ${digest}`);
-          }
-        }
-        syncFilesystem(staging.fd);
-      }
-    } finally {
-      await staging.dispose();
     }
-    await step('objects');
-    result.newCommit = await store.commits.add(image, meta);
-    await step('image');
-    await rollForward(store, paths, (await readJournal(paths))!, step);
-    await ensureUpper(store, { ...head, base: id });
-    // the next commit's fast path starts from this cache (a cache: no fsync, checked when read)
-    await writeMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
-    return result;
-  });
+    const freshIno = String((await fsp.lstat(paths.swap, { bigint: true })).ino);
+    await writeJournal(store, paths, { op: 'commit', label, from: head.base, to: id, tag, explicitTag, freshIno, linked });
+    await step('journal');
+
+    if (staged.length > 0) {
+      syncFilesystem(staging.fd);
+      const fans = new Set<string>();
+      for (const digest of staged) {
+        const fan = join(store.objects.root, digest.slice(0, 2));
+        if (!fans.has(fan)) {
+          await fsp.mkdir(fan, { recursive: true });
+          fans.add(fan);
+        }
+        try {
+          await fsp.link(join(staging.path, digest), store.objects.path(digest));
+        } catch (err) {
+          if (!isSystemError(err, 'EEXIST')) throw wrapSystemError(err, `publishing object ${digest}`);
+        }
+      }
+      syncFilesystem(staging.fd);
+    }
+  } finally {
+    await staging.dispose();
+  }
+  await step('objects');
+  result.newCommit = await store.commits.add(image, meta);
+  await step('image');
+  await rollForward(store, paths, (await readJournal(paths))!, step);
+  await ensureUpper(store, { ...head, base: id });
+  // the next commit's fast path starts from this cache (a cache: no fsync, checked when read)
+  await writeMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
+  return result;
 }
 
 /** What a commit writes, however it was computed. */
@@ -436,19 +460,74 @@ async function forEach<T>(items: T[], fn: (item: T) => Promise<void>): Promise<v
  * with the store lock held, before reading the label's HEAD for anything that matters.
  * Returns what it did.
  */
-export async function recoverHead(store: Store, label: string): Promise<'none' | 'rolled-forward' | 'rolled-back'> {
+export async function recoverHead(store: Store, label: string, options: { orBusy?: boolean } = {}): Promise<'none' | 'rolled-forward' | 'rolled-back' | 'pending'> {
   const paths = headPaths(store, label);
+  const live = await readLiveJournal(paths);
   const journal = await readJournal(paths);
+  let outcome: 'none' | 'rolled-forward' | 'rolled-back' = 'none';
   if (!journal) {
-    await removeTree(store, paths.swap); // a swap prepared before its journal was written
-    return 'none';
-  }
-  if (await store.commits.has(journal.to)) {
+    if (!live) await removeTree(store, paths.swap); // a swap prepared before its journal was written
+  } else if (await store.commits.has(journal.to)) {
     await rollForward(store, paths, journal);
-    return 'rolled-forward';
+    outcome = 'rolled-forward';
+  } else {
+    await rollBack(store, paths, journal, { keepSwap: live !== undefined });
+    outcome = 'rolled-back';
   }
-  await rollBack(store, paths, journal);
-  return 'rolled-back';
+  if (live && (await exists(paths.live))) {
+    // a live kernel-mode commit whose server died: finish it once no overlay uses the upper any more
+    const mountpoint = overlayUsing(paths.labelDir);
+    if (mountpoint !== undefined) {
+      if (options.orBusy) throw new StratumError('BUSY', `HEAD of ${label} is in the middle of a live commit and still mounted at ${mountpoint} by a server that died; run \`stratum unmount ${label}\` to finish it`);
+      return 'pending';
+    }
+    await finishLiveCommit(store, paths, live);
+    outcome = 'rolled-forward';
+  }
+  return outcome;
+}
+
+/** What a live kernel-mode commit records before it splits the upper (docs/kernel.md "Live commit"). */
+export interface LiveJournal {
+  op: 'live-commit';
+  label: string;
+  from: string;
+  /** The tag asked for; absent: tagged by the commit id. */
+  tag?: string;
+  /** Files that were open for writing: their inode went on into the next upper (head.swap). */
+  kept: KeptFile[];
+}
+
+export async function writeLiveJournal(store: Store, paths: HeadPaths, journal: LiveJournal): Promise<void> {
+  await writeFileAtomic(store.tmp, paths.live, JSON.stringify(journal, null, 1) + '\n');
+}
+
+export async function readLiveJournal(paths: HeadPaths): Promise<LiveJournal | undefined> {
+  let text: string;
+  try {
+    text = await fsp.readFile(paths.live, 'utf8');
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) return undefined;
+    throw wrapSystemError(err, `reading ${paths.live}`);
+  }
+  try {
+    return JSON.parse(text) as LiveJournal;
+  } catch {
+    throw new StratumError('CORRUPT_STORE', `${paths.live} is unreadable; move it away, then merge ${paths.swap} into ${paths.upper} by hand`);
+  }
+}
+
+/**
+ * The second half of a live commit: the upper (now nobody's upper) is committed over the base and
+ * head.swap, which holds everything written since, becomes HEAD's upper. `onStep` lets the
+ * server put the new overlay in place at the commit point.
+ */
+export async function finishLiveCommit(store: Store, paths: HeadPaths, live: LiveJournal, onStep?: CommitOptions['onStep']): Promise<CommitResult> {
+  const head = await store.heads.read(live.label);
+  if (!head) throw new StratumError('CORRUPT_STORE', `HEAD of ${live.label} is gone in the middle of a live commit; ${paths.swap} holds the latest changes`);
+  if (!(await exists(paths.swap))) throw new StratumError('CORRUPT_STORE', `HEAD of ${live.label}: the next upper ${paths.swap} of a live commit is gone; move ${paths.live} away`);
+  snapshotKept(paths.upper, store.tmp.dir, live.kept);
+  return commitUpper(store, head, paths, { tag: live.tag, onStep, nextUpper: 'prepared' });
 }
 
 /** From a journal whose target commit is complete: tag, head.toml (the commit point), swap, cleanup. Idempotent. */
@@ -470,6 +549,8 @@ async function rollForward(store: Store, paths: HeadPaths, j: Journal, step?: (s
     }
   }
   await step?.('swapped');
+  // a live commit's split upper is one again (head/ is what head.swap was)
+  await fsp.rm(paths.live, { force: true });
   // The linked objects now belong to the store alone: read-only, no xattrs of the old upper file.
   for (const [digest] of j.linked) {
     const object = store.objects.path(digest);
@@ -493,7 +574,7 @@ async function rollForward(store: Store, paths: HeadPaths, j: Journal, step?: (s
 }
 
 /** Before the commit point: break links between published objects and upper files, drop the prepared upper. */
-async function rollBack(store: Store, paths: HeadPaths, j: Journal): Promise<void> {
+async function rollBack(store: Store, paths: HeadPaths, j: Journal, options: { keepSwap: boolean }): Promise<void> {
   for (const [digest, rel] of j.linked) {
     const object = store.objects.path(digest);
     const upperFile = Buffer.concat([Buffer.from(paths.upper + '/'), Buffer.from(rel, 'hex')]);
@@ -512,13 +593,13 @@ async function rollBack(store: Store, paths: HeadPaths, j: Journal): Promise<voi
     }
     await fsp.rename(copy, object);
   }
-  await removeTree(store, paths.swap);
+  if (!options.keepSwap) await removeTree(store, paths.swap);
   await fsp.rm(paths.journal, { force: true });
   await syncDir(paths.labelDir);
 }
 
 /** Whether the upper root differs from `root`'s attributes (the only change an empty upper can carry). */
-export async function upperRootChanged(upper: string, root: Tree['root']): Promise<boolean> {
+export async function upperRootChanged(upper: string, root: Pick<Inode, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec'>): Promise<boolean> {
   const stat = await fsp.lstat(upper, { bigint: true }).catch(() => undefined);
   if (!stat) return false;
   const a = upperRootAttr(stat);

@@ -48,7 +48,7 @@ export async function initLabel(store: Store, options: InitOptions): Promise<Ini
     });
   }
   await store.lock.with('exclusive', async () => {
-    await recoverHead(store, label);
+    await recoverHead(store, label, { orBusy: true });
     const head = (await store.heads.read(label))!;
     await ensureUpper(store, head);
   });

@@ -1,0 +1,99 @@
+// A live commit of a HEAD the kernel serves (kernel mode, docs/kernel.md "Live commit"). The
+// kernel overlay cannot be frozen the way the FUSE server gates its requests, so the upper is
+// split instead: HEAD's upper becomes a read-only layer under a fresh upper (head.swap) in a new
+// overlay the server puts over the mountpoint (`LiveMount.layer`). From then on nothing new
+// reaches the old upper, which is committed while writes go on into head.swap; at the commit
+// point the server puts an overlay on the new commit with head.swap as its upper
+// (`LiveMount.rebase`), and head.swap becomes head/.
+//
+// Files open for writing at the split cannot be stopped: their inode goes on into head.swap under
+// every name, and the old upper gets a copy for the commit (open-writers.ts).
+//
+// Crash: head.live (the journal) is written before the split; recoverHead finishes the commit
+// once no overlay uses the label's dirs any more (roll forward: both halves are complete).
+//
+// Public surface: commitLive, LiveMount, LiveCommitResult.
+import { promises as fsp } from 'node:fs';
+import { StratumError } from '../error.js';
+import { checkLabel, checkTag } from '../names.js';
+import { keepInUpper, openWriters } from '../open-writers.js';
+import type { Store } from '../store.js';
+import { makeFreshUpper, upperRootAttr } from '../upper.js';
+import { lgetxattr, llistxattr } from '../../native/xattr.js';
+import {
+  type CommitResult, type HeadPaths, type LiveJournal, finishLiveCommit, headPaths, readLiveJournal, recoverHead, refuseMountedUpper,
+  refuseTakenTag, writeLiveJournal,
+} from './commit.js';
+
+/** What the serving process does to its mount; both resolve once the new overlay is in place. */
+export interface LiveMount {
+  /** Over the mountpoint: an overlay with `upper` as a read-only layer over the base, `next` as its upper. */
+  layer(upper: string, next: string): Promise<void>;
+  /** Over the mountpoint: an overlay on `commit` with `upper` (what head.swap held) as its upper. */
+  rebase(commit: string, upper: string): Promise<void>;
+}
+
+export interface LiveCommitResult extends CommitResult {
+  /** Files that were open for writing: they went on into the new HEAD, the commit has a copy. */
+  keptWriters: number;
+}
+
+export async function commitLive(store: Store, options: { label: string; tag?: string | undefined; mount: LiveMount }): Promise<LiveCommitResult> {
+  const label = checkLabel(options.label);
+  if (options.tag !== undefined) checkTag(options.tag);
+  const { mount } = options;
+  return store.lock.with('exclusive', async () => {
+    const paths = headPaths(store, label);
+    await refuseMountedUpper(paths, label, store.root);
+    await finishPending(store, label, paths, mount);
+    const head = await store.heads.read(label);
+    if (!head) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD`);
+    await refuseTakenTag(store, label, options.tag);
+
+    // the next upper, looking like the current one at the root (the merged root's attributes)
+    await fsp.rm(paths.swap, { recursive: true, force: true });
+    await makeFreshUpper(paths.swap, await rootOf(paths.upper), head.xattrNamespace);
+    let kept = keepInUpper(paths.upper, paths.swap, openWriters(paths.upper));
+    const journal: LiveJournal = { op: 'live-commit', label, from: head.base, kept };
+    if (options.tag !== undefined) journal.tag = options.tag;
+    await writeLiveJournal(store, paths, journal);
+    try {
+      await mount.layer(paths.upper, paths.swap);
+    } catch (err) {
+      await fsp.rm(paths.live, { force: true });
+      await fsp.rm(paths.swap, { recursive: true, force: true });
+      throw err;
+    }
+    // Writers that opened a file between the first look and the split: nothing new can open the
+    // old upper now, so this second look is complete.
+    const known = new Set(kept.map((k) => k.ino));
+    const late = keepInUpper(paths.upper, paths.swap, openWriters(paths.upper).filter((k) => !known.has(k.ino)));
+    if (late.length > 0) {
+      kept = [...kept, ...late];
+      await writeLiveJournal(store, paths, { ...journal, kept });
+    }
+    const result = await finishLiveCommit(store, paths, { ...journal, kept }, async (step) => {
+      if (step === 'head') await mount.rebase((await store.heads.read(label))!.base, paths.swap);
+    });
+    return { ...result, keptWriters: kept.length };
+  });
+}
+
+/** A live commit a failure left half done (the mount still layered): finish it first. */
+async function finishPending(store: Store, label: string, paths: HeadPaths, mount: LiveMount): Promise<void> {
+  const state = await recoverHead(store, label);
+  if (state !== 'pending') return;
+  const live = (await readLiveJournal(paths))!;
+  await finishLiveCommit(store, paths, live, async (step) => {
+    if (step === 'head') await mount.rebase((await store.heads.read(live.label))!.base, paths.swap);
+  });
+}
+
+/** The upper root's attributes and (non-overlay) xattrs, for a fresh upper that shows the same root. */
+async function rootOf(upper: string): Promise<Parameters<typeof makeFreshUpper>[1]> {
+  const st = await fsp.lstat(upper, { bigint: true });
+  const xattrs = llistxattr(upper, { encoding: 'buffer' })
+    .filter((n) => !/^(trusted|user)\.overlay\./.test(n.toString('latin1')))
+    .map((n) => ({ name: n.toString('latin1'), value: lgetxattr(upper, n) }));
+  return { ...upperRootAttr(st), xattrs };
+}
