@@ -1,9 +1,10 @@
 // The filesystem a Stratum mount serves: a base commit image under HEAD's upper dir (or a tag's
 // image alone, read-only), translated to FUSE. Union decisions come from UnionView (reading) and
 // UpperWriter (writing the kernel overlayfs upper format); this module keeps the inode table and
-// translates requests. docs/fuse.md describes the inode numbers, caching and the live commit.
+// translates requests. The control files at /.stratum are ControlFiles' (control.ts). docs/fuse.md
+// describes the inode numbers, caching and the live commit.
 //
-// Public surface: UnionFs, UnionFsOptions, ControlHooks, CONTROL_DIR_NAME.
+// Public surface: UnionFs, UnionFsOptions.
 import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
@@ -13,25 +14,13 @@ import {
   type SetAttr, type StatFs, type Timespec,
 } from '../native/fuse.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
-import { StratumError } from '../store/error.js';
 import { OVERLAY_ESCAPE_PREFIX, OVERLAY_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
 import { FileSource, ImageReader } from '../store/image/read.js';
 import type { ByteString, Xattr } from '../store/image/tree.js';
 import { UnionView, type UnionNode } from '../store/union.js';
 import { UpperWriter, upperChild, type CopyUpAttrs, type CopyUpData } from '../store/union-write.js';
 import { storedXattrName, type XattrNamespace } from '../store/upper.js';
-
-export const CONTROL_DIR_NAME = '.stratum';
-
-/** What the control files call; the server supplies them (they need the store and the mount state). */
-export interface ControlHooks {
-  /** Commit HEAD as label:tag ('' = tagged by its id); returns the text `commit` then reads back. */
-  commit?(tag: string): Promise<string>;
-  /** Move HEAD onto `ref` (`tag`, optionally followed by --discard or --keep); returns the result text. */
-  apply?(args: string): Promise<string>;
-  /** The text of `/.stratum/status`. */
-  status(): Promise<string> | string;
-}
+import { CONTROL_DIR_NAME, ControlFiles, type ControlHooks } from './control.js';
 
 export interface UnionFsOptions {
   /** The commit image to serve. */
@@ -59,11 +48,10 @@ const O_ACCMODE = 3;
 const S_ISGID = 0o2000;
 const O_PATH = 0o10000000;
 
-/** Node ids of the virtual control entries; real nodes start above. */
-const CTL_DIR = 2, CTL_COMMIT = 3, CTL_STATUS = 4, CTL_APPLY = 5, FIRST_NODE = 16;
-const CONTROL_FILES: Record<string, number> = { commit: CTL_COMMIT, status: CTL_STATUS, apply: CTL_APPLY };
-/** st_ino ranges: lower entries epoch * 2^32 + image ino + 1; upper entries 2^48 + upper st_ino; virtual 2^50 + k. */
-const UPPER_INO_BASE = 2 ** 48, VIRTUAL_INO_BASE = 2 ** 50;
+/** Node id of /.stratum (its files are ControlFiles' nodes 3 to 5); real nodes start at FIRST_NODE. */
+const CTL_DIR = 2, FIRST_NODE = 16;
+/** st_ino ranges: lower entries epoch * 2^32 + image ino + 1; upper entries 2^48 + upper st_ino; control files 2^50 + k. */
+const UPPER_INO_BASE = 2 ** 48;
 
 interface Link { parent: Node; name: ByteString }
 interface Node {
@@ -86,7 +74,7 @@ interface Node {
   /** set when the last name went away while the kernel still knew the node */
   detached?: { u: UnionNode; orphanFd: number };
 }
-interface Handle { node: Node; fd: number; write: boolean; bytes?: Uint8Array; control?: 'commit' | 'status' | 'apply' }
+interface Handle { node: Node; fd: number; write: boolean; bytes?: Uint8Array }
 /** A file set aside by a live commit: the open inode at keptAt, its names relative to the upper root. */
 interface Kept { node: Node; keptAt: Buffer; names: Buffer[] }
 interface DirHandle { entries: Array<{ name: ByteString; nid?: number }> }
@@ -109,10 +97,8 @@ export class UnionFs implements FuseHandlers {
   private nextFh = 1;
   private readonly lowerTimeout: number;
   private readonly upperTimeout: number;
-  private readonly asRoot = process.getuid?.() === 0;
   private readonly vec = new Float64Array(ATTR_LEN);
-  private lastCommit = '';
-  private lastApply = '';
+  private readonly control: ControlFiles;
   private imageFd: number;
   private metaStart: number | undefined;
   /** upper st_ino -> the number its entry had before copy-up, so a copy-up never renumbers */
@@ -127,6 +113,7 @@ export class UnionFs implements FuseHandlers {
     this.imageFd = openSync(opts.imagePath, 'r');
     this.view = new UnionView(this.reader, opts.upperDir ?? '/nonexistent/stratum-no-upper', opts.ns);
     if (!this.readOnly) this.writer = new UpperWriter(opts.ns, opts.scratchDir!);
+    this.control = new ControlFiles(opts.control, { readOnly: this.readOnly, dirNode: CTL_DIR });
     this.lowerTimeout = opts.lowerTimeout ?? 86_400;
     this.upperTimeout = opts.upperTimeout ?? 1;
     const u = this.view.root();
@@ -439,12 +426,8 @@ export class UnionFs implements FuseHandlers {
   lookup(_c: Caller, parent: number, name: Buffer): Entry | Promise<Entry> {
     return this.gated(() => {
       const s = name.toString('latin1');
-      if (parent === 1 && s === CONTROL_DIR_NAME) return this.controlEntry(CTL_DIR);
-      if (parent === CTL_DIR) {
-        const id = CONTROL_FILES[s];
-        if (id !== undefined && (id !== CTL_APPLY || !this.readOnly)) return this.controlEntry(id);
-        return { ino: 0, entryTimeout: 0, attrTimeout: 0, attr: this.vec };
-      }
+      if (parent === 1 && s === CONTROL_DIR_NAME) return this.control.entry(CTL_DIR);
+      if (parent === CTL_DIR) return this.control.lookup(s);
       const p = this.node(parent);
       const u = this.view.child(this.resolve(p), s);
       if (!u) return { ino: 0, entryTimeout: this.readOnly ? this.lowerTimeout : 0, attrTimeout: 0, attr: this.vec };
@@ -460,7 +443,7 @@ export class UnionFs implements FuseHandlers {
   }
 
   getattr(_c: Caller, ino: number, fh: number | undefined): AttrReply | Promise<AttrReply> {
-    if (ino < FIRST_NODE && ino !== 1) return { attr: this.controlEntry(ino).attr, timeout: 0 };
+    if (ino < FIRST_NODE && ino !== 1) return this.control.getattr(ino);
     return this.gated(() => {
       const n = this.node(ino);
       const h = fh !== undefined ? this.handles.get(fh) : undefined;
@@ -476,7 +459,7 @@ export class UnionFs implements FuseHandlers {
   opendir(_c: Caller, ino: number): OpenReply | Promise<OpenReply> {
     if (ino === CTL_DIR) {
       const fh = this.nextFh++;
-      this.dirs.set(fh, { entries: (this.readOnly ? ['commit', 'status'] : ['apply', 'commit', 'status']).map((name) => ({ name })) });
+      this.dirs.set(fh, { entries: [] });  // the listing is ControlFiles'
       return { fh };
     }
     return this.gated(() => {
@@ -506,15 +489,7 @@ export class UnionFs implements FuseHandlers {
       const max = Math.ceil(size / (plus ? 152 : 24));
       const out: DirEntry[] = [];
       const DT_DIR = 4;
-      if (ino === CTL_DIR) {
-        for (let i = offset; i < 2 + d!.entries.length && out.length < max; i++) {
-          if (i < 2) { out.push({ name: Buffer.from(i === 0 ? '.' : '..'), next: i + 1, ino: VIRTUAL_INO_BASE, mode: DT_DIR << 12 }); continue; }
-          const e = d!.entries[i - 2]!;
-          const ctl = this.controlEntry(CONTROL_FILES[e.name]!);
-          out.push({ name: Buffer.from(e.name), next: i + 1, ino: VIRTUAL_INO_BASE + ctl.ino, mode: S_IFREG });
-        }
-        return out;
-      }
+      if (ino === CTL_DIR) return this.control.readdir(offset, max);
       const p = this.node(ino);
       const pu = this.resolve(p);
       for (let i = offset; i < 2 + d!.entries.length && out.length < max; i++) {
@@ -559,7 +534,7 @@ export class UnionFs implements FuseHandlers {
   // ------------------------------------------------------------------ handlers: opening files
 
   open(_c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
-    if (ino === CTL_COMMIT || ino === CTL_STATUS || ino === CTL_APPLY) return this.openControl(ino, flags);
+    if (this.control.isFile(ino)) return this.control.open(ino, flags);
     return this.gated(() => {
       const n = this.node(ino);
       const write = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0;
@@ -628,13 +603,15 @@ export class UnionFs implements FuseHandlers {
     });
   }
 
-  read(_c: Caller, _ino: number, fh: number, size: number, offset: number): Buffer {
+  read(_c: Caller, ino: number, fh: number, size: number, offset: number): Buffer {
+    if (this.control.isFile(ino)) return this.control.read(fh, size, offset);
     const h = this.handles.get(fh);
     if (!h || !h.bytes) fail('EBADF');
     return Buffer.from(h!.bytes!.subarray(offset, offset + size));
   }
 
-  release(_ino: number, fh: number): void {
+  release(ino: number, fh: number): void {
+    if (this.control.isFile(ino)) { this.control.release(fh); return; }
     const h = this.handles.get(fh);
     if (!h) return;
     this.handles.delete(fh);
@@ -654,10 +631,7 @@ export class UnionFs implements FuseHandlers {
   // ------------------------------------------------------------------ handlers: changing the tree
 
   setattr(_c: Caller, ino: number, set: SetAttr, fh: number | undefined): AttrReply | Promise<AttrReply> {
-    if (ino < FIRST_NODE && ino !== 1) {
-      if (set.size !== undefined && (ino === CTL_COMMIT || ino === CTL_APPLY)) return { attr: this.controlEntry(ino).attr, timeout: 0 };  // O_TRUNC on open
-      fail('EPERM');
-    }
+    if (ino < FIRST_NODE && ino !== 1) return this.control.setattr(ino, set);
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -936,46 +910,10 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ control files
 
-  private controlEntry(id: number): Entry {
-    const now = Math.floor(Date.now() / 1000);
-    const dir = id === CTL_DIR;
-    const mode = dir ? S_IFDIR | 0o555 : id !== CTL_STATUS && !this.readOnly ? S_IFREG | 0o644 : S_IFREG | 0o444;
-    const uid = this.asRoot ? 0 : (process.getuid?.() ?? 0), gid = this.asRoot ? 0 : (process.getgid?.() ?? 0);
-    return { ino: id, entryTimeout: 0, attrTimeout: 0, attr: {
-      ino: VIRTUAL_INO_BASE + id, mode, nlink: dir ? 2 : 1, uid, gid, rdev: 0, size: 0, blocks: 0, blksize: 4096,
-      atime: now, atimeNsec: 0, mtime: now, mtimeNsec: 0, ctime: now, ctimeNsec: 0 } };
-  }
-
-  private async openControl(ino: number, flags: number): Promise<OpenReply> {
-    const write = (flags & O_ACCMODE) !== C.O_RDONLY;
-    if (ino === CTL_STATUS && write) fail('EACCES');
-    if (ino !== CTL_STATUS && write && this.readOnly) fail('EROFS');
-    const fh = this.nextFh++;
-    const text = ino === CTL_STATUS ? await this.opts.control.status() : ino === CTL_APPLY ? this.lastApply : this.lastCommit;
-    this.handles.set(fh, { node: this.root, fd: -1, write: false, bytes: Buffer.from(text), control: ino === CTL_COMMIT ? 'commit' : ino === CTL_APPLY ? 'apply' : 'status' });
-    return { fh, directIo: true, nonSeekable: false };
-  }
-
-  async write(_c: Caller, _ino: number, fh: number, data: Buffer): Promise<number> {
-    const h = this.handles.get(fh);
-    if (!h || (h.control !== 'commit' && h.control !== 'apply')) fail('EBADF');
-    const hook = h!.control === 'commit' ? this.opts.control.commit : this.opts.control.apply;
-    if (this.readOnly || !hook) fail('EROFS');
-    const arg = data.toString('utf8').trim();
-    let text: string;
-    try {
-      text = await hook!(arg);
-    } catch (err) {
-      text = `error: ${(err as Error).message}\n`;
-      if (h!.control === 'commit') this.lastCommit = text; else this.lastApply = text;
-      if (err instanceof FuseError) throw err;
-      const code = err instanceof StratumError ? err.code : '';
-      throw FuseError.of(code === 'TAG_EXISTS' ? 'EEXIST' : code === 'BAD_NAME' || code === 'USAGE' || code === 'AMBIGUOUS_REF' ? 'EINVAL'
-        : code === 'NOT_FOUND' ? 'ENOENT' : code === 'BUSY' ? 'EBUSY' : 'EIO', (err as Error).message);
-    }
-    if (h!.control === 'commit') this.lastCommit = text; else this.lastApply = text;
-    h!.bytes = Buffer.from(text);
-    return data.length;
+  /** Only control files are written through TS (every other handle has a backing fd C writes to). */
+  write(_c: Caller, ino: number, fh: number, data: Buffer): Promise<number> {
+    if (!this.control.isFile(ino)) fail('EBADF');
+    return this.control.write(fh, data);
   }
 
   // ------------------------------------------------------------------ live commit support

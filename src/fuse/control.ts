@@ -1,0 +1,180 @@
+// The control files of a mount (docs/fuse.md "Control files"): one dir holding `commit`, `status`
+// and, on a writable HEAD, `apply`. Reading one gives a text; a write to `commit` or `apply` runs
+// the server's hook and its reply waits for the hook. This module owns their node ids and
+// attributes, their open handles, the last commit/apply texts and how a hook's error becomes an
+// errno. A host serves it where it likes: UnionFs at /.stratum, ControlFs (control-fs.ts) as the
+// root of a mount of its own. Nothing here waits but the hooks themselves.
+//
+// Public surface: ControlFiles, ControlFilesOptions, ControlHooks, CONTROL_DIR_NAME.
+import { constants as C } from 'node:fs';
+import { ATTR_LEN, FuseError, type AttrReply, type DirEntry, type Entry, type OpenReply, type SetAttr } from '../native/fuse.js';
+import { StratumError } from '../store/error.js';
+import { S_IFDIR, S_IFREG } from '../store/image/erofs.js';
+
+export const CONTROL_DIR_NAME = '.stratum';
+
+/** What the control files call; the server supplies them (they need the store and the mount state). */
+export interface ControlHooks {
+  /** Commit HEAD as label:tag ('' = tagged by its id); returns the text `commit` then reads back. */
+  commit?(tag: string): Promise<string>;
+  /** Move HEAD onto `ref` (`tag`, optionally followed by --discard or --keep); returns the result text. */
+  apply?(args: string): Promise<string>;
+  /** The text of `status`. */
+  status(): Promise<string> | string;
+}
+
+export interface ControlFilesOptions {
+  /** A tag mount: `commit` is read-only (writes EROFS) and there is no `apply`. */
+  readOnly: boolean;
+  /** The node id the host gives the dir; the files are nodes 3, 4 and 5 in every host. */
+  dirNode: number;
+}
+
+type ControlFile = 'commit' | 'status' | 'apply';
+const FILE_NODES: Record<ControlFile, number> = { commit: 3, status: 4, apply: 5 };
+const FILE_OF = new Map<number, ControlFile>(Object.entries(FILE_NODES).map(([name, id]) => [id, name as ControlFile]));
+/** st_ino is 2^50 + k (the dir k = 2) whatever node ids the host uses, so every kind of mount shows the same numbers. */
+const VIRTUAL_INO_BASE = 2 ** 50, DIR_KEY = 2;
+const O_ACCMODE = 3;
+const DT_DIR = 4;
+/** What a negative entry carries (the kernel ignores it). */
+const NO_ATTR = new Float64Array(ATTR_LEN);
+
+const fail = (code: 'EACCES' | 'EBADF' | 'ENOENT' | 'EPERM' | 'EROFS'): never => { throw FuseError.of(code); };
+
+interface Handle { file: ControlFile; bytes: Buffer }
+
+/** The errno a failed hook's write answers; its message stays readable in the file. */
+function errnoCodeOf(err: unknown): 'EEXIST' | 'EINVAL' | 'ENOENT' | 'EBUSY' | 'EIO' {
+  const code = err instanceof StratumError ? err.code : '';
+  if (code === 'TAG_EXISTS') return 'EEXIST';
+  if (code === 'BAD_NAME' || code === 'USAGE' || code === 'AMBIGUOUS_REF') return 'EINVAL';
+  if (code === 'NOT_FOUND') return 'ENOENT';
+  if (code === 'BUSY') return 'EBUSY';
+  return 'EIO';
+}
+
+export class ControlFiles {
+  readonly readOnly: boolean;
+  readonly dirNode: number;
+  /** Handles are this module's own: a host routes read, write and release here by node id. */
+  private readonly handles = new Map<number, Handle>();
+  private nextFh = 1;
+  private lastCommit = '';
+  private lastApply = '';
+  private readonly uid: number;
+  private readonly gid: number;
+
+  constructor(private readonly hooks: ControlHooks, options: ControlFilesOptions) {
+    this.readOnly = options.readOnly;
+    this.dirNode = options.dirNode;
+    const asRoot = process.getuid?.() === 0;
+    this.uid = asRoot ? 0 : (process.getuid?.() ?? 0);
+    this.gid = asRoot ? 0 : (process.getgid?.() ?? 0);
+  }
+
+  /** Whether node `ino` is the dir or one of its files. */
+  has(ino: number): boolean {
+    return ino === this.dirNode || FILE_OF.has(ino);
+  }
+
+  /** Whether node `ino` is one of the files. */
+  isFile(ino: number): boolean {
+    return FILE_OF.has(ino);
+  }
+
+  /** The names the dir lists, sorted. */
+  names(): ControlFile[] {
+    return this.readOnly ? ['commit', 'status'] : ['apply', 'commit', 'status'];
+  }
+
+  /** The entry of the dir or a file; timeouts 0, the kernel asks every time (the texts change). */
+  entry(ino: number): Entry {
+    const now = Math.floor(Date.now() / 1000);
+    const dir = ino === this.dirNode;
+    const file = FILE_OF.get(ino);
+    const mode = dir ? S_IFDIR | 0o555 : file !== 'status' && !this.readOnly ? S_IFREG | 0o644 : S_IFREG | 0o444;
+    return { ino, entryTimeout: 0, attrTimeout: 0, attr: {
+      ino: VIRTUAL_INO_BASE + (dir ? DIR_KEY : ino), mode, nlink: dir ? 2 : 1, uid: this.uid, gid: this.gid, rdev: 0,
+      size: 0, blocks: 0, blksize: 4096, atime: now, atimeNsec: 0, mtime: now, mtimeNsec: 0, ctime: now, ctimeNsec: 0 } };
+  }
+
+  /** `name` in the dir: a file's entry, or a negative entry the kernel does not keep. */
+  lookup(name: string): Entry {
+    if ((this.names() as string[]).includes(name)) return this.entry(FILE_NODES[name as ControlFile]);
+    return { ino: 0, entryTimeout: 0, attrTimeout: 0, attr: NO_ATTR };
+  }
+
+  getattr(ino: number): AttrReply {
+    return { attr: this.entry(ino).attr, timeout: 0 };
+  }
+
+  /** Only the truncation of `commit` or `apply` that O_TRUNC on open sends; anything else EPERM. */
+  setattr(ino: number, set: SetAttr): AttrReply {
+    const file = FILE_OF.get(ino);
+    if (set.size !== undefined && (file === 'commit' || file === 'apply')) return this.getattr(ino);
+    return fail('EPERM');
+  }
+
+  /** The dir's listing from `offset` ('.' and '..' first), at most `max` entries. */
+  readdir(offset: number, max: number): DirEntry[] {
+    const names = this.names();
+    const out: DirEntry[] = [];
+    for (let i = offset; i < 2 + names.length && out.length < max; i++) {
+      if (i < 2) { out.push({ name: Buffer.from(i === 0 ? '.' : '..'), next: i + 1, ino: VIRTUAL_INO_BASE, mode: DT_DIR << 12 }); continue; }
+      const name = names[i - 2]!;
+      out.push({ name: Buffer.from(name), next: i + 1, ino: VIRTUAL_INO_BASE + FILE_NODES[name], mode: S_IFREG });
+    }
+    return out;
+  }
+
+  /** A handle on a file holding its text as of now (status asks its hook); direct_io, so every read and write reaches us. */
+  async open(ino: number, flags: number): Promise<OpenReply> {
+    const file = FILE_OF.get(ino);
+    if (!file) return fail('EPERM');
+    const write = (flags & O_ACCMODE) !== C.O_RDONLY;
+    if (file === 'status' && write) fail('EACCES');
+    if (file !== 'status' && write && this.readOnly) fail('EROFS');
+    const text = file === 'status' ? await this.hooks.status() : file === 'apply' ? this.lastApply : this.lastCommit;
+    const fh = this.nextFh++;
+    this.handles.set(fh, { file, bytes: Buffer.from(text) });
+    return { fh, directIo: true, nonSeekable: false };
+  }
+
+  read(fh: number, size: number, offset: number): Buffer {
+    const h = this.handles.get(fh);
+    if (!h) return fail('EBADF');
+    return Buffer.from(h.bytes.subarray(offset, offset + size));
+  }
+
+  /**
+   * Runs the file's hook with the written text (trimmed); the reply waits for it. Its result (or
+   * `error: <message>`) becomes what the file reads, through this handle and later opens.
+   */
+  async write(fh: number, data: Buffer): Promise<number> {
+    const h = this.handles.get(fh);
+    if (!h || h.file === 'status') return fail('EBADF');
+    const file = h.file;
+    const hook = file === 'commit' ? this.hooks.commit : this.hooks.apply;
+    if (this.readOnly || !hook) return fail('EROFS');
+    let text: string;
+    try {
+      text = await hook.call(this.hooks, data.toString('utf8').trim());
+    } catch (err) {
+      this.remember(file, `error: ${(err as Error).message}\n`);
+      if (err instanceof FuseError) throw err;
+      throw FuseError.of(errnoCodeOf(err), (err as Error).message);
+    }
+    this.remember(file, text);
+    h.bytes = Buffer.from(text);
+    return data.length;
+  }
+
+  release(fh: number): void {
+    this.handles.delete(fh);
+  }
+
+  private remember(file: 'commit' | 'apply', text: string): void {
+    if (file === 'commit') this.lastCommit = text; else this.lastApply = text;
+  }
+}
