@@ -54,9 +54,9 @@ export function buildCli(): ReturnType<typeof cac> {
     .option('--discard', 'Drop uncommitted changes')
     .option('--keep', 'Keep uncommitted changes on top of the new base')
     .action(run(applyCommand));
-  cli.command('init <label> [mountpoint]', 'Create a label with an empty HEAD').option('--migrate', 'Import the directory at mountpoint as the first commit').action(run(initCommand));
+  cli.command('init <label> [mountpoint]', 'Create a label with an empty HEAD').option('--migrate', 'Import the directory at mountpoint as the first commit').option('--mode <mode>', 'auto|fuse|kernel, as for mount').action(run(initCommand));
 
-  cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (auto = fuse for now; kernel needs root)').action(run(mountCommand));
+  cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (auto: kernel when root and the kernel can, else fuse)').action(run(mountCommand));
   cli.command('unmount <what>', 'Unmount label[:tag] or a mountpoint (flushes and ends the server)').action(run(unmountCommand));
 
   cli.help();

@@ -1,16 +1,17 @@
 // Talking to a running mount: find it in the mount state, start one, end one, and commit through
 // its control file. Used by the CLI (mount, unmount, commit on a mounted label) and the tests.
 //
-// Public surface: startMount, StartOptions, stopMount, findMounts, mountedHead, commitThroughMount, applyThroughMount,
+// Public surface: startMount, StartOptions, stopMount, mountedAt, findMounts, mountedHead, commitThroughMount, applyThroughMount,
 // defaultMountpoint, runtimeDir.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, promises as fsp, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { StratumError } from '../store/error.js';
-import { MountState, type MountEntry } from '../store/mount-state.js';
+import { type ErrorCode, StratumError } from '../store/error.js';
+import { MountState, kernelMountedAt, type MountEntry } from '../store/mount-state.js';
+import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { lazyUnmount, stratumMountsAt } from './server.js';
 
-const serverScript = new URL('./server.js', import.meta.url).pathname;
+const serverScripts = { fuse: new URL('./server.js', import.meta.url).pathname, kernel: new URL('../kernel/server.js', import.meta.url).pathname };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `/run/user/<uid>/stratum`: default mountpoints live here. */
@@ -31,6 +32,21 @@ export interface StartOptions {
   state?: MountState;
   /** ms to wait for the server to answer */
   timeout?: number;
+  /** FUSE serves everything (default); kernel: the kernel serves, the server owns the overlay. */
+  mode?: 'fuse' | 'kernel';
+}
+
+/** Whether the mount an entry describes is in this namespace's mount table. */
+export function mountedAt(entry: Pick<MountEntry, 'mode' | 'mountpoint'>): boolean {
+  return entry.mode === 'kernel' ? kernelMountedAt(entry.mountpoint) : stratumMountsAt(entry.mountpoint);
+}
+
+/** Detaches a mount whose server is gone (FUSE answers ENOTCONN; a kernel overlay would go on). */
+function detach(entry: Pick<MountEntry, 'mode' | 'mountpoint'>): void {
+  if (entry.mode !== 'kernel') { lazyUnmount(entry.mountpoint); return; }
+  for (let i = 0; i < 4 && kernelMountedAt(entry.mountpoint); i++) {
+    try { umount2(entry.mountpoint, MNT_DETACH); } catch { return; }
+  }
 }
 
 /** Starts a detached server, waits until the mount answers; returns its state entry. */
@@ -41,7 +57,8 @@ export async function startMount(o: StartOptions): Promise<MountEntry> {
   mkdirSync(logDir, { recursive: true, mode: 0o700 });
   const log = join(logDir, `${o.label}${o.tag === undefined ? '' : `:${o.tag}`}.log`.replace(/\//g, '_'));
   const logFd = openSync(log, 'a', 0o600);
-  const args = [serverScript, '--store', resolve(o.store), '--label', o.label, '--mountpoint', mountpoint, '--log', log, '--ready-fd', '3'];
+  const mode = o.mode ?? 'fuse';
+  const args = [serverScripts[mode], '--store', resolve(o.store), '--label', o.label, '--mountpoint', mountpoint, '--log', log, '--ready-fd', '3'];
   if (o.tag !== undefined) args.push(...(o.tag.startsWith('@') ? ['--commit', o.tag.slice(1)] : ['--tag', o.tag]));
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { ...process.env, STRATUM_STATE: state.path } });
   closeSync(logFd);
@@ -58,21 +75,21 @@ export async function startMount(o: StartOptions): Promise<MountEntry> {
   pipe.destroy();
   if (!answer.startsWith('ready')) {
     if (child.exitCode === null) child.kill('SIGKILL');
-    const why = answer.startsWith('error ') ? answer.slice(6) : `the server did not start (${answer}); see ${log}`;
-    throw new StratumError(/already|BUSY/.test(why) ? 'BUSY' : 'IO', why);
+    const m = /^error ([A-Z_]+) (.*)$/.exec(answer);
+    throw m ? new StratumError(m[1] as ErrorCode, m[2]!) : new StratumError('IO', `the server did not start (${answer}); see ${log}`);
   }
   child.unref();
   // the mount answers: a stat through it comes back (from this process, never the server's)
   for (let i = 0; ; i++) {
     try {
       await fsp.stat(mountpoint);
-      if (stratumMountsAt(mountpoint)) break;
+      if (mountedAt({ mode, mountpoint })) break;
     } catch { /* not yet */ }
     if (i > 300) throw new StratumError('IO', `the mount at ${mountpoint} does not answer; see ${log}`);
     await sleep(10);
   }
   return (await state.list()).find((e) => e.mountpoint === mountpoint && e.pid === child.pid) ?? {
-    store: resolve(o.store), label: o.label, ref: o.tag ?? 'HEAD', commit: '', mountpoint, pid: child.pid!, mode: 'fuse', started: new Date().toISOString(), log,
+    store: resolve(o.store), label: o.label, ref: o.tag ?? 'HEAD', commit: '', mountpoint, pid: child.pid!, mode, started: new Date().toISOString(), log,
   };
 }
 
@@ -98,7 +115,7 @@ export async function stopMount(entry: MountEntry & { stale: boolean }, state = 
   if (!entry.stale) {
     try { process.kill(entry.pid, 'SIGTERM'); } catch { /* gone meanwhile */ }
     for (let waited = 0; ; waited += 20) {
-      if (!stratumMountsAt(entry.mountpoint)) break;
+      if (!mountedAt(entry)) break;
       if (waited > timeoutMs) throw new StratumError('BUSY', `the server of ${entry.mountpoint} (pid ${entry.pid}) did not unmount; see ${entry.log ?? 'its log'}`);
       await sleep(20);
     }
@@ -107,9 +124,18 @@ export async function stopMount(entry: MountEntry & { stale: boolean }, state = 
       if (!alive()) { outcome = 'stopped'; break; }
       await sleep(20);
     }
-  } else if (stratumMountsAt(entry.mountpoint)) lazyUnmount(entry.mountpoint);
+    // a kernel server exits at once; its last word says whether the overlay was busy
+    if (outcome === 'stopped' && entry.mode === 'kernel' && entry.log && (await lastUnmount(entry.log)) === 'draining') outcome = 'draining';
+  } else if (mountedAt(entry)) detach(entry);
   if (outcome !== 'draining') await state.update((entries) => entries.filter((e) => !(e.mountpoint === entry.mountpoint && e.pid === entry.pid)));
   return outcome;
+}
+
+/** How the last kernel server logging to `log` left its overlay ('unmounted <mnt> (stopped|draining)'). */
+async function lastUnmount(log: string): Promise<string | undefined> {
+  const text = await fsp.readFile(log, 'utf8').catch(() => '');
+  const all = [...text.matchAll(/ unmounted \S.* \((stopped|draining)\)$/gm)];
+  return all[all.length - 1]?.[1];
 }
 
 /** The live HEAD mount of a label, if any. */
@@ -117,15 +143,8 @@ export async function mountedHead(storeRoot: string, label: string, state = new 
   return (await state.live(storeRoot, label)).find((e) => e.ref === 'HEAD');
 }
 
-/** A kernel-mode HEAD has no server (no control files): live commit and apply are not done there yet. */
-function refuseKernelMode(entry: MountEntry, what: 'commit' | 'apply'): void {
-  if (entry.mode !== 'kernel') return;
-  throw new StratumError('BUSY', `HEAD of ${entry.label} is mounted in kernel mode at ${entry.mountpoint}, which cannot ${what} live yet; unmount it first (\`stratum unmount ${entry.label}\`), then ${what}`);
-}
-
 /** Commits a mounted HEAD through `/.stratum/commit`; returns `label:tag id` as the mount reports it. */
 export async function commitThroughMount(entry: MountEntry, tag: string | undefined): Promise<{ tag: string; id: string }> {
-  refuseKernelMode(entry, 'commit');
   const file = join(entry.mountpoint, '.stratum', 'commit');
   const handle = await fsp.open(file, 'r+');
   try {
@@ -151,7 +170,6 @@ export async function commitThroughMount(entry: MountEntry, tag: string | undefi
 
 /** Moves a mounted HEAD onto `ref` through `/.stratum/apply`; the live view switches. */
 export async function applyThroughMount(entry: MountEntry, ref: string, options: { discard?: boolean; keep?: boolean } = {}): Promise<{ to: string; changesWere: string }> {
-  refuseKernelMode(entry, 'apply');
   const file = join(entry.mountpoint, '.stratum', 'apply');
   const handle = await fsp.open(file, 'r+');
   try {

@@ -7,7 +7,7 @@
 // Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
 // command waits for it, then checks the mount answers). Exit 0 after a clean unmount.
 //
-// Public surface: ServeOptions, serve, stratumMountsAt, lazyUnmount.
+// Public surface: ServeOptions, serve, serverMain, mountStatus, parseApplyRequest, stratumMountsAt, lazyUnmount.
 import { execFileSync } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { applyHead } from '../store/commands/apply.js';
 import { commitHead } from '../store/commands/commit.js';
 import { StratumError } from '../store/error.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
-import { prepareMountTarget } from '../store/mount-target.js';
+import { type MountTarget, prepareMountTarget } from '../store/mount-target.js';
 import { UnionFs } from './union-fs.js';
 
 export interface ServeOptions {
@@ -59,6 +59,31 @@ export function lazyUnmount(mountpoint: string): void {
       /* not mounted */
     }
   }
+}
+
+/** What a write to `/.stratum/apply` asks: `<tag>|<label>:<tag>|<label>@<id> [--discard|--keep]`. */
+export function parseApplyRequest(text: string, label: string): { ref: string; discard: boolean; keep: boolean } {
+  const [what, ...flags] = text.split(/\s+/).filter((x) => x !== '');
+  if (!what || flags.some((f) => f !== '--discard' && f !== '--keep')) throw new StratumError('USAGE', 'write "<tag> [--discard|--keep]" to apply');
+  const ref = what.includes(':') || what.includes('@') ? what : `${label}:${what}`;
+  if (!ref.startsWith(`${label}:`) && !ref.startsWith(`${label}@`)) throw new StratumError('USAGE', `this mount serves ${label}; apply ${label}:<tag>`);
+  return { ref, discard: flags.includes('--discard'), keep: flags.includes('--keep') };
+}
+
+/** The text of `/.stratum/status` for a mount served by this process. */
+export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel'): Promise<string> {
+  const { store, label, ref, head, commit, paths, mountpoint } = target;
+  const h = head ? await store.heads.read(label) : undefined;
+  const base = h?.base ?? commit;
+  const tags = (await store.tags.tags(label).catch(() => [] as string[]));
+  const at: string[] = [];
+  for (const t of tags) {
+    const id = await store.tags.resolve(label, t).then((r) => r.id).catch(() => undefined);
+    if (id === base) at.push(t);
+  }
+  const changed = head ? upperCounts(paths.upper) : { paths: 0, deletions: 0 };
+  return [`label ${label}`, `ref ${ref}`, `base ${base}`, `tags ${at.join(' ')}`, `mode ${mode} ${head ? 'read-write' : 'read-only'}`,
+    `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ''].join('\n');
 }
 
 /** Entries in an upper dir (changed paths) and, among them, whiteouts (deletions). */
@@ -113,25 +138,10 @@ export async function serve(o: ServeOptions): Promise<number> {
       ns,
       statfsPath: storeRoot,
       control: {
-        status: async () => {
-          const h = head ? await store.heads.read(label) : undefined;
-          const base = h?.base ?? commit;
-          const tags = (await store.tags.tags(label).catch(() => [] as string[]));
-          const at: string[] = [];
-          for (const t of tags) {
-            const id = await store.tags.resolve(label, t).then((r) => r.id).catch(() => undefined);
-            if (id === base) at.push(t);
-          }
-          const changed = head ? upperCounts(paths.upper) : { paths: 0, deletions: 0 };
-          return [`label ${label}`, `ref ${ref}`, `base ${base}`, `tags ${at.join(' ')}`, `mode fuse ${head ? 'read-write' : 'read-only'}`,
-            `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ''].join('\n');
-        },
+        status: () => mountStatus(target, 'fuse'),
         apply: head ? async (args: string) => {
-          const [what, ...flags] = args.split(/\s+/).filter((x) => x !== '');
-          if (!what || flags.some((f) => f !== '--discard' && f !== '--keep')) throw new StratumError('USAGE', 'write "<tag> [--discard|--keep]" to apply');
-          const ref = what.includes(':') || what.includes('@') ? what : `${label}:${what}`;
-          if (!ref.startsWith(`${label}:`) && !ref.startsWith(`${label}@`)) throw new StratumError('USAGE', `this mount serves ${label}; apply ${label}:<tag>`);
-          const r = await fs!.frozen(() => applyHead(store, ref, { discard: flags.includes('--discard'), keep: flags.includes('--keep') }),
+          const { ref, discard, keep } = parseApplyRequest(args, label);
+          const r = await fs!.frozen(() => applyHead(store, ref, { discard, keep }),
             (res) => ({ imagePath: store.commits.imagePath(res.to), viewChanged: true }), { setAside: false });
           await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.to } : e)));
           log(`applied ${ref}: HEAD on ${r.to} (changes ${r.changesWere})`);
@@ -189,7 +199,8 @@ export async function serve(o: ServeOptions): Promise<number> {
   return status;
 }
 
-async function main(argv: string[]): Promise<void> {
+/** A server process's command line, readiness pipe and exit status, around `serveFn` (FUSE or kernel mode). */
+export async function serverMain(argv: string[], serveFn: (o: ServeOptions) => Promise<number>): Promise<void> {
   const get = (flag: string): string | undefined => {
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : undefined;
@@ -203,7 +214,7 @@ async function main(argv: string[]): Promise<void> {
   const commit = get('--commit');
   const tag = commit ? `@${commit}` : get('--tag');
   try {
-    const status = await serve({ store, label, tag, mountpoint, log: get('--log'), onReady: () => {
+    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), onReady: () => {
       if (readyFd !== undefined) {
         try { writeSync(Number(readyFd), `ready ${process.pid}\n`); closeSync(Number(readyFd)); } catch { /* the mount command is gone */ }
       }
@@ -213,12 +224,12 @@ async function main(argv: string[]): Promise<void> {
     const msg = err instanceof StratumError ? err.message : (err as Error)?.stack ?? String(err);
     log(`error: ${msg}`);
     if (readyFd !== undefined) {
-      try { writeSync(Number(readyFd), `error ${msg.split('\n')[0]}\n`); } catch { /* gone */ }
+      try { writeSync(Number(readyFd), `error ${err instanceof StratumError ? err.code : 'IO'} ${msg.split('\n')[0]}\n`); } catch { /* gone */ }
     }
     process.exit(1);
   }
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  void main(process.argv.slice(2));
+  void serverMain(process.argv.slice(2), serve);
 }

@@ -18,13 +18,14 @@ if (why) console.log(`skip: ${why}`);
   const existing = makeTree(join(dir, 'existing'), { 'etc/conf': 'setting = 1\n', 'data.bin': 70_000 });
   mkdirSync(fresh);
   try {
-    const init = stratum(['init', 'app', fresh, '--store', store]);
+    const init = stratum(['init', 'app', fresh, '--mode', 'fuse', '--store', store]);
     assert.is(init.status, 0, init.stderr);
     assert.is(init.stdout.trim(), fresh, 'prints the mountpoint');
     writeFileSync(join(fresh, 'hello'), 'world');
     assert.is(readFileSync(join(fresh, 'hello'), 'utf8'), 'world');
     assert.ok(existsSync(join(fresh, '.stratum', 'status')));
 
+    // the default mode: kernel as root (FUSE elsewhere); commit and apply work the same
     const mig = stratum(['init', 'old', existing, '--migrate', '--json', '--store', store]);
     assert.is(mig.status, 0, mig.stderr);
     assert.is((JSON.parse(mig.stdout) as { migrated: { files: number } }).migrated.files, 4, "/, /etc, /etc/conf, /data.bin");

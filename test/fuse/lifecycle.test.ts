@@ -41,15 +41,15 @@ const cli = (...args: string[]) => stratum(['--store', storeDir, ...args]);
 mountTest('mount prints the mountpoint and exits 0 once the mount answers; one writable HEAD per label; unmount ends it', async () => {
   const mnt = join(work, 'mnt'), other = join(work, 'other'), ro = join(work, 'ro');
   try {
-    const r = cli('mount', 'app', mnt);
+    const r = cli('mount', 'app', mnt, '--mode', 'fuse');
     assert.is(r.status, 0, r.stderr);
     assert.is(r.stdout.trim(), mnt);
     assert.ok(stratumMountsAt(mnt));
     assert.is(fs.readFileSync(join(mnt, 'etc/conf'), 'utf8'), 'base\n');
-    const again = cli('mount', 'app', other);
+    const again = cli('mount', 'app', other, '--mode', 'fuse');
     assert.is(again.status, 1);
     assert.match(again.stderr, mnt, 'the error names the existing mountpoint');
-    const tag = cli('mount', 'app:v1', ro);
+    const tag = cli('mount', 'app:v1', ro, '--mode', 'fuse');
     assert.is(tag.status, 0, tag.stderr);
     const entries = await findMounts(storeDir, 'app');
     assert.is(entries.length, 1);
@@ -67,7 +67,7 @@ mountTest('mount prints the mountpoint and exits 0 once the mount answers; one w
 mountTest('SIGTERM to the server unmounts; kill -9 leaves a stale entry, the upper intact, and mount recovers', async () => {
   const mnt = join(work, 'mnt');
   try {
-    assert.is(cli('mount', 'app', mnt).status, 0);
+    assert.is(cli('mount', 'app', mnt, '--mode', 'fuse').status, 0);
     fs.writeFileSync(join(mnt, 'etc/conf'), 'changed\n');
     fs.writeFileSync(join(mnt, 'new'), 'new file\n');
     let [e] = await findMounts(storeDir, 'app');
@@ -79,7 +79,7 @@ mountTest('SIGTERM to the server unmounts; kill -9 leaves a stale entry, the upp
     assert.ok(e!.stale, 'the state file shows the dead server as stale');
     const st = cli('status', 'app');
     assert.is(st.status, 0, st.stderr);
-    const r = cli('mount', 'app', mnt);
+    const r = cli('mount', 'app', mnt, '--mode', 'fuse');
     assert.is(r.status, 0, r.stderr);
     assert.is(fs.readFileSync(join(mnt, 'etc/conf'), 'utf8'), 'changed\n');
     assert.is(fs.readFileSync(join(mnt, 'new'), 'utf8'), 'new file\n');
@@ -98,7 +98,7 @@ mountTest('SIGTERM to the server unmounts; kill -9 leaves a stale entry, the upp
 mountTest('unmount with open files: the mount goes away, the open file keeps working and its writes reach HEAD', async () => {
   const mnt = join(work, 'mnt');
   try {
-    assert.is(cli('mount', 'app', mnt).status, 0);
+    assert.is(cli('mount', 'app', mnt, '--mode', 'fuse').status, 0);
     const fd = fs.openSync(join(mnt, 'held'), 'w');
     fs.writeSync(fd, 'before ');
     const r = cli('unmount', 'app');

@@ -7,7 +7,8 @@ import { commitHead } from '../../store/commands/commit.js';
 import { initLabel } from '../../store/commands/init.js';
 import { StratumError } from '../../store/error.js';
 import { checkLabel, parseRef } from '../../store/names.js';
-import { applyThroughMount, commitThroughMount, mountedHead, startMount } from '../../fuse/client.js';
+import { applyThroughMount, commitThroughMount, mountedHead } from '../../fuse/client.js';
+import { checkMode, mountIn } from './mount.js';
 import type { Context } from '../context.js';
 
 const short = (id: string): string => id.slice(0, 12);
@@ -55,8 +56,9 @@ export async function applyCommand(ctx: Context, target: string, mountpoint: str
   if (mountpoint) ctx.note(`(${r.label} is not mounted; \`stratum mount ${r.label} ${mountpoint}\` shows the new base there)`);
 }
 
-export async function initCommand(ctx: Context, label: string, mountpoint: string | undefined, options: { migrate?: boolean }): Promise<void> {
+export async function initCommand(ctx: Context, label: string, mountpoint: string | undefined, options: { migrate?: boolean; mode?: string }): Promise<void> {
   checkLabel(label);
+  const mode = checkMode(options.mode);
   if (options.migrate && !mountpoint) throw new StratumError('USAGE', `--migrate imports the directory at the mountpoint: stratum init ${label} <mountpoint> --migrate`);
   if (options.migrate) {
     const st = await fsp.stat(mountpoint!).catch(() => undefined);
@@ -70,9 +72,9 @@ export async function initCommand(ctx: Context, label: string, mountpoint: strin
     return;
   }
   // as the seed says: init mounts the new label at the mountpoint (over the migrated directory)
-  const entry = await startMount({ store: store.root, label, mountpoint });
+  const entry = await mountIn(store, { label, mountpoint, mode });
   ctx.result({ ...r, mountpoint: entry.mountpoint }, () => [entry.mountpoint]);
-  ctx.note(`${r.label}: HEAD on ${short(r.base)}${r.migrated ? ` (${r.migrated.files} paths imported from ${mountpoint})` : ' (empty)'}, mounted at ${entry.mountpoint}`);
+  ctx.note(`${r.label}: HEAD on ${short(r.base)}${r.migrated ? ` (${r.migrated.files} paths imported from ${mountpoint})` : ' (empty)'}, mounted at ${entry.mountpoint} (${entry.mode})`);
 }
 
 /** `import --bare <dir> <label[:tag]>`: the dir is a delta on the label's HEAD base. */

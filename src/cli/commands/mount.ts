@@ -1,51 +1,68 @@
 // `mount label[:tag] [mountpoint]` and `unmount label[:tag]|mountpoint`: start or end a mount
-// server (src/fuse/server.ts), or with --mode kernel a kernel overlay mount (src/kernel/mount.ts,
-// docs/kernel.md). HEAD is read-write, a tag (or an id) is read-only. --mode auto is FUSE for now:
-// live commit, apply and the control files exist only in FUSE mode so far.
+// server. `--mode fuse`: our FUSE server serves the tree (src/fuse/server.ts). `--mode kernel`:
+// the kernel serves it (erofs + overlayfs) and a kernel server owns the mount and its control
+// files (src/kernel/server.ts, docs/kernel.md). `--mode auto` (the default) picks kernel when this
+// process may and the HEAD's upper suits it, else FUSE. HEAD is read-write, a tag (or an id) read-only.
 import { StratumError } from '../../store/error.js';
 import { parseRef } from '../../store/names.js';
+import type { Store } from '../../store/store.js';
 import { defaultMountpoint, findMounts, startMount, stopMount } from '../../fuse/client.js';
 import { serve } from '../../fuse/server.js';
-import { hasSysAdmin, kernelMount, kernelUnmount } from '../../kernel/mount.js';
+import { serveKernel } from '../../kernel/server.js';
+import { checkKernelMode, kernelModeUnavailable } from '../../kernel/support.js';
+import type { MountEntry } from '../../store/mount-state.js';
 import type { Context } from '../context.js';
+
+export type MountMode = 'auto' | 'fuse' | 'kernel';
+
+export function checkMode(mode: string | undefined): MountMode {
+  if (mode === undefined) return 'auto';
+  if (mode !== 'auto' && mode !== 'fuse' && mode !== 'kernel') throw new StratumError('USAGE', `--mode is auto, fuse or kernel, not ${mode}`);
+  return mode;
+}
+
+/** auto -> kernel when kernel mode is available and (for HEAD) the upper's xattrs are trusted.*, else fuse. */
+export async function resolveMode(store: Store, label: string, head: boolean, mode: MountMode): Promise<'fuse' | 'kernel'> {
+  if (mode === 'kernel') checkKernelMode();
+  if (mode !== 'auto') return mode;
+  if (kernelModeUnavailable() !== undefined) return 'fuse';
+  if (head && (await store.heads.read(label))?.xattrNamespace === 'user') return 'fuse';
+  return 'kernel';
+}
+
+/** Starts the server of a mount in the chosen mode and waits until the mount answers. */
+export async function mountIn(store: Store, o: { label: string; tag?: string | undefined; mountpoint: string; mode: MountMode }): Promise<MountEntry> {
+  const mode = await resolveMode(store, o.label, o.tag === undefined, o.mode);
+  return startMount({ store: store.root, label: o.label, tag: o.tag, mountpoint: o.mountpoint, mode });
+}
 
 export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string }): Promise<void> {
   const ref = parseRef(target);
-  if (options.mode !== undefined && options.mode !== 'auto' && options.mode !== 'fuse' && options.mode !== 'kernel') {
-    throw new StratumError('USAGE', `--mode is auto, fuse or kernel, not ${options.mode}`);
-  }
-  if (options.mode === 'kernel' && !hasSysAdmin()) throw new StratumError('PERMISSION', '--mode kernel needs root (CAP_SYS_ADMIN); use --mode fuse');
-  if (options.mode === 'kernel' && options.foreground) throw new StratumError('USAGE', '--foreground serves a FUSE mount; a kernel mount has no server');
+  const requested = checkMode(options.mode);
+  if (requested === 'kernel') checkKernelMode();  // before anything is opened or made
   const tag = ref.target.kind === 'head' ? undefined : ref.target.kind === 'id' ? `@${ref.target.id}` : ref.target.name;
   const mnt = mountpoint ?? defaultMountpoint(ref.label, ref.target.kind === 'id' ? ref.target.id.slice(0, 12) : tag);
-  await ctx.openForReading().then((s) => {
-    if (!s) throw new StratumError('NOT_FOUND', `no stratum store at ${ctx.storePath}`);
-  });
-  if (options.mode === 'kernel') {
-    const entry = await kernelMount({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt });
-    ctx.result(entry, () => [entry.mountpoint]);
-    ctx.note(`${ref.label}:${entry.ref} (${entry.commit.slice(0, 12)}) ${tag === undefined ? 'read-write, kernel overlay; no control files or live commit in kernel mode yet: unmount, then commit' : 'read-only, kernel overlay'}`);
-    return;
-  }
+  const store = await ctx.openForReading();
+  if (!store) throw new StratumError('NOT_FOUND', `no stratum store at ${ctx.storePath}`);
   if (options.foreground) {
-    const status = await serve({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt, onReady: () => process.stdout.write(`${mnt}\n`) });
+    const mode = await resolveMode(store, ref.label, tag === undefined, requested);
+    const status = await (mode === 'kernel' ? serveKernel : serve)({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt, onReady: () => process.stdout.write(`${mnt}\n`) });
     if (status !== 0) throw new StratumError('IO', `the mount at ${mnt} ended with status ${status}`);
     return;
   }
-  const entry = await startMount({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt });
+  const entry = await mountIn(store, { label: ref.label, tag, mountpoint: mnt, mode: requested });
   ctx.result(entry, () => [entry.mountpoint]);
-  ctx.note(`${ref.label}:${entry.ref} (${entry.commit.slice(0, 12)}) ${tag === undefined ? 'read-write' : 'read-only'}; server pid ${entry.pid}, log ${entry.log}`);
+  ctx.note(`${ref.label}:${entry.ref} (${entry.commit.slice(0, 12)}) ${tag === undefined ? 'read-write' : 'read-only'}, ${entry.mode === 'kernel' ? 'served by the kernel' : 'served by FUSE'}; server pid ${entry.pid}, log ${entry.log}`);
 }
 
 export async function unmountCommand(ctx: Context, what: string): Promise<void> {
   const found = await findMounts(ctx.storePath, what);
   if (found.length === 0) throw new StratumError('NOT_FOUND', `nothing of this store is mounted as ${what}; see \`stratum status\``);
   for (const e of found) {
-    const how = e.mode === 'kernel' ? await kernelUnmount(e) : await stopMount(e);
+    const how = await stopMount(e);
     ctx.result({ unmounted: e.mountpoint, how }, () => [`unmounted ${e.mountpoint}`]);
-    if (how === 'stale' && e.mode === 'kernel') ctx.note('it was no longer mounted; its entry was removed');
-    else if (how === 'draining' && e.mode === 'kernel') ctx.note('files are still open through it; it was detached and goes away when they are closed');
-    else if (how === 'stale') ctx.note('the server had died; its mount was detached (HEAD keeps every change it had written)');
-    if (how === 'draining') ctx.note(`files are still open through it; the server (pid ${e.pid}) exits when they are closed`);
+    if (how === 'stale') ctx.note(`the server had died; its mount was detached (HEAD keeps every change it had written)`);
+    if (how === 'draining') ctx.note(e.mode === 'kernel' ? 'files are still open through it; it was detached and goes away when they are closed'
+      : `files are still open through it; the server (pid ${e.pid}) exits when they are closed`);
   }
 }

@@ -66,10 +66,11 @@ function readAll(path: Buffer | string): Buffer {
   return readFileSync(path);
 }
 
-/** The view through a mounted directory, path -> View. */
-export function dirView(root: string): Map<ByteString, View> {
+/** The view through a mounted directory, path -> View; `skip` leaves paths (and what is under them) out. */
+export function dirView(root: string, skip: (path: ByteString) => boolean = () => false): Map<ByteString, View> {
   const out = new Map<ByteString, View>();
   const visit = (abs: Buffer, path: ByteString): void => {
+    if (skip(path)) return;
     const st = lstatSync(abs, { bigint: true });
     const mode = Number(st.mode);
     const type = mode & S_IFMT;
