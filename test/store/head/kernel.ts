@@ -1,6 +1,7 @@
 // Shared by the HEAD tests: mount a HEAD with the kernel (erofs of the base image, then overlayfs
 // with the objects dir as data-only lower, the label's upper and work dirs), and read views
 // (kernel mount, UnionView, a committed image) into one comparable form (test/store/image/view.ts).
+import { kernelModeUnavailable } from '../../../src/kernel/support.js';
 import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { lgetxattr, llistxattr } from '../../../src/native/xattr.js';
@@ -15,17 +16,8 @@ import { type View, contentId, fmtXattrs, readerView } from '../image/view.js';
 
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
-export const kernelUnsupported = ((): string | undefined => {
-  if (!isRoot) return 'needs root (mount(2))';
-  try {
-    const fs = readFileSync('/proc/filesystems', 'utf8');
-    if (!/\terofs$/m.test(fs)) return 'kernel has no erofs';
-    if (!/\toverlay$/m.test(fs)) return 'kernel has no overlayfs';
-  } catch {
-    return 'no /proc/filesystems';
-  }
-  return undefined;
-})();
+/** Why the kernel mounts of these tests cannot run here (the same check kernel mode makes), or undefined. */
+export const kernelUnsupported = kernelModeUnavailable();
 
 export interface HeadMount {
   merged: string;
