@@ -7,9 +7,9 @@ import { commitHead, ensureUpper } from '../../src/store/commands/commit.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import type { ByteString } from '../../src/store/image/tree.js';
 import { Store } from '../../src/store/store.js';
-import { type View, diffViews } from '../store/image/view.js';
+import { type View, diffViews, maskRecent } from '../store/image/view.js';
 import { commitView, dirView, kernelUnsupported, mountHead } from '../store/head/kernel.js';
-import { Random, makeBase, randomOps } from '../store/head/ops.js';
+import { Random, makeBase, mountBudget, randomOps } from '../store/head/ops.js';
 import { fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // The kernel is the oracle for the FUSE server too. Per seed, one random base is imported as two
@@ -21,17 +21,10 @@ import { fuseUnavailable, tempDir, withMount } from './mounts.js';
 // (creations, writes) differ between the two runs and are compared as "recent".
 // Budget: STRATUM_FUSE_SEEDS (default 6) x STRATUM_FUSE_OPS (default 40); STRATUM_SEED=<n> replays one.
 
-const seeds = process.env.STRATUM_SEED ? [Number(process.env.STRATUM_SEED)] : Array.from({ length: Number(process.env.STRATUM_FUSE_SEEDS ?? 6) }, (_, i) => i + Number(process.env.STRATUM_FUSE_SEED_FROM ?? 1));
-const OPS = Number(process.env.STRATUM_FUSE_OPS ?? 40);
+const { seeds, ops: OPS } = mountBudget(6);
 const why = fuseUnavailable() ?? kernelUnsupported;
 const mountTest = why === undefined ? test : test.skip;
 if (why) console.log(`FUSE differential test skipped: ${why}`);
-
-function masked(view: Map<ByteString, View>, since: number): Map<ByteString, View> {
-  const out = new Map<ByteString, View>();
-  for (const [path, v] of view) out.set(path, Number(v.mtime.split('.')[0]) >= since ? { ...v, mtime: 'recent' } : v);
-  return out;
-}
 
 async function runSeed(seed: number): Promise<number> {
   const work = tempDir('stratum-fdiff-');
@@ -60,7 +53,7 @@ async function runSeed(seed: number): Promise<number> {
     const say = (what: string, problems: string[]) => `seed ${seed}: ${what}\n  ${problems.join('\n  ')}\nops:\n  ${kLog.join('\n  ')}`;
     const at = kLog.findIndex((l, i) => fLog[i] !== l);
     assert.equal(fLog, kLog, say(`operation logs (errnos) differ at op ${at}: kernel "${kLog[at]}", FUSE "${fLog[at]}"`, []));
-    let problems = diffViews(masked(kView, since), masked(fView, since), 8);
+    let problems = diffViews(maskRecent(kView, since), maskRecent(fView, since), 8);
     assert.equal(problems, [], say('kernel vs FUSE', problems));
 
     // the upper FUSE wrote is kernel overlayfs format: the kernel shows the same tree, times and all
@@ -86,7 +79,7 @@ async function runSeed(seed: number): Promise<number> {
     problems = diffViews(fView, commitView(store, fCommit), 8);
     assert.equal(problems, [], say('FUSE view vs its live commit', problems));
     const kCommit = (await commitHead(store, { label: 'k', tag: 'live' })).id;
-    problems = diffViews(masked(commitView(store, kCommit), since), masked(commitView(store, fCommit), since), 8);
+    problems = diffViews(maskRecent(commitView(store, kCommit), since), maskRecent(commitView(store, fCommit), since), 8);
     assert.equal(problems, [], say('kernel commit vs FUSE commit', problems));
     return kView.size;
   } finally {

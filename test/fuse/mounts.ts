@@ -44,6 +44,16 @@ export async function withMount<T>(store: string, label: string, tag: string | u
   }
 }
 
+export const NOBODY = { uid: 65534, gid: 65534 };
+const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
+
+/** Runs the `stratum` CLI as nobody (no capabilities, no groups), with `env` added. */
+export function asNobody(args: string[], env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', process.execPath, main, ...args],
+    { encoding: 'utf8', env: { ...process.env, ...env, HOME: '/nonexistent' }, timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr + (r.error ? String(r.error) : '') + (r.signal ?? '') };
+}
+
 /** Runs a Node snippet as another user and returns its JSON output. */
 export function runAs(user: { uid: number; gid: number }, body: string, args: unknown): unknown {
   const script = `const fs = require('node:fs'); const args = ${JSON.stringify(args)};

@@ -5,21 +5,13 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { stratumMountsAt, lazyUnmount } from '../../src/fuse/server.js';
 import { MountState } from '../../src/store/mount-state.js';
-import { fuseUnavailable, tempDir } from './mounts.js';
+import { NOBODY, asNobody, fuseUnavailable, tempDir } from './mounts.js';
 
 // A user without privileges mounts its own HEAD through fusermount3: overlay xattrs in `user.`,
 // whiteouts as char 0:0 (allowed unprivileged since Linux 5.8), the kernel reads the result.
-const NOBODY = { uid: 65534, gid: 65534 };
 const why = fuseUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
 const mountTest = why === undefined ? test : test.skip;
 if (why) console.log(`unprivileged mount test skipped: ${why}`);
-const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
-
-function asNobody(args: string[], env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', process.execPath, main, ...args],
-    { encoding: 'utf8', env: { ...process.env, ...env, HOME: '/nonexistent' }, timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr + (r.error ? String(r.error) : '') + (r.signal ?? '') };
-}
 
 mountTest('a non-root user mounts, writes, deletes a lower file (whiteout), commits through the control file and unmounts', async () => {
   const dir = tempDir('stratum-user-');

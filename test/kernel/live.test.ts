@@ -10,7 +10,7 @@ import { Store } from '../../src/store/store.js';
 import { commitView, kernelUnsupported } from '../store/head/kernel.js';
 import { contentId } from '../store/image/view.js';
 import { fuseUnavailable, tempDir, withMount } from '../fuse/mounts.js';
-import { S, alive, cleanup, kernelView, ok, waitFor, withKernel } from './mounts.js';
+import { S, alive, cleanupKernel, kernelView, ok, waitFor, withKernel } from './mounts.js';
 
 // Kernel mode's control files, live commit and live apply (docs/kernel.md), through the CLI and
 // the control files as a user would: `.stratum` never reaches an upper or a commit, a process
@@ -86,7 +86,7 @@ kernelTest('auto picks kernel as root; control files; a commit by control file; 
     assert.is((await verify(store, undefined)).problems.length, 0);
   } finally {
     if (kernelMountedAt(mnt)) S(join(work, 'store'), 'unmount', mnt);
-    cleanup(mnt);
+    cleanupKernel(mnt);
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
@@ -130,7 +130,7 @@ kernelTest('a process appending across three live commits loses nothing; each co
   } finally {
     fs.writeFileSync(stop, '');
     if (writer?.child.exitCode === null) writer.child.kill('SIGKILL');
-    cleanup(mnt, fmnt);
+    cleanupKernel(mnt, fmnt);
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
@@ -157,7 +157,7 @@ kernelTest('live apply: --discard and --keep switch the tree under the mount', a
       assert.equal(mountsUnder(mnt).length, 2);
     });
   } finally {
-    cleanup(mnt);
+    cleanupKernel(mnt);
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
@@ -204,7 +204,7 @@ for (const delay of [40, 150, 400]) {
       assert.not.ok(fs.existsSync(join(storeDir, 'refs/app/head.live')), 'no live journal left');
       assert.is((await verify(store, undefined)).problems.length, 0);
     } finally {
-      cleanup(mnt);
+      cleanupKernel(mnt);
       fs.rmSync(work, { recursive: true, force: true });
     }
   });

@@ -10,7 +10,7 @@ import { lutimensNs } from '../../src/native/files.js';
 import { MNT_DETACH, umount2 } from '../../src/native/mount.js';
 import { lsetxattr } from '../../src/native/xattr.js';
 import { kernelMountedAt } from '../../src/store/mount-state.js';
-import { S, alive, cleanup, kernelView, ok, waitFor, withKernel } from './mounts.js';
+import { S, alive, cleanupKernel, kernelView, ok, waitFor, withKernel } from './mounts.js';
 import { diffViews } from '../store/image/view.js';
 import { commitView, dirView, kernelUnsupported } from '../store/head/kernel.js';
 import { fuseUnavailable, tempDir, withMount } from '../fuse/mounts.js';
@@ -114,7 +114,7 @@ kernelTest('a kernel-mounted HEAD shows what FUSE shows; kernel writes reach FUS
     same(f2, k2, 'after FUSE writes: FUSE vs kernel');
     assert.ok(k2.has('/new-fuse') && !k2.has('/new-kernel'));
   } finally {
-    cleanup(kmnt, fmnt);
+    cleanupKernel(kmnt, fmnt);
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
@@ -135,7 +135,7 @@ kernelTest('a tag in kernel mode is read-only (EROFS) and shows the commit', asy
       assert.match(st, 'app:t (read-only) mounted at');
     });
   } finally {
-    cleanup(kmnt);
+    cleanupKernel(kmnt);
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
@@ -183,7 +183,7 @@ kernelTest('unmount: busy mounts are detached, a stale kernel entry is reported 
       assert.is(fs.readFileSync(join(kmnt, 'after-kill'), 'utf8'), 'the kernel still serves');
     });
   } finally {
-    cleanup(kmnt);
+    cleanupKernel(kmnt);
     fs.rmSync(work, { recursive: true, force: true });
   }
 });

@@ -33,6 +33,17 @@ export class Random {
   }
 }
 
+/**
+ * Seeds and operations per seed for the mount differential tests: STRATUM_SEED=<n> replays one
+ * seed; else STRATUM_FUSE_SEEDS (default `defaultSeeds`) seeds from STRATUM_FUSE_SEED_FROM (1);
+ * STRATUM_FUSE_OPS (40) operations each.
+ */
+export function mountBudget(defaultSeeds: number): { seeds: number[]; ops: number } {
+  const env = process.env;
+  const seeds = env.STRATUM_SEED ? [Number(env.STRATUM_SEED)] : Array.from({ length: Number(env.STRATUM_FUSE_SEEDS ?? defaultSeeds) }, (_, i) => i + Number(env.STRATUM_FUSE_SEED_FROM ?? 1));
+  return { seeds, ops: Number(env.STRATUM_FUSE_OPS ?? 40) };
+}
+
 const SIZES = [0, 1, 5, 64, 65, 300, 4096, 5000, 70_000];
 const NAMES = ['a', 'b', 'c', 'dir', 'x.txt', 'y', 'zz', 'ünï', 'sub', 'data.bin'];
 

@@ -100,6 +100,13 @@ export function readerView(reader: ImageReader, resolve: Resolve): Map<ByteStrin
   return out;
 }
 
+/** The view with every mtime at or after `since` (unix seconds) shown as 'recent': times the clock set. */
+export function maskRecent(view: Map<ByteString, View>, since: number): Map<ByteString, View> {
+  const out = new Map<ByteString, View>();
+  for (const [path, v] of view) out.set(path, Number(v.mtime.split('.')[0]) >= since ? { ...v, mtime: 'recent' } : v);
+  return out;
+}
+
 export function diffViews(a: Map<ByteString, View>, b: Map<ByteString, View>, limit = 5): string[] {
   const problems: string[] = [];
   for (const [path, va] of a) {
