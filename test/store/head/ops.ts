@@ -96,6 +96,8 @@ function list(root: string): Listing {
   const out: Listing = { dirs: [root], files: [], others: [] };
   const visit = (dir: string): void => {
     for (const name of readdirSync(dir)) {
+      // a kernel-mode mount lists its control dir; it is not part of the tree under test
+      if (dir === root && name === '.stratum') continue;
       const path = join(dir, name);
       const st = lstatSync(path);
       if (st.isDirectory()) {
