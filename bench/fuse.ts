@@ -6,23 +6,33 @@
 //   pass after drop_caches, then warm), 1 GiB sequential write+fsync into HEAD, untar of 20 000
 //   files into HEAD, rm -rf of them.
 // Goals (issue #7): metadata walk <= 2x kernel time; small-file cat >= 0.5x kernel; 1 GiB read
-// >= 0.5x kernel; untar >= fuse-overlayfs. Needs root. ~2.3 GiB of temp data in $STRATUM_BENCH_DIR
-// or the OS temp dir, removed at the end.
+// >= 0.5x kernel; untar >= fuse-overlayfs.
+// Then Stratum's kernel mode (kernelMount, docs/kernel.md) against that hand-made overlay, the two
+// timed alternately (compare(), bench/report.ts) on the same tree; goal (issue #8): equal within
+// noise. Last, switch times on the 100k-entry HEAD with a few changed files: a live commit and
+// a live apply (src/fuse/client.ts) in FUSE mode and in kernel mode (goal < 0.5 s each); where a
+// mode cannot do them live yet (BUSY), "not available" is printed.
+// Needs root. ~2.3 GiB of temp data in $STRATUM_BENCH_DIR or the OS temp dir, removed at the end;
+// STRATUM_BENCH_RUNS (default 5) alternations per compared figure.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMount } from '../src/fuse/client.js';
+import { applyThroughMount, commitThroughMount, startMount } from '../src/fuse/client.js';
 import { lazyUnmount, stratumMountsAt } from '../src/fuse/server.js';
+import { kernelMount, kernelUnmount } from '../src/kernel/mount.js';
 import { MNT_DETACH, MS_RDONLY, mount, umount2 } from '../src/native/mount.js';
 import { ensureUpper, headPaths } from '../src/store/commands/commit.js';
 import { importDirectory } from '../src/store/commands/import.js';
-import { MountState } from '../src/store/mount-state.js';
+import { StratumError } from '../src/store/error.js';
+import { MountState, type MountEntry } from '../src/store/mount-state.js';
 import { Store } from '../src/store/store.js';
+import { compare } from './report.js';
 
 const SMALL_FILES = 20_000;
 const TREE_ENTRIES = 100_000;
 const BIG = 1 << 30;
+const RUNS = Number(process.env.STRATUM_BENCH_RUNS ?? 5);
 
 function sh(cmd: string, cwd: string): number {
   const t = process.hrtime.bigint();
@@ -86,6 +96,61 @@ function measure(way: string, root: string, entries: number, tarball: string, re
   return r;
 }
 
+interface Figure { what: string; unit: string; amount: number; runs: number; run: string; before?: () => void; prime?: boolean }
+
+/** Rates (amount per second) of baseline and subject from alternating runs; prints one row each. */
+async function compareMounts(baseline: string, subject: string, tarball: string, entries: number, log: (s: string) => void): Promise<void> {
+  const clear = (...names: string[]) => () => {
+    for (const root of [baseline, subject]) for (const n of names) fs.rmSync(join(root, n), { recursive: true, force: true });
+    spawnSync('sync');
+  };
+  const figures: Figure[] = [
+    { what: 'find+stat cold', unit: 'k entries/s', amount: entries / 1000, runs: RUNS, run: `find . -printf '%s %m\\n' > /dev/null`, before: dropCaches },
+    { what: 'find+stat warm', unit: 'k entries/s', amount: entries / 1000, runs: RUNS, run: `find . -printf '%s %m\\n' > /dev/null`, prime: true },
+    { what: 'cat small files cold', unit: 'k files/s', amount: SMALL_FILES / 1000, runs: RUNS, run: 'find small -type f -print0 | xargs -0 cat > /dev/null', before: dropCaches },
+    { what: 'cat small files warm', unit: 'k files/s', amount: SMALL_FILES / 1000, runs: RUNS, run: 'find small -type f -print0 | xargs -0 cat > /dev/null', prime: true },
+    { what: '1 GiB read cold', unit: 'MB/s', amount: BIG / 1e6, runs: RUNS, run: 'cat big > /dev/null', before: dropCaches },
+    { what: '1 GiB read warm', unit: 'MB/s', amount: BIG / 1e6, runs: RUNS, run: 'cat big > /dev/null', prime: true },
+    { what: '1 GiB write+fsync', unit: 'MB/s', amount: BIG / 1e6, runs: Math.min(RUNS, 3), run: `dd if=/dev/zero of=written bs=1M count=${BIG >> 20} conv=fsync status=none`, before: clear('written') },
+    { what: `untar ${SMALL_FILES / 1000}k files`, unit: 'k entries/s', amount: (SMALL_FILES + 100) / 1000, runs: RUNS, run: `mkdir untar && tar -xf ${tarball} -C untar`, before: clear('untar') },
+  ];
+  log('');
+  log(`Stratum kernel mode vs the hand-made kernel overlay, alternating, median of ${RUNS} (1 GiB write: ${Math.min(RUNS, 3)}):`);
+  log('| figure | hand-made overlay | stratum kernel mode | kernel mode / overlay |');
+  log('|---|---|---|---|');
+  for (const f of figures) {
+    if (f.prime) for (const root of [baseline, subject]) sh(f.run, root);
+    const [b, s] = await compare(f.runs, () => void sh(f.run, baseline), () => void sh(f.run, subject), f.before ?? (() => undefined));
+    log(`| ${f.what} | ${(f.amount / b).toFixed(f.unit === 'MB/s' ? 0 : 1)} ${f.unit} | ${(f.amount / s).toFixed(f.unit === 'MB/s' ? 0 : 1)} ${f.unit} | ${(b / s).toFixed(2)}x |`);
+  }
+  clear('written', 'untar')();
+}
+
+/** Times a live commit of a few changed files, then live applies back to the base and forward again. */
+async function switchTimes(way: string, entry: MountEntry, baseId: string, log: (s: string) => void): Promise<void> {
+  const root = entry.mountpoint;
+  for (let i = 0; i < 5; i++) {
+    fs.appendFileSync(join(root, 'small', `d${i}`, 'f0'), `changed ${i}\n`);
+    fs.writeFileSync(join(root, `new-${i}`), `new ${i}\n`);
+  }
+  const timed = async (what: string, fn: () => Promise<unknown>): Promise<boolean> => {
+    const t = process.hrtime.bigint();
+    try {
+      await fn();
+    } catch (err) {
+      if (!(err instanceof StratumError && err.code === 'BUSY')) throw err;
+      log(`${way}: ${what}: not available (${err.message})`);
+      return false;
+    }
+    log(`${way}: ${what}: ${(Number(process.hrtime.bigint() - t) / 1e9).toFixed(3)} s (goal < 0.5 s)`);
+    return true;
+  };
+  const committed = await timed('live commit of 10 changed files', () => commitThroughMount(entry, 'switch'));
+  // without a commit the changes are still there: keep them, so apply is measured all the same
+  await timed(`live apply to the base`, () => applyThroughMount(entry, `${entry.label}@sha256:${baseId}`, { keep: !committed }));
+  if (committed) await timed('live apply back to the commit', () => applyThroughMount(entry, `${entry.label}:switch`));
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench:fuse needs root (it mounts)');
   const hasFuseOverlayfs = spawnSync('sh', ['-c', 'command -v fuse-overlayfs']).status === 0;
@@ -94,6 +159,8 @@ async function main(): Promise<void> {
   const log = (s: string) => console.log(s);
   let fusePid: number | undefined;
   let tagPid: number | undefined;
+  let kernelEntry: MountEntry | undefined;
+  const state = new MountState(join(base, 'state'));
   try {
     const src = join(base, 'src');
     log(`data in ${base}`);
@@ -105,7 +172,8 @@ async function main(): Promise<void> {
     const id = (await importDirectory(store, src, { label: 'f' })).id;
     log(`import of ${entries} entries + 1 GiB: ${((Date.now() - t) / 1000).toFixed(1)} s`);
     await importDirectory(store, src, { label: 'k' });
-    for (const l of ['f', 'k']) await ensureUpper(store, (await store.heads.read(l))!);
+    await importDirectory(store, src, { label: 'km' });
+    for (const l of ['f', 'k', 'km']) await ensureUpper(store, (await store.heads.read(l))!);
 
     // kernel overlayfs, mounted the way Stratum mounts a HEAD
     const lower = join(base, 'k-lower'), kmnt = join(base, 'k-mnt');
@@ -127,7 +195,6 @@ async function main(): Promise<void> {
 
     // stratum FUSE HEAD
     const smnt = join(base, 's-mnt');
-    const state = new MountState(join(base, 'state'));
     t = Date.now();
     const e = await startMount({ store: store.root, label: 'f', mountpoint: smnt, state });
     fusePid = e.pid;
@@ -157,7 +224,20 @@ async function main(): Promise<void> {
       `write ${x(s.write, kr.write)}; untar ${x(s.untar, kr.untar)}; rm ${x(s.rm, kr.rm)}`);
     log(`stratum tag (read-only) / kernel: find+stat time warm ${x(kr.findWarm, tr.findWarm)}; cat cold ${x(tr.catCold, kr.catCold)} warm ${x(tr.catWarm, kr.catWarm)}; read warm ${x(tr.readWarm, kr.readWarm)}`);
     if (fr) log(`stratum / fuse-overlayfs: untar ${x(s.untar, fr.untar)} (goal >= 1x); rm ${x(s.rm, fr.rm)}; cat warm ${x(s.catWarm, fr.catWarm)}; find warm ${x(s.findWarm, fr.findWarm)}`);
+
+    // Stratum's kernel mode, as `stratum mount km --mode kernel` makes it
+    t = Date.now();
+    kernelEntry = await kernelMount({ store: store.root, label: 'km', mountpoint: join(base, 'km-mnt'), state });
+    log('');
+    log(`stratum kernel-mode mount ready in ${Date.now() - t} ms`);
+    await compareMounts(kmnt, kernelEntry.mountpoint, tarball, entries, log);
+
+    log('');
+    log(`switch times on a HEAD of ${entries} entries with 10 changed files:`);
+    await switchTimes('FUSE mode', e, id, log);
+    await switchTimes('kernel mode', kernelEntry, id, log);
   } finally {
+    if (kernelEntry) await kernelUnmount(kernelEntry, state).catch((err: unknown) => console.error(`kernel-mode unmount: ${String(err)}`));
     for (const [pid, m] of [[fusePid, 's-mnt'], [tagPid, 't-mnt']] as const) {
       if (pid === undefined) continue;
       try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
