@@ -23,15 +23,23 @@ export const ratio = (x: number): string => `${x.toFixed(2)}×`;
 
 /**
  * Times a baseline and a subject alternately (baseline, subject, baseline, …), running `before`
- * ahead of each, so both see the filesystem in the same state; returns the two medians.
+ * ahead of each, so both see the filesystem in the same state; returns every run's seconds.
  */
-export async function compare(runs: number, baseline: () => Promise<void> | void, subject: () => Promise<void> | void, before: () => Promise<void> | void): Promise<[number, number]> {
+export async function compareRuns(runs: number, baseline: () => Promise<void> | void, subject: () => Promise<void> | void, before: () => Promise<void> | void): Promise<{ baseline: number[]; subject: number[] }> {
   const a: number[] = [];
   const b: number[] = [];
   for (let i = 0; i < runs; i++) {
     a.push(await median(1, baseline, before));
     b.push(await median(1, subject, before));
   }
-  const mid = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-  return [mid(a), mid(b)];
+  return { baseline: a, subject: b };
+}
+
+/** The middle value of a list of run times. */
+export const medianOf = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+
+/** compareRuns, reduced to the two medians. */
+export async function compare(runs: number, baseline: () => Promise<void> | void, subject: () => Promise<void> | void, before: () => Promise<void> | void): Promise<[number, number]> {
+  const r = await compareRuns(runs, baseline, subject, before);
+  return [medianOf(r.baseline), medianOf(r.subject)];
 }
