@@ -9,7 +9,7 @@ import { Store } from '../../src/store/store.js';
 import { diffViews, maskRecent } from '../store/image/view.js';
 import { commitView, dirView, kernelUnsupported } from '../store/head/kernel.js';
 import { Random, makeBase, mountBudget, randomOps } from '../store/head/ops.js';
-import { fuseUnavailable, tempDir, withMount } from '../fuse/mounts.js';
+import { fuseUnavailable, tempDir } from '../fuse/mounts.js';
 import { S, kernelView, ok, withCliMount } from './mounts.js';
 
 // Kernel mode and FUSE mode give the same HEAD (issue #8). Per seed, one random base
@@ -70,9 +70,10 @@ function ageTree(root: string): void {
   walk(root).deepestFirst.forEach((abs, i) => lutimensNs(abs, { sec: 1_400_000_000 + i * 1000, nsec: i * 7919 }));
 }
 
-function same<K, V>(a: Map<K, V>, b: Map<K, V>, what: string): void {
+/** Path by path (paths are latin1 byte strings, shown as UTF-8). */
+function same<V>(a: Map<ByteString, V>, b: Map<ByteString, V>, what: string): void {
   const problems = [...new Set([...a.keys(), ...b.keys()])].filter((k) => JSON.stringify(a.get(k)) !== JSON.stringify(b.get(k)))
-    .slice(0, 8).map((k) => `${JSON.stringify(k)}: ${JSON.stringify(a.get(k))} != ${JSON.stringify(b.get(k))}`);
+    .slice(0, 8).map((k) => `${JSON.stringify(Buffer.from(k, 'latin1').toString())}: ${JSON.stringify(a.get(k))} != ${JSON.stringify(b.get(k))}`);
   assert.equal(problems, [], `${what}:\n  ${problems.join('\n  ')}`);
 }
 
@@ -105,7 +106,9 @@ async function runSeed(seed: number): Promise<number> {
       const kView = kernelView(m1);
       const pinnedProblems = diffViews(kView, dirView(m2), 8);
       assert.equal(pinnedProblems, [], say('kernel mode vs FUSE mode, times pinned', pinnedProblems));
-      return { view: kView, links: walk(m1).links, say };
+      const links = walk(m1).links;
+      same(links, walk(m2).links, say('link counts, kernel mode vs FUSE mode, times pinned'));
+      return { view: kView, links, say };
     }));
 
     // each HEAD mounted the other way: the upper each mode wrote is what the other mode reads
@@ -113,7 +116,7 @@ async function runSeed(seed: number): Promise<number> {
       same(kernelView(m1), r.view, r.say('FUSE-written HEAD in kernel mode'));
       same(walk(m1).links, r.links, r.say('link counts of the FUSE-written HEAD in kernel mode'));
     });
-    await withMount(storeDir, 'k', undefined, m2, () => {
+    await withCliMount(storeDir, 'k', m2, 'fuse', () => {
       same(dirView(m2), r.view, r.say('kernel-written HEAD in FUSE mode'));
       same(walk(m2).links, r.links, r.say('link counts of the kernel-written HEAD in FUSE mode'));
     });
