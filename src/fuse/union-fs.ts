@@ -424,10 +424,11 @@ export class UnionFs implements FuseHandlers {
   // ------------------------------------------------------------------ handlers: reading
 
   lookup(_c: Caller, parent: number, name: Buffer): Entry | Promise<Entry> {
+    const s = name.toString('latin1');
+    // the control files answer during a live commit too (status while it runs)
+    if (parent === 1 && s === CONTROL_DIR_NAME) return this.control.entry(CTL_DIR);
+    if (parent === CTL_DIR) return this.control.lookup(s);
     return this.gated(() => {
-      const s = name.toString('latin1');
-      if (parent === 1 && s === CONTROL_DIR_NAME) return this.control.entry(CTL_DIR);
-      if (parent === CTL_DIR) return this.control.lookup(s);
       const p = this.node(parent);
       const u = this.view.child(this.resolve(p), s);
       if (!u) return { ino: 0, entryTimeout: this.readOnly ? this.lowerTimeout : 0, attrTimeout: 0, attr: this.vec };
