@@ -354,6 +354,9 @@ export class UnionFs implements FuseHandlers {
     backing.utimens(pu.upper!.path, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
     const lowerNlink = u.upper ? 1 : this.reader.getattr(u.lower!).nlink;
     const fresh = this.refresh(n);
+    // a lower dir's attributes were given out with the long lower timeout; merged, its link
+    // count is 1 (as the kernel's overlay says), so the kernel must ask again
+    if (n.isDir && !u.upper) void this.session?.invalInode(n.id).catch(() => undefined);
     // a copied-up hardlink is a new file (the kernel breaks the link too): it gets its own number
     if (!n.isDir && lowerNlink > 1) n.stIno = this.stInoOf(fresh);
     else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);

@@ -188,4 +188,23 @@ kernelTest('unmount: busy mounts are detached, a stale kernel entry is reported 
   }
 });
 
+kernelTest('a dir copied up by a change below it shows the link count the kernel overlay shows, in FUSE mode too', async () => {
+  const work = tempDir('stratum-knlink-');
+  const kmnt = join(work, 'k'), fmnt = join(work, 'f');
+  try {
+    const { storeDir } = await makeStore(work);
+    const fuse = await withMount(storeDir, 'app', undefined, fmnt, () => {
+      const lower = fs.statSync(join(fmnt, 'd')).nlink;  // cached with the long lower timeout
+      fs.writeFileSync(join(fmnt, 'd/sub/new'), 'x');     // copies d and d/sub up
+      return { lower, merged: fs.statSync(join(fmnt, 'd')).nlink };
+    });
+    assert.ok(fuse.lower > 1, 'a lower dir with subdirs');
+    const kernel = await withKernel(storeDir, 'app', kmnt, () => fs.statSync(join(kmnt, 'd')).nlink);
+    assert.is(fuse.merged, kernel, 'right after the copy-up FUSE says what the kernel says');
+  } finally {
+    cleanupKernel(kmnt);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
 test.run();
