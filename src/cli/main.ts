@@ -76,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     await cli.runMatchedCommand();
-    return 0;
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;  // a command that found problems (verify) set 1
   } catch (err) {
     return report(err);
   }

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -70,6 +70,20 @@ test('errors name the thing and the fix, with exit 1 for failures and 2 for usag
     const missing = stratum(['log', 'app:nope', ...s]);
     assert.is(missing.status, 1);
     assert.match(missing.stderr, /tag app:nope does not exist/);
+  }));
+
+test('verify exits 1 when it finds a corrupt object, and names it', () =>
+  withTempDir(async (dir) => {
+    const s = ['--store', join(dir, 'store')];
+    const tree = makeTree(join(dir, 'app'), { 'data.bin': 100_000 });
+    assert.is(stratum(['import', tree, '--label', 'app', ...s]).status, 0);
+    const fan = readdirSync(join(dir, 'store/objects')).find((d) => d.length === 2)!;
+    const object = join(dir, 'store/objects', fan, readdirSync(join(dir, 'store/objects', fan))[0]!);
+    chmodSync(object, 0o644);
+    writeFileSync(object, 'not what was stored');
+    const r = stratum(['verify', ...s]);
+    assert.is(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /data\.bin/);
   }));
 
 test.run();
