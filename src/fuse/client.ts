@@ -125,17 +125,18 @@ export async function stopMount(entry: MountEntry & { stale: boolean }, state = 
       await sleep(20);
     }
     // a kernel server exits at once; its last word says whether the overlay was busy
-    if (outcome === 'stopped' && entry.mode === 'kernel' && entry.log && (await lastUnmount(entry.log)) === 'draining') outcome = 'draining';
+    if (outcome === 'stopped' && entry.mode === 'kernel' && entry.log && (await lastUnmount(entry.log, entry)) === 'draining') outcome = 'draining';
   } else if (mountedAt(entry)) detach(entry);
   if (outcome !== 'draining') await state.update((entries) => entries.filter((e) => !(e.mountpoint === entry.mountpoint && e.pid === entry.pid)));
   return outcome;
 }
 
-/** How the last kernel server logging to `log` left its overlay ('unmounted <mnt> (stopped|draining)'). */
-async function lastUnmount(log: string): Promise<string | undefined> {
+/** How this kernel server left its overlay, by its last words ('unmounted <mnt> by pid <pid> (stopped|draining)'). */
+async function lastUnmount(log: string, entry: MountEntry): Promise<string | undefined> {
   const text = await fsp.readFile(log, 'utf8').catch(() => '');
-  const all = [...text.matchAll(/ unmounted \S.* \((stopped|draining)\)$/gm)];
-  return all[all.length - 1]?.[1];
+  const said = ` unmounted ${entry.mountpoint} by pid ${entry.pid} (`;
+  const at = text.lastIndexOf(said);
+  return at < 0 ? undefined : text.slice(at + said.length).split(')')[0];
 }
 
 /** The live HEAD mount of a label, if any. */

@@ -11,7 +11,7 @@
 //
 // Replacing (`replace`): the new overlay is moved *beneath* the one at the mountpoint
 // (MOVE_MOUNT_BENEATH), the control files' mount is cloned into it (same FUSE connection), then
-// the old overlay is detached. A path lookup sees the old tree or the new one, never neither;
+// the old overlay is detached (for a live commit's split, made read-only first). A path lookup sees the old tree or the new one, never neither;
 // files already open keep their old overlay until closed.
 //
 // Public surface: KernelOverlay, OverlaySpec.
@@ -19,7 +19,7 @@ import { closeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  AT_FDCWD, MNT_DETACH, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MOVE_MOUNT_F_EMPTY_PATH, MS_RDONLY, OPEN_TREE_CLONE,
+  AT_FDCWD, MNT_DETACH, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_RDONLY, MS_REMOUNT, OPEN_TREE_CLONE,
   fsconfigCreate, fsconfigString, fsmount, fsopen, mount, moveMount, openTree, umount2,
 } from '../native/mount.js';
 import { StratumError, isSystemError } from '../store/error.js';
@@ -41,6 +41,8 @@ export class KernelOverlay {
   private seq = 0;
   /** Work dir of the overlay now at the mountpoint. */
   private work: string | undefined;
+  /** Work dirs of overlays replaced meanwhile. */
+  private readonly retired: string[] = [];
 
   constructor(private readonly spec: OverlaySpec) {
     // work dirs of earlier servers of this HEAD: no overlay uses them now
@@ -64,8 +66,13 @@ export class KernelOverlay {
     this.work = work;
   }
 
-  /** Puts a new overlay (image, optional read-only middle layer, upper) in place of the current one. */
-  replace(image: string, middle: string | undefined, upper: string | undefined): void {
+  /**
+   * Puts a new overlay (image, optional read-only middle layer, upper) in place of the current
+   * one. `sealOld`: the old overlay is made read-only before it is detached, so nothing new can
+   * be written through it (a process whose cwd is inside it, say); files already open go on.
+   * The kernel refuses that while files are open for writing through it: then `sealed` is false.
+   */
+  replace(image: string, middle: string | undefined, upper: string | undefined, options: { sealOld?: boolean } = {}): { sealed: boolean } {
     const { fd, work } = this.build(image, middle, upper);
     try {
       try {
@@ -88,10 +95,21 @@ export class KernelOverlay {
     } finally {
       closeSync(fd);
     }
+    let sealed = false;
+    if (options.sealOld) {
+      try {
+        mount(null, this.spec.mountpoint, null, MS_REMOUNT | MS_BIND | MS_RDONLY, null);
+        sealed = true;
+      } catch (err) {
+        // the kernel refuses while files are open for writing through it (EBUSY)
+        if (!isSystemError(err, 'EBUSY')) throw mountError(err, `making the old overlay at ${this.spec.mountpoint} read-only`);
+      }
+    }
     umount2(this.spec.mountpoint, MNT_DETACH);
-    const old = this.work;
+    // the detached overlay may still be in use (open files, a cwd): its work dir stays until the end
+    if (this.work) this.retired.push(this.work);
     this.work = work;
-    if (old) this.dropWork(old);
+    return { sealed };
   }
 
   /** Unmounts the overlay (after the control files' mount is gone): 'busy' when files are still open (detached lazily then). */
@@ -103,7 +121,7 @@ export class KernelOverlay {
       umount2(this.spec.mountpoint, MNT_DETACH);
       how = 'draining';
     }
-    if (how === 'stopped' && this.work) this.dropWork(this.work);
+    if (how === 'stopped') for (const w of [this.work, ...this.retired]) this.dropWork(w);
     return how;
   }
 

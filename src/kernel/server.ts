@@ -93,9 +93,13 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
       const r = await commitLive(store, {
         label, tag: tag === '' ? undefined : tag,
         mount: {
-          layer: async (upper, next) => { switches.push(timed(() => ov.replace(store.commits.imagePath(commit), upper, next))); },
+          layer: async (base, upper, next) => {
+            let sealed = false;
+            switches.push(timed(() => { sealed = ov.replace(store.commits.imagePath(base), upper, next, { sealOld: true }).sealed; }));
+            return { sealed };
+          },
           rebase: async (id, upper) => {
-            switches.push(timed(() => ov.replace(store.commits.imagePath(id), undefined, upper)));
+            switches.push(timed(() => { ov.replace(store.commits.imagePath(id), undefined, upper); }));
             commit = id;
           },
         },
@@ -108,7 +112,12 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
       const { ref: what, discard, keep } = parseApplyRequest(args, label);
       const r = await applyHead(store, what, { discard, keep });
       // HEAD's upper dir is the fresh one (discard) or the same (keep), now over r.to
-      const ms = timed(() => ov.replace(store.commits.imagePath(r.to), undefined, paths.upper));
+      let ms: number;
+      try {
+        ms = timed(() => { ov.replace(store.commits.imagePath(r.to), undefined, paths.upper); });
+      } catch (err) {
+        throw new StratumError('IO', `HEAD of ${label} is on ${r.to.slice(0, 12)} now, but the mount could not switch to it (${(err as Error).message}); unmount and mount again`);
+      }
       commit = r.to;
       await recordCommit(r.to);
       log(`applied ${what}: HEAD on ${r.to} (changes ${r.changesWere}; overlay switch ${ms.toFixed(1)} ms)`);
@@ -131,12 +140,18 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     if (stopping) return;
     stopping = true;
     log(`${why}: unmounting`);
-    try {
-      const fd = openSync(mountpoint, 'r');
-      try { syncfs(fd); } finally { closeSync(fd); }
-    } catch { /* unmount flushes too */ }
-    // the control files first: their session ending is what ends this process
-    session!.unmount().catch((e) => log(`unmounting the control files failed: ${String(e)}`));
+    // a commit or apply under way finishes first (its overlay switches need the control mount)
+    void queue.then(() => {
+      try {
+        const fd = openSync(mountpoint, 'r');
+        try { syncfs(fd); } finally { closeSync(fd); }
+      } catch { /* unmount flushes too */ }
+      // the control files first: their session ending is what ends this process
+      return session!.unmount();
+    }).catch((e) => {
+      stopping = false;
+      log(`unmounting the control files failed: ${String(e)}`);
+    });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -145,7 +160,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   const status = await session.exited;
   // the overlay goes with its control files, however they went
   // (stopMount reads this line: 'draining' is how `stratum unmount` learns files were still open)
-  if (kernelMountedAt(mountpoint)) log(`unmounted ${mountpoint} (${ov.unmount()})`);
+  if (kernelMountedAt(mountpoint)) log(`unmounted ${mountpoint} by pid ${process.pid} (${ov.unmount()})`);
   rmSync(stub, { recursive: true, force: true });
   if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
@@ -156,7 +171,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
 /** A dead server's kernel mounts at this mountpoint or of this HEAD: detached, so recovery may finish a live commit. */
 async function detachStale(state: MountState, o: ServeOptions): Promise<void> {
   for (const e of await state.list()) {
-    if (!e.stale || e.mode !== 'kernel') continue;
+    if (!e.stale || e.mode !== 'kernel' || e.store !== resolve(o.store)) continue;
     if (e.mountpoint !== o.mountpoint && !(o.tag === undefined && e.label === o.label && e.ref === 'HEAD')) continue;
     for (let i = 0; i < 4 && kernelMountedAt(e.mountpoint); i++) {
       log(`detaching the stale kernel mount at ${e.mountpoint}`);

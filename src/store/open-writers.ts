@@ -8,7 +8,7 @@
 // every name (`keepInUpper`), and the upper being committed gets a copy in its place
 // (`snapshotKept`): the commit stores the file as it was when the copy was taken.
 //
-// Public surface: KeptFile, openWriters, keepInUpper, snapshotKept.
+// Public surface: KeptFile, openWriters, mergeKept, keepInUpper, snapshotKept.
 import { chmodSync, chownSync, closeSync, constants as C, copyFileSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { lutimensNs, openForWriting } from '../native/files.js';
@@ -22,6 +22,16 @@ export interface KeptFile {
 }
 
 const at = (root: string, rel: string): Buffer => Buffer.concat([Buffer.from(root + '/'), Buffer.from(rel, 'hex')]);
+
+/** Every writer found in `a` or `b`, one entry per inode with the names of both. */
+export function mergeKept(a: KeptFile[], b: KeptFile[]): KeptFile[] {
+  const byIno = new Map<string, KeptFile>();
+  for (const k of [...a, ...b]) {
+    const seen = byIno.get(k.ino);
+    byIno.set(k.ino, seen ? { ino: k.ino, names: [...new Set([...seen.names, ...k.names])] } : { ino: k.ino, names: [...k.names] });
+  }
+  return [...byIno.values()];
+}
 
 /** Regular files of `upper` open for writing somewhere, each with all its names. */
 export function openWriters(upper: string): KeptFile[] {
@@ -78,12 +88,18 @@ export function keepInUpper(upper: string, next: string, kept: KeptFile[]): Kept
   for (const k of kept) {
     let any = false;
     for (const rel of k.names) {
-      const dest = at(next, rel);
-      if (lstatSync(dest, { throwIfNoEntry: false })) continue;
-      const parent = ensureParents(upper, next, Buffer.from(rel, 'hex'));
-      if (!parent) continue;
-      keepingTimes(parent, () => linkSync(at(upper, rel), dest));
-      any = true;
+      try {
+        const dest = at(next, rel);
+        if (lstatSync(dest, { throwIfNoEntry: false })) continue;
+        const parent = ensureParents(upper, next, Buffer.from(rel, 'hex'));
+        if (!parent) continue;
+        keepingTimes(parent, () => linkSync(at(upper, rel), dest));
+        any = true;
+      } catch (err) {
+        // the next upper changed the path meanwhile (a whiteout, a file where a dir was): the
+        // newer state wins there; the commit still gets its copy (snapshotKept)
+        if (!['ENOTDIR', 'ENOENT', 'EEXIST'].some((c) => isSystemError(err, c))) throw err;
+      }
     }
     if (any) done.push(k);
   }

@@ -162,6 +162,65 @@ kernelTest('live apply: --discard and --keep switch the tree under the mount', a
   }
 });
 
+kernelTest('after a live commit nothing new is written through the old mount (a cwd inside it): EROFS; verify clean', async () => {
+  const work = tempDir('stratum-kcwd-');
+  const mnt = join(work, 'mnt');
+  let child: ChildProcess | undefined;
+  try {
+    const { storeDir, store } = await makeStore(work);
+    await withKernel(storeDir, 'app', mnt, async () => {
+      fs.writeFileSync(join(mnt, 'd/f1'), 'edited before the commit\n');
+      // a process whose cwd is inside the mount: after the commit its relative paths still reach the old overlay
+      child = spawn(process.execPath, ['-e', `process.stdin.once('data', () => {
+        let r = 'ok'; try { require('fs').appendFileSync('f1', 'through the old mount\\n'); } catch (e) { r = e.code; }
+        let c = 'ok'; try { require('fs').writeFileSync('created-late', 'x'); } catch (e) { c = e.code; }
+        console.log(r + ' ' + c); process.exit(0); });`], { cwd: join(mnt, 'd'), stdio: ['pipe', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+      const done = new Promise((r) => child!.on('exit', r));
+      ok(S(storeDir, 'commit', 'app:v1'), 'commit');
+      child.stdin!.end('go\n');
+      await done;
+      assert.is(out.trim(), 'EROFS EROFS', 'the old overlay is read-only');
+      assert.is(fs.readFileSync(join(mnt, 'd/f1'), 'utf8'), 'edited before the commit\n');
+    });
+    const id = (await store.tags.resolve('app', 'v1')).id;
+    assert.is(commitView(store, id).get('/d/f1')?.content, contentId(Buffer.from('edited before the commit\n')));
+    assert.is((await verify(store, undefined)).problems.length, 0);
+  } finally {
+    if (child?.exitCode === null) child.kill('SIGKILL');
+    cleanupKernel(mnt);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+kernelTest('a file still open for writing through an unmounted (draining) mount: commit says BUSY until it is closed', async () => {
+  const work = tempDir('stratum-kdrain-');
+  const mnt = join(work, 'mnt');
+  let fd: number | undefined;
+  try {
+    const { storeDir, store } = await makeStore(work);
+    ok(S(storeDir, 'mount', 'app', mnt, '--mode', 'kernel'), 'mount');
+    fd = fs.openSync(join(mnt, 'd/f1'), 'a');
+    fs.writeSync(fd, 'first\n');
+    assert.match(ok(S(storeDir, 'unmount', 'app'), 'unmount').length >= 0 ? S(storeDir, 'status').stdout : '', '');
+    const busy = S(storeDir, 'commit', 'app:t1');
+    assert.is(busy.status, 1);
+    assert.match(busy.stderr, 'open for writing');
+    fs.writeSync(fd, 'second\n');
+    fs.closeSync(fd);
+    fd = undefined;
+    ok(S(storeDir, 'commit', 'app:t1'), 'commit once closed');
+    const id = (await store.tags.resolve('app', 't1')).id;
+    assert.is(commitView(store, id).get('/d/f1')?.content, contentId(Buffer.from('file 1\nfirst\nsecond\n')));
+    assert.is((await verify(store, undefined)).problems.length, 0);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+    cleanupKernel(mnt);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
 // on this machine: before the split, after it (head.live), inside the commit engine (head.journal too)
 for (const delay of [40, 150, 400]) {
   kernelTest(`a server killed ${delay} ms into a live commit: the next mount recovers, nothing is lost, verify clean`, async () => {

@@ -27,7 +27,7 @@ import type { Store } from '../store.js';
 import { syncDir, syncFilesystem, writeFileAtomic } from '../tmp.js';
 import { type PendingContent, imageTree, imageTreeFromBytes, mergeUpper } from '../union.js';
 import { MountState, overlayUsing } from '../mount-state.js';
-import { type KeptFile, snapshotKept } from '../open-writers.js';
+import { type KeptFile, mergeKept, openWriters, snapshotKept } from '../open-writers.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
 import { RENAME_EXCHANGE, renameat2 } from '../../native/files.js';
@@ -264,13 +264,20 @@ export async function refuseTakenTag(store: Store, label: string, tag: string | 
  * replaces the committed one; 'prepared' takes the one already in head.swap (a live kernel-mode
  * commit put one there, with the writes made since).
  */
-export async function commitUpper(store: Store, head: HeadState, paths: HeadPaths, options: { tag?: string | undefined; onStep?: CommitOptions['onStep']; nextUpper: 'fresh' | 'prepared' }): Promise<CommitResult> {
+export async function commitUpper(store: Store, head: HeadState, paths: HeadPaths, options: { tag?: string | undefined; onStep?: CommitOptions['onStep']; nextUpper: 'fresh' | 'prepared'; linkObjects?: boolean }): Promise<CommitResult> {
   const label = head.label;
   const explicitTag = options.tag !== undefined;
   let fastPath: boolean | undefined;
   const step = async (s: CommitStep): Promise<void> => {
     await options.onStep?.(s, { fastPath });
   };
+  // An upper file someone still writes (through a mount being detached, say) must not become an
+  // object: its later writes would change the object.
+  const writers = openWriters(paths.upper);
+  if (writers.length > 0) {
+    const first = Buffer.from(writers[0]!.names[0]!, 'hex').toString();
+    throw new StratumError('BUSY', `${writers.length} file${writers.length === 1 ? '' : 's'} of HEAD's upper ${writers.length === 1 ? 'is' : 'are'} open for writing outside a stratum mount (e.g. /${first}, through a mount that was detached while busy); close ${writers.length === 1 ? 'it' : 'them'} and commit again`);
+  }
   const prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
   fastPath = prepared.fast;
   await step('merged');
@@ -296,6 +303,7 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
       if (await store.objects.has(digest)) return;
       const dest = join(staging.path, digest);
       try {
+        if (options.linkObjects === false) throw Object.assign(new Error('a copy is asked for'), { code: 'EPERM' });
         await fsp.link(path, dest);
         linked.push([digest, path.subarray(Buffer.byteLength(paths.upper) + 1).toString('hex')]);
       } catch (err) {
@@ -460,31 +468,76 @@ async function forEach<T>(items: T[], fn: (item: T) => Promise<void>): Promise<v
  * with the store lock held, before reading the label's HEAD for anything that matters.
  * Returns what it did.
  */
-export async function recoverHead(store: Store, label: string, options: { orBusy?: boolean } = {}): Promise<'none' | 'rolled-forward' | 'rolled-back' | 'pending'> {
+export async function recoverHead(store: Store, label: string, options: { orBusy?: boolean; onStep?: CommitOptions['onStep'] } = {}): Promise<'none' | 'rolled-forward' | 'rolled-back' | 'pending'> {
   const paths = headPaths(store, label);
   const live = await readLiveJournal(paths);
+  if (live && !options.onStep) {
+    // a live kernel-mode commit whose server failed or died: its overlay may still use both
+    // halves of the upper; only the server (onStep) or nobody may finish it
+    const mountpoint = overlayUsing(paths.labelDir);
+    if (mountpoint !== undefined) {
+      if (options.orBusy) throw new StratumError('BUSY', `HEAD of ${label} is in the middle of a live commit, still mounted at ${mountpoint}; run \`stratum unmount ${label}\` (or commit through the mount) to finish it`);
+      return 'pending';
+    }
+  }
+  if (live && !live.switched && !(await swapWritten(paths, live))) {
+    // killed before the switch: the old overlay went on using the upper, head.swap saw nothing
+    await removeTree(store, paths.swap);
+    await fsp.rm(paths.live, { force: true });
+    await syncDir(paths.labelDir);
+    return 'rolled-back';
+  }
   const journal = await readJournal(paths);
+  const step = options.onStep ? (s: CommitStep) => Promise.resolve(options.onStep!(s, { fastPath: undefined })) : undefined;
   let outcome: 'none' | 'rolled-forward' | 'rolled-back' = 'none';
   if (!journal) {
     if (!live) await removeTree(store, paths.swap); // a swap prepared before its journal was written
   } else if (await store.commits.has(journal.to)) {
-    await rollForward(store, paths, journal);
+    await rollForward(store, paths, journal, step);
     outcome = 'rolled-forward';
   } else {
     await rollBack(store, paths, journal, { keepSwap: live !== undefined });
     outcome = 'rolled-back';
   }
   if (live && (await exists(paths.live))) {
-    // a live kernel-mode commit whose server died: finish it once no overlay uses the upper any more
-    const mountpoint = overlayUsing(paths.labelDir);
-    if (mountpoint !== undefined) {
-      if (options.orBusy) throw new StratumError('BUSY', `HEAD of ${label} is in the middle of a live commit and still mounted at ${mountpoint} by a server that died; run \`stratum unmount ${label}\` to finish it`);
-      return 'pending';
-    }
-    await finishLiveCommit(store, paths, live);
+    await finishLiveCommit(store, paths, live, options.onStep);
     outcome = 'rolled-forward';
   }
   return outcome;
+}
+
+/**
+ * Whether head.swap holds anything but what the live commit put there (a fresh root, the kept
+ * files and their parent dirs): then the switch happened before the journal could say so, and
+ * head.swap has writes that must not be dropped.
+ */
+async function swapWritten(paths: HeadPaths, live: LiveJournal): Promise<boolean> {
+  const root = await fsp.lstat(paths.swap, { bigint: true }).catch(() => undefined);
+  if (!root) return false;
+  if (live.swapRootMtimeNs !== undefined && String(root.mtimeNs) !== live.swapRootMtimeNs) return true;
+  const expected = new Map<string, string | undefined>(); // hex path -> kept inode (undefined: a parent dir)
+  for (const k of live.kept) {
+    for (const rel of k.names) {
+      const parts = Buffer.from(rel, 'hex');
+      for (let i = parts.indexOf(0x2f); i >= 0; i = parts.indexOf(0x2f, i + 1)) expected.set(parts.subarray(0, i).toString('hex'), undefined);
+      expected.set(rel, k.ino);
+    }
+  }
+  const stack: Buffer[] = [Buffer.alloc(0)];
+  while (stack.length > 0) {
+    const rel = stack.pop()!;
+    const dir = rel.length === 0 ? Buffer.from(paths.swap) : Buffer.concat([Buffer.from(paths.swap + '/'), rel]);
+    for (const name of (await fsp.readdir(dir, { encoding: 'buffer' })) as Buffer[]) {
+      const r = rel.length === 0 ? name : Buffer.concat([rel, Buffer.from('/'), name]);
+      const key = r.toString('hex');
+      if (!expected.has(key)) return true;
+      const st = await fsp.lstat(Buffer.concat([dir, Buffer.from('/'), name]), { bigint: true });
+      const ino = expected.get(key);
+      if (ino === undefined ? !st.isDirectory() : String(st.ino) !== ino) return true;
+      if (st.isDirectory()) stack.push(r);
+    }
+  }
+  return false;
 }
 
 /** What a live kernel-mode commit records before it splits the upper (docs/kernel.md "Live commit"). */
@@ -496,6 +549,10 @@ export interface LiveJournal {
   tag?: string;
   /** Files that were open for writing: their inode went on into the next upper (head.swap). */
   kept: KeptFile[];
+  /** Whether the overlay with head.swap as its upper was put in place (before that, nothing wrote to head.swap). */
+  switched: boolean;
+  /** head.swap's root mtime as prepared: a different one means something was written there. */
+  swapRootMtimeNs?: string;
 }
 
 export async function writeLiveJournal(store: Store, paths: HeadPaths, journal: LiveJournal): Promise<void> {
@@ -522,12 +579,15 @@ export async function readLiveJournal(paths: HeadPaths): Promise<LiveJournal | u
  * head.swap, which holds everything written since, becomes HEAD's upper. `onStep` lets the
  * server put the new overlay in place at the commit point.
  */
-export async function finishLiveCommit(store: Store, paths: HeadPaths, live: LiveJournal, onStep?: CommitOptions['onStep']): Promise<CommitResult> {
+export async function finishLiveCommit(store: Store, paths: HeadPaths, live: LiveJournal, onStep?: CommitOptions['onStep'], options: { linkObjects?: boolean } = {}): Promise<CommitResult> {
   const head = await store.heads.read(live.label);
   if (!head) throw new StratumError('CORRUPT_STORE', `HEAD of ${live.label} is gone in the middle of a live commit; ${paths.swap} holds the latest changes`);
   if (!(await exists(paths.swap))) throw new StratumError('CORRUPT_STORE', `HEAD of ${live.label}: the next upper ${paths.swap} of a live commit is gone; move ${paths.live} away`);
-  snapshotKept(paths.upper, store.tmp.dir, live.kept);
-  return commitUpper(store, head, paths, { tag: live.tag, onStep, nextUpper: 'prepared' });
+  // whoever still writes the old upper now (kept files, or through a detached old mount) gets
+  // left with their inode; the commit takes a copy
+  snapshotKept(paths.upper, store.tmp.dir, mergeKept(live.kept, openWriters(paths.upper)));
+  // linking is only safe when nothing can open the old upper's files for writing any more
+  return commitUpper(store, head, paths, { tag: live.tag, onStep, nextUpper: 'prepared', linkObjects: options.linkObjects ?? false });
 }
 
 /** From a journal whose target commit is complete: tag, head.toml (the commit point), swap, cleanup. Idempotent. */

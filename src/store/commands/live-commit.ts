@@ -9,26 +9,32 @@
 // Files open for writing at the split cannot be stopped: their inode goes on into head.swap under
 // every name, and the old upper gets a copy for the commit (open-writers.ts).
 //
-// Crash: head.live (the journal) is written before the split; recoverHead finishes the commit
-// once no overlay uses the label's dirs any more (roll forward: both halves are complete).
+// Crash: head.live (the journal) is written before the split and marked `switched` after it.
+// recoverHead rolls an unswitched split back (head.swap saw no write) and finishes a switched one
+// (roll forward: both halves are complete), by the server itself (moving its mount along) or by
+// anyone once no overlay uses the label's dirs any more.
 //
 // Public surface: commitLive, LiveMount, LiveCommitResult.
 import { promises as fsp } from 'node:fs';
 import { StratumError } from '../error.js';
 import { checkLabel, checkTag } from '../names.js';
-import { keepInUpper, openWriters } from '../open-writers.js';
+import { keepInUpper, mergeKept, openWriters } from '../open-writers.js';
 import type { Store } from '../store.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lgetxattr, llistxattr } from '../../native/xattr.js';
 import {
-  type CommitResult, type HeadPaths, type LiveJournal, finishLiveCommit, headPaths, readLiveJournal, recoverHead, refuseMountedUpper,
-  refuseTakenTag, writeLiveJournal,
+  type CommitOptions, type CommitResult, type LiveJournal, finishLiveCommit, headPaths, recoverHead, refuseMountedUpper, refuseTakenTag,
+  writeLiveJournal,
 } from './commit.js';
 
 /** What the serving process does to its mount; both resolve once the new overlay is in place. */
 export interface LiveMount {
-  /** Over the mountpoint: an overlay with `upper` as a read-only layer over the base, `next` as its upper. */
-  layer(upper: string, next: string): Promise<void>;
+  /**
+   * Over the mountpoint: an overlay with `upper` as a read-only layer over `base`, `next` as its
+   * upper; the old overlay is made read-only (`sealed`; the kernel refuses while files are open
+   * for writing through it) and detached.
+   */
+  layer(base: string, upper: string, next: string): Promise<{ sealed: boolean }>;
   /** Over the mountpoint: an overlay on `commit` with `upper` (what head.swap held) as its upper. */
   rebase(commit: string, upper: string): Promise<void>;
 }
@@ -45,7 +51,7 @@ export async function commitLive(store: Store, options: { label: string; tag?: s
   return store.lock.with('exclusive', async () => {
     const paths = headPaths(store, label);
     await refuseMountedUpper(paths, label, store.root);
-    await finishPending(store, label, paths, mount);
+    await finishPending(store, label, mount);
     const head = await store.heads.read(label);
     if (!head) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD`);
     await refuseTakenTag(store, label, options.tag);
@@ -53,40 +59,43 @@ export async function commitLive(store: Store, options: { label: string; tag?: s
     // the next upper, looking like the current one at the root (the merged root's attributes)
     await fsp.rm(paths.swap, { recursive: true, force: true });
     await makeFreshUpper(paths.swap, await rootOf(paths.upper), head.xattrNamespace);
-    let kept = keepInUpper(paths.upper, paths.swap, openWriters(paths.upper));
-    const journal: LiveJournal = { op: 'live-commit', label, from: head.base, kept };
+    const first = openWriters(paths.upper);
+    keepInUpper(paths.upper, paths.swap, first);
+    const swapRootMtimeNs = String((await fsp.lstat(paths.swap, { bigint: true })).mtimeNs);
+    const journal: LiveJournal = { op: 'live-commit', label, from: head.base, kept: first, switched: false, swapRootMtimeNs };
     if (options.tag !== undefined) journal.tag = options.tag;
     await writeLiveJournal(store, paths, journal);
+    let sealed: boolean;
     try {
-      await mount.layer(paths.upper, paths.swap);
+      ({ sealed } = await mount.layer(head.base, paths.upper, paths.swap));
     } catch (err) {
       await fsp.rm(paths.live, { force: true });
       await fsp.rm(paths.swap, { recursive: true, force: true });
       throw err;
     }
-    // Writers that opened a file between the first look and the split: nothing new can open the
-    // old upper now, so this second look is complete.
-    const known = new Set(kept.map((k) => k.ino));
-    const late = keepInUpper(paths.upper, paths.swap, openWriters(paths.upper).filter((k) => !known.has(k.ino)));
-    if (late.length > 0) {
-      kept = [...kept, ...late];
-      await writeLiveJournal(store, paths, { ...journal, kept });
-    }
-    const result = await finishLiveCommit(store, paths, { ...journal, kept }, async (step) => {
-      if (step === 'head') await mount.rebase((await store.heads.read(label))!.base, paths.swap);
-    });
+    // The old overlay was made read-only before it went (when the kernel allowed it): no new
+    // writer reaches the old upper through it, so this second look finds every writer left.
+    const late = openWriters(paths.upper);
+    keepInUpper(paths.upper, paths.swap, late);
+    const kept = mergeKept(first, late);
+    await writeLiveJournal(store, paths, { ...journal, kept, switched: true });
+    // Unsealed, a process with its cwd in the old overlay could still open an old upper file for
+    // writing later: then objects must be copies, never links to those files.
+    const result = await finishLiveCommit(store, paths, { ...journal, kept, switched: true }, rebaseAt(store, label, mount), { linkObjects: sealed });
     return { ...result, keptWriters: kept.length };
   });
 }
 
-/** A live commit a failure left half done (the mount still layered): finish it first. */
-async function finishPending(store: Store, label: string, paths: HeadPaths, mount: LiveMount): Promise<void> {
-  const state = await recoverHead(store, label);
-  if (state !== 'pending') return;
-  const live = (await readLiveJournal(paths))!;
-  await finishLiveCommit(store, paths, live, async (step) => {
-    if (step === 'head') await mount.rebase((await store.heads.read(live.label))!.base, paths.swap);
-  });
+/** The step hook that puts the overlay on the new commit at the commit point. */
+function rebaseAt(store: Store, label: string, mount: LiveMount): CommitOptions['onStep'] {
+  return async (step) => {
+    if (step === 'head') await mount.rebase((await store.heads.read(label))!.base, headPaths(store, label).swap);
+  };
+}
+
+/** A live commit a failure left half done (the mount still layered): finish it first, moving the mount along. */
+async function finishPending(store: Store, label: string, mount: LiveMount): Promise<void> {
+  await recoverHead(store, label, { onStep: rebaseAt(store, label, mount) });
 }
 
 /** The upper root's attributes and (non-overlay) xattrs, for a fresh upper that shows the same root. */

@@ -1,14 +1,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { headPaths, ensureUpper, recoverHead } from '../../../src/store/commands/commit.js';
+import { commitHead, headPaths, ensureUpper, recoverHead } from '../../../src/store/commands/commit.js';
 import { commitLive, type LiveMount } from '../../../src/store/commands/live-commit.js';
 import { importDirectory } from '../../../src/store/commands/import.js';
 import { verify } from '../../../src/store/commands/verify.js';
 import { Store } from '../../../src/store/store.js';
 import { pseudoRandomBytes } from '../../helpers/bytes.js';
-import { withTempDir } from '../../helpers/dirs.js';
+import { runNode, withTempDir } from '../../helpers/dirs.js';
 import { commitView } from './kernel.js';
 import { contentId } from '../image/view.js';
 
@@ -35,9 +35,10 @@ async function prepare(dir: string): Promise<{ store: Store; upper: string; base
 /** A mount that records calls; `failAt` makes one of them throw (the server dying there). */
 function fakeMount(calls: string[], failAt?: 'layer' | 'rebase'): LiveMount {
   return {
-    layer: async (upper, next) => {
+    layer: async (_base, upper, next) => {
       calls.push(`layer ${upper.split('/').pop()} under ${next.split('/').pop()}`);
       if (failAt === 'layer') throw new Error('layer failed');
+      return { sealed: true };
     },
     rebase: async (commit, upper) => {
       calls.push(`rebase ${commit.slice(0, 8)} with ${upper.split('/').pop()}`);
@@ -97,9 +98,10 @@ test('a server dying after the split: recovery finishes the commit, writes made 
     const mount = fakeMount(calls, 'rebase');
     // writes through the new overlay go to head.swap: one made "while" the commit runs
     const layer = mount.layer;
-    mount.layer = async (u, next) => {
-      await layer(u, next);
+    mount.layer = async (base, u, next) => {
+      const r = await layer(base, u, next);
       writeFileSync(join(next, 'written-since'), 'new\n');
+      return r;
     };
     await commitLive(store, { label: 'app', tag: 'v1', mount }).then(
       () => assert.unreachable('should fail'), (err: Error) => assert.match(err.message, 'server died'));
@@ -115,6 +117,60 @@ test('a server dying after the split: recovery finishes the commit, writes made 
     assert.not.ok(existsSync(paths.live));
     assert.not.ok(existsSync(paths.swap));
     assert.is((await verify(store, undefined)).problems.length, 0);
+  }));
+
+const worker = new URL('./live-worker.js', import.meta.url).pathname;
+
+test('killed before the switch: recovery rolls the split back; what the old mount wrote meanwhile stays', () =>
+  withTempDir(async (dir) => {
+    const { store, upper, base } = await prepare(dir);
+    const paths = headPaths(store, 'app');
+    const fd = openSync(join(upper, 'd', 'log'), 'r+');  // a writer: its inode is linked into head.swap
+    try {
+      const exit = await runNode(worker, [store.root, 'app', 'layer', 'v1']);
+      assert.is(exit.signal, 'SIGKILL');
+      assert.ok(existsSync(paths.live) && existsSync(join(paths.swap, 'd', 'log')), 'split prepared, not switched');
+    } finally {
+      closeSync(fd);
+    }
+    // the old overlay went on: the user saved the file by rename and removed another
+    writeFileSync(join(upper, 'd', 'log.tmp'), 'saved\n');
+    renameSync(join(upper, 'd', 'log.tmp'), join(upper, 'd', 'log'));
+    unlinkSync(join(upper, 'plain'));
+    assert.is(await recoverHead(store, 'app'), 'rolled-back');
+    assert.not.ok(existsSync(paths.live) || existsSync(paths.swap));
+    assert.is(readFileSync(join(upper, 'd', 'log'), 'utf8'), 'saved\n');
+    assert.not.ok(existsSync(join(upper, 'plain')));
+    assert.is((await store.heads.read('app'))!.base, base);
+    assert.is(await store.tags.read('app', 'v1'), undefined);
+  }));
+
+test('killed at the commit point: recovery finishes it; verify clean', () =>
+  withTempDir(async (dir) => {
+    const { store, upper } = await prepare(dir);
+    const exit = await runNode(worker, [store.root, 'app', 'rebase', 'v1']);
+    assert.is(exit.signal, 'SIGKILL');
+    assert.is(await recoverHead(store, 'app'), 'rolled-forward');
+    const tag = await store.tags.read('app', 'v1');
+    assert.ok(tag && tag.kind === 'id' && (await store.heads.read('app'))!.base === tag.id);
+    assert.not.ok(existsSync(join(upper, 'plain')), 'committed');
+    assert.is((await verify(store, undefined)).problems.length, 0);
+  }));
+
+test('an upper file open for writing outside any mount: commit refuses (BUSY) rather than make it an object', () =>
+  withTempDir(async (dir) => {
+    const { store, upper, base } = await prepare(dir);
+    const fd = openSync(join(upper, 'plain'), 'a');
+    try {
+      await commitHead(store, { label: 'app', tag: 'v1' }).then(() => assert.unreachable('should refuse'), (err: Error) => {
+        assert.match(err.message, 'open for writing');
+        assert.match(err.message, '/plain');
+      });
+      assert.is((await store.heads.read('app'))!.base, base);
+    } finally {
+      closeSync(fd);
+    }
+    assert.ok((await commitHead(store, { label: 'app', tag: 'v1' })).id);
   }));
 
 test.run();
