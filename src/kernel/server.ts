@@ -9,7 +9,7 @@
 //   node dist/src/kernel/server.js --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N]
 //
 // Public surface: serveKernel.
-import { closeSync, mkdirSync, openSync, rmSync, rmdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ControlFs, controlMountOptions } from '../fuse/control-fs.js';
@@ -21,11 +21,15 @@ import { applyHead } from '../store/commands/apply.js';
 import { commitRoot } from '../store/commands/commit.js';
 import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
-import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, type MountEntry } from '../store/mount-state.js';
+import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, type MountEntry } from '../store/mount-state.js';
 import { prepareMountTarget } from '../store/mount-target.js';
 import { makeFreshUpper, setMtime } from '../store/upper.js';
 import { CONTROL_NAME, KernelOverlay } from './overlay.js';
 import { checkKernelMode } from './support.js';
+
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
 
 /** Milliseconds fn took. */
 function timed(fn: () => void): number {
@@ -59,8 +63,12 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   let session: FuseSession | undefined;
   let madeMountpoint = false;
   try {
-    rmSync(stub, { recursive: true, force: true });
     mkdirSync(dirname(stub), { recursive: true, mode: 0o700 });
+    // stubs of servers that died (a lower layer of nothing now, unless their overlay lingers detached)
+    for (const pid of readdirSync(dirname(stub))) {
+      const dir = join(dirname(stub), pid);
+      if (!processAlive(Number(pid)) && overlayUsing(dir) === undefined) rmSync(dir, { recursive: true, force: true });
+    }
     const root = commitRoot(store, commit);  // the topmost lower decides a tag mount's root
     await makeFreshUpper(stub, root, 'trusted');
     mkdirSync(join(stub, CONTROL_NAME), { mode: 0o555 });
