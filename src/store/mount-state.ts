@@ -66,7 +66,7 @@ export function kernelMountedAt(mountpoint: string): boolean {
   }
 }
 
-/** The mountpoint of an overlay (any) whose layers include something under `dir`, if one is mounted. */
+/** The mountpoint of an overlay (any) one of whose layers is `dir` or under it, if one is mounted. */
 export function overlayUsing(dir: string): string | undefined {
   let info: string;
   try {
@@ -79,7 +79,7 @@ export function overlayUsing(dir: string): string | undefined {
     const dash = f.indexOf('-');
     if (dash < 0 || f[dash + 1] !== 'overlay') continue;
     const options = unescapeMountinfo(f[dash + 3] ?? '');
-    if (options.split(/[,:=]/).some((part) => part.startsWith(`${dir}/`))) return unescapeMountinfo(f[4] ?? '');
+    if (options.split(/[,:=]/).some((part) => part === dir || part.startsWith(`${dir}/`))) return unescapeMountinfo(f[4] ?? '');
   }
   return undefined;
 }
