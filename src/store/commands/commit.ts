@@ -115,18 +115,22 @@ export async function writeJournal(store: Store, paths: HeadPaths, journal: Jour
 }
 
 async function readJournal(paths: HeadPaths): Promise<Journal | undefined> {
+  return readJournalFile<Journal>(paths.journal, 'move it away and run the command again');
+}
+
+/** A journal file, or undefined when there is none; written atomically, so a garbled one is not ours to interpret. */
+async function readJournalFile<T>(path: string, whatToDo: string): Promise<T | undefined> {
   let text: string;
   try {
-    text = await fsp.readFile(paths.journal, 'utf8');
+    text = await fsp.readFile(path, 'utf8');
   } catch (err) {
     if (isSystemError(err, 'ENOENT')) return undefined;
-    throw wrapSystemError(err, `reading ${paths.journal}`);
+    throw wrapSystemError(err, `reading ${path}`);
   }
   try {
-    return JSON.parse(text) as Journal;
+    return JSON.parse(text) as T;
   } catch {
-    // written atomically, so a garbled journal is not ours to interpret
-    throw new StratumError('CORRUPT_STORE', `${paths.journal} is unreadable; move it away and run the command again`);
+    throw new StratumError('CORRUPT_STORE', `${path} is unreadable; ${whatToDo}`);
   }
 }
 
@@ -560,18 +564,7 @@ export async function writeLiveJournal(store: Store, paths: HeadPaths, journal: 
 }
 
 export async function readLiveJournal(paths: HeadPaths): Promise<LiveJournal | undefined> {
-  let text: string;
-  try {
-    text = await fsp.readFile(paths.live, 'utf8');
-  } catch (err) {
-    if (isSystemError(err, 'ENOENT')) return undefined;
-    throw wrapSystemError(err, `reading ${paths.live}`);
-  }
-  try {
-    return JSON.parse(text) as LiveJournal;
-  } catch {
-    throw new StratumError('CORRUPT_STORE', `${paths.live} is unreadable; move it away, then merge ${paths.swap} into ${paths.upper} by hand`);
-  }
+  return readJournalFile<LiveJournal>(paths.live, `move it away, then merge ${paths.swap} into ${paths.upper} by hand`);
 }
 
 /**
