@@ -10,48 +10,14 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONTROL_NAME, spawnPassthrough, type PassthroughServer } from '../examples/passthrough.js';
+import { BIG, SMALL_FILES, makeReadTree, sh } from './data.js';
 
-const SMALL_FILES = 20_000;
-const TREE_ENTRIES = 100_000;
-const BIG = 1 << 30;
 
 interface Counters { jsRequests: number; cRequests: number }
 interface Way { name: string; root: string; counters?: () => Counters }
 interface Figures { cat: number; find: number; read: number; write: number }
 
-function sh(cmd: string, cwd: string): number {
-  const t = process.hrtime.bigint();
-  const r = spawnSync('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} in ${cwd}: ${r.stderr}`);
-  return Number(process.hrtime.bigint() - t) / 1e9;
-}
 
-function makeData(data: string): number {
-  // small/: 100 dirs x 200 files of 1-4 KiB; tree/: empty files filling up to TREE_ENTRIES; big: 1 GiB
-  let entries = 0;
-  const content = Buffer.alloc(4096, 'stratum ');
-  for (let d = 0; d < 100; d++) {
-    const dir = join(data, 'small', `d${d}`);
-    fs.mkdirSync(dir, { recursive: true });
-    entries++;
-    for (let f = 0; f < SMALL_FILES / 100; f++) {
-      fs.writeFileSync(join(dir, `f${f}`), content.subarray(0, 1024 + ((d * 7 + f * 13) % 3072)));
-      entries++;
-    }
-  }
-  const perDir = 500;
-  for (let d = 0; entries < TREE_ENTRIES; d++) {
-    const dir = join(data, 'tree', `t${d}`);
-    fs.mkdirSync(dir, { recursive: true });
-    entries++;
-    for (let f = 0; f < perDir && entries < TREE_ENTRIES; f++, entries++) fs.closeSync(fs.openSync(join(dir, `e${f}`), 'w'));
-  }
-  const fd = fs.openSync(join(data, 'big'), 'w');
-  const chunk = Buffer.alloc(1 << 22, 7);
-  for (let off = 0; off < BIG; off += chunk.length) fs.writeSync(fd, chunk, 0, chunk.length, off);
-  fs.closeSync(fd);
-  return entries + 1;
-}
 
 const ROUNDS = 5;
 
@@ -126,7 +92,7 @@ async function main(): Promise<void> {
   const log = (s: string) => { console.log(s); lines.push(s); };
   try {
     let t = Date.now();
-    const entries = makeData(data);
+    const entries = makeReadTree(data, { distinct: false });
     console.log(`data: ${SMALL_FILES} small files, ${entries} entries, 1 GiB file (${((Date.now() - t) / 1000).toFixed(1)} s to create)`);
     execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${data},upperdir=${up},workdir=${work}`, ovl]);
     server = await spawnPassthrough(data, mnt, ['--timeout', '86400', '--immutable', '--control', '--no-flush']);

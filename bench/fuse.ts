@@ -28,50 +28,12 @@ import { StratumError } from '../src/store/error.js';
 import { MountState, type MountEntry } from '../src/store/mount-state.js';
 import { Store } from '../src/store/store.js';
 import { compareRuns, medianOf as mid } from './report.js';
+import { BIG, SMALL_FILES, makeReadTree, sh } from './data.js';
 
-const SMALL_FILES = 20_000;
-const TREE_ENTRIES = 100_000;
-const BIG = 1 << 30;
 const RUNS = Number(process.env.STRATUM_BENCH_RUNS ?? 5);
 
-function sh(cmd: string, cwd: string): number {
-  const t = process.hrtime.bigint();
-  const r = spawnSync('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} in ${cwd}: ${r.stderr}`);
-  return Number(process.hrtime.bigint() - t) / 1e9;
-}
 const dropCaches = () => spawnSync('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
 
-function makeData(data: string): number {
-  let entries = 0;
-  const content = Buffer.alloc(4096, 'stratum ');
-  for (let d = 0; d < 100; d++) {
-    const dir = join(data, 'small', `d${d}`);
-    fs.mkdirSync(dir, { recursive: true });
-    entries++;
-    for (let f = 0; f < SMALL_FILES / 100; f++) {
-      // distinct contents: every file its own object
-      const b = Buffer.from(content.subarray(0, 1024 + ((d * 7 + f * 13) % 3072)));
-      b.write(`${d}/${f}`);
-      fs.writeFileSync(join(dir, `f${f}`), b);
-      entries++;
-    }
-  }
-  for (let d = 0; entries < TREE_ENTRIES; d++) {
-    const dir = join(data, 'tree', `t${d}`);
-    fs.mkdirSync(dir, { recursive: true });
-    entries++;
-    for (let f = 0; f < 500 && entries < TREE_ENTRIES; f++, entries++) fs.closeSync(fs.openSync(join(dir, `e${f}`), 'w'));
-  }
-  const fd = fs.openSync(join(data, 'big'), 'w');
-  const chunk = Buffer.alloc(1 << 22);
-  for (let off = 0; off < BIG; off += chunk.length) {
-    chunk.fill(off / chunk.length);
-    fs.writeSync(fd, chunk, 0, chunk.length, off);
-  }
-  fs.closeSync(fd);
-  return entries + 1;
-}
 
 interface Row { way: string; findCold: number; findWarm: number; catCold: number; catWarm: number; readCold: number; readWarm: number; write: number; untar: number; rm: number }
 
@@ -191,7 +153,7 @@ async function main(): Promise<void> {
   try {
     const src = join(base, 'src');
     log(`data in ${base}`);
-    const entries = makeData(src);
+    const entries = makeReadTree(src, { distinct: true });
     const tarball = join(base, 'small.tar');
     sh(`tar -cf ${tarball} -C ${src} small`, base);
     const store = await Store.open(join(base, 'store'), { create: true });
