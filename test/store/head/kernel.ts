@@ -58,8 +58,11 @@ function readAll(path: Buffer | string): Buffer {
   return readFileSync(path);
 }
 
-/** The view through a mounted directory, path -> View; `skip` leaves paths (and what is under them) out. */
-export function dirView(root: string, skip: (path: ByteString) => boolean = () => false): Map<ByteString, View> {
+/**
+ * The view through a mounted directory, path -> View; `skip` leaves paths (and what is under
+ * them) out; `content` gives the bytes a file's content marker is made of (default: all of them).
+ */
+export function dirView(root: string, skip: (path: ByteString) => boolean = () => false, content: (path: Buffer, size: number) => Uint8Array = (p) => readFileSync(p)): Map<ByteString, View> {
   const out = new Map<ByteString, View>();
   const visit = (abs: Buffer, path: ByteString): void => {
     if (skip(path)) return;
@@ -70,8 +73,9 @@ export function dirView(root: string, skip: (path: ByteString) => boolean = () =
     const get = (n: Buffer): Buffer | undefined => {
       try {
         return lgetxattr(abs, n);
-      } catch {
-        return undefined;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENODATA') return undefined;
+        throw e;
       }
     };
     const xattrs = fmtXattrs(names.map((n) => ({ name: n.toString('latin1'), value: get(n) })), mode);
@@ -80,7 +84,7 @@ export function dirView(root: string, skip: (path: ByteString) => boolean = () =
     if (type === 0o020000 || type === 0o060000) v.rdev = Number(st.rdev);
     if (type === 0o100000) {
       v.size = Number(st.size);
-      v.content = contentId(readAll(abs));
+      v.content = contentId(content(abs, v.size));
     }
     out.set(path, v);
     if (type === 0o040000) {

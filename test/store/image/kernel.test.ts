@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fsverityDigest } from '../../../src/store/digest.js';
@@ -9,7 +9,8 @@ import { parseDump } from '../../../src/store/image/dump.js';
 import { FileSource, ImageReader } from '../../../src/store/image/read.js';
 import type { ByteString } from '../../../src/store/image/tree.js';
 import { writeImage } from '../../../src/store/image/write.js';
-import { type Resolve, type View, contentId, diffViews, expectedView, fmtXattrs, readerView } from './view.js';
+import { type Resolve, type View, diffViews, expectedView, readerView } from './view.js';
+import { dirView, kernelUnsupported } from '../head/kernel.js';
 
 // Mounts a commit image the way Stratum's kernel mode does (file-backed erofs, then overlayfs with
 // the objects dir as a data-only lower layer) and checks that the kernel, our reader and the source
@@ -106,55 +107,12 @@ function readTail(file: string | Buffer, size: number): Uint8Array {
   }
 }
 
-/** The view through the kernel mount. */
-async function kernelView(root: string): Promise<Map<ByteString, View>> {
-  const { llistxattr, lgetxattr } = await import('../../../src/native/xattr.js');
-  const out = new Map<ByteString, View>();
-  const visit = (abs: Buffer, path: ByteString): void => {
-    const st = lstatSync(abs, { bigint: true });
-    const mode = Number(st.mode);
-    const type = mode & 0o170000;
-    const names = llistxattr(abs, { encoding: 'buffer' }) as Buffer[];
-    const get = (n: Buffer): Buffer | undefined => {
-      try {
-        return lgetxattr(abs, n);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENODATA') return undefined;
-        throw e;
-      }
-    };
-    const xattrs = fmtXattrs(names.map((n) => ({ name: n.toString('latin1'), value: get(n) })), mode);
-    const v: View = { mode: mode.toString(8), uid: Number(st.uid), gid: Number(st.gid), mtime: `${st.mtimeNs / 1_000_000_000n}.${st.mtimeNs % 1_000_000_000n}`, xattrs };
-    if (type === 0o120000) v.target = (readlinkSync(abs, { encoding: 'buffer' }) as Buffer).toString('latin1');
-    if (type === 0o020000 || type === 0o060000) v.rdev = Number(st.rdev);
-    if (type === 0o100000) {
-      v.size = Number(st.size);
-      v.content = contentId(v.size <= 64 * 2 ** 20 ? readFileSync(abs) : readTail(abs, v.size));
-    }
-    out.set(path, v);
-    if (type === 0o040000) {
-      for (const name of readdirSync(abs, { encoding: 'buffer' }) as Buffer[]) {
-        visit(Buffer.concat([abs, Buffer.from('/'), name]), `${path === '/' ? '' : path}/${name.toString('latin1')}`);
-      }
-    }
-  };
-  visit(Buffer.from(root), '/');
-  return out;
+/** The view through the kernel mount (a giant sparse file by its last block, as `resolver` does). */
+function kernelView(root: string): Map<ByteString, View> {
+  return dirView(root, undefined, (abs, size) => (size <= 64 * 2 ** 20 ? readFileSync(abs) : readTail(abs, size)));
 }
 
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-const supported = ((): string | undefined => {
-  if (!isRoot) return 'needs root (mount(2))';
-  try {
-    const fs = readFileSync('/proc/filesystems', 'utf8');
-    if (!/\terofs\n/.test(fs) && !/\terofs$/m.test(fs)) return 'kernel has no erofs';
-    if (!/\toverlay$/m.test(fs)) return 'kernel has no overlayfs';
-  } catch {
-    return 'no /proc/filesystems';
-  }
-  return undefined;
-})();
-
+const supported = kernelUnsupported;
 const kernelTest = supported === undefined ? test : test.skip;
 if (supported !== undefined) console.log(`kernel mount test skipped: ${supported}`);
 
@@ -183,7 +141,7 @@ kernelTest('kernel mount and our reader both show the source tree (every type, h
     m.mount('overlay', mnt, 'overlay', `lowerdir=${erofsDir}::${objects},metacopy=on,redirect_dir=on`);
     mounted.push(mnt);
 
-    const kernel = await kernelView(mnt);
+    const kernel = kernelView(mnt);
     console.log(`kernel view: ${kernel.size} paths compared (${m.how})`);
     assert.equal(diffViews(expected, kernel, 10), [], `kernel (${m.how}) vs source tree`);
 
