@@ -81,12 +81,10 @@ function beingWritten(path: Buffer): boolean {
  * Links each kept file into `next` (the next upper) under every name it has in `upper`, making
  * missing parent dirs with the attributes of the same dirs in `upper` (but none of their overlay
  * xattrs: the dir in `next` merges with the one below it). A name `next` already has is left
- * alone. Returns the files linked under at least one name.
+ * alone.
  */
-export function keepInUpper(upper: string, next: string, kept: KeptFile[]): KeptFile[] {
-  const done: KeptFile[] = [];
+export function keepInUpper(upper: string, next: string, kept: KeptFile[]): void {
   for (const k of kept) {
-    let any = false;
     for (const rel of k.names) {
       try {
         const dest = at(next, rel);
@@ -94,16 +92,13 @@ export function keepInUpper(upper: string, next: string, kept: KeptFile[]): Kept
         const parent = ensureParents(upper, next, Buffer.from(rel, 'hex'));
         if (!parent) continue;
         keepingTimes(parent, () => linkSync(at(upper, rel), dest));
-        any = true;
       } catch (err) {
         // the next upper changed the path meanwhile (a whiteout, a file where a dir was): the
         // newer state wins there; the commit still gets its copy (snapshotKept)
         if (!['ENOTDIR', 'ENOENT', 'EEXIST'].some((c) => isSystemError(err, c))) throw err;
       }
     }
-    if (any) done.push(k);
   }
-  return done;
 }
 
 /** Makes the parent dirs of `rel` in `next` like those in `upper`; their path in `next`, or undefined if `upper` has none. */

@@ -504,7 +504,8 @@ export async function recoverHead(store: Store, label: string, options: { orBusy
     outcome = 'rolled-back';
   }
   if (live && (await exists(paths.live))) {
-    await finishLiveCommit(store, paths, live, options.onStep);
+    // whoever writes the old upper now (through a detached old mount, say) is kept like the rest
+    await finishLiveCommit(store, paths, { ...live, kept: mergeKept(live.kept, openWriters(paths.upper)) }, options.onStep);
     outcome = 'rolled-forward';
   }
   return outcome;
@@ -576,9 +577,8 @@ export async function finishLiveCommit(store: Store, paths: HeadPaths, live: Liv
   const head = await store.heads.read(live.label);
   if (!head) throw new StratumError('CORRUPT_STORE', `HEAD of ${live.label} is gone in the middle of a live commit; ${paths.swap} holds the latest changes`);
   if (!(await exists(paths.swap))) throw new StratumError('CORRUPT_STORE', `HEAD of ${live.label}: the next upper ${paths.swap} of a live commit is gone; move ${paths.live} away`);
-  // whoever still writes the old upper now (kept files, or through a detached old mount) gets
-  // left with their inode; the commit takes a copy
-  snapshotKept(paths.upper, store.tmp.dir, mergeKept(live.kept, openWriters(paths.upper)));
+  // the writers of the old upper get left with their inode; the commit takes a copy
+  snapshotKept(paths.upper, store.tmp.dir, live.kept);
   // linking is only safe when nothing can open the old upper's files for writing any more
   return commitUpper(store, head, paths, { tag: live.tag, onStep, nextUpper: 'prepared', linkObjects: options.linkObjects ?? false });
 }
