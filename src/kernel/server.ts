@@ -21,15 +21,11 @@ import { applyHead } from '../store/commands/apply.js';
 import { commitRoot } from '../store/commands/commit.js';
 import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
-import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, type MountEntry } from '../store/mount-state.js';
+import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, processAlive, type MountEntry } from '../store/mount-state.js';
 import { prepareMountTarget } from '../store/mount-target.js';
 import { makeFreshUpper, setMtime } from '../store/upper.js';
 import { CONTROL_NAME, KernelOverlay } from './overlay.js';
 import { checkKernelMode } from './support.js';
-
-function processAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
 
 /** Milliseconds fn took. */
 function timed(fn: () => void): number {

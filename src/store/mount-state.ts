@@ -7,7 +7,8 @@
 // and /proc/self/mountinfo shows its overlay (source `stratum-kernel:...`) at the mountpoint
 // (docs/kernel.md).
 //
-// Public surface: MountEntry, MountState (list, live, claim, remove, update), defaultStatePath, kernelMountedAt, overlayUsing, KERNEL_SOURCE_PREFIX.
+// Public surface: MountEntry, MountState (list, live, claim, remove, update), defaultStatePath, kernelMountedAt, overlayUsing, processAlive,
+// KERNEL_SOURCE_PREFIX.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { flock } from '../native/files.js';
@@ -36,7 +37,8 @@ export function defaultStatePath(env: NodeJS.ProcessEnv = process.env, uid = pro
   return join(env.XDG_RUNTIME_DIR || `/run/user/${uid}`, 'stratum', 'state');
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (ours or someone else's). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -89,7 +91,7 @@ export class MountState {
 
   /** Live: the server runs, and for a kernel entry its overlay is still at the mountpoint. */
   static entryLive(e: MountEntry): boolean {
-    return e.mode === 'kernel' ? kernelMountedAt(e.mountpoint) && (e.pid === 0 || alive(e.pid)) : alive(e.pid);
+    return e.mode === 'kernel' ? kernelMountedAt(e.mountpoint) && (e.pid === 0 || processAlive(e.pid)) : processAlive(e.pid);
   }
 
   /** Reads the entries under a shared lock, each marked live or stale. */
