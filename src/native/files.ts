@@ -9,6 +9,7 @@
 //   flock(fd, mode): Promise<void>            waits on the libuv threadpool, not the event loop
 //   type LockMode = 'shared' | 'exclusive' | 'unlock'
 //   anyLength(path, fn), anyLengthAsync(path, fn)   run a path call on a path of any length
+//   removeAnyDepth(path): Promise<void>       rm -rf that works on trees deeper than PATH_MAX
 //   S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK
 //
 // Failures throw (or reject with) Node-style system errors: code, errno, syscall, path (and dest
@@ -17,7 +18,7 @@
 //
 // flock() holds one libuv threadpool thread for as long as it waits (4 by default, shared with
 // fs and zlib), and a wait cannot be cancelled: keep waits on locks that are held briefly.
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, promises as fsp, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { getSystemErrorName } from 'node:util';
 import { addon } from './addon.js';
 
@@ -149,4 +150,27 @@ function shorten(path: Buffer, fds: number[]): Buffer {
     rest = rest.subarray(cut + 1);
   }
   return Buffer.concat([base, rest]);
+}
+
+/**
+ * Removes a file or a whole tree, like `rm -rf`. node's rm joins whole paths and fails with
+ * ENAMETOOLONG on a tree deeper than PATH_MAX (a HEAD's upper can be): then the rest is removed
+ * by a walk whose every call goes through anyLength.
+ */
+export async function removeAnyDepth(path: string | Buffer): Promise<void> {
+  try {
+    await fsp.rm(path, { recursive: true, force: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENAMETOOLONG') throw err;
+    removeWalking(Buffer.from(path));
+  }
+}
+
+function removeWalking(path: Buffer): void {
+  const st = anyLength(path, (p) => lstatSync(p, { throwIfNoEntry: false }));
+  if (!st) return;
+  if (st.isDirectory()) {
+    for (const name of anyLength(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) removeWalking(Buffer.concat([path, Buffer.from('/'), name]));
+    anyLength(path, (p) => rmdirSync(p));
+  } else anyLength(path, (p) => unlinkSync(p));
 }

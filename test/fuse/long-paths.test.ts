@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { commitThroughMount } from '../../src/fuse/client.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { ensureUpper } from '../../src/store/commands/commit.js';
+import { remove } from '../../src/store/commands/remove.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { fuseUnavailable, tempDir, withMount } from './mounts.js';
@@ -145,6 +146,10 @@ mountTest('a path of ~4070 bytes inside the mount works for create, write, read,
   }));
   const store = await Store.open(storeDir);
   assert.equal((await verify(store, undefined)).problems, []);
+  // HEAD's upper still holds the deep whiteout: removing the label removes it all
+  await remove(store, 'app', { force: true });
+  assert.not.ok(fs.existsSync(join(storeDir, 'refs/app')));
+  assert.equal(fs.readdirSync(join(storeDir, 'tmp')).filter((n) => n.startsWith('removed-')), []);
 }));
 
 test.run();

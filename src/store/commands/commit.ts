@@ -14,7 +14,7 @@
 // HeadPaths, baseTree, commitRoot, ensureUpper, swapUpper, writeJournal, Journal, countUpper,
 // upperRootChanged, refuseMountedUpper, refuseTakenTag, commitUpper, LiveJournal, writeLiveJournal,
 // readLiveJournal, finishLiveCommit.
-import { constants as C, lstatSync, promises as fsp, readdirSync, readFileSync, rmdirSync, unlinkSync } from 'node:fs';
+import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
@@ -30,7 +30,7 @@ import { MountState, overlayUsing } from '../mount-state.js';
 import { type KeptFile, mergeKept, openWriters, snapshotKept } from '../open-writers.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
-import { anyLength, anyLengthAsync, RENAME_EXCHANGE, renameat2 } from '../../native/files.js';
+import { anyLengthAsync, RENAME_EXCHANGE, removeAnyDepth, renameat2 } from '../../native/files.js';
 import { digestFd } from '../../native/verity.js';
 import { buildHeadCommit, leafHash } from './head-image.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './head-patch.js';
@@ -171,27 +171,11 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Removes a tree of any depth (every call through anyLength); dirs are emptied first. */
-function removeAnyDepth(path: Buffer): void {
-  const st = anyLength(path, (p) => lstatSync(p, { throwIfNoEntry: false }));
-  if (!st) return;
-  if (st.isDirectory()) {
-    for (const name of anyLength(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) removeAnyDepth(Buffer.concat([path, Buffer.from('/'), name]));
-    anyLength(path, (p) => rmdirSync(p));
-  } else anyLength(path, (p) => unlinkSync(p));
-}
-
 async function removeTree(store: Store, path: string): Promise<void> {
   if (!(await exists(path))) return;
   const grave = join(store.tmp.dir, `retired-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`);
   await fsp.rename(path, grave);
-  try {
-    await fsp.rm(grave, { recursive: true, force: true });
-  } catch (err) {
-    // node's rm joins whole paths: an upper deeper than PATH_MAX needs the walk that has no limit
-    if (!isSystemError(err, 'ENAMETOOLONG')) throw err;
-    removeAnyDepth(Buffer.from(grave));
-  }
+  await removeAnyDepth(grave);
 }
 
 /** Makes the label's upper and work dirs if missing (the upper with `base`'s root attributes). */
