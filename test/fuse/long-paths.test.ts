@@ -9,6 +9,9 @@ import { ensureUpper } from '../../src/store/commands/commit.js';
 import { remove } from '../../src/store/commands/remove.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
+import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
+import { MountState } from '../../src/store/mount-state.js';
+import { giveTo, makeRuntimeDir, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
 import { fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Names and paths at the kernel's limits through a FUSE HEAD: a name over NAME_MAX is
@@ -151,5 +154,46 @@ mountTest('a path of ~4070 bytes inside the mount works for create, write, read,
   assert.not.ok(fs.existsSync(join(storeDir, 'refs/app')));
   assert.equal(fs.readdirSync(join(storeDir, 'tmp')).filter((n) => n.startsWith('removed-')), []);
 }));
+
+const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+(userWhy === undefined ? test : test.skip)('an ordinary user\'s FUSE HEAD: long names are ENAMETOOLONG, a deep path works and commits', async () => {
+  if (userWhy) console.log(`ordinary-user long path test skipped: ${userWhy}`);
+  const user = testUser();
+  const dir = tempDir('stratum-long-user-');
+  const mnt = join(dir, 'mnt');
+  const state = join(dir, 'run', 'state');
+  fs.mkdirSync(mnt);
+  fs.mkdirSync(join(dir, 'run'));
+  giveTo(user, dir);
+  const runtimeDir = makeRuntimeDir(user, dir);
+  const options = { runtimeDir, env: { STRATUM_STORE: join(dir, 'store'), STRATUM_STATE: state } };
+  const { dirs, file } = longPath(4070);
+  try {
+    let r = stratumAsUser(user, ['init', 'mine'], options);
+    assert.is(r.status, 0, r.stderr);
+    r = stratumAsUser(user, ['mount', 'mine', mnt, '--mode', 'fuse'], options);
+    assert.is(r.status, 0, r.stderr);
+    const s = shAsUser(user, `cd '${mnt}' && mkdir -p "$D" && echo deep > "$F" && mv "$F" "$F.2" && cat "$F.2" && ` +
+      `{ touch ${NAME_256} 2>&1 || true; } && echo v2 > .stratum/commit && cat .stratum/commit && rm "$F.2" && ls "$D" | wc -l`,
+      { ...options, env: { ...options.env, D: dirs, F: file } });
+    assert.is(s.status, 0, s.stderr.slice(0, 500));
+    const lines = s.stdout.trim().split('\n');
+    assert.is(lines[0], 'deep');
+    assert.match(lines[1]!, /File name too long/);
+    assert.match(lines[2]!, /^mine:v2 [0-9a-f]{64}/);
+    assert.is(lines[3], '0');
+    assert.ok(fs.readFileSync(join(dir, 'store/refs/mine/head.toml'), 'utf8').includes('xattr_namespace = "user"'));
+    r = stratumAsUser(user, ['unmount', 'mine'], options);
+    assert.is(r.status, 0, r.stderr);
+    r = stratumAsUser(user, ['verify'], options);
+    assert.is(r.status, 0, r.stdout + r.stderr);
+  } finally {
+    for (const e of await new MountState(state).list().catch(() => [])) {
+      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
+    spawnSync('rm', ['-rf', dir]);
+  }
+});
 
 test.run();
