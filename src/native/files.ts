@@ -19,6 +19,7 @@
 // flock() holds one libuv threadpool thread for as long as it waits (4 by default, shared with
 // fs and zlib), and a wait cannot be cancelled: keep waits on locks that are held briefly.
 import { closeSync, constants, lstatSync, openSync, promises as fsp, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import { addon } from './addon.js';
 
@@ -142,7 +143,7 @@ function shorten(path: Buffer, fds: number[]): Buffer {
     const cut = rest.lastIndexOf(SLASH, PATH_LIMIT - base.length);
     if (cut <= 0) {
       // one name longer than the kernel takes in a whole path: its own answer
-      throw Object.assign(new Error(`ENAMETOOLONG: name too long '${path.subarray(0, 64).toString()}...'`), { code: 'ENAMETOOLONG', errno: -36, syscall: 'open' });
+      throw Object.assign(new Error(`ENAMETOOLONG: name too long '${path.subarray(0, 64).toString()}...'`), { code: 'ENAMETOOLONG', errno: -osConstants.errno.ENAMETOOLONG, syscall: 'open' });
     }
     const fd = openSync(Buffer.concat([base, rest.subarray(0, cut)]), O_PATH | constants.O_DIRECTORY);
     fds.push(fd);

@@ -14,6 +14,7 @@
 // Public surface: UnionView, UnionNode, UnionAttr, ContentSource, mergeUpper, MergeOptions,
 // MergeResult, PendingContent, imageTree, imageTreeFromBytes, emptyTree.
 import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
 import {
   EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_COMPACT_SIZE, EROFS_INODE_EXTENDED_SIZE,
@@ -178,7 +179,7 @@ export class UnionView {
   child(dir: UnionNode, name: ByteString): UnionNode | undefined {
     if (name === '' || name === '.' || name === '..' || name.includes('/')) return undefined;
     // as erofs and the upper's filesystem answer (kernel overlayfs passes that on)
-    if (name.length > NAME_MAX) throw Object.assign(new Error(`ENAMETOOLONG: a name of ${name.length} bytes`), { code: 'ENAMETOOLONG', errno: -36 });
+    if (name.length > NAME_MAX) throw Object.assign(new Error(`ENAMETOOLONG: a name of ${name.length} bytes`), { code: 'ENAMETOOLONG', errno: -osConstants.errno.ENAMETOOLONG });
     if (!this.isDir(dir)) return undefined;
     const path = dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
     if (dir.upper) {
