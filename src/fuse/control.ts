@@ -7,7 +7,8 @@
 //
 // Public surface: ControlFiles, ControlFilesOptions, ControlHooks, CONTROL_DIR_NAME.
 import { constants as C } from 'node:fs';
-import { ATTR_LEN, FuseError, type AttrReply, type DirEntry, type Entry, type OpenReply, type SetAttr } from '../native/fuse.js';
+import { constants as osConstants } from 'node:os';
+import { ATTR_LEN, errnoOf, FuseError, type AttrReply, type DirEntry, type Entry, type OpenReply, type SetAttr } from '../native/fuse.js';
 import { StratumError } from '../store/error.js';
 import { S_IFDIR, S_IFREG } from '../store/image/erofs.js';
 
@@ -35,6 +36,7 @@ const FILE_NODES: Record<ControlFile, number> = { commit: 3, status: 4, apply: 5
 const FILE_OF = new Map<number, ControlFile>(Object.entries(FILE_NODES).map(([name, id]) => [id, name as ControlFile]));
 /** st_ino is 2^50 + k (the dir k = 2) whatever node ids the host uses, so every kind of mount shows the same numbers. */
 const VIRTUAL_INO_BASE = 2 ** 50, DIR_KEY = 2;
+const E = osConstants.errno;
 const O_ACCMODE = 3;
 const DT_DIR = 4;
 /** What a negative entry carries (the kernel ignores it). */
@@ -44,14 +46,22 @@ const fail = (code: 'EACCES' | 'EBADF' | 'ENOENT' | 'EPERM' | 'EROFS'): never =>
 
 interface Handle { file: ControlFile; bytes: Buffer }
 
-/** The errno a failed hook's write answers; its message stays readable in the file. */
-function errnoCodeOf(err: unknown): 'EEXIST' | 'EINVAL' | 'ENOENT' | 'EBUSY' | 'EIO' {
+/**
+ * The errno a failed hook's write answers; its message stays readable in the file. Stratum's own
+ * refusals have fixed errnos; a failure of the system underneath (a full disk, quota, a name too
+ * long) answers the errno the system gave, so `echo > commit` says "No space left on device".
+ */
+function errnoOfHookError(err: unknown): number {
   const code = err instanceof StratumError ? err.code : '';
-  if (code === 'TAG_EXISTS') return 'EEXIST';
-  if (code === 'BAD_NAME' || code === 'USAGE' || code === 'AMBIGUOUS_REF') return 'EINVAL';
-  if (code === 'NOT_FOUND') return 'ENOENT';
-  if (code === 'BUSY') return 'EBUSY';
-  return 'EIO';
+  if (code === 'TAG_EXISTS') return E.EEXIST;
+  if (code === 'BAD_NAME' || code === 'USAGE' || code === 'AMBIGUOUS_REF') return E.EINVAL;
+  if (code === 'NOT_FOUND') return E.ENOENT;
+  if (code === 'BUSY') return E.EBUSY;
+  const errno = errnoOf(err);
+  if (errno !== E.EIO) return errno;
+  if (code === 'NO_SPACE') return E.ENOSPC;
+  if (code === 'PERMISSION') return E.EACCES;
+  return E.EIO;
 }
 
 export class ControlFiles {
@@ -163,7 +173,7 @@ export class ControlFiles {
     } catch (err) {
       this.remember(file, `error: ${(err as Error).message}\n`);
       if (err instanceof FuseError) throw err;
-      throw FuseError.of(errnoCodeOf(err), (err as Error).message);
+      throw new FuseError(errnoOfHookError(err), (err as Error).message);
     }
     this.remember(file, text);
     h.bytes = Buffer.from(text);

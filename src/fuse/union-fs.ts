@@ -13,6 +13,7 @@ import {
   type AttrReply, type Caller, type DirEntry, type Entry, type FuseHandlers, type FuseSession, type OpenReply,
   type SetAttr, type StatFs, type Timespec,
 } from '../native/fuse.js';
+import { anyLength as at } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
 import { OVERLAY_ESCAPE_PREFIX, OVERLAY_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
 import { FileSource, ImageReader } from '../store/image/read.js';
@@ -47,6 +48,8 @@ const NO_XATTR = FuseError.of('ENODATA');
 const O_ACCMODE = 3;
 const S_ISGID = 0o2000;
 const O_PATH = 0o10000000;
+/** `at` (anyLength: upper paths may be longer than PATH_MAX) for a call that takes a path or an fd. */
+const atOrFd = <T>(path: Buffer | null, fn: (p: Buffer | null) => T): T => (path === null ? fn(null) : at(path, fn));
 
 /** Node id of /.stratum (its files are ControlFiles' nodes 3 to 5); real nodes start at FIRST_NODE. */
 const CTL_DIR = 2, FIRST_NODE = 16;
@@ -262,7 +265,7 @@ export class UnionFs implements FuseHandlers {
   private attrOf(n: Node, u: UnionNode, fd = -1): Float64Array {
     const v = new Float64Array(ATTR_LEN);
     if (fd >= 0 || u.upper || (n.detached && n.detached.orphanFd >= 0)) {
-      const rc = fd >= 0 ? backing.statInto(null, fd, v) : n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : backing.statInto(u.upper!.path, -1, v);
+      const rc = fd >= 0 ? backing.statInto(null, fd, v) : n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : at(u.upper!.path, (p) => backing.statInto(p, -1, v));
       if (rc < 0) throw new FuseError(-rc);
       if (u.upper?.entry.kind === 'metacopy' && u.lower !== undefined) {
         const size = this.reader.getattr(u.lower).size;
@@ -344,14 +347,14 @@ export class UnionFs implements FuseHandlers {
     const pu = this.copyUp(l!.parent);
     const dest = upperChild(pu.upper!.path, l!.name);
     // the kernel restores the parent's times after a copy-up: so do we
-    const pv = backing.stat(pu.upper!.path);
+    const pv = at(pu.upper!.path, (p) => backing.stat(p));
     if (u.upper?.entry.kind === 'metacopy') w.fillMetacopy(dest, this.dataOf(u));
     else {
       const a = this.lowerAttrs(u);
       const type = a.mode & S_IFMT;
       w.copyUp(dest, a, type === S_IFREG ? this.dataOf(u) : undefined, type === S_IFLNK ? Buffer.from(this.reader.readlink(u.lower!), 'latin1') : undefined);
     }
-    backing.utimens(pu.upper!.path, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+    at(pu.upper!.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
     const lowerNlink = u.upper ? 1 : this.reader.getattr(u.lower!).nlink;
     const fresh = this.refresh(n);
     // a lower dir's attributes were given out with the long lower timeout; merged, its link
@@ -380,7 +383,7 @@ export class UnionFs implements FuseHandlers {
   }
 
   private owner(c: Caller, pu: UnionNode): { uid: number; gid: number; sgid: boolean } {
-    const pv = backing.stat(pu.upper!.path);
+    const pv = at(pu.upper!.path, (p) => backing.stat(p));
     const sgid = (pv[1]! & S_ISGID) !== 0;
     return { uid: c.uid, gid: sgid ? pv[4]! : c.gid, sgid };
   }
@@ -550,7 +553,7 @@ export class UnionFs implements FuseHandlers {
       const fh = this.nextFh++;
       const f = flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY | C.O_DIRECT);
       if (u.upper && u.upper.entry.kind !== 'metacopy') {
-        const fd = backing.open(u.upper.path, f | C.O_NOFOLLOW);
+        const fd = at(u.upper.path, (p) => backing.open(p, f | C.O_NOFOLLOW));
         this.handles.set(fh, { node: n, fd, write });
         if (write) n.writers++;
         return { fh, fd, keepCache: true };
@@ -589,7 +592,7 @@ export class UnionFs implements FuseHandlers {
       }
       const { path, pu } = this.newEntryPath(p, s);
       const f = (flags & ~(C.O_DIRECT | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
-      const fd = backing.open(path, f, mode & 0o7777);
+      const fd = at(path, (p) => backing.open(p, f, mode & 0o7777));
       try {
         const o = this.owner(c, pu);
         this.writer!.give(null, fd, o.uid, o.gid);
@@ -628,7 +631,7 @@ export class UnionFs implements FuseHandlers {
     if (this.readOnly || ino < FIRST_NODE) return;
     const u = this.resolve(this.node(ino));
     if (!u.upper) return;
-    const fd = openSync(u.upper.path, C.O_RDONLY | C.O_DIRECTORY);
+    const fd = at(u.upper.path, (p) => openSync(p, C.O_RDONLY | C.O_DIRECTORY));
     try { if (datasync) fdatasyncSync(fd); else fsyncSync(fd); } finally { closeSync(fd); }
   }
 
@@ -647,15 +650,15 @@ export class UnionFs implements FuseHandlers {
       const target = path === null && fd < 0 ? (n.detached?.orphanFd ?? -1) : fd;
       if (path === null && target < 0) fail('ENOENT');
       const type = this.view.getattr(u).mode & S_IFMT;
-      if (set.uid !== undefined || set.gid !== undefined) backing.chown(path, target, set.uid ?? -1, set.gid ?? -1);
-      if (set.mode !== undefined && type !== S_IFLNK) backing.chmod(path, target, set.mode & 0o7777);
+      if (set.uid !== undefined || set.gid !== undefined) atOrFd(path, (p) => backing.chown(p, target, set.uid ?? -1, set.gid ?? -1));
+      if (set.mode !== undefined && type !== S_IFLNK) atOrFd(path, (p) => backing.chmod(p, target, set.mode! & 0o7777));
       if (set.size !== undefined) {
         if (path === null && fd < 0) fail('EBADF');
-        backing.truncate(path, target, set.size);
+        atOrFd(path, (p) => backing.truncate(p, target, set.size!));
       }
       if (set.atime !== undefined || set.mtime !== undefined) {
         const t = (x: Timespec | 'now' | undefined): Timespec => (x === undefined ? { sec: 0, nsec: UTIME_OMIT } : x === 'now' ? { sec: 0, nsec: UTIME_NOW } : x);
-        backing.utimens(path, target, t(set.atime), t(set.mtime));
+        atOrFd(path, (p) => backing.utimens(p, target, t(set.atime), t(set.mtime)));
       }
       // mode, owner, size and times are read fresh from the upper; only a copy-up changes the node
       const fresh = n.detached ? n.detached.u : wasUpper ? u : this.refresh(n);
@@ -667,7 +670,7 @@ export class UnionFs implements FuseHandlers {
     // a char device 0:0 is a whiteout in the upper: overlayfs refuses to create one, so do we
     if ((mode & S_IFMT) === 0o020000 && rdev === 0) fail('EPERM', 'a 0:0 character device would read as a whiteout');
     return this.make(c, parent, name, (path, pu) => {
-      backing.mknod(path, mode, rdev);
+      at(path, (p) => backing.mknod(p, mode, rdev));
       const o = this.owner(c, pu);
       this.writer!.give(path, -1, o.uid, o.gid);
     });
@@ -684,7 +687,7 @@ export class UnionFs implements FuseHandlers {
       const path = upperChild(pu.upper!.path, s);
       const o = this.owner(c, pu);
       // over a deleted lower entry the new dir must not merge with what is below: opaque
-      const wasWhiteout = backing.statInto(path, -1, this.vec) === 0;
+      const wasWhiteout = at(path, (p) => backing.statInto(p, -1, this.vec)) === 0;
       this.writer!.mkdir(path, o.sgid ? mode | S_ISGID : mode, o, wasWhiteout || this.inLower(pu, s));
       return this.entryAfterCreate(p, s);
     });
@@ -692,7 +695,7 @@ export class UnionFs implements FuseHandlers {
 
   symlink(c: Caller, parent: number, name: Buffer, target: Buffer): Entry | Promise<Entry> {
     return this.make(c, parent, name, (path, pu) => {
-      symlinkSync(target, path);
+      at(path, (p) => symlinkSync(target, p));
       const o = this.owner(c, pu);
       this.writer!.give(path, -1, o.uid, o.gid);
     });
@@ -721,7 +724,7 @@ export class UnionFs implements FuseHandlers {
       if (this.childOf(p, s)) fail('EEXIST');
       const u = this.copyUp(n);
       const { path } = this.newEntryPath(p, s);
-      linkSync(u.upper!.path, path);
+      at(u.upper!.path, (from) => at(path, (to) => linkSync(from, to)));
       this.refresh(n);
       return this.entryAfterCreate(p, s);
     });
@@ -749,12 +752,12 @@ export class UnionFs implements FuseHandlers {
       if (victim && !isDir && victim.links.length === 1 && victim.nlookup > 0) {
         // the kernel may still use it through an open file: keep what fstat needs
         let orphanFd = -1;
-        if (u!.upper) { try { orphanFd = backing.open(u!.upper.path, O_PATH | C.O_NOFOLLOW); } catch { orphanFd = -1; } }
+        if (u!.upper) { try { orphanFd = at(u!.upper.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: u!, orphanFd };
       }
       if (this.inLower(pu, s)) this.writer!.whiteout(path);
       else if (u!.upper) {
-        if (isDir) this.writer!.remove(path); else unlinkSync(path);
+        if (isDir) this.writer!.remove(path); else at(path, (p) => unlinkSync(p));
       }
       this.removeLink(p, s);
       if (victim && !victim.detached) this.refreshQuiet(victim);
@@ -806,16 +809,16 @@ export class UnionFs implements FuseHandlers {
       }
       // what is at the destination in the upper: a whiteout, an emptied dir, a file
       const v = new Float64Array(ATTR_LEN);
-      if (backing.statInto(to, -1, v) === 0) {
+      if (at(to, (p) => backing.statInto(p, -1, v)) === 0) {
         const type = v[1]! & S_IFMT;
         if (type === S_IFDIR) {
           if (srcDir) w.clearDir(to); else w.remove(to);
-        } else if (srcDir) unlinkSync(to);
+        } else if (srcDir) at(to, (p) => unlinkSync(p));
       }
       const victim = du ? this.linkedTo(np, ns) : undefined;
       if (victim && !victim.isDir && victim.links.length === 1 && victim.nlookup > 0) {
         let orphanFd = -1;
-        if (du!.upper) { try { orphanFd = backing.open(du!.upper.path, O_PATH | C.O_NOFOLLOW); } catch { orphanFd = -1; } }
+        if (du!.upper) { try { orphanFd = at(du!.upper.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: du!, orphanFd };
       }
       w.rename(from, to, this.inLower(pu, s));
@@ -894,7 +897,7 @@ export class UnionFs implements FuseHandlers {
       this.writable();
       const n = this.node(ino);
       const u = this.copyUp(n);
-      lsetxattr(u.upper!.path, Buffer.from(storedXattrName(name.toString('latin1'), this.opts.ns), 'latin1'), value, flags);
+      at(u.upper!.path, (p) => lsetxattr(p, Buffer.from(storedXattrName(name.toString('latin1'), this.opts.ns), 'latin1'), value, flags));
       this.refresh(n);
     });
   }
@@ -907,7 +910,7 @@ export class UnionFs implements FuseHandlers {
       const s = name.toString('latin1');
       if (!this.view.xattrs(this.resolve(n)).some((x) => x.name === s)) fail('ENODATA');
       const u = this.copyUp(n);
-      lremovexattr(u.upper!.path, Buffer.from(storedXattrName(s, this.opts.ns), 'latin1'));
+      at(u.upper!.path, (p) => lremovexattr(p, Buffer.from(storedXattrName(s, this.opts.ns), 'latin1')));
       this.refresh(n);
     });
   }
@@ -989,7 +992,7 @@ export class UnionFs implements FuseHandlers {
       const names = this.upperNamesOf(u.upper.path);
       const a = { ...this.lowerAttrs(u) };
       this.writer!.copyUp(copy, a, { kind: 'file', path: u.upper.path });
-      linkSync(u.upper.path, keptAt);
+      at(u.upper.path, (p) => linkSync(p, keptAt));
       for (const name of names) {
         this.keepingParentTimes(upperChild(Buffer.from(this.opts.upperDir!), name), (dest) => this.writer!.linkOver(copy, dest));
       }
@@ -1013,18 +1016,18 @@ export class UnionFs implements FuseHandlers {
   private upperNamesOf(path: Buffer): Buffer[] {
     const upperDir = Buffer.from(this.opts.upperDir!);
     const first = path.subarray(upperDir.length + 1);
-    const st = lstatSync(path, { bigint: true });
+    const st = at(path, (p) => lstatSync(p, { bigint: true }));
     if (st.nlink <= 1n) return [first];
     const out: Buffer[] = [first];
     const walk = (dir: Buffer, rel: Buffer | undefined): void => {
-      for (const d of readdirSync(dir, { withFileTypes: true, encoding: 'buffer' })) {
+      for (const d of at(dir, (p) => readdirSync(p, { withFileTypes: true, encoding: 'buffer' }))) {
         if (out.length >= Number(st.nlink)) return;
         const name = d.name as unknown as Buffer;
         const r = rel ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
         const abs = upperChild(dir, name);
         if (d.isDirectory()) walk(abs, r);
         else if (d.isFile() && !r.equals(first)) {
-          const s = lstatSync(abs, { bigint: true });
+          const s = at(abs, (p) => lstatSync(p, { bigint: true }));
           if (s.ino === st.ino && s.dev === st.dev) out.push(r);
         }
       }
@@ -1036,9 +1039,9 @@ export class UnionFs implements FuseHandlers {
   /** Runs fn(path) and puts back the times of path's parent dir, as a copy-up does. */
   private keepingParentTimes(path: Buffer, fn: (path: Buffer) => void): void {
     const parent = path.subarray(0, path.lastIndexOf(0x2f));
-    const pv = backing.stat(parent);
+    const pv = at(parent, (p) => backing.stat(p));
     fn(path);
-    backing.utimens(parent, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! });
+    at(parent, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
   }
 
   /** The table node of the dir at a union path (parts), copied up; throws if it is not a dir. */

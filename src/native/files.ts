@@ -8,6 +8,8 @@
 //   tryFlock(fd, mode)                        never waits; a conflicting lock throws code 'EAGAIN'
 //   flock(fd, mode): Promise<void>            waits on the libuv threadpool, not the event loop
 //   type LockMode = 'shared' | 'exclusive' | 'unlock'
+//   anyLength(path, fn), anyLengthAsync(path, fn)   run a path call on a path of any length
+//   removeAnyDepth(path): Promise<void>       rm -rf that works on trees deeper than PATH_MAX
 //   S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK
 //
 // Failures throw (or reject with) Node-style system errors: code, errno, syscall, path (and dest
@@ -16,7 +18,8 @@
 //
 // flock() holds one libuv threadpool thread for as long as it waits (4 by default, shared with
 // fs and zlib), and a wait cannot be cancelled: keep waits on locks that are held briefly.
-import { constants } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, promises as fsp, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import { addon } from './addon.js';
 
@@ -96,4 +99,79 @@ export function lutimensNs(path: FilePath, mtime: { sec: number; nsec: number },
     const code = getSystemErrorName(rc);
     throw Object.assign(new Error(`${code}: utimensat '${path.toString()}'`), { code, errno: rc, syscall: 'utimensat', path });
   }
+}
+
+/** Longest path the kernel takes in one call, in bytes without the NUL (PATH_MAX is 4096). */
+const PATH_LIMIT = 4095;
+const O_PATH = 0o10000000;
+const SLASH = 0x2f;
+
+/**
+ * Runs `fn` with a name for `path` that fits in PATH_MAX: the path itself (almost always), or,
+ * for a longer one, `/proc/self/fd/<fd>/<rest>` where fd is the dir holding the rest, opened in
+ * chunks (each chunk resolved from the previous dir's fd, as the kernel resolves a path). So a
+ * path as deep as any the kernel accepts through a mount works on the dir under it, and every
+ * call keeps its own errno: a name over NAME_MAX still fails with ENAMETOOLONG from the
+ * filesystem. The dir fds live until fn returns. (xattr calls have no *at form before Linux
+ * 6.13, which is why the rest goes through /proc rather than through *at calls.)
+ */
+export function anyLength<T>(path: Buffer, fn: (p: Buffer) => T): T {
+  if (path.length <= PATH_LIMIT) return fn(path);
+  const fds: number[] = [];
+  try {
+    return fn(shorten(path, fds));
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+/** anyLength for a call that returns a promise: the dir fds live until it settles. */
+export async function anyLengthAsync<T>(path: Buffer, fn: (p: Buffer) => Promise<T>): Promise<T> {
+  if (path.length <= PATH_LIMIT) return fn(path);
+  const fds: number[] = [];
+  try {
+    return await fn(shorten(path, fds));
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+function shorten(path: Buffer, fds: number[]): Buffer {
+  let base = Buffer.alloc(0);
+  let rest = path;
+  while (base.length + rest.length > PATH_LIMIT) {
+    const cut = rest.lastIndexOf(SLASH, PATH_LIMIT - base.length);
+    if (cut <= 0) {
+      // one name longer than the kernel takes in a whole path: its own answer
+      throw Object.assign(new Error(`ENAMETOOLONG: name too long '${path.subarray(0, 64).toString()}...'`), { code: 'ENAMETOOLONG', errno: -osConstants.errno.ENAMETOOLONG, syscall: 'open' });
+    }
+    const fd = openSync(Buffer.concat([base, rest.subarray(0, cut)]), O_PATH | constants.O_DIRECTORY);
+    fds.push(fd);
+    base = Buffer.from(`/proc/self/fd/${fd}/`);
+    rest = rest.subarray(cut + 1);
+  }
+  return Buffer.concat([base, rest]);
+}
+
+/**
+ * Removes a file or a whole tree, like `rm -rf`. node's rm joins whole paths and fails with
+ * ENAMETOOLONG on a tree deeper than PATH_MAX (a HEAD's upper can be): then the rest is removed
+ * by a walk whose every call goes through anyLength.
+ */
+export async function removeAnyDepth(path: string | Buffer): Promise<void> {
+  try {
+    await fsp.rm(path, { recursive: true, force: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENAMETOOLONG') throw err;
+    removeWalking(Buffer.from(path));
+  }
+}
+
+function removeWalking(path: Buffer): void {
+  const st = anyLength(path, (p) => lstatSync(p, { throwIfNoEntry: false }));
+  if (!st) return;
+  if (st.isDirectory()) {
+    for (const name of anyLength(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) removeWalking(Buffer.concat([path, Buffer.from('/'), name]));
+    anyLength(path, (p) => rmdirSync(p));
+  } else anyLength(path, (p) => unlinkSync(p));
 }

@@ -184,12 +184,18 @@ export class FuseError extends Error {
 }
 const E = osConstants.errno;
 
-/** Positive errno for anything a handler throws: FuseError, node:fs errors, else EIO. */
+/**
+ * Positive errno for anything a handler throws: FuseError, node:fs errors, and errors that wrap
+ * one as their `cause` (StratumError from wrapSystemError), so the caller sees the errno the
+ * system gave (ENAMETOOLONG, ENOSPC, ...); EIO only when no errno is known.
+ */
 export function errnoOf(e: unknown): number {
-  if (e instanceof FuseError) return e.errno;
-  const x = e as { errno?: unknown; code?: unknown };
-  if (typeof x?.errno === 'number' && x.errno !== 0) return Math.abs(x.errno);
-  if (typeof x?.code === 'string' && x.code in E) return E[x.code as keyof typeof E];
+  for (let x = e, depth = 0; x !== undefined && x !== null && depth < 8; x = (x as { cause?: unknown }).cause, depth++) {
+    if (x instanceof FuseError) return x.errno;
+    const y = x as { errno?: unknown; code?: unknown };
+    if (typeof y.errno === 'number' && y.errno !== 0) return Math.abs(y.errno);
+    if (typeof y.code === 'string' && y.code in E) return E[y.code as keyof typeof E];
+  }
   return E.EIO;
 }
 

@@ -11,7 +11,7 @@
 // Public surface: KeptFile, openWriters, mergeKept, keepInUpper, snapshotKept.
 import { chmodSync, chownSync, closeSync, constants as C, copyFileSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
-import { lutimensNs, openForWriting } from '../native/files.js';
+import { anyLength, lutimensNs, openForWriting } from '../native/files.js';
 import { lgetxattr, llistxattr, lsetxattr } from '../native/xattr.js';
 import { isSystemError, wrapSystemError } from './error.js';
 
@@ -40,7 +40,7 @@ export function openWriters(upper: string): KeptFile[] {
   const walk = (dir: Buffer, rel: Buffer | undefined): void => {
     let entries: Buffer[];
     try {
-      entries = readdirSync(dir, { encoding: 'buffer' }) as Buffer[];
+      entries = anyLength(dir, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[]);
     } catch (err) {
       if (isSystemError(err, 'ENOENT')) return;
       throw wrapSystemError(err, `reading ${dir.toString()}`);
@@ -48,7 +48,7 @@ export function openWriters(upper: string): KeptFile[] {
     for (const name of entries) {
       const path = Buffer.concat([dir, Buffer.from('/'), name]);
       const r = rel ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
-      const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+      const st = anyLength(path, (p) => lstatSync(p, { bigint: true, throwIfNoEntry: false }));
       if (st?.isDirectory()) walk(path, r);
       if (!st?.isFile()) continue;
       const ino = String(st.ino);
@@ -65,7 +65,7 @@ export function openWriters(upper: string): KeptFile[] {
 function beingWritten(path: Buffer): boolean {
   let fd: number;
   try {
-    fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+    fd = anyLength(path, (p) => openSync(p, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK));
   } catch (err) {
     if (isSystemError(err, 'ENOENT')) return false;
     throw wrapSystemError(err, `opening ${path.toString()}`);

@@ -5,10 +5,13 @@
 //
 // Every new entry is built in a scratch dir on the upper's filesystem (the label's work dir, as the
 // kernel does) and renamed into place, so the upper never shows a half-made file or dir.
+// Upper paths may be longer than PATH_MAX (a mount's paths have no such limit when a process
+// walks down with relative paths): every call on one goes through `at` (anyLength). Scratch
+// paths are short.
 //
 // Public surface: UpperWriter, CopyUpAttrs, CopyUpData.
 import { constants as C, closeSync, readSync, copyFileSync, fchownSync, fchmodSync, fsyncSync, lchownSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
-import { mknod, renameat2, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT } from '../native/files.js';
+import { anyLength as at, mknod, renameat2, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
 import { backing } from '../native/fuse.js';
 import { isSystemError } from './error.js';
@@ -96,7 +99,7 @@ export class UpperWriter {
           mkdirSync(t, { mode: 0o700 });
           break;
         case S_IFREG:
-          if (data?.kind === 'file') copyFileSync(data.path, t);
+          if (data?.kind === 'file') at(Buffer.from(data.path), (src) => copyFileSync(src, t));
           else {
             const fd = openSync(t, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
             try {
@@ -116,7 +119,7 @@ export class UpperWriter {
           throw Object.assign(new Error(`cannot copy up mode ${type.toString(8)}`), { code: 'EIO', errno: 5 });
       }
       this.applyAttrs(t, a, type);
-      renameat2(t, dest, 0);
+      at(dest, (d) => renameat2(t, d, 0));
     } catch (err) {
       rmSync(t, { recursive: true, force: true });
       throw err;
@@ -140,25 +143,29 @@ export class UpperWriter {
 
   /** Moves a scratch entry to `dest`, which may be a whiteout (replaced) or absent. */
   private replaceWhiteout(t: Buffer, dest: Buffer): void {
-    try {
-      renameat2(t, dest, RENAME_NOREPLACE);
-    } catch (err) {
-      if (!isSystemError(err, 'EEXIST')) throw err;
-      const v = backing.stat(dest);
-      if (!isOverlayWhiteout({ mode: v[1]!, rdev: v[5]! })) throw err;
-      // a dir cannot replace a char dev by rename: swap them (atomic, as the kernel does), drop the whiteout
-      renameat2(t, dest, RENAME_EXCHANGE);
-      unlinkSync(t);
-    }
+    at(dest, (d) => {
+      try {
+        renameat2(t, d, RENAME_NOREPLACE);
+      } catch (err) {
+        if (!isSystemError(err, 'EEXIST')) throw err;
+        const v = backing.stat(d);
+        if (!isOverlayWhiteout({ mode: v[1]!, rdev: v[5]! })) throw err;
+        // a dir cannot replace a char dev by rename: swap them (atomic, as the kernel does), drop the whiteout
+        renameat2(t, d, RENAME_EXCHANGE);
+        unlinkSync(t);
+      }
+    });
   }
 
   /** Removes a whiteout at `dest` if there is one (before making a new entry there). */
   clearWhiteout(dest: Buffer): boolean {
-    const v = new Float64Array(15);
-    if (backing.statInto(dest, -1, v) < 0) return false;
-    if (!isOverlayWhiteout({ mode: v[1]!, rdev: v[5]! })) return false;
-    unlinkSync(dest);
-    return true;
+    return at(dest, (d) => {
+      const v = new Float64Array(15);
+      if (backing.statInto(d, -1, v) < 0) return false;
+      if (!isOverlayWhiteout({ mode: v[1]!, rdev: v[5]! })) return false;
+      unlinkSync(d);
+      return true;
+    });
   }
 
   /** Puts a whiteout at `dest` (replacing whatever upper entry is there; dirs must be empty of real entries). */
@@ -166,47 +173,47 @@ export class UpperWriter {
     const t = this.tmp();
     mknod(t, S_IFCHR, 0, 0);
     try {
-      renameat2(t, dest, 0);
+      at(dest, (d) => renameat2(t, d, 0));
     } catch (err) {
       if (!(isSystemError(err, 'EISDIR') || isSystemError(err, 'ENOTEMPTY') || isSystemError(err, 'EEXIST'))) {
         unlinkSync(t);
         throw err;
       }
       this.removeDir(dest);
-      renameat2(t, dest, 0);
+      at(dest, (d) => renameat2(t, d, 0));
     }
   }
 
   /** Removes an upper entry (a dir with whatever whiteouts it holds, or anything else). */
   remove(path: Buffer): void {
     const v = new Float64Array(15);
-    if (backing.statInto(path, -1, v) < 0) return;
+    if (at(path, (p) => backing.statInto(p, -1, v)) < 0) return;
     if ((v[1]! & S_IFMT) === S_IFDIR) this.removeDir(path);
-    else unlinkSync(path);
+    else at(path, (p) => unlinkSync(p));
   }
 
   /** An upper dir the view sees as empty holds only whiteouts (and empty dirs of them): clear it. */
   private removeDir(path: Buffer): void {
-    for (const name of readdirSync(path, { encoding: 'buffer' }) as Buffer[]) this.remove(child(path, name));
-    rmdirSync(path);
+    for (const name of at(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) this.remove(child(path, name));
+    at(path, (p) => rmdirSync(p));
   }
 
   /** Empties an upper dir of whiteouts (rename over it needs an empty dir). */
   clearDir(path: Buffer): void {
-    for (const name of readdirSync(path, { encoding: 'buffer' }) as Buffer[]) this.remove(child(path, name));
+    for (const name of at(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) this.remove(child(path, name));
   }
 
   /** rename(2) leaving a whiteout where the source was, when the name must stay deleted below. */
   rename(from: Buffer, to: Buffer, leaveWhiteout: boolean, flags = 0): void {
-    renameat2(from, to, flags | (leaveWhiteout ? RENAME_WHITEOUT : 0));
+    at(from, (f) => at(to, (t) => renameat2(f, t, flags | (leaveWhiteout ? RENAME_WHITEOUT : 0))));
   }
 
   /** A new name `dest` for the file at `existing` (link(2) in the scratch dir, renamed over whatever `dest` is). */
   linkOver(existing: Buffer, dest: Buffer): void {
     const t = this.tmp();
-    linkSync(existing, t);
+    at(existing, (e) => linkSync(e, t));
     try {
-      renameat2(t, dest, 0);
+      at(dest, (d) => renameat2(t, d, 0));
     } catch (err) {
       rmSync(t, { force: true });
       throw err;
@@ -214,12 +221,12 @@ export class UpperWriter {
   }
 
   setOpaque(path: Buffer): void {
-    lsetxattr(path, this.priv('opaque'), Buffer.from('y'));
+    at(path, (p) => lsetxattr(p, this.priv('opaque'), Buffer.from('y')));
   }
 
   clearOpaque(path: Buffer): void {
     try {
-      lremovexattr(path, this.priv('opaque'));
+      at(path, (p) => lremovexattr(p, this.priv('opaque')));
     } catch (err) {
       if (!isSystemError(err, 'ENODATA')) throw err;
     }
@@ -227,15 +234,15 @@ export class UpperWriter {
 
   /** An absolute redirect (`/a/b` in the lower): the dir merges with that lower dir wherever it is. */
   setRedirect(path: Buffer, lowerPath: ByteString): void {
-    lsetxattr(path, this.priv('redirect'), Buffer.from(lowerPath, 'latin1'));
+    at(path, (p) => lsetxattr(p, this.priv('redirect'), Buffer.from(lowerPath, 'latin1')));
   }
 
   /** Turns a metacopy upper file into a plain one holding `data` (kernel-written uppers may have them). */
   fillMetacopy(path: Buffer, data: CopyUpData): void {
-    const fd = openSync(path, C.O_WRONLY | C.O_NOFOLLOW);
+    const fd = at(path, (p) => openSync(p, C.O_WRONLY | C.O_NOFOLLOW));
     try {
       if (data.kind === 'file') {
-        const src = openSync(data.path, C.O_RDONLY);
+        const src = at(Buffer.from(data.path), (p) => openSync(p, C.O_RDONLY));
         try {
           const buf = Buffer.alloc(1 << 20);
           for (let off = 0; ;) {
@@ -254,7 +261,7 @@ export class UpperWriter {
     }
     for (const what of ['metacopy', 'redirect']) {
       try {
-        lremovexattr(path, this.priv(what));
+        at(path, (p) => lremovexattr(p, this.priv(what)));
       } catch (err) {
         if (!isSystemError(err, 'ENODATA')) throw err;
       }
@@ -265,7 +272,7 @@ export class UpperWriter {
   give(path: Buffer | null, fd: number, uid: number, gid: number): void {
     if (!this.asRoot) return;
     if (fd >= 0) fchownSync(fd, uid, gid);
-    else lchownSync(path!, uid, gid);
+    else at(path!, (p) => lchownSync(p, uid, gid));
   }
 
   /** chmod through an fd (create: the kernel already applied the umask). */

@@ -14,6 +14,7 @@
 // Public surface: UnionView, UnionNode, UnionAttr, ContentSource, mergeUpper, MergeOptions,
 // MergeResult, PendingContent, imageTree, imageTreeFromBytes, emptyTree.
 import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
 import {
   EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_COMPACT_SIZE, EROFS_INODE_EXTENDED_SIZE,
@@ -22,6 +23,7 @@ import {
 } from './image/erofs.js';
 import type { ImageReader, InodeAttr } from './image/read.js';
 import { type ByteString, type Entry, type Inode, type Tree, type Xattr, byteString, compareBytes, newInode, objectPath } from './image/tree.js';
+import { anyLength } from '../native/files.js';
 import { display } from './paths.js';
 import { OCI_OPAQUE, type UpperEntry, type UpperStyle, type XattrNamespace, ociWhiteoutTarget, readUpperEntry, upperRootAttr, visibleXattrs } from './upper.js';
 
@@ -80,9 +82,13 @@ function treeLower(tree: Tree): Lower<Inode> {
 
 const join = (dir: Buffer, name: ByteString): Buffer => Buffer.concat([dir, Buffer.from('/'), Buffer.from(name, 'latin1')]);
 
+/**
+ * lstat, or undefined when nothing is there. Other failures keep their errno (as the `cause` of
+ * the StratumError): the FUSE layer answers it, so a name over NAME_MAX gives ENAMETOOLONG, not EIO.
+ */
 function lstatOrUndefined(path: Buffer): BigIntStats | undefined {
   try {
-    return lstatSync(path, { bigint: true });
+    return anyLength(path, (p) => lstatSync(p, { bigint: true }));
   } catch (err) {
     if (isSystemError(err, 'ENOENT') || isSystemError(err, 'ENOTDIR')) return undefined;
     throw wrapSystemError(err, `reading ${display(path)}`);
@@ -91,11 +97,22 @@ function lstatOrUndefined(path: Buffer): BigIntStats | undefined {
 
 function readdirBytes(path: Buffer): ByteString[] {
   try {
-    return (readdirSync(path, { encoding: 'buffer' }) as Buffer[]).map(byteString);
+    return anyLength(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[]).map(byteString);
   } catch (err) {
     throw wrapSystemError(err, `reading directory ${display(path)}`);
   }
 }
+
+function readlinkBytes(path: Buffer): ByteString {
+  try {
+    return byteString(anyLength(path, (p) => readlinkSync(p, { encoding: 'buffer' }) as Buffer));
+  } catch (err) {
+    throw wrapSystemError(err, `reading symlink ${display(path)}`);
+  }
+}
+
+/** NAME_MAX of the image format (and of the filesystems an upper lives on). */
+const NAME_MAX = 255;
 
 function mtimeOf(stat: BigIntStats): { mtimeSec: number; mtimeNsec: number } {
   const { mtimeSec, mtimeNsec } = upperRootAttr(stat);
@@ -161,6 +178,8 @@ export class UnionView {
   /** The entry `name` in directory `dir`, or undefined (absent or whited out). */
   child(dir: UnionNode, name: ByteString): UnionNode | undefined {
     if (name === '' || name === '.' || name === '..' || name.includes('/')) return undefined;
+    // as erofs and the upper's filesystem answer (kernel overlayfs passes that on)
+    if (name.length > NAME_MAX) throw Object.assign(new Error(`ENAMETOOLONG: a name of ${name.length} bytes`), { code: 'ENAMETOOLONG', errno: -osConstants.errno.ENAMETOOLONG });
     if (!this.isDir(dir)) return undefined;
     const path = dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
     if (dir.upper) {
@@ -224,7 +243,7 @@ export class UnionView {
   }
 
   readlink(node: UnionNode): ByteString {
-    if (node.upper) return byteString(readlinkSync(node.upper.path, { encoding: 'buffer' }) as Buffer);
+    if (node.upper) return readlinkBytes(node.upper.path);
     return this.reader.readlink(node.lower!);
   }
 
@@ -551,7 +570,7 @@ export function mergeUpper(base: Tree, upperDir: string, options: MergeOptions):
     const type = Number(s.mode) & S_IFMT;
     const inode = newInode({ mode: Number(s.mode), uid: Number(s.uid), gid: Number(s.gid), nlink: Number(s.nlink), ...mtimeOf(s), size: type === S_IFREG ? Number(s.size) : 0, rdev: Number(s.rdev), xattrs: visibleXattrs(e.raw, ns, style) });
     if (type === S_IFLNK) {
-      inode.symlinkTarget = byteString(readlinkSync(path, { encoding: 'buffer' }) as Buffer);
+      inode.symlinkTarget = readlinkBytes(path);
       inode.size = inode.symlinkTarget.length;
     }
     if (s.nlink > 1n) linked.set(key, inode);

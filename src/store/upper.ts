@@ -6,7 +6,7 @@
 // Public surface: XattrNamespace, UpperStyle, UpperEntry, readUpperEntry, visibleXattrs,
 // storedXattrName, isOverlayWhiteout, ociWhiteoutTarget, OCI_OPAQUE, makeFreshUpper, upperRootAttr, setMtime.
 import { promises as fsp, type BigIntStats } from 'node:fs';
-import { lutimensNs } from '../native/files.js';
+import { anyLength, lutimensNs } from '../native/files.js';
 import { lsetxattr } from '../native/xattr.js';
 import { isSystemError, wrapSystemError } from './error.js';
 import { S_IFCHR, S_IFDIR, S_IFMT, S_IFREG } from './image/erofs.js';
@@ -53,7 +53,7 @@ export function isOverlayWhiteout(stat: { mode: number | bigint; rdev: number | 
 
 /** Reads one upper entry; undefined when it does not exist. */
 export function readUpperEntry(path: Buffer, stat: BigIntStats, ns: XattrNamespace, style: UpperStyle): UpperEntry {
-  const raw = readXattrs(path);
+  const raw = anyLength(path, readXattrs);
   const type = Number(stat.mode) & S_IFMT;
   const get = (suffix: string, namespaces: XattrNamespace[] = [ns]): Uint8Array | undefined => {
     for (const n of namespaces) {

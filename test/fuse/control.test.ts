@@ -14,7 +14,7 @@ import { applyThroughMount, commitThroughMount } from '../../src/fuse/client.js'
 import { ControlFs, controlMountOptions } from '../../src/fuse/control-fs.js';
 import type { ControlHooks } from '../../src/fuse/control.js';
 import { mount } from '../../src/native/fuse.js';
-import { StratumError } from '../../src/store/error.js';
+import { StratumError, wrapSystemError } from '../../src/store/error.js';
 import type { MountEntry } from '../../src/store/mount-state.js';
 import { fuseUnavailable, tempDir } from './mounts.js';
 
@@ -97,7 +97,7 @@ if (skip) {
     });
   });
 
-  test('each kind of hook error has its errno: EINVAL, ENOENT, EBUSY, else EIO', async () => {
+  test('each kind of hook error has its errno: EINVAL, ENOENT, EBUSY, the system\'s errno underneath, else EIO', async () => {
     let failWith: Error = new Error('unset');
     const hooks: ControlHooks = { status: () => '', commit: async () => { throw failWith; }, apply: async () => { throw failWith; } };
     await withControlFs(hooks, false, async (_dir, ctl) => {
@@ -107,7 +107,10 @@ if (skip) {
         [new StratumError('AMBIGUOUS_REF', 'app@12 names several commits'), 'EINVAL'],
         [new StratumError('NOT_FOUND', 'no tag app:v9'), 'ENOENT'],
         [new StratumError('BUSY', 'HEAD has uncommitted changes'), 'EBUSY'],
-        [new StratumError('NO_SPACE', 'the store is full'), 'EIO'],
+        [new StratumError('NO_SPACE', 'the store is full'), 'ENOSPC'],
+        [wrapSystemError(Object.assign(new Error('ENAMETOOLONG: name too long'), { code: 'ENAMETOOLONG', errno: -36 }), 'reading the upper'), 'ENAMETOOLONG'],
+        [wrapSystemError(Object.assign(new Error('EROFS: read-only'), { code: 'EROFS', errno: -30 }), 'writing a ref'), 'EROFS'],
+        [new StratumError('IO', 'reading an image: truncated'), 'EIO'],
         [new Error('something broke'), 'EIO'],
       ];
       for (const file of ['commit', 'apply']) {

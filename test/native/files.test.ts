@@ -7,12 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG,
-  lutimensNs, mknod, openForWriting, renameat2, syncfs,
+  anyLength, anyLengthAsync, lutimensNs, mknod, openForWriting, removeAnyDepth, renameat2, syncfs,
 } from '../../src/native/files.js';
+import { lgetxattr, lsetxattr } from '../../src/native/xattr.js';
 import { MNT_DETACH, mount, umount2 } from '../../src/native/mount.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'stratum-files-'));
-test.after(() => rmSync(dir, { recursive: true, force: true }));
+test.after(() => removeAnyDepth(dir));  // rmSync fails on a tree deeper than PATH_MAX
 
 let serial = 0;
 const fresh = (label: string) => join(dir, `${label}${serial++}`);
@@ -298,6 +299,33 @@ test('openForWriting: a file written through an overlayfs mount is open for writ
   } finally {
     umount2(merged, MNT_DETACH);
   }
+});
+
+test('anyLength: calls on paths longer than PATH_MAX work, keep their errnos, and removeAnyDepth removes the tree', async () => {
+  const root = fresh('deep');
+  mkdirSync(root);
+  let path = Buffer.from(root);
+  for (let i = 0; path.length < 9000; i++) {
+    path = Buffer.concat([path, Buffer.from(`/${String(i).padStart(3, '0')}${'d'.repeat(200)}`)]);
+    const p = path;
+    anyLength(p, (x) => mkdirSync(x));
+  }
+  assert.ok(path.length > 9000);
+  assert.is(systemError(() => lstatSync(path)).code, 'ENAMETOOLONG', 'node:fs alone cannot');
+  const file = Buffer.concat([path, Buffer.from('/file')]);
+  anyLength(file, (x) => writeFileSync(x, 'deep\n'));
+  assert.is(anyLength(file, (x) => readFileSync(x, 'utf8')), 'deep\n');
+  anyLength(file, (x) => lsetxattr(x, 'user.k', Buffer.from('v')));
+  assert.is(Buffer.from(anyLength(file, (x) => lgetxattr(x, 'user.k'))).toString(), 'v');
+  const other = Buffer.concat([Buffer.from(root), Buffer.from('/000' + 'd'.repeat(200) + '/moved')]);
+  anyLength(file, (from) => anyLength(other, (to) => renameat2(from, to)));
+  assert.is(readFileSync(other, 'utf8'), 'deep\n');
+  assert.is(await anyLengthAsync(other, (x) => Promise.resolve(x.equals(other))), true, 'short paths are passed unchanged');
+  const tooLongName = Buffer.concat([path, Buffer.from(`/${'n'.repeat(256)}`)]);
+  assert.is(systemError(() => anyLength(tooLongName, (x) => writeFileSync(x, ''))).code, 'ENAMETOOLONG', 'the filesystem\'s NAME_MAX');
+  assert.is(systemError(() => anyLength(Buffer.concat([path, Buffer.from('/missing/x')]), (x) => lstatSync(x))).code, 'ENOENT');
+  await removeAnyDepth(root);
+  assert.is(systemError(() => lstatSync(root)).code, 'ENOENT');
 });
 
 test.run();

@@ -30,7 +30,7 @@ import { MountState, overlayUsing } from '../mount-state.js';
 import { type KeptFile, mergeKept, openWriters, snapshotKept } from '../open-writers.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
-import { RENAME_EXCHANGE, renameat2 } from '../../native/files.js';
+import { anyLengthAsync, RENAME_EXCHANGE, removeAnyDepth, renameat2 } from '../../native/files.js';
 import { digestFd } from '../../native/verity.js';
 import { buildHeadCommit, leafHash } from './head-image.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './head-patch.js';
@@ -175,7 +175,7 @@ async function removeTree(store: Store, path: string): Promise<void> {
   if (!(await exists(path))) return;
   const grave = join(store.tmp.dir, `retired-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`);
   await fsp.rename(path, grave);
-  await fsp.rm(grave, { recursive: true, force: true });
+  await removeAnyDepth(grave);
 }
 
 /** Makes the label's upper and work dirs if missing (the upper with `base`'s root attributes). */
@@ -228,7 +228,7 @@ export async function countUpper(upper: string): Promise<number> {
     const dir = stack.pop()!;
     let entries;
     try {
-      entries = await fsp.readdir(dir, { encoding: 'buffer', withFileTypes: true });
+      entries = await anyLengthAsync(dir, (p) => fsp.readdir(p, { encoding: 'buffer', withFileTypes: true }));
     } catch (err) {
       if (isSystemError(err, 'ENOENT')) continue;
       throw err;
@@ -308,11 +308,11 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
       const dest = join(staging.path, digest);
       try {
         if (options.linkObjects === false) throw Object.assign(new Error('a copy is asked for'), { code: 'EPERM' });
-        await fsp.link(path, dest);
+        await anyLengthAsync(path, (p) => fsp.link(p, dest));
         linked.push([digest, path.subarray(Buffer.byteLength(paths.upper) + 1).toString('hex')]);
       } catch (err) {
         if (!['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP'].some((c) => isSystemError(err, c))) throw wrapSystemError(err, `linking ${path.toString()}`);
-        await fsp.copyFile(path, dest, C.COPYFILE_EXCL);
+        await anyLengthAsync(path, (p) => fsp.copyFile(p, dest, C.COPYFILE_EXCL));
         await fsp.chmod(dest, 0o444);
         result.copiedObjects++;
       }
@@ -433,7 +433,7 @@ async function hashContents(pending: PendingContent[]): Promise<{ objects: Map<s
   const objects = new Map<string, Buffer>();
   let bytes = 0;
   await forEach(pending, async ({ path, inode }) => {
-    const handle = await fsp.open(path, C.O_RDONLY | C.O_NOFOLLOW).catch((err: unknown) => {
+    const handle = await anyLengthAsync(path, (p) => fsp.open(p, C.O_RDONLY | C.O_NOFOLLOW)).catch((err: unknown) => {
       throw wrapSystemError(err, `reading ${path.toString()}`);
     });
     try {
@@ -532,11 +532,11 @@ async function swapWritten(paths: HeadPaths, live: LiveJournal): Promise<boolean
   while (stack.length > 0) {
     const rel = stack.pop()!;
     const dir = rel.length === 0 ? Buffer.from(paths.swap) : Buffer.concat([Buffer.from(paths.swap + '/'), rel]);
-    for (const name of (await fsp.readdir(dir, { encoding: 'buffer' })) as Buffer[]) {
+    for (const name of (await anyLengthAsync(dir, (p) => fsp.readdir(p, { encoding: 'buffer' }))) as Buffer[]) {
       const r = rel.length === 0 ? name : Buffer.concat([rel, Buffer.from('/'), name]);
       const key = r.toString('hex');
       if (!expected.has(key)) return true;
-      const st = await fsp.lstat(Buffer.concat([dir, Buffer.from('/'), name]), { bigint: true });
+      const st = await anyLengthAsync(Buffer.concat([dir, Buffer.from('/'), name]), (p) => fsp.lstat(p, { bigint: true }));
       const ino = expected.get(key);
       if (ino === undefined ? !st.isDirectory() : String(st.ino) !== ino) return true;
       if (st.isDirectory()) stack.push(r);

@@ -15,6 +15,7 @@
 // writeMerkleCache, MERKLE_CACHE_FILE.
 import { hash } from 'node:crypto';
 import { lstatSync, readFileSync, readdirSync, type BigIntStats } from 'node:fs';
+import { anyLength } from '../../native/files.js';
 import { writeFile } from 'node:fs/promises';
 import {
   EROFS_BLKSIZ_BITS, EROFS_INODE_CHUNK_BASED, EROFS_INODE_EXTENDED_SIZE, EROFS_SUPER_OFFSET, EROFS_XATTR_IBODY_HEADER_SIZE,
@@ -67,11 +68,11 @@ export function scanEdits(reader: ImageReader, upperDir: string, ns: XattrNamesp
     if (entry.kind !== 'dir' || entry.opaque || entry.redirect !== undefined) return !!refuse(`${path}: opaque or redirected dir`);
     if (!sameXattrs(visibleXattrs(entry.raw, ns), reader.xattrs(dirNid))) return !!refuse(`${path}: dir xattrs differ ${JSON.stringify(visibleXattrs(entry.raw, ns).map((x) => x.name))} vs ${JSON.stringify(reader.xattrs(dirNid).map((x) => x.name))}`);
     if (!sameAttrs(stat, reader, dirNid)) edits.push({ path, nid: dirNid, upperPath: dirPath, stat, kind: 'dir' });
-    for (const nameBytes of readdirSync(dirPath, { encoding: 'buffer' }) as Buffer[]) {
+    for (const nameBytes of anyLength(dirPath, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) {
       upperEntries++;
       const name = byteString(nameBytes);
       const childPath = Buffer.concat([dirPath, Buffer.from('/'), nameBytes]);
-      const childStat = lstatSync(childPath, { bigint: true });
+      const childStat = anyLength(childPath, (p) => lstatSync(p, { bigint: true }));
       const nid = reader.lookup(dirNid, name);
       if (nid === undefined) return !!refuse(`${name}: new name`); // a new name (or a whiteout of a missing one)
       const a = reader.getattr(nid);

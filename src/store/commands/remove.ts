@@ -3,6 +3,7 @@
 // is collected.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { removeAnyDepth } from '../../native/files.js';
 import { StratumError } from '../error.js';
 import { MountState } from '../mount-state.js';
 import { parseRef } from '../names.js';
@@ -35,7 +36,7 @@ export async function remove(store: Store, what: string, options: { force?: bool
   await store.lock.with('exclusive', async () => {
     const grave = join(store.tmp.dir, `removed-${ref.label}-${process.pid}`);
     await fsp.rename(labelDir, grave);
-    await fsp.rm(grave, { recursive: true, force: true });
+    await removeAnyDepth(grave); // HEAD's upper may be deeper than PATH_MAX
   });
   return { removed: ref.label, gc: await collectGarbage(store, { mounts }) };
 }
