@@ -10,8 +10,8 @@
 //
 // Public surface: BUNDLE_MAGIC, encodeRecord, END_RECORD, RecordReader, Manifest, parseManifest.
 import { StratumError } from './error.js';
-import { isDigest } from './digest.js';
-import { encodeFrame } from './frame.js';
+import { fsverityDigest, isDigest } from './digest.js';
+import { encodeFrame } from '../session/frame.js';
 import { NAME_PATTERN } from './names.js';
 
 export const BUNDLE_MAGIC = Buffer.from('stratum-bundle 1\n');
@@ -26,7 +26,7 @@ export interface Manifest {
 }
 
 export function encodeRecord(type: string, data: Uint8Array, level?: number): Buffer {
-  const frame = encodeFrame(type, data, level);
+  const frame = encodeFrame(type, data, { digest: fsverityDigest, ...(level === undefined ? {} : { level }) });
   const length = Buffer.alloc(4);
   length.writeUInt32LE(frame.length);
   return Buffer.concat([length, frame]);

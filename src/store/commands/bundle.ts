@@ -9,7 +9,9 @@ import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { BUNDLE_MAGIC, END_RECORD, RecordReader, corrupt, encodeRecord, parseManifest, type Manifest } from '../bundle.js';
 import { StratumError } from '../error.js';
-import { decodeFrame } from '../frame.js';
+import { decodeFrame } from '../../session/frame.js';
+import { SessionError } from '../../session/error.js';
+import { fsverityDigest } from '../digest.js';
 import { S_IFMT, S_IFREG } from '../image/erofs.js';
 import { bufferSource, ImageReader, walkImage } from '../image/read.js';
 import { merkleOfImage } from '../merkle.js';
@@ -128,7 +130,13 @@ export async function importBundle(store: Store, input: AsyncIterable<Buffer | s
 
 function frameOf(record: Buffer | undefined, type: string, maxSize: number) {
   if (!record) throw corrupt(`its ${type} is missing`);
-  const frame = decodeFrame(record, { maxSize });
+  let frame;
+  try {
+    frame = decodeFrame(record, { maxSize, digest: fsverityDigest });
+  } catch (err) {
+    if (err instanceof SessionError) throw new StratumError('CORRUPT_FRAME', err.message, { cause: err });
+    throw err;
+  }
   if (frame.type !== type) throw corrupt(`expected its ${type}, found a ${frame.type} frame`);
   return frame;
 }
