@@ -130,7 +130,7 @@ function checkCommitId(id: string): string {
 }
 
 /** The annotations of a commit (by full id); {} when it has none. */
-export function annotationsOf(store: Store, commit: string): Promise<Annotations> {
+export async function annotationsOf(store: Store, commit: string): Promise<Annotations> {
   return read(store, `commits/${checkCommitId(commit)}`);
 }
 
@@ -145,11 +145,11 @@ export async function setAnnotations(store: Store, commit: string, changes: Anno
   return options.lockHeld ? locked() : store.lock.with('shared', locked);
 }
 
-export function labelAnnotationsOf(store: Store, label: string): Promise<Annotations> {
+export async function labelAnnotationsOf(store: Store, label: string): Promise<Annotations> {
   return read(store, `labels/${escape(checkLabel(label))}`);
 }
 
-export function setLabelAnnotations(store: Store, label: string, changes: AnnotationChanges): Promise<Annotations> {
+export async function setLabelAnnotations(store: Store, label: string, changes: AnnotationChanges): Promise<Annotations> {
   return write(store, `labels/${escape(checkLabel(label))}`, changes);
 }
 
