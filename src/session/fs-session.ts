@@ -147,9 +147,28 @@ export class FsSession implements Session {
     await syncDir(dirname(target));
   }
 
+  /**
+   * True when every Map on the way to the key is a real directory. A symlink planted in store/ (by
+   * hand, or arriving through a sync service) must not lead reads, writes or deletes out of the
+   * session, so a path through one holds nothing.
+   */
+  private async insideStore(segments: string[]): Promise<boolean> {
+    for (let i = 1; i < segments.length; i++) {
+      try {
+        if (!(await fsp.lstat(this.pathOf(segments.slice(0, i)))).isDirectory()) return false;
+      } catch (err) {
+        if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return false;
+        throw err;
+      }
+    }
+    return true;
+  }
+
   async get(key: string): Promise<Value | undefined> {
-    const path = this.pathOf(checkKey(key));
+    const segments = checkKey(key);
+    const path = this.pathOf(segments);
     try {
+      if (!(await this.insideStore(segments))) return undefined;
       const stat = await fsp.lstat(path);
       if (stat.isDirectory()) return { kind: 'map', keys: (await fsp.readdir(path)).filter(isSegment).sort() };
       if (!stat.isFile()) throw new SessionError('CORRUPT_VALUE', `${key} is neither a file nor a directory in ${this.store}`);
@@ -202,8 +221,10 @@ export class FsSession implements Session {
   }
 
   async delete(key: string): Promise<boolean> {
-    const path = this.pathOf(checkKey(key));
+    const segments = checkKey(key);
+    const path = this.pathOf(segments);
     try {
+      if (!(await this.insideStore(segments))) return false;
       let stat;
       try {
         stat = await fsp.lstat(path);
@@ -255,6 +276,7 @@ export class FsSession implements Session {
       }
     };
     try {
+      if (!(await this.insideStore([...segments, 'x']))) return []; // the prefix itself must be a real directory too
       await walk(this.pathOf(segments), prefix);
     } catch (err) {
       throw io(err, `listing ${prefix || 'the session'}`);
@@ -272,6 +294,7 @@ export class FsSession implements Session {
     try {
       if (await this.hasObject(hash)) return hash;
       await fsp.mkdir(dirname(path), { recursive: true });
+      if (!(await fsp.lstat(dirname(path))).isDirectory()) throw new SessionError('IO', `${dirname(path)} is not a directory (a symlink?); the session's objects must stay inside it`);
       await this.replace(path, frame);
       return hash;
     } catch (err) {

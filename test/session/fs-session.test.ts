@@ -107,6 +107,24 @@ test('files that are not keys (sync-service conflict copies, editor backups) are
   });
 });
 
+test('a symlink planted in store/ never leads a read, write, list or delete out of the session', async () => {
+  await withTempDir(async (parent) => {
+    const dir = join(parent, 'planted.session');
+    const outside = join(parent, 'outside');
+    await fsp.mkdir(outside);
+    await fsp.writeFile(join(outside, 'secret'), 'data\nsecret');
+    const s = await openSession(dir, { create: true, app: APP });
+    await fsp.symlink(outside, join(dir, 'store', 'evil'));
+    assert.is(await s.get('evil/secret'), undefined);
+    assert.is(await s.delete('evil/secret'), false);
+    assert.equal(await s.list(), []);
+    assert.equal(await s.list('evil'), []);
+    await expectSessionError(s.put('evil/new', { kind: 'data', bytes: Buffer.from('x') }), 'KIND_CONFLICT');
+    assert.equal(await fsp.readdir(outside), ['secret']);
+    assert.is(await fsp.readFile(join(outside, 'secret'), 'utf8'), 'data\nsecret');
+  });
+});
+
 test('a writer killed with SIGKILL mid-stream leaves only whole values behind', async () => {
   await withTempDir(async (parent) => {
     const dir = join(parent, 'killed.session');
