@@ -1,7 +1,7 @@
 // Annotations through the CLI, as root and as an ordinary user: `annotate` sets (key=value) and
 // removes (key-), `status` and `log --json` show them, `export`/`import` carries them, gc leaves
 // the session alone, and a bundle without annotations is the old format 1.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -92,6 +92,24 @@ function story(run: Run, dir: string): void {
 
 test('annotate, status, log and export/import carry annotations (root)', async () => {
   await withTempDir(async (dir) => story((args) => stratum(args), dir));
+});
+
+test('two `stratum annotate` processes at once on one commit, different keys: both kept', async () => {
+  await withTempDir(async (dir) => {
+    const store = ['--store', join(dir, 's')];
+    mkdirSync(join(dir, 'tree'));
+    writeFileSync(join(dir, 'tree', 'f'), 'x');
+    ok(stratum([...store, '--quiet', 'import', join(dir, 'tree'), '--label', 'app', '--tag', 'v1']), 'import');
+    const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
+    const annotate = (prefix: string) => new Promise<number | null>((resolve) => {
+      const keys = Array.from({ length: 40 }, (_, i) => `${prefix}${i}=${prefix}-value-${i}`);
+      spawn(process.execPath, [main, ...store, '--quiet', 'annotate', 'app:v1', ...keys], { stdio: 'ignore' }).on('exit', resolve);
+    });
+    assert.equal(await Promise.all([annotate('a'), annotate('b')]), [0, 0]);
+    const got = json<{ annotations: Record<string, string> }>(stratum([...store, '--json', 'annotate', 'app:v1']), 'read').annotations;
+    assert.is(Object.keys(got).length, 80);
+    for (let i = 0; i < 40; i++) assert.ok(got[`a${i}`] === `a-value-${i}` && got[`b${i}`] === `b-value-${i}`, `key ${i}`);
+  });
 });
 
 test('the same as an ordinary user', async () => {
