@@ -329,19 +329,16 @@ export class FsSession implements Session {
     return resolveValue(this, key, options);
   }
 
-  /** Removes staging debris of writers that died (by age: a live writer's file is seconds old). */
+  /**
+   * Removes staging debris of writers that died (by age: a live writer's file is seconds old).
+   * Best effort: a reader without write access to the session still opens it.
+   */
   async cleanStale(now = Date.now()): Promise<void> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.tmp);
-    } catch (err) {
-      if (code(err) === 'ENOENT') return;
-      throw err;
-    }
+    const names = await fsp.readdir(this.tmp).catch(() => [] as string[]);
     for (const name of names) {
       const path = join(this.tmp, name);
       const stat = await fsp.lstat(path).catch(() => undefined);
-      if (stat && now - stat.mtimeMs > STALE_TMP_MS) await fsp.rm(path, { recursive: true, force: true });
+      if (stat && now - stat.mtimeMs > STALE_TMP_MS) await fsp.rm(path, { recursive: true, force: true }).catch(() => {});
     }
   }
 }

@@ -9,12 +9,12 @@
 // [a-zA-Z0-9-] becomes _xx (its hex code). The session's objects are its own (annotations.session/
 // objects), apart from the store's objects/, so gc never sees or removes them.
 //
-// Public surface: annotationsOf, setAnnotations, labelAnnotationsOf, setLabelAnnotations,
+// Public surface: annotationsOf, annotationsOfEach, setAnnotations, labelAnnotationsOf, setLabelAnnotations,
 // pruneAnnotations, parseAnnotationChanges, parseAnnotations, checkAnnotationKey, Annotations, AnnotationChanges,
 // ANNOTATIONS_SESSION.
 import { join } from 'node:path';
 import { openSession, SessionError, type FsSession, type Session } from '../session/index.js';
-import { StratumError, type ErrorCode } from './error.js';
+import { isSystemError, StratumError, wrapSystemError, type ErrorCode } from './error.js';
 import { checkLabel } from './names.js';
 import type { Store } from './store.js';
 
@@ -77,6 +77,7 @@ const SESSION_CODES: Partial<Record<string, ErrorCode>> = { BAD_KEY: 'BAD_NAME',
 
 function asStratumError(err: unknown): unknown {
   if (!(err instanceof SessionError)) return err;
+  if (err.code === 'IO' && isSystemError(err.cause)) return wrapSystemError(err.cause, `annotations: ${err.message.replace(/: [A-Z]+$/, '')}`);
   const code = SESSION_CODES[err.code] ?? (err.code === 'IO' ? 'IO' : 'CORRUPT_STORE');
   return new StratumError(code, `annotations: ${err.message}`, { cause: err });
 }
@@ -96,17 +97,28 @@ async function withSession<T>(store: Store, create: boolean, fn: (session: Sessi
   }
 }
 
+async function readIn(session: Session, prefix: string): Promise<Annotations> {
+  const out: Annotations = {};
+  for (const key of await session.list(prefix)) {
+    const value = await session.get(key);
+    if (value?.kind !== 'data') continue; // not ours: something else wrote there
+    out[unescape(key.slice(prefix.length + 1))] = Buffer.from(value.bytes).toString('utf8');
+  }
+  return sortKeys(out);
+}
+
 async function read(store: Store, prefix: string): Promise<Annotations> {
+  return (await withSession(store, false, (session) => readIn(session, prefix))) ?? {};
+}
+
+/** The annotations of several commits, the session opened once (for `log`). */
+export async function annotationsOfEach(store: Store, commits: string[]): Promise<Map<string, Annotations>> {
   const found = await withSession(store, false, async (session) => {
-    const out: Annotations = {};
-    for (const key of await session.list(prefix)) {
-      const value = await session.get(key);
-      if (value?.kind !== 'data') continue; // not ours: something else wrote there
-      out[unescape(key.slice(prefix.length + 1))] = Buffer.from(value.bytes).toString('utf8');
-    }
+    const out = new Map<string, Annotations>();
+    for (const id of commits) out.set(id, await readIn(session, `commits/${checkCommitId(id)}`));
     return out;
   });
-  return sortKeys(found ?? {});
+  return found ?? new Map(commits.map((id) => [id, {}]));
 }
 
 async function write(store: Store, prefix: string, changes: AnnotationChanges): Promise<Annotations> {
