@@ -5,9 +5,8 @@
 //   u32 0     end of bundle
 //
 // Records come in a fixed order: manifest, metadata, image, annotations (manifest format 2 only),
-// then one blob per object. This file
-// holds the framing only (bytes in, records out, with every length bounded); the commands decide
-// what a record may be.
+// then one blob per object. This file holds the framing only (bytes in, records out, with every
+// length bounded); the commands decide what a record may be.
 //
 // Public surface: BUNDLE_MAGIC, encodeRecord, END_RECORD, RecordReader, Manifest, ManifestFormat,
 // parseManifest.
