@@ -2,7 +2,7 @@
 // removes (key-), `status` and `log --json` show them, `export`/`import` carries them, gc leaves
 // the session alone, and a bundle without annotations is the old format 1.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -30,6 +30,16 @@ function manifestOf(path: string): { format: number } {
   const length = bytes.readUInt32LE(BUNDLE_MAGIC.length);
   const start = BUNDLE_MAGIC.length + 4;
   return JSON.parse(decodeFrame(bytes.subarray(start, start + length), { maxSize: 1 << 20, digest: fsverityDigest }).data.toString()) as { format: number };
+}
+
+/** Every file of a session with its bytes. */
+function sessionFiles(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const rel of readdirSync(root, { recursive: true }) as string[]) {
+    const path = join(root, rel);
+    if (statSync(path).isFile()) out[rel] = readFileSync(path, 'latin1');
+  }
+  return out;
 }
 
 /** The whole story, for whoever `run` runs as; `dir` is writable by them. */
@@ -84,8 +94,15 @@ function story(run: Run, dir: string): void {
   ok(run([...storeB, '--quiet', 'import', join(dir, 'plain.bundle')]), 'import format 1');
   assert.equal(json<{ annotations: object }>(run([...storeB, '--json', 'annotate', 'app:v1']), 'after format 1').annotations, expected);
 
-  // gc does not touch the session; verify stays clean
+  // gc (here through remove, which collects a commit and its object) does not touch the session
+  mkdirSync(join(dir, 'tree2'));
+  writeFileSync(join(dir, 'tree2', 'g.txt'), 'other content, long enough to be an object '.repeat(10));
+  ok(run([...storeA, '--quiet', 'import', join(dir, 'tree2'), '--label', 'scratch', '--tag', 'tmp']), 'import tmp');
+  ok(run([...storeA, 'annotate', 'scratch:tmp', 'doomed=yes']), 'annotate tmp');
+  const before = sessionFiles(join(dir, 'a', 'annotations.session'));
+  assert.match(ok(run([...storeA, 'remove', 'scratch']), 'remove'), /freed 1 commit, 1 object/);
   ok(run([...storeA, 'gc']), 'gc');
+  assert.equal(sessionFiles(join(dir, 'a', 'annotations.session')), before);
   ok(run([...storeA, 'verify']), 'verify');
   assert.equal(json<{ annotations: object }>(run([...storeA, '--json', 'annotate', 'app:v1']), 'after gc').annotations, expected);
 }
