@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import { cac } from 'cac';
 import { StratumError, exitStatus } from '../store/error.js';
+import { annotateCommand } from './commands/annotate.js';
 import { exportCommand, importCommand } from './commands/import.js';
 import { applyCommand, commitCommand, initCommand } from './commands/head-commands.js';
 import { list } from './commands/list.js';
@@ -47,6 +48,7 @@ export function buildCli(): ReturnType<typeof cac> {
   cli.command('verify [ref]', 'Re-hash objects and images; exit 1 on any problem').option('--repair', 'Remove corrupt objects so a re-import restores them').action(run(verifyCommand));
   cli.command('log <ref>', 'A commit and its ancestors').action(run(logCommand));
   cli.command('diff <from> <to>', 'Paths added (A), removed (D) and changed (M) between two commits').action(run(diffCommand));
+  cli.command('annotate <ref> [...changes]', 'Set (key=value) or remove (key-) annotations of the commit label:tag names, or of a bare label; prints them').example('stratum annotate myapp:v1 org.opencontainers.image.source=https://example.org/myapp old-').action(run(annotateCommand));
   cli.command('status [ref]', 'The store, or one label: HEAD, tags, changes').action(run(statusCommand));
   cli.command('commit <target>', "Commit HEAD's changes as label:tag (label alone: tagged by the commit id)").action(run(commitCommand));
   cli

@@ -4,21 +4,25 @@
 //   record*   record = u32 LE length ‖ frame      frame = [digest]\0[type]\0[zstd bytes]
 //   u32 0     end of bundle
 //
-// Records come in a fixed order: manifest, metadata, image, then one blob per object. This file
-// holds the framing only (bytes in, records out, with every length bounded); the commands decide
-// what a record may be.
+// Records come in a fixed order: manifest, metadata, image, annotations (manifest format 2 only),
+// then one blob per object. This file holds the framing only (bytes in, records out, with every
+// length bounded); the commands decide what a record may be.
 //
-// Public surface: BUNDLE_MAGIC, encodeRecord, END_RECORD, RecordReader, Manifest, parseManifest.
+// Public surface: BUNDLE_MAGIC, encodeRecord, END_RECORD, RecordReader, Manifest, ManifestFormat,
+// parseManifest.
 import { StratumError } from './error.js';
-import { isDigest } from './digest.js';
-import { encodeFrame } from './frame.js';
+import { fsverityDigest, isDigest } from './digest.js';
+import { encodeFrame } from '../session/frame.js';
 import { NAME_PATTERN } from './names.js';
 
 export const BUNDLE_MAGIC = Buffer.from('stratum-bundle 1\n');
 export const END_RECORD = Buffer.alloc(4);
 
+/** Format 1: no annotations record; format 2: an annotations record follows the image. */
+export type ManifestFormat = 1 | 2;
+
 export interface Manifest {
-  format: 1;
+  format: ManifestFormat;
   label: string;
   tag: string;
   id: string;
@@ -26,7 +30,7 @@ export interface Manifest {
 }
 
 export function encodeRecord(type: string, data: Uint8Array, level?: number): Buffer {
-  const frame = encodeFrame(type, data, level);
+  const frame = encodeFrame(type, data, { digest: fsverityDigest, ...(level === undefined ? {} : { level }) });
   const length = Buffer.alloc(4);
   length.writeUInt32LE(frame.length);
   return Buffer.concat([length, frame]);
@@ -40,12 +44,12 @@ export function parseManifest(data: Uint8Array): Manifest {
     throw corrupt('the manifest is not JSON');
   }
   const m = doc as Partial<Manifest>;
-  if (m.format !== 1) throw corrupt(`manifest format ${String(m.format)} is not 1`);
+  if (m.format !== 1 && m.format !== 2) throw corrupt(`manifest format ${String(m.format)} is not 1 or 2 (a newer stratum wrote it)`);
   if (typeof m.label !== 'string' || !NAME_PATTERN.test(m.label)) throw corrupt('the manifest names no valid label');
   if (typeof m.tag !== 'string' || !NAME_PATTERN.test(m.tag)) throw corrupt('the manifest names no valid tag');
   if (typeof m.id !== 'string' || !isDigest(m.id)) throw corrupt('the manifest names no commit id');
   if (typeof m.objects !== 'number' || !Number.isSafeInteger(m.objects) || m.objects < 0) throw corrupt('the manifest has no object count');
-  return { format: 1, label: m.label, tag: m.tag, id: m.id, objects: m.objects };
+  return { format: m.format, label: m.label, tag: m.tag, id: m.id, objects: m.objects };
 }
 
 export function corrupt(why: string): StratumError {

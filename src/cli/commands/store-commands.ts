@@ -53,7 +53,7 @@ export async function logCommand(ctx: Context, what: string): Promise<void> {
   const store = await ctx.openForReading();
   if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
   const entries = await log(store, what);
-  ctx.result(entries, () => entries.map((e) => `${e.id}  ${e.timestamp}  ${e.files} paths, ${size(e.bytes)}${e.tags.length ? `  (${e.tags.filter((t) => t !== e.id).join(', ') || 'id tag'})` : ''}`));
+  ctx.result(entries, () => entries.map((e) => `${e.id}  ${e.timestamp}  ${e.files} paths, ${size(e.bytes)}${e.tags.length ? `  (${e.tags.filter((t) => t !== e.id).join(', ') || 'id tag'})` : ''}${annotationList(e.annotations, '  ')}`));
 }
 
 export async function statusCommand(ctx: Context, what: string | undefined): Promise<void> {
@@ -71,8 +71,17 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
     s.head ? `HEAD on ${shortId(s.head.base)} (${s.head.baseTime}), ${s.head.upperEntries ? `${s.head.upperEntries} changed top-level entries` : 'no changes'}` : 'no HEAD',
     ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${shortId(s.commit.parent)}` : ''}`] : []),
     `tags: ${s.tags.map((t) => t.tag).join(', ') || 'none'}`,
+    ...(Object.keys(s.annotations).length ? [`label annotations:${annotationList(s.annotations, ' ')}`] : []),
+    ...(s.head && Object.keys(s.head.annotations).length ? [`HEAD base annotations:${annotationList(s.head.annotations, ' ')}`] : []),
+    ...(s.commit && Object.keys(s.commit.annotations).length ? [`${s.commit.ref} annotations:${annotationList(s.commit.annotations, ' ')}`] : []),
     ...s.mounts.map(mountLine),
   ]);
+}
+
+/** ` {k=v, k2=v2}` after `lead`, or nothing when there are none. */
+function annotationList(a: Record<string, string>, lead: string): string {
+  const entries = Object.entries(a);
+  return entries.length ? `${lead}{${entries.map(([k, v]) => `${k}=${v}`).join(', ')}}` : '';
 }
 
 function mountLine(m: MountInfo): string {

@@ -7,9 +7,12 @@
 // Public surface: exportBundle, importBundle, ExportResult, BundleImportResult.
 import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { annotationsOf, parseAnnotations, setAnnotations, type Annotations } from '../annotations.js';
 import { BUNDLE_MAGIC, END_RECORD, RecordReader, corrupt, encodeRecord, parseManifest, type Manifest } from '../bundle.js';
 import { StratumError } from '../error.js';
-import { decodeFrame } from '../frame.js';
+import { decodeFrame } from '../../session/frame.js';
+import { SessionError } from '../../session/error.js';
+import { fsverityDigest } from '../digest.js';
 import { S_IFMT, S_IFREG } from '../image/erofs.js';
 import { bufferSource, ImageReader, walkImage } from '../image/read.js';
 import { merkleOfImage } from '../merkle.js';
@@ -36,7 +39,10 @@ export async function exportBundle(store: Store, ref: string, out: Writable): Pr
     const image = await fsp.readFile(store.commits.imagePath(id));
     const objects = [...usedObjects(ImageReader.open(bufferSource(image))).keys()].sort();
     const tag = parsed.target.kind === 'name' ? parsed.target.name : id;
-    const manifest: Manifest = { format: 1, label: parsed.label, tag, id, objects: objects.length };
+    const annotations = await annotationsOf(store, id);
+    // format 1 when there is nothing to annotate, so older stratum versions still read the bundle
+    const format = Object.keys(annotations).length > 0 ? 2 : 1;
+    const manifest: Manifest = { format, label: parsed.label, tag, id, objects: objects.length };
     let bytes = 0;
     const write = async (chunk: Uint8Array): Promise<void> => {
       bytes += chunk.length;
@@ -49,6 +55,7 @@ export async function exportBundle(store: Store, ref: string, out: Writable): Pr
     await write(encodeRecord('manifest', Buffer.from(JSON.stringify(manifest))));
     await write(encodeRecord('metadata', metadata));
     await write(encodeRecord('image', image));
+    if (format === 2) await write(encodeRecord('annotations', Buffer.from(JSON.stringify(annotations))));
     for (const digest of objects) await write(encodeRecord('blob', await fsp.readFile(store.objects.path(digest))));
     await write(END_RECORD);
     return { id, objects: objects.length, bytes };
@@ -61,6 +68,8 @@ export interface BundleImportResult {
   tags: string[];
   newObjects: number;
   newCommit: boolean;
+  /** How many annotations the bundle carried onto the commit. */
+  annotations: number;
 }
 
 /** Reads a bundle from `input`, checks all of it, then adds it to the store. */
@@ -84,6 +93,7 @@ export async function importBundle(store: Store, input: AsyncIterable<Buffer | s
   const needed = usedObjects(imageReader);
   if (merkleOfImage(imageReader).merkle.root !== meta.merkleRoot) throw corrupt(`the Merkle root of its image does not match its metadata`);
   if (needed.size !== manifest.objects) throw corrupt(`the manifest lists ${manifest.objects} objects, the image uses ${needed.size}`);
+  const annotations = manifest.format === 2 ? annotationsOfRecord(await reader.record(SMALL_RECORD, 'the annotations')) : {};
 
   const batch = await store.objects.batch();
   try {
@@ -119,7 +129,9 @@ export async function importBundle(store: Store, input: AsyncIterable<Buffer | s
         tags.push(name);
       }
       await store.heads.createIfAbsent(label, manifest.id);
-      return { id: manifest.id, label, tags, newObjects, newCommit };
+      // the bundle's annotations are set on the commit; annotations it already had on other keys stay
+      if (Object.keys(annotations).length > 0) await setAnnotations(store, manifest.id, { set: annotations }, { lockHeld: true });
+      return { id: manifest.id, label, tags, newObjects, newCommit, annotations: Object.keys(annotations).length };
     });
   } finally {
     await batch.dispose();
@@ -128,9 +140,24 @@ export async function importBundle(store: Store, input: AsyncIterable<Buffer | s
 
 function frameOf(record: Buffer | undefined, type: string, maxSize: number) {
   if (!record) throw corrupt(`its ${type} is missing`);
-  const frame = decodeFrame(record, { maxSize });
+  let frame;
+  try {
+    frame = decodeFrame(record, { maxSize, digest: fsverityDigest });
+  } catch (err) {
+    if (err instanceof SessionError) throw new StratumError('CORRUPT_FRAME', err.message, { cause: err });
+    throw err;
+  }
   if (frame.type !== type) throw corrupt(`expected its ${type}, found a ${frame.type} frame`);
   return frame;
+}
+
+function annotationsOfRecord(record: Buffer | undefined): Annotations {
+  const text = frameOf(record, 'annotations', SMALL_RECORD).data.toString('utf8');
+  try {
+    return parseAnnotations(JSON.parse(text));
+  } catch (err) {
+    throw corrupt(`its annotations are not valid: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 /** digest -> size of every object the image uses. */

@@ -1,5 +1,6 @@
 // `log <label[:tag]>`: the commit and its ancestors, newest first, with the tags of the label
 // that name each one.
+import { annotationsOfEach, type Annotations } from '../annotations.js';
 import { ancestry } from '../history.js';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
@@ -12,6 +13,7 @@ export interface LogEntry {
   tags: string[];
   files: number;
   bytes: number;
+  annotations: Annotations;
 }
 
 export async function log(store: Store, what: string): Promise<LogEntry[]> {
@@ -28,9 +30,11 @@ export async function log(store: Store, what: string): Promise<LogEntry[]> {
   }
   const entries: LogEntry[] = [];
   for await (const { id: commit, meta } of ancestry(store, id)) {
-    const entry: LogEntry = { id: commit, timestamp: meta.timestamp, tags: tagsOf.get(commit) ?? [], files: meta.files.count, bytes: meta.files.totalSize };
+    const entry: LogEntry = { id: commit, timestamp: meta.timestamp, tags: tagsOf.get(commit) ?? [], files: meta.files.count, bytes: meta.files.totalSize, annotations: {} };
     if (meta.parentCommit) entry.parent = meta.parentCommit;
     entries.push(entry);
   }
+  const annotations = await annotationsOfEach(store, entries.map((e) => e.id));
+  for (const entry of entries) entry.annotations = annotations.get(entry.id) ?? {};
   return entries;
 }

@@ -1,5 +1,6 @@
 // `status [label[:tag]]`: the store at a glance, or one label: its HEAD, tags and what they point at.
 import { promises as fsp } from 'node:fs';
+import { annotationsOf, labelAnnotationsOf, type Annotations } from '../annotations.js';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
@@ -29,11 +30,13 @@ export interface StoreStatus {
 
 export interface LabelStatus {
   label: string;
-  head?: { base: string; baseTime: string; xattrNamespace: string; upperEntries: number; lastCommit?: string };
+  head?: { base: string; baseTime: string; xattrNamespace: string; upperEntries: number; lastCommit?: string; annotations: Annotations };
   tags: TagEntry[];
+  /** The label's own annotations (`stratum annotate <label> key=value`). */
+  annotations: Annotations;
   mounts: MountInfo[];
   /** When a tag was asked for: the commit it names. */
-  commit?: { ref: string; id: string; timestamp: string; files: number; bytes: number; parent?: string };
+  commit?: { ref: string; id: string; timestamp: string; files: number; bytes: number; parent?: string; annotations: Annotations };
 }
 
 export async function storeStatus(store: Store): Promise<StoreStatus> {
@@ -48,19 +51,19 @@ export async function storeStatus(store: Store): Promise<StoreStatus> {
 
 export async function labelStatus(store: Store, what: string): Promise<LabelStatus> {
   const ref = parseRef(what);
-  const status: LabelStatus = { label: ref.label, tags: await listTags(store, ref.label), mounts: await mountsOf(store, ref.label) };
+  const status: LabelStatus = { label: ref.label, tags: await listTags(store, ref.label), annotations: await labelAnnotationsOf(store, ref.label), mounts: await mountsOf(store, ref.label) };
   // a commit killed half way is finished or undone first, so HEAD is reported as it really is
   await store.lock.with('exclusive', () => recoverHead(store, ref.label));
   const head = await store.heads.read(ref.label);
   if (head) {
     const meta = await store.commits.metadata(head.base).catch(() => undefined);
-    status.head = { base: head.base, baseTime: meta?.timestamp ?? '', xattrNamespace: head.xattrNamespace, upperEntries: await store.heads.upperEntries(ref.label) };
+    status.head = { base: head.base, baseTime: meta?.timestamp ?? '', xattrNamespace: head.xattrNamespace, upperEntries: await store.heads.upperEntries(ref.label), annotations: await annotationsOf(store, head.base) };
     if (head.lastCommit) status.head.lastCommit = head.lastCommit;
   }
   if (ref.target.kind !== 'head') {
     const { id } = await resolveRef(store, ref);
     const meta = await store.commits.metadata(id);
-    status.commit = { ref: what, id, timestamp: meta.timestamp, files: meta.files.count, bytes: meta.files.totalSize };
+    status.commit = { ref: what, id, timestamp: meta.timestamp, files: meta.files.count, bytes: meta.files.totalSize, annotations: await annotationsOf(store, id) };
     if (meta.parentCommit) status.commit.parent = meta.parentCommit;
   }
   return status;

@@ -2,19 +2,22 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { compress } from 'zstd-napi';
 import { fsverityDigest } from '../../src/store/digest.js';
-import { StratumError } from '../../src/store/error.js';
-import { decodeFrame, encodeFrame } from '../../src/store/frame.js';
+import { SessionError } from '../../src/session/error.js';
+import { decodeFrame as decodeWith, encodeFrame as encodeWith, sha256Hex } from '../../src/session/frame.js';
 import { pseudoRandomBytes } from '../helpers/bytes.js';
 
 const LIMIT = { maxSize: 1 << 24 };
+// Stratum's bundles name frames by the fs-verity digest; sessions by sha256 (tested at the end).
+const decodeFrame = (frame: Uint8Array, options: { maxSize: number }) => decodeWith(frame, { ...options, digest: fsverityDigest });
+const encodeFrame = (type: string, data: Uint8Array) => encodeWith(type, data, { digest: fsverityDigest });
 
 function corrupt(frame: Uint8Array, options = LIMIT): string {
   try {
     decodeFrame(frame, options);
   } catch (err) {
-    assert.instance(err, StratumError);
-    assert.is((err as StratumError).code, 'CORRUPT_FRAME');
-    return (err as StratumError).message;
+    assert.instance(err, SessionError);
+    assert.is((err as SessionError).code, 'CORRUPT_FRAME');
+    return (err as SessionError).message;
   }
   return assert.unreachable('expected CORRUPT_FRAME') as never;
 }
@@ -69,5 +72,18 @@ test('bad names, bad types and trailing bytes are refused', () => {
 function compressWithoutSize(data: Buffer): Buffer {
   return compress(data, { contentSizeFlag: false });
 }
+
+test('a session frame is named by sha256, and a frame named by another digest is refused', () => {
+  const data = Buffer.from('session object');
+  const frame = encodeWith('note', data, { digest: sha256Hex });
+  const decoded = decodeWith(frame, { maxSize: 1024, digest: sha256Hex });
+  assert.is(decoded.name, sha256Hex(data));
+  assert.is(decoded.type, 'note');
+  assert.match(corrupt(frame), /digest/); // read as a bundle frame, the sha256 name does not match
+});
+
+test('a bad type is refused when encoding', () => {
+  assert.throws(() => encodeWith('Bad Type', Buffer.alloc(1), { digest: sha256Hex }), (err: unknown) => err instanceof SessionError && err.code === 'BAD_VALUE');
+});
 
 test.run();
