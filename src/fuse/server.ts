@@ -3,11 +3,15 @@
 // mount state file and serves until the mount goes away (unmount, SIGTERM, umount -l).
 //
 //   node dist/src/fuse/server.js --store DIR --label L [--tag T | --commit ID] --mountpoint M [--ready-fd N]
+//                                [--allow-suid] [--allow-dev]
+//
+// Mounts are nosuid,nodev: a setuid file or a device node in a commit is inert unless root asked
+// for it (`--allow-suid`, `--allow-dev`; others get PERMISSION, checkMountFlags).
 //
 // Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
 // command waits for it, then checks the mount answers). Exit 0 after a clean unmount.
 //
-// Public surface: ServeOptions, serve, serverMain, mountStatus, parseApplyRequest, stratumMountsAt, lazyUnmount.
+// Public surface: ServeOptions, checkMountFlags, serve, serverMain, mountStatus, parseApplyRequest, stratumMountsAt, lazyUnmount.
 import { execFileSync } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,6 +37,18 @@ export interface ServeOptions {
   /** Called once the mount is up and recorded. */
   onReady?: () => void;
   state?: MountState;
+  /** Honour setuid/setgid bits in the mount (root only). */
+  allowSuid?: boolean | undefined;
+  /** Honour device files in the mount (root only). */
+  allowDev?: boolean | undefined;
+}
+
+/** `--allow-suid` / `--allow-dev` are for root only: anyone else could make themselves root with them. */
+export function checkMountFlags(o: { allowSuid?: boolean | undefined; allowDev?: boolean | undefined }): void {
+  if (!o.allowSuid && !o.allowDev) return;
+  if (process.geteuid?.() === 0) return;
+  const flag = o.allowSuid ? '--allow-suid' : '--allow-dev';
+  throw new StratumError('PERMISSION', `${flag} is for root only (it would let a file in a commit act as its owner or as a device); mount without it`);
 }
 
 /** Mountpoints in /proc/self/mountinfo whose source is a stratum FUSE server (fsname stratum:...). */
@@ -112,6 +128,7 @@ function log(message: string): void {
 
 /** Serves one mount until it goes away; resolves with the loop status. */
 export async function serve(o: ServeOptions): Promise<number> {
+  checkMountFlags(o);
   const target = await prepareMountTarget(o);
   const { store, storeRoot, label, ref, head, mountpoint, commit, paths } = target;
   const ns = target.xattrNamespace;
@@ -161,7 +178,7 @@ export async function serve(o: ServeOptions): Promise<number> {
         (r.left.length > 0 ? `; ${r.left.length} whose dir is gone stay in ${fs.preservedKept} (kept.json names their paths)` : ''));
     }
     process.umask(0);  // modes from the kernel already carry the caller's umask
-    const options = ['default_permissions', 'noatime', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
+    const options = ['default_permissions', 'noatime', o.allowSuid ? 'suid' : 'nosuid', o.allowDev ? 'dev' : 'nodev', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
     if (process.getuid?.() === 0) options.push('allow_other');
     if (!head) options.push('ro');
     session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true });
@@ -207,14 +224,14 @@ export async function serverMain(argv: string[], serveFn: (o: ServeOptions) => P
   };
   const store = get('--store'), label = get('--label'), mountpoint = get('--mountpoint');
   if (!store || !label || !mountpoint) {
-    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N]\n');
+    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N] [--allow-suid] [--allow-dev]\n');
     process.exit(2);
   }
   const readyFd = get('--ready-fd');
   const commit = get('--commit');
   const tag = commit ? `@${commit}` : get('--tag');
   try {
-    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), onReady: () => {
+    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), allowSuid: argv.includes('--allow-suid'), allowDev: argv.includes('--allow-dev'), onReady: () => {
       if (readyFd !== undefined) {
         try { writeSync(Number(readyFd), `ready ${process.pid}\n`); closeSync(Number(readyFd)); } catch { /* the mount command is gone */ }
       }

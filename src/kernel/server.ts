@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from '
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ControlFs, controlMountOptions } from '../fuse/control-fs.js';
-import { type ServeOptions, mountStatus, parseApplyRequest, serverMain } from '../fuse/server.js';
+import { type ServeOptions, checkMountFlags, mountStatus, parseApplyRequest, serverMain } from '../fuse/server.js';
 import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
@@ -41,6 +41,7 @@ function log(message: string): void {
 /** Serves one kernel mount until it goes away; resolves with 0 after a clean end. */
 export async function serveKernel(o: ServeOptions): Promise<number> {
   checkKernelMode();
+  checkMountFlags(o);
   const state = o.state ?? new MountState();
   await detachStale(state, { ...o, mountpoint: resolve(o.mountpoint) });
   const target = await prepareMountTarget(o);
@@ -73,6 +74,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     overlay = new KernelOverlay({
       source: `${KERNEL_SOURCE_PREFIX}${label}${head ? '' : `:${ref}`}`,
       mountpoint, stub, objects: store.objects.root, workRoot: head ? paths.work : undefined,
+      allowSuid: o.allowSuid === true, allowDev: o.allowDev === true,
     });
     overlay.attach(store.commits.imagePath(commit), head ? paths.upper : undefined);
   } catch (err) {

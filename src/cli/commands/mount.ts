@@ -7,7 +7,7 @@ import { StratumError } from '../../store/error.js';
 import { parseRef } from '../../store/names.js';
 import type { Store } from '../../store/store.js';
 import { defaultMountpoint, findMounts, startMount, stopMount } from '../../fuse/client.js';
-import { serve } from '../../fuse/server.js';
+import { checkMountFlags, serve } from '../../fuse/server.js';
 import { serveKernel } from '../../kernel/server.js';
 import { checkKernelMode, kernelModeUnavailable } from '../../kernel/support.js';
 import type { MountEntry } from '../../store/mount-state.js';
@@ -31,14 +31,16 @@ export async function resolveMode(store: Store, label: string, head: boolean, mo
 }
 
 /** Starts the server of a mount in the chosen mode and waits until the mount answers. */
-export async function mountIn(store: Store, o: { label: string; tag?: string | undefined; mountpoint: string; mode: MountMode }): Promise<MountEntry> {
+export async function mountIn(store: Store, o: { label: string; tag?: string | undefined; mountpoint: string; mode: MountMode; allowSuid?: boolean | undefined; allowDev?: boolean | undefined }): Promise<MountEntry> {
   const mode = await resolveMode(store, o.label, o.tag === undefined, o.mode);
-  return startMount({ store: store.root, label: o.label, tag: o.tag, mountpoint: o.mountpoint, mode });
+  return startMount({ store: store.root, label: o.label, tag: o.tag, mountpoint: o.mountpoint, mode, allowSuid: o.allowSuid, allowDev: o.allowDev });
 }
 
-export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string }): Promise<void> {
+export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string; allowSuid?: boolean; allowDev?: boolean }): Promise<void> {
   const ref = parseRef(target);
   const requested = checkMode(options.mode);
+  const flags = { allowSuid: options.allowSuid === true, allowDev: options.allowDev === true };
+  checkMountFlags(flags);
   if (requested === 'kernel') checkKernelMode();  // before anything is opened or made
   const tag = ref.target.kind === 'head' ? undefined : ref.target.kind === 'id' ? `@${ref.target.id}` : ref.target.name;
   const mnt = mountpoint ?? defaultMountpoint(ref.label, ref.target.kind === 'id' ? ref.target.id.slice(0, 12) : tag);
@@ -46,11 +48,11 @@ export async function mountCommand(ctx: Context, target: string, mountpoint: str
   if (!store) throw new StratumError('NOT_FOUND', `no stratum store at ${ctx.storePath}`);
   if (options.foreground) {
     const mode = await resolveMode(store, ref.label, tag === undefined, requested);
-    const status = await (mode === 'kernel' ? serveKernel : serve)({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt, onReady: () => process.stdout.write(`${mnt}\n`) });
+    const status = await (mode === 'kernel' ? serveKernel : serve)({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt, ...flags, onReady: () => process.stdout.write(`${mnt}\n`) });
     if (status !== 0) throw new StratumError('IO', `the mount at ${mnt} ended with status ${status}`);
     return;
   }
-  const entry = await mountIn(store, { label: ref.label, tag, mountpoint: mnt, mode: requested });
+  const entry = await mountIn(store, { label: ref.label, tag, mountpoint: mnt, mode: requested, ...flags });
   ctx.result(entry, () => [entry.mountpoint]);
   ctx.note(`${ref.label}:${entry.ref} (${entry.commit.slice(0, 12)}) ${tag === undefined ? 'read-write' : 'read-only'}, ${entry.mode === 'kernel' ? 'served by the kernel' : 'served by FUSE'}; server pid ${entry.pid}, log ${entry.log}`);
 }
