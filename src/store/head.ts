@@ -1,8 +1,11 @@
 // HEAD of a label: refs/<label>/head.toml names the base commit and how the upper dir
-// (refs/<label>/head/) is written. This module only reads and writes that file.
+// (refs/<label>/head/) is written. This module reads and writes that file, and holds
+// refs/<label>/head.lock for a server of HEAD: one writable HEAD per label per store, whatever
+// mount state file each process uses (an flock: a dead server's goes with it, kill -9 included).
 //
-// Public surface: HeadState, HeadStore, HEAD_FORMAT, defaultXattrNamespace.
-import { promises as fsp } from 'node:fs';
+// Public surface: HeadState, HeadStore, ServingLock, HEAD_FORMAT, defaultXattrNamespace.
+import { closeSync, constants as C, openSync, promises as fsp } from 'node:fs';
+import { tryFlock } from '../native/files.js';
 import { join } from 'node:path';
 import { parse, stringify } from 'smol-toml';
 import { isDigest } from './digest.js';
@@ -29,6 +32,11 @@ export function defaultXattrNamespace(): 'trusted' | 'user' {
   return process.getuid?.() === 0 ? 'trusted' : 'user';
 }
 
+/** Held by the one process serving a label's HEAD, until `release` or its exit. */
+export interface ServingLock {
+  release(): void;
+}
+
 export class HeadStore {
   constructor(
     private readonly refsDir: string,
@@ -37,6 +45,33 @@ export class HeadStore {
 
   path(label: string): string {
     return join(this.refsDir, checkLabel(label), 'head.toml');
+  }
+
+  /**
+   * Takes refs/<label>/head.lock for a server of HEAD, at once or BUSY: another process serves this
+   * HEAD (maybe one recorded in another mount state file, so `stratum status` here cannot see it).
+   */
+  lockServing(label: string): ServingLock {
+    // (Node opens with O_CLOEXEC: a child the server spawns does not inherit the lock)
+    const dir = join(this.refsDir, checkLabel(label));
+    let fd: number;
+    try {
+      fd = openSync(join(dir, 'head.lock'), C.O_RDWR | C.O_CREAT, 0o600);
+    } catch (err) {
+      if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
+      throw wrapSystemError(err, `locking HEAD of ${label}`);
+    }
+    try {
+      tryFlock(fd, 'exclusive');
+    } catch (err) {
+      closeSync(fd);
+      if (isSystemError(err, 'EAGAIN')) {
+        throw new StratumError('BUSY', `HEAD of ${label} is already mounted by another process (one writable HEAD per label; a mount made with another XDG_RUNTIME_DIR or STRATUM_STATE does not show in this status); unmount it first`);
+      }
+      throw wrapSystemError(err, `locking HEAD of ${label}`);
+    }
+    let held = true;
+    return { release: () => { if (held) { held = false; closeSync(fd); } } };
   }
 
   /** Entries at the top of HEAD's upper dir: 0 means no uncommitted changes. */

@@ -1,10 +1,17 @@
 // What any mount of `label[:tag]` needs before it mounts, FUSE or kernel: the store opened, the
 // names checked, and for HEAD a finished (recovered) HEAD with an upper dir; for a tag the commit.
+// A server of HEAD (`serving`) takes HEAD's serving lock first (HeadStore.lockServing), so no
+// other process, whatever its mount state file, serves or recovers that HEAD while it does.
+// Holding it, any overlay still using the label's dirs is a dead kernel server's (kill -9 leaves
+// its overlay mounted, maybe recorded in another state file): it is detached before recovery.
 //
 // Public surface: prepareMountTarget, MountTarget, MountTargetOptions.
 import { resolve } from 'node:path';
 import { ensureUpper, headPaths, recoverHead, type HeadPaths } from './commands/commit.js';
+import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { StratumError } from './error.js';
+import type { ServingLock } from './head.js';
+import { overlayUsing } from './mount-state.js';
 import { checkLabel, checkTag } from './names.js';
 import { resolveRef } from './resolve.js';
 import { Store } from './store.js';
@@ -15,6 +22,8 @@ export interface MountTargetOptions {
   /** a tag, or `@<commit id>`; undefined = HEAD */
   tag?: string | undefined;
   mountpoint: string;
+  /** Take HEAD's serving lock (servers of HEAD) before recovering it; BUSY when another process holds it. */
+  serving?: boolean;
 }
 
 export interface MountTarget {
@@ -30,6 +39,8 @@ export interface MountTarget {
   /** HEAD only: where the upper lives and which xattr namespace it uses */
   paths: HeadPaths;
   xattrNamespace: 'trusted' | 'user';
+  /** With `serving`: HEAD's serving lock, held until released or the process ends. */
+  servingLock?: ServingLock;
 }
 
 export async function prepareMountTarget(o: MountTargetOptions): Promise<MountTarget> {
@@ -41,19 +52,35 @@ export async function prepareMountTarget(o: MountTargetOptions): Promise<MountTa
   const paths = headPaths(store, label);
   let commit: string;
   let xattrNamespace: 'trusted' | 'user' = 'trusted';
+  let servingLock: ServingLock | undefined;
   if (head) {
+    if (o.serving) {
+      servingLock = store.heads.lockServing(label);
+      detachDeadOverlays(paths.labelDir);
+    }
     const state = await store.lock.with('exclusive', async () => {
       await recoverHead(store, label, { orBusy: true });
       const s = await store.heads.read(label);
       if (!s) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
       await ensureUpper(store, s);
       return s;
-    });
+    }).catch((err: unknown) => { servingLock?.release(); throw err; });
     commit = state.base;
     xattrNamespace = state.xattrNamespace;
   } else {
     const target = o.tag!.startsWith('@') ? { kind: 'id' as const, id: o.tag!.slice(1) } : { kind: 'name' as const, name: o.tag! };
     commit = (await resolveRef(store, { label, target })).id;
   }
-  return { store, storeRoot, label, ref: head ? 'HEAD' : o.tag!, head, mountpoint: resolve(o.mountpoint), commit, paths, xattrNamespace };
+  const target: MountTarget = { store, storeRoot, label, ref: head ? 'HEAD' : o.tag!, head, mountpoint: resolve(o.mountpoint), commit, paths, xattrNamespace };
+  if (servingLock) target.servingLock = servingLock;
+  return target;
+}
+
+/** Detaches overlays that use dir (only a dead server's can, while its serving lock is ours). */
+function detachDeadOverlays(dir: string): void {
+  for (let i = 0; i < 8; i++) {
+    const at = overlayUsing(dir);
+    if (at === undefined) return;
+    try { umount2(at, MNT_DETACH); } catch { return; }
+  }
 }
