@@ -37,6 +37,8 @@ export interface StartOptions {
   /** Honour setuid bits / device files (root only; the server refuses them for others). */
   allowSuid?: boolean | undefined;
   allowDev?: boolean | undefined;
+  /** Given to the server for status (why this mode). */
+  notes?: string[] | undefined;
 }
 
 /** Whether the mount an entry describes is in this namespace's mount table. */
@@ -64,6 +66,7 @@ export async function startMount(o: StartOptions): Promise<MountEntry> {
   const args = [serverScripts[mode], '--store', resolve(o.store), '--label', o.label, '--mountpoint', mountpoint, '--log', log, '--ready-fd', '3'];
   if (o.allowSuid) args.push('--allow-suid');
   if (o.allowDev) args.push('--allow-dev');
+  for (const n of o.notes ?? []) args.push('--note', n);
   if (o.tag !== undefined) args.push(...(o.tag.startsWith('@') ? ['--commit', o.tag.slice(1)] : ['--tag', o.tag]));
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { ...process.env, STRATUM_STATE: state.path } });
   closeSync(logFd);

@@ -41,6 +41,8 @@ export interface ServeOptions {
   allowSuid?: boolean | undefined;
   /** Honour device files in the mount (root only). */
   allowDev?: boolean | undefined;
+  /** Shown by status and recorded in the state entry (`--note`, e.g. why FUSE and not the kernel). */
+  notes?: string[] | undefined;
 }
 
 /** `--allow-suid` / `--allow-dev` are for root only: anyone else could make themselves root with them. */
@@ -87,7 +89,7 @@ export function parseApplyRequest(text: string, label: string): { ref: string; d
 }
 
 /** The text of `/.stratum/status` for a mount served by this process. */
-export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel'): Promise<string> {
+export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel', notes: string[] = []): Promise<string> {
   const { store, label, ref, head, commit, paths, mountpoint } = target;
   const h = head ? await store.heads.read(label) : undefined;
   const base = h?.base ?? commit;
@@ -99,7 +101,7 @@ export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel'):
   }
   const changed = head ? upperCounts(paths.upper) : { paths: 0, deletions: 0 };
   return [`label ${label}`, `ref ${ref}`, `base ${base}`, `tags ${at.join(' ')}`, `mode ${mode} ${head ? 'read-write' : 'read-only'}`,
-    `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ''].join('\n');
+    `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ...notes.map((n) => `note ${n}`), ''].join('\n');
 }
 
 /** Entries in an upper dir (changed paths) and, among them, whiteouts (deletions). */
@@ -129,7 +131,7 @@ function log(message: string): void {
 /** Serves one mount until it goes away; resolves with the loop status. */
 export async function serve(o: ServeOptions): Promise<number> {
   checkMountFlags(o);
-  const target = await prepareMountTarget(o);
+  const target = await prepareMountTarget({ ...o, serving: o.tag === undefined });
   const { store, storeRoot, label, ref, head, mountpoint, commit, paths } = target;
   const ns = target.xattrNamespace;
   const state = o.state ?? new MountState();
@@ -137,7 +139,8 @@ export async function serve(o: ServeOptions): Promise<number> {
   // one writable HEAD per label; a stale entry (dead server) is dropped and its mount detached
   const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: process.pid, mode: 'fuse', started: new Date().toISOString() };
   if (o.log) entry.log = o.log;
-  const stale = await state.claim(entry);
+  if (o.notes?.length) entry.notes = o.notes;
+  const stale = await state.claim(entry).catch((err: unknown) => { target.servingLock?.release(); throw err; });
   for (const m of stale) if (stratumMountsAt(m)) { log(`cleaning up the stale mount at ${m}`); lazyUnmount(m); }
   if (stratumMountsAt(mountpoint)) lazyUnmount(mountpoint);
 
@@ -155,7 +158,7 @@ export async function serve(o: ServeOptions): Promise<number> {
       ns,
       statfsPath: storeRoot,
       control: {
-        status: () => mountStatus(target, 'fuse'),
+        status: () => mountStatus(target, 'fuse', o.notes),
         apply: head ? async (args: string) => {
           const { ref, discard, keep } = parseApplyRequest(args, label);
           const r = await fs!.frozen(() => applyHead(store, ref, { discard, keep }),
@@ -186,6 +189,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   } catch (err) {
     await state.remove(mountpoint).catch(() => undefined);
     fs?.close();
+    target.servingLock?.release();
     throw err;
   }
   log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint}, pid ${process.pid}`);
@@ -210,6 +214,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   o.onReady?.();
   const status = await session.exited;
   fs.close();
+  target.servingLock?.release();
   if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
   log(`unmounted ${mountpoint} (loop status ${status})`);
@@ -224,14 +229,14 @@ export async function serverMain(argv: string[], serveFn: (o: ServeOptions) => P
   };
   const store = get('--store'), label = get('--label'), mountpoint = get('--mountpoint');
   if (!store || !label || !mountpoint) {
-    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N] [--allow-suid] [--allow-dev]\n');
+    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N] [--allow-suid] [--allow-dev] [--note TEXT]...\n');
     process.exit(2);
   }
   const readyFd = get('--ready-fd');
   const commit = get('--commit');
   const tag = commit ? `@${commit}` : get('--tag');
   try {
-    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), allowSuid: argv.includes('--allow-suid'), allowDev: argv.includes('--allow-dev'), onReady: () => {
+    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), allowSuid: argv.includes('--allow-suid'), allowDev: argv.includes('--allow-dev'), notes: argv.flatMap((a, i) => (a === '--note' && argv[i + 1] !== undefined ? [argv[i + 1]!] : [])), onReady: () => {
       if (readyFd !== undefined) {
         try { writeSync(Number(readyFd), `ready ${process.pid}\n`); closeSync(Number(readyFd)); } catch { /* the mount command is gone */ }
       }

@@ -28,6 +28,7 @@ import {
   fsconfigCreate, fsconfigString, fsmount, fsopen, mount, moveMount, openTree, umount2,
 } from '../native/mount.js';
 import { StratumError, isSystemError } from '../store/error.js';
+import { imageMountError } from './support.js';
 
 export interface OverlaySpec {
   /** The overlay's source name (shown in mountinfo). */
@@ -138,7 +139,11 @@ export class KernelOverlay {
     const erofs = mkdtempSync(join(tmpdir(), 'stratum-erofs-'));
     let work: string | undefined;
     try {
-      mount(image, erofs, 'erofs', MS_RDONLY | MS_NOSUID | MS_NODEV, null);
+      try {
+        mount(image, erofs, 'erofs', MS_RDONLY | MS_NOSUID | MS_NODEV, null);
+      } catch (err) {
+        throw imageMountError(image, err);
+      }
       try {
         const ctx = fsopen('overlay');
         try {

@@ -25,7 +25,7 @@ import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, proces
 import { prepareMountTarget } from '../store/mount-target.js';
 import { makeFreshUpper, setMtime } from '../store/upper.js';
 import { CONTROL_NAME, KernelOverlay } from './overlay.js';
-import { checkKernelMode } from './support.js';
+import { checkKernelMode, kernelVerityNote } from './support.js';
 
 /** Milliseconds fn took. */
 function timed(fn: () => void): number {
@@ -44,15 +44,19 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   checkMountFlags(o);
   const state = o.state ?? new MountState();
   await detachStale(state, { ...o, mountpoint: resolve(o.mountpoint) });
-  const target = await prepareMountTarget(o);
+  const target = await prepareMountTarget({ ...o, serving: o.tag === undefined });
+  const release = () => target.servingLock?.release();
   const { store, storeRoot, label, ref, head, mountpoint, paths } = target;
   if (head && target.xattrNamespace !== 'trusted') {
+    release();
     throw new StratumError('USAGE', `HEAD of ${label} keeps overlay xattrs in the user. namespace (made without root); the kernel mounts trusted.overlay.* uppers only; use --mode fuse`);
   }
   let commit = target.commit;
   const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: process.pid, mode: 'kernel', started: new Date().toISOString() };
   if (o.log) entry.log = o.log;
-  await state.claim(entry);
+  const notes = [...(o.notes ?? []), kernelVerityNote()];
+  entry.notes = notes;
+  await state.claim(entry).catch((err: unknown) => { release(); throw err; });
 
   // the stub layer: `.stratum` to mount the control files on, under a root that looks like the commit's
   const stub = join(dirname(state.path), 'kernel', String(process.pid));
@@ -80,6 +84,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   } catch (err) {
     await state.remove(mountpoint).catch(() => undefined);
     rmSync(stub, { recursive: true, force: true });
+    release();
     throw err;
   }
   const ov = overlay;
@@ -93,7 +98,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   };
   const recordCommit = (id: string) => state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: id } : e)));
   const control = new ControlFs({
-    status: () => mountStatus({ ...target, commit }, 'kernel'),
+    status: () => mountStatus({ ...target, commit }, 'kernel', notes),
     commit: head ? (tag: string) => serial(async () => {
       const switches: number[] = [];
       const r = await commitLive(store, {
@@ -137,6 +142,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     ov.unmount();
     await state.remove(mountpoint).catch(() => undefined);
     rmSync(stub, { recursive: true, force: true });
+    release();
     throw err;
   }
   log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint} with the kernel, pid ${process.pid}`);
@@ -168,6 +174,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   // (stopMount reads this line: 'draining' is how `stratum unmount` learns files were still open)
   if (kernelMountedAt(mountpoint)) log(`unmounted ${mountpoint} by pid ${process.pid} (${ov.unmount()})`);
   rmSync(stub, { recursive: true, force: true });
+  release();
   if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
   log(`server done (loop status ${status})`);
