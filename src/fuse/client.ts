@@ -37,6 +37,8 @@ export interface StartOptions {
   /** Honour setuid bits / device files (root only; the server refuses them for others). */
   allowSuid?: boolean | undefined;
   allowDev?: boolean | undefined;
+  /** false: the FUSE server does not check objects on first open (benchmark baselines). */
+  verifyObjects?: boolean | undefined;
   /** Given to the server for status (why this mode). */
   notes?: string[] | undefined;
 }
@@ -67,6 +69,7 @@ export async function startMount(o: StartOptions): Promise<MountEntry> {
   if (o.allowSuid) args.push('--allow-suid');
   if (o.allowDev) args.push('--allow-dev');
   for (const n of o.notes ?? []) args.push('--note', n);
+  if (o.verifyObjects === false) args.push('--no-verify-objects');
   if (o.tag !== undefined) args.push(...(o.tag.startsWith('@') ? ['--commit', o.tag.slice(1)] : ['--tag', o.tag]));
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { ...process.env, STRATUM_STATE: state.path } });
   closeSync(logFd);

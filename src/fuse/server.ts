@@ -3,7 +3,11 @@
 // mount state file and serves until the mount goes away (unmount, SIGTERM, umount -l).
 //
 //   node dist/src/fuse/server.js --store DIR --label L [--tag T | --commit ID] --mountpoint M [--ready-fd N]
-//                                [--allow-suid] [--allow-dev]
+//                                [--allow-suid] [--allow-dev] [--no-verify-objects] [--note TEXT]...
+//
+// FUSE mode checks each object against its name the first time the mount opens it (UnionFs
+// verifyObjects): a corrupt one answers EIO and is named in this log. --no-verify-objects is for
+// benchmark baselines.
 //
 // Mounts are nosuid,nodev: a setuid file or a device node in a commit is inert unless root asked
 // for it (`--allow-suid`, `--allow-dev`; others get PERMISSION, checkMountFlags).
@@ -23,7 +27,9 @@ import { applyHead } from '../store/commands/apply.js';
 import { commitHead } from '../store/commands/commit.js';
 import { StratumError } from '../store/error.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
-import { type MountTarget, prepareMountTarget } from '../store/mount-target.js';
+import { type MountTarget, checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
+import { parseRef } from '../store/names.js';
+import { resolveRef } from '../store/resolve.js';
 import { UnionFs } from './union-fs.js';
 
 export interface ServeOptions {
@@ -41,6 +47,8 @@ export interface ServeOptions {
   allowSuid?: boolean | undefined;
   /** Honour device files in the mount (root only). */
   allowDev?: boolean | undefined;
+  /** false: objects are not checked on first open (benchmark baselines only; `--no-verify-objects`). */
+  verifyObjects?: boolean | undefined;
   /** Shown by status and recorded in the state entry (`--note`, e.g. why FUSE and not the kernel). */
   notes?: string[] | undefined;
 }
@@ -157,10 +165,13 @@ export async function serve(o: ServeOptions): Promise<number> {
       scratchDir: head ? scratch : undefined,
       ns,
       statfsPath: storeRoot,
+      verifyObjects: o.verifyObjects !== false,
+      onCorrupt: (object, actual) => log(`object ${object} is corrupt (its content's fs-verity digest is ${actual}): opens of it answer EIO; run \`stratum verify\``),
       control: {
         status: () => mountStatus(target, 'fuse', o.notes),
         apply: head ? async (args: string) => {
           const { ref, discard, keep } = parseApplyRequest(args, label);
+          await checkCommitImage(store, (await resolveRef(store, parseRef(ref))).id, ref);
           const r = await fs!.frozen(() => applyHead(store, ref, { discard, keep }),
             (res) => ({ imagePath: store.commits.imagePath(res.to), viewChanged: true }), { setAside: false });
           await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.to } : e)));
@@ -229,14 +240,14 @@ export async function serverMain(argv: string[], serveFn: (o: ServeOptions) => P
   };
   const store = get('--store'), label = get('--label'), mountpoint = get('--mountpoint');
   if (!store || !label || !mountpoint) {
-    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N] [--allow-suid] [--allow-dev] [--note TEXT]...\n');
+    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N] [--allow-suid] [--allow-dev] [--no-verify-objects] [--note TEXT]...\n');
     process.exit(2);
   }
   const readyFd = get('--ready-fd');
   const commit = get('--commit');
   const tag = commit ? `@${commit}` : get('--tag');
   try {
-    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), allowSuid: argv.includes('--allow-suid'), allowDev: argv.includes('--allow-dev'), notes: argv.flatMap((a, i) => (a === '--note' && argv[i + 1] !== undefined ? [argv[i + 1]!] : [])), onReady: () => {
+    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), allowSuid: argv.includes('--allow-suid'), allowDev: argv.includes('--allow-dev'), verifyObjects: !argv.includes('--no-verify-objects'), notes: argv.flatMap((a, i) => (a === '--note' && argv[i + 1] !== undefined ? [argv[i + 1]!] : [])), onReady: () => {
       if (readyFd !== undefined) {
         try { writeSync(Number(readyFd), `ready ${process.pid}\n`); closeSync(Number(readyFd)); } catch { /* the mount command is gone */ }
       }

@@ -22,7 +22,9 @@ import { commitRoot } from '../store/commands/commit.js';
 import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
 import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, processAlive, type MountEntry } from '../store/mount-state.js';
-import { prepareMountTarget } from '../store/mount-target.js';
+import { checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
+import { parseRef } from '../store/names.js';
+import { resolveRef } from '../store/resolve.js';
 import { makeFreshUpper, setMtime } from '../store/upper.js';
 import { CONTROL_NAME, KernelOverlay } from './overlay.js';
 import { checkKernelMode, kernelVerityNote } from './support.js';
@@ -121,6 +123,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     }) : undefined,
     apply: head ? (args: string) => serial(async () => {
       const { ref: what, discard, keep } = parseApplyRequest(args, label);
+      await checkCommitImage(store, (await resolveRef(store, parseRef(what))).id, what);
       const r = await applyHead(store, what, { discard, keep });
       // HEAD's upper dir is the fresh one (discard) or the same (keep), now over r.to
       let ms: number;
