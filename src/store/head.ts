@@ -4,7 +4,7 @@
 // mount state file each process uses (an flock: a dead server's goes with it, kill -9 included).
 //
 // Public surface: HeadState, HeadStore, ServingLock, HEAD_FORMAT, defaultXattrNamespace.
-import { closeSync, constants as C, openSync, promises as fsp } from 'node:fs';
+import { closeSync, constants as C, ftruncateSync, openSync, promises as fsp, readFileSync, writeSync } from 'node:fs';
 import { tryFlock } from '../native/files.js';
 import { join } from 'node:path';
 import { parse, stringify } from 'smol-toml';
@@ -50,8 +50,9 @@ export class HeadStore {
   /**
    * Takes refs/<label>/head.lock for a server of HEAD, at once or BUSY: another process serves this
    * HEAD (maybe one recorded in another mount state file, so `stratum status` here cannot see it).
+   * The holder writes `<pid> <mountpoint>` into the file, so the BUSY message can name them.
    */
-  lockServing(label: string): ServingLock {
+  lockServing(label: string, mountpoint: string): ServingLock {
     // (Node opens with O_CLOEXEC: a child the server spawns does not inherit the lock)
     const dir = join(this.refsDir, checkLabel(label));
     let fd: number;
@@ -64,12 +65,21 @@ export class HeadStore {
     try {
       tryFlock(fd, 'exclusive');
     } catch (err) {
-      closeSync(fd);
       if (isSystemError(err, 'EAGAIN')) {
-        throw new StratumError('BUSY', `HEAD of ${label} is already mounted by another process (one writable HEAD per label; a mount made with another XDG_RUNTIME_DIR or STRATUM_STATE does not show in this status); unmount it first`);
+        let holder = '';
+        try { holder = readFileSync(fd, 'utf8'); } catch { /* unreadable: say less */ }
+        closeSync(fd);
+        const m = /^(\d+) (.+)\n$/.exec(holder);
+        const where = m ? ` at ${m[2]} (server pid ${m[1]})` : ' by another process';
+        throw new StratumError('BUSY', `HEAD of ${label} is already mounted${where}; one writable HEAD per label: unmount it first or mount a tag (read-only)`);
       }
+      closeSync(fd);
       throw wrapSystemError(err, `locking HEAD of ${label}`);
     }
+    try {
+      ftruncateSync(fd, 0);
+      writeSync(fd, `${process.pid} ${mountpoint}\n`, 0);
+    } catch { /* the lock is what matters; the note is for messages */ }
     let held = true;
     return { release: () => { if (held) { held = false; closeSync(fd); } } };
   }

@@ -61,7 +61,7 @@ export async function prepareMountTarget(o: MountTargetOptions): Promise<MountTa
   let servingLock: ServingLock | undefined;
   if (head) {
     if (o.serving) {
-      servingLock = store.heads.lockServing(label);
+      servingLock = store.heads.lockServing(label, resolve(o.mountpoint));
       detachDeadOverlays(paths.labelDir);
     }
     const state = await store.lock.with('exclusive', async () => {
