@@ -3,7 +3,7 @@
 // refs/<label>/head.lock for a server of HEAD: one writable HEAD per label per store, whatever
 // mount state file each process uses (an flock: a dead server's goes with it, kill -9 included).
 //
-// Public surface: HeadState, HeadStore, ServingLock, HEAD_FORMAT, defaultXattrNamespace.
+// Public surface: HeadState, HeadStore, ServingLock, headServedBy, HEAD_FORMAT, defaultXattrNamespace.
 import { closeSync, constants as C, ftruncateSync, openSync, promises as fsp, readFileSync, writeSync } from 'node:fs';
 import { tryFlock } from '../native/files.js';
 import { join } from 'node:path';
@@ -35,6 +35,33 @@ export function defaultXattrNamespace(): 'trusted' | 'user' {
 /** Held by the one process serving a label's HEAD, until `release` or its exit. */
 export interface ServingLock {
   release(): void;
+}
+
+/**
+ * Where another process serves the HEAD whose label dir this is ("at <mnt> (server pid <pid>)"),
+ * found by its serving lock; undefined when nobody else holds it. For commit and apply from
+ * outside, whose own mount state may not know that server.
+ */
+export function headServedBy(labelDir: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(join(labelDir, 'head.lock'), C.O_RDONLY);
+  } catch {
+    return undefined;  // no lock file: never served
+  }
+  try {
+    tryFlock(fd, 'shared');
+    return undefined;
+  } catch (err) {
+    if (!isSystemError(err, 'EAGAIN')) return undefined;
+    let holder = '';
+    try { holder = readFileSync(fd, 'utf8'); } catch { /* say less */ }
+    const m = /^(\d+) (.+)\n$/.exec(holder);
+    if (m && Number(m[1]) === process.pid) return undefined;
+    return m ? `at ${m[2]} (server pid ${m[1]})` : 'by another process';
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export class HeadStore {

@@ -11,7 +11,8 @@ import { fuseUnavailable, tempDir } from './mounts.js';
 
 // One writable HEAD per label per store, whatever mount state file each process uses (issue 12,
 // item 13): the server of a HEAD holds refs/<label>/head.lock while it serves, so a second mount
-// of that HEAD made with another STRATUM_STATE gets BUSY and mounts nothing; a tag still mounts;
+// of that HEAD made with another STRATUM_STATE gets BUSY and mounts nothing, and so do a commit or
+// an apply from there (they would change the upper behind the server's back); a tag still mounts;
 // after the first server is killed with -9 the kernel has dropped its lock and the HEAD mounts
 // again (in kernel mode the dead server's overlay, unknown to the second state file, is detached
 // first), with every write of the first mount kept.
@@ -50,6 +51,16 @@ for (const mode of modes) {
       assert.is(second.stderr.trim().split('\n').length, 1, `one line: ${second.stderr}`);
       assert.not.ok(mountedAt(mntB), 'nothing mounted at the second mountpoint');
       assert.is((await new MountState(stateB).list()).length, 0, 'no entry left in the second state file');
+
+      // commit and apply from the other state go not behind the server's back
+      for (const args of [['commit', 'app:x'], ['apply', 'app:v1', '--keep']]) {
+        const r = inState(store, stateB, ...args);
+        assert.is(r.status, 1, `${args[0]} under the other state is refused: ${r.stdout}`);
+        // (kernel mode: the overlay using the upper is found first, which names the mountpoint too)
+        assert.match(r.stderr, mode === 'fuse' ? `HEAD of app is mounted at ${mntA} (server pid ` : `HEAD of app is used by an overlay mounted at ${mntA}`);
+        assert.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+      }
+      assert.is(fs.readFileSync(join(mntA, 'written-by-a'), 'utf8'), 'a\n', 'the first mount still serves its write');
 
       // a tag is read-only: any number of them
       ok(inState(store, stateB, 'mount', 'app:v1', mntTag, '--mode', mode), 'tag mount under the other state');
