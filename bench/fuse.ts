@@ -12,13 +12,17 @@
 // within noise. Last, switch times on the 100k-entry HEAD with a few changed files: live commits
 // (with new names, and edits only) and live applies (src/fuse/client.ts) in FUSE mode and in
 // kernel mode (goal < 0.5 s each); where a mode cannot do them live (BUSY), "not available".
+// Then the cost of FUSE mode's object check (docs/fuse.md: each object hashed the first time a
+// mount opens it): a cold cat of the 20 000 small files and a cold 1 GiB read on a fresh tag mount
+// each run, without the check (--no-verify-objects) and with it, alternately; the ratio is
+// with / without. `npm run bench:fuse -- --only verify` runs just this part (import + these).
 // Needs root. ~2.3 GiB of temp data in $STRATUM_BENCH_DIR or the OS temp dir, removed at the end;
 // STRATUM_BENCH_RUNS (default 5) alternations per compared figure.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyThroughMount, commitThroughMount, startMount } from '../src/fuse/client.js';
+import { applyThroughMount, commitThroughMount, startMount, stopMount } from '../src/fuse/client.js';
 import { lazyUnmount, stratumMountsAt } from '../src/fuse/server.js';
 import { kernelMount, kernelUnmount } from '../src/kernel/mount.js';
 import { MNT_DETACH, MS_RDONLY, mount, umount2 } from '../src/native/mount.js';
@@ -140,7 +144,44 @@ async function switchTimes(way: string, entry: MountEntry, baseId: string, log: 
   await timed('live commit, 5 edited files only', () => commitThroughMount(entry, 'switch-2'));
 }
 
+/**
+ * First reads through a fresh FUSE tag mount with and without the object check, alternately
+ * (a mount remembers what it checked, so every run mounts anew); caches dropped before each.
+ */
+async function verifyCost(storeRoot: string, id: string, base: string, state: MountState, log: (s: string) => void): Promise<void> {
+  const figures = [
+    { what: `cat ${SMALL_FILES / 1000}k small files, cold, first open`, unit: 'k files/s', amount: SMALL_FILES / 1000, run: 'find small -type f -print0 | xargs -0 cat > /dev/null' },
+    { what: '1 GiB read, cold, first open', unit: 'MB/s', amount: BIG / 1e6, run: 'cat big > /dev/null' },
+  ];
+  const mnt = join(base, 'v-mnt');
+  const once = async (run: string, verifyObjects: boolean): Promise<number> => {
+    const entry = await startMount({ store: storeRoot, label: 'f', tag: `@${id}`, mountpoint: mnt, state, verifyObjects });
+    try {
+      dropCaches();
+      return sh(run, mnt);
+    } finally {
+      await stopMount({ ...entry, stale: false }, state);
+    }
+  };
+  log('');
+  log(`FUSE mode's object check on first open (fresh tag mount per run), alternating; median (slowest-fastest) of ${RUNS} runs:`);
+  log('| figure | without the check | with the check | with / without |');
+  log('|---|---|---|---|');
+  for (const f of figures) {
+    const without: number[] = [], withCheck: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      without.push(await once(f.run, false));
+      withCheck.push(await once(f.run, true));
+    }
+    const rate = (t: number): string => (f.amount / t).toFixed(f.unit === 'MB/s' ? 0 : 1);
+    const show = (ts: number[]): string => `${rate(mid(ts))} ${f.unit} (${rate(Math.max(...ts))}-${rate(Math.min(...ts))})`;
+    log(`| ${f.what} | ${show(without)} | ${show(withCheck)} | ${(mid(without) / mid(withCheck)).toFixed(2)}x |`);
+  }
+}
+
 async function main(): Promise<void> {
+  const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+  if (only !== undefined && only !== 'verify') throw new Error(`--only takes: verify (not ${only})`);
   if (process.getuid?.() !== 0) throw new Error('bench:fuse needs root (it mounts)');
   const hasFuseOverlayfs = spawnSync('sh', ['-c', 'command -v fuse-overlayfs']).status === 0;
   const base = fs.mkdtempSync(join(process.env.STRATUM_BENCH_DIR ?? tmpdir(), 'stratum-bench-fuse-'));
@@ -160,6 +201,10 @@ async function main(): Promise<void> {
     let t = Date.now();
     const id = (await importDirectory(store, src, { label: 'f' })).id;
     log(`import of ${entries} entries + 1 GiB: ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    if (only === 'verify') {
+      await verifyCost(store.root, id, base, state, log);
+      return;
+    }
     await importDirectory(store, src, { label: 'k' });
     await importDirectory(store, src, { label: 'km' });
     for (const l of ['f', 'k', 'km']) await ensureUpper(store, (await store.heads.read(l))!);
@@ -225,6 +270,7 @@ async function main(): Promise<void> {
     log(`switch times on a HEAD of ${entries} entries:`);
     await switchTimes('FUSE mode', e, id, log);
     await switchTimes('kernel mode', kernelEntry, id, log);
+    await verifyCost(store.root, id, base, state, log);
   } finally {
     if (kernelEntry) await kernelUnmount(kernelEntry, state).catch((err: unknown) => console.error(`kernel-mode unmount: ${String(err)}`));
     for (const [pid, m] of [[fusePid, 's-mnt'], [tagPid, 't-mnt']] as const) {

@@ -835,7 +835,7 @@ void sys_register(napi_env env, napi_value exports) {
   C(MNT_FORCE); C(MNT_DETACH); C(MNT_EXPIRE); C(UMOUNT_NOFOLLOW);
   C(AT_FDCWD); C(AT_EMPTY_PATH); C(AT_RECURSIVE);
   C(MOVE_MOUNT_F_EMPTY_PATH); C(MOVE_MOUNT_T_EMPTY_PATH); C(MOVE_MOUNT_BENEATH);
-  C(OPEN_TREE_CLONE); C(MOUNT_ATTR_RDONLY);
+  C(OPEN_TREE_CLONE); C(MOUNT_ATTR_RDONLY); C(MOUNT_ATTR_NOSUID); C(MOUNT_ATTR_NODEV);
 #undef C
   napi_set_named_property(env, exports, "sysConstants", c);
 }

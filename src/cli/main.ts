@@ -58,7 +58,7 @@ export function buildCli(): ReturnType<typeof cac> {
     .action(run(applyCommand));
   cli.command('init <label> [mountpoint]', 'Create a label with an empty HEAD').option('--migrate', 'Import the directory at mountpoint as the first commit').option('--mode <mode>', 'auto|fuse|kernel, as for mount').action(run(initCommand));
 
-  cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (auto: kernel when root and the kernel can, else fuse)').action(run(mountCommand));
+  cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (auto: kernel when root and the kernel can, else fuse)').option('--allow-suid', 'Honour setuid/setgid bits (root only; mounts are nosuid otherwise)').option('--allow-dev', 'Honour device files (root only; mounts are nodev otherwise)').action(run(mountCommand));
   cli.command('unmount <what>', 'Unmount label[:tag] or a mountpoint (flushes and ends the server)').action(run(unmountCommand));
 
   cli.help();

@@ -34,6 +34,13 @@ export interface StartOptions {
   timeout?: number;
   /** FUSE serves everything (default); kernel: the kernel serves, the server owns the overlay. */
   mode?: 'fuse' | 'kernel';
+  /** Honour setuid bits / device files (root only; the server refuses them for others). */
+  allowSuid?: boolean | undefined;
+  allowDev?: boolean | undefined;
+  /** false: the FUSE server does not check objects on first open (benchmark baselines). */
+  verifyObjects?: boolean | undefined;
+  /** Given to the server for status (why this mode). */
+  notes?: string[] | undefined;
 }
 
 /** Whether the mount an entry describes is in this namespace's mount table. */
@@ -59,6 +66,10 @@ export async function startMount(o: StartOptions): Promise<MountEntry> {
   const logFd = openSync(log, 'a', 0o600);
   const mode = o.mode ?? 'fuse';
   const args = [serverScripts[mode], '--store', resolve(o.store), '--label', o.label, '--mountpoint', mountpoint, '--log', log, '--ready-fd', '3'];
+  if (o.allowSuid) args.push('--allow-suid');
+  if (o.allowDev) args.push('--allow-dev');
+  for (const n of o.notes ?? []) args.push('--note', n);
+  if (o.verifyObjects === false) args.push('--no-verify-objects');
   if (o.tag !== undefined) args.push(...(o.tag.startsWith('@') ? ['--commit', o.tag.slice(1)] : ['--tag', o.tag]));
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { ...process.env, STRATUM_STATE: state.path } });
   closeSync(logFd);

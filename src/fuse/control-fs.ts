@@ -25,7 +25,7 @@ const fail = (code: 'EACCES' | 'ENODATA' | 'ENOTDIR' | 'EPERM'): never => { thro
  * option is needed. `ro` is not: a read-only ControlFs refuses writes itself.
  */
 export function controlMountOptions(label: string): MountOptions {
-  const options = ['default_permissions', `fsname=stratum-control:${label}`, 'subtype=stratum'];
+  const options = ['default_permissions', 'nosuid', 'nodev', `fsname=stratum-control:${label}`, 'subtype=stratum'];
   if (process.getuid?.() === 0) options.push('allow_other');
   return { options };
 }

@@ -3,11 +3,19 @@
 // mount state file and serves until the mount goes away (unmount, SIGTERM, umount -l).
 //
 //   node dist/src/fuse/server.js --store DIR --label L [--tag T | --commit ID] --mountpoint M [--ready-fd N]
+//                                [--allow-suid] [--allow-dev] [--no-verify-objects] [--note TEXT]...
+//
+// FUSE mode checks each object against its name the first time the mount opens it (UnionFs
+// verifyObjects): a corrupt one answers EIO and is named in this log. --no-verify-objects is for
+// benchmark baselines.
+//
+// Mounts are nosuid,nodev: a setuid file or a device node in a commit is inert unless root asked
+// for it (`--allow-suid`, `--allow-dev`; others get PERMISSION, checkMountFlags).
 //
 // Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
 // command waits for it, then checks the mount answers). Exit 0 after a clean unmount.
 //
-// Public surface: ServeOptions, serve, serverMain, mountStatus, parseApplyRequest, stratumMountsAt, lazyUnmount.
+// Public surface: ServeOptions, checkMountFlags, serve, serverMain, mountStatus, parseApplyRequest, stratumMountsAt, lazyUnmount.
 import { execFileSync } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +27,9 @@ import { applyHead } from '../store/commands/apply.js';
 import { commitHead } from '../store/commands/commit.js';
 import { StratumError } from '../store/error.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
-import { type MountTarget, prepareMountTarget } from '../store/mount-target.js';
+import { type MountTarget, checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
+import { parseRef } from '../store/names.js';
+import { resolveRef } from '../store/resolve.js';
 import { UnionFs } from './union-fs.js';
 
 export interface ServeOptions {
@@ -33,6 +43,22 @@ export interface ServeOptions {
   /** Called once the mount is up and recorded. */
   onReady?: () => void;
   state?: MountState;
+  /** Honour setuid/setgid bits in the mount (root only). */
+  allowSuid?: boolean | undefined;
+  /** Honour device files in the mount (root only). */
+  allowDev?: boolean | undefined;
+  /** false: objects are not checked on first open (benchmark baselines only; `--no-verify-objects`). */
+  verifyObjects?: boolean | undefined;
+  /** Shown by status and recorded in the state entry (`--note`, e.g. why FUSE and not the kernel). */
+  notes?: string[] | undefined;
+}
+
+/** `--allow-suid` / `--allow-dev` are for root only: anyone else could make themselves root with them. */
+export function checkMountFlags(o: { allowSuid?: boolean | undefined; allowDev?: boolean | undefined }): void {
+  if (!o.allowSuid && !o.allowDev) return;
+  if (process.geteuid?.() === 0) return;
+  const flag = o.allowSuid ? '--allow-suid' : '--allow-dev';
+  throw new StratumError('PERMISSION', `${flag} is for root only (it would let a file in a commit act as its owner or as a device); mount without it`);
 }
 
 /** Mountpoints in /proc/self/mountinfo whose source is a stratum FUSE server (fsname stratum:...). */
@@ -71,7 +97,7 @@ export function parseApplyRequest(text: string, label: string): { ref: string; d
 }
 
 /** The text of `/.stratum/status` for a mount served by this process. */
-export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel'): Promise<string> {
+export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel', notes: string[] = []): Promise<string> {
   const { store, label, ref, head, commit, paths, mountpoint } = target;
   const h = head ? await store.heads.read(label) : undefined;
   const base = h?.base ?? commit;
@@ -83,7 +109,7 @@ export async function mountStatus(target: MountTarget, mode: 'fuse' | 'kernel'):
   }
   const changed = head ? upperCounts(paths.upper) : { paths: 0, deletions: 0 };
   return [`label ${label}`, `ref ${ref}`, `base ${base}`, `tags ${at.join(' ')}`, `mode ${mode} ${head ? 'read-write' : 'read-only'}`,
-    `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ''].join('\n');
+    `changed ${changed.paths}`, `deleted ${changed.deletions}`, `mountpoint ${mountpoint}`, `pid ${process.pid}`, ...notes.map((n) => `note ${n}`), ''].join('\n');
 }
 
 /** Entries in an upper dir (changed paths) and, among them, whiteouts (deletions). */
@@ -112,7 +138,8 @@ function log(message: string): void {
 
 /** Serves one mount until it goes away; resolves with the loop status. */
 export async function serve(o: ServeOptions): Promise<number> {
-  const target = await prepareMountTarget(o);
+  checkMountFlags(o);
+  const target = await prepareMountTarget({ ...o, serving: o.tag === undefined });
   const { store, storeRoot, label, ref, head, mountpoint, commit, paths } = target;
   const ns = target.xattrNamespace;
   const state = o.state ?? new MountState();
@@ -120,7 +147,8 @@ export async function serve(o: ServeOptions): Promise<number> {
   // one writable HEAD per label; a stale entry (dead server) is dropped and its mount detached
   const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: process.pid, mode: 'fuse', started: new Date().toISOString() };
   if (o.log) entry.log = o.log;
-  const stale = await state.claim(entry);
+  if (o.notes?.length) entry.notes = o.notes;
+  const stale = await state.claim(entry).catch((err: unknown) => { target.servingLock?.release(); throw err; });
   for (const m of stale) if (stratumMountsAt(m)) { log(`cleaning up the stale mount at ${m}`); lazyUnmount(m); }
   if (stratumMountsAt(mountpoint)) lazyUnmount(mountpoint);
 
@@ -137,10 +165,13 @@ export async function serve(o: ServeOptions): Promise<number> {
       scratchDir: head ? scratch : undefined,
       ns,
       statfsPath: storeRoot,
+      verifyObjects: o.verifyObjects !== false,
+      onCorrupt: (object, actual) => log(`object ${object} is corrupt (its content's fs-verity digest is ${actual}): opens of it answer EIO; run \`stratum verify\``),
       control: {
-        status: () => mountStatus(target, 'fuse'),
+        status: () => mountStatus(target, 'fuse', o.notes),
         apply: head ? async (args: string) => {
           const { ref, discard, keep } = parseApplyRequest(args, label);
+          await checkCommitImage(store, (await resolveRef(store, parseRef(ref))).id, ref);
           const r = await fs!.frozen(() => applyHead(store, ref, { discard, keep }),
             (res) => ({ imagePath: store.commits.imagePath(res.to), viewChanged: true }), { setAside: false });
           await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.to } : e)));
@@ -161,7 +192,7 @@ export async function serve(o: ServeOptions): Promise<number> {
         (r.left.length > 0 ? `; ${r.left.length} whose dir is gone stay in ${fs.preservedKept} (kept.json names their paths)` : ''));
     }
     process.umask(0);  // modes from the kernel already carry the caller's umask
-    const options = ['default_permissions', 'noatime', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
+    const options = ['default_permissions', 'noatime', o.allowSuid ? 'suid' : 'nosuid', o.allowDev ? 'dev' : 'nodev', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
     if (process.getuid?.() === 0) options.push('allow_other');
     if (!head) options.push('ro');
     session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true });
@@ -169,6 +200,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   } catch (err) {
     await state.remove(mountpoint).catch(() => undefined);
     fs?.close();
+    target.servingLock?.release();
     throw err;
   }
   log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint}, pid ${process.pid}`);
@@ -193,6 +225,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   o.onReady?.();
   const status = await session.exited;
   fs.close();
+  target.servingLock?.release();
   if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
   log(`unmounted ${mountpoint} (loop status ${status})`);
@@ -207,14 +240,14 @@ export async function serverMain(argv: string[], serveFn: (o: ServeOptions) => P
   };
   const store = get('--store'), label = get('--label'), mountpoint = get('--mountpoint');
   if (!store || !label || !mountpoint) {
-    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N]\n');
+    process.stderr.write('usage: server --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N] [--allow-suid] [--allow-dev] [--no-verify-objects] [--note TEXT]...\n');
     process.exit(2);
   }
   const readyFd = get('--ready-fd');
   const commit = get('--commit');
   const tag = commit ? `@${commit}` : get('--tag');
   try {
-    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), onReady: () => {
+    const status = await serveFn({ store, label, tag, mountpoint, log: get('--log'), allowSuid: argv.includes('--allow-suid'), allowDev: argv.includes('--allow-dev'), verifyObjects: !argv.includes('--no-verify-objects'), notes: argv.flatMap((a, i) => (a === '--note' && argv[i + 1] !== undefined ? [argv[i + 1]!] : [])), onReady: () => {
       if (readyFd !== undefined) {
         try { writeSync(Number(readyFd), `ready ${process.pid}\n`); closeSync(Number(readyFd)); } catch { /* the mount command is gone */ }
       }

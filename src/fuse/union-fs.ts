@@ -15,6 +15,7 @@ import {
 } from '../native/fuse.js';
 import { anyLength as at } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
+import { digestFd } from '../native/verity.js';
 import { OVERLAY_ESCAPE_PREFIX, OVERLAY_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
 import { FileSource, ImageReader } from '../store/image/read.js';
 import type { ByteString, Xattr } from '../store/image/tree.js';
@@ -39,6 +40,13 @@ export interface UnionFsOptions {
   lowerTimeout?: number;
   /** Entry/attr timeout for upper entries, seconds. */
   upperTimeout?: number;
+  /**
+   * Check each object's fs-verity digest against its name the first time this mount opens it
+   * (default true; the result is kept for the mount): a corrupt object answers EIO, and `onCorrupt`
+   * (the server's log) is told its name. Off only for benchmarks' baselines.
+   */
+  verifyObjects?: boolean;
+  onCorrupt?: (object: string, actual: string) => void;
 }
 
 const E = osConstants.errno;
@@ -98,6 +106,9 @@ export class UnionFs implements FuseHandlers {
   private readonly dirs = new Map<number, DirHandle>();
   private nextId = FIRST_NODE;
   private nextFh = 1;
+  /** Objects hashed by this mount: name -> content matches (verifyObjects). */
+  private readonly objectsChecked = new Map<string, boolean>();
+  private readonly objectsChecking = new Map<string, Promise<boolean>>();
   private readonly lowerTimeout: number;
   private readonly upperTimeout: number;
   private readonly vec = new Float64Array(ATTR_LEN);
@@ -335,6 +346,30 @@ export class UnionFs implements FuseHandlers {
     return { kind: 'bytes', bytes: this.reader.readContent(nid) };
   }
 
+  /**
+   * undefined when the object at path (open as fd) is known good for this mount; else a promise
+   * that hashes it on a pool thread (one hash per object however many open it at once) and
+   * rejects with EIO when its content does not match its name.
+   */
+  private objectChecked(path: string, fd: number): Promise<void> | undefined {
+    if (this.opts.verifyObjects === false) return undefined;
+    const name = path.slice(-65).replace('/', '');
+    const known = this.objectsChecked.get(name);
+    if (known === true) return undefined;
+    if (known === false) { backing.close(fd); fail('EIO'); }
+    let pending = this.objectsChecking.get(name);
+    if (!pending) {
+      pending = digestFd(fd).then((actual) => {
+        const good = actual === name;
+        this.objectsChecked.set(name, good);
+        if (!good) this.opts.onCorrupt?.(name, actual);
+        return good;
+      }).finally(() => this.objectsChecking.delete(name));
+      this.objectsChecking.set(name, pending);
+    }
+    return pending.then((good) => { if (!good) fail('EIO'); });
+  }
+
   /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
   private copyUp(n: Node): UnionNode {
     const u = this.resolve(n);
@@ -562,16 +597,21 @@ export class UnionFs implements FuseHandlers {
       if (data.kind === 'file') {
         const path = Buffer.from(data.path as string);
         const fd = backing.open(path, C.O_RDONLY);
-        this.handles.set(fh, { node: n, fd, write: false });
-        // C may open this object by itself from now on: any open on a tag mount; on HEAD only
-        // opens without write access or O_TRUNC (a root server must never open an object for
-        // writing: those come here and copy up, which clears the registration)
-        if (this.session && !n.detached) {
-          const v = backing.stat(null, fd);
-          this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
-          n.openable = true;
-        }
-        return { fh, fd, keepCache: true };
+        const served = (): OpenReply => {
+          this.handles.set(fh, { node: n, fd, write: false });
+          // C may open this object by itself from now on (checked: registered after objectChecked):
+          // any open on a tag mount; on HEAD only opens without write access or O_TRUNC (a root
+          // server must never open an object for writing: those come here and copy up, which
+          // clears the registration)
+          if (this.session && !n.detached) {
+            const v = backing.stat(null, fd);
+            this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
+            n.openable = true;
+          }
+          return { fh, fd, keepCache: true };
+        };
+        const checking = this.objectChecked(data.path as string, fd);
+        return checking === undefined ? served() : checking.then(served, (err: unknown) => { backing.close(fd); throw err; });
       }
       this.handles.set(fh, { node: n, fd: -1, write: false, bytes: data.kind === 'bytes' ? data.bytes : new Uint8Array(0) });
       return { fh, keepCache: true };

@@ -14,15 +14,21 @@
 // the old overlay is detached (for a live commit's split, made read-only first). A path lookup sees the old tree or the new one, never neither;
 // files already open keep their old overlay until closed.
 //
+// Every mount made here is nosuid,nodev (a setuid file of an imported tree must not give its
+// owner's rights to whoever runs it) unless the spec allows them: the overlay by its mount attrs,
+// the seal by its remount flags (a bind remount replaces all per-mount flags), the temp erofs
+// always (it is private and detached at once; exec goes through the overlay's flags).
+//
 // Public surface: KernelOverlay, OverlaySpec.
 import { closeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  AT_FDCWD, MNT_DETACH, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_RDONLY, MS_REMOUNT, OPEN_TREE_CLONE,
+  AT_FDCWD, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MS_NODEV, MS_NOSUID, MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_RDONLY, MS_REMOUNT, OPEN_TREE_CLONE,
   fsconfigCreate, fsconfigString, fsmount, fsopen, mount, moveMount, openTree, umount2,
 } from '../native/mount.js';
 import { StratumError, isSystemError } from '../store/error.js';
+import { imageMountError } from './support.js';
 
 export interface OverlaySpec {
   /** The overlay's source name (shown in mountinfo). */
@@ -33,6 +39,10 @@ export interface OverlaySpec {
   objects: string;
   /** Where fresh work dirs are made (on the upper's filesystem); undefined for a read-only mount. */
   workRoot?: string;
+  /** Honour setuid/setgid bits (root's `--allow-suid`); otherwise the overlay is nosuid. */
+  allowSuid?: boolean;
+  /** Honour device files (root's `--allow-dev`); otherwise the overlay is nodev. */
+  allowDev?: boolean;
 }
 
 export const CONTROL_NAME = '.stratum';
@@ -98,7 +108,7 @@ export class KernelOverlay {
     let sealed = false;
     if (options.sealOld) {
       try {
-        mount(null, this.spec.mountpoint, null, MS_REMOUNT | MS_BIND | MS_RDONLY, null);
+        mount(null, this.spec.mountpoint, null, MS_REMOUNT | MS_BIND | MS_RDONLY | this.msFlags(), null);
         sealed = true;
       } catch (err) {
         // the kernel refuses while files are open for writing through it (EBUSY)
@@ -129,7 +139,11 @@ export class KernelOverlay {
     const erofs = mkdtempSync(join(tmpdir(), 'stratum-erofs-'));
     let work: string | undefined;
     try {
-      mount(image, erofs, 'erofs', MS_RDONLY, null);
+      try {
+        mount(image, erofs, 'erofs', MS_RDONLY | MS_NOSUID | MS_NODEV, null);
+      } catch (err) {
+        throw imageMountError(image, err);
+      }
       try {
         const ctx = fsopen('overlay');
         try {
@@ -150,7 +164,7 @@ export class KernelOverlay {
             fsconfigString(ctx, 'redirect_dir', 'follow');
           }
           fsconfigCreate(ctx);
-          return { fd: fsmount(ctx, upper ? 0 : MOUNT_ATTR_RDONLY), work };
+          return { fd: fsmount(ctx, (upper ? 0 : MOUNT_ATTR_RDONLY) | this.mountAttrs()), work };
         } finally {
           closeSync(ctx);
         }
@@ -164,6 +178,16 @@ export class KernelOverlay {
     } finally {
       rmdirSync(erofs);
     }
+  }
+
+  /** MOUNT_ATTR_NOSUID/NODEV unless allowed. */
+  private mountAttrs(): number {
+    return (this.spec.allowSuid ? 0 : MOUNT_ATTR_NOSUID) | (this.spec.allowDev ? 0 : MOUNT_ATTR_NODEV);
+  }
+
+  /** The same as mount(2) flags, for the seal's bind remount. */
+  private msFlags(): number {
+    return (this.spec.allowSuid ? 0 : MS_NOSUID) | (this.spec.allowDev ? 0 : MS_NODEV);
   }
 
   private dropWork(work: string | undefined): void {

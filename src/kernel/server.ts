@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from '
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ControlFs, controlMountOptions } from '../fuse/control-fs.js';
-import { type ServeOptions, mountStatus, parseApplyRequest, serverMain } from '../fuse/server.js';
+import { type ServeOptions, checkMountFlags, mountStatus, parseApplyRequest, serverMain } from '../fuse/server.js';
 import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
@@ -22,10 +22,12 @@ import { commitRoot } from '../store/commands/commit.js';
 import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
 import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, processAlive, type MountEntry } from '../store/mount-state.js';
-import { prepareMountTarget } from '../store/mount-target.js';
+import { checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
+import { parseRef } from '../store/names.js';
+import { resolveRef } from '../store/resolve.js';
 import { makeFreshUpper, setMtime } from '../store/upper.js';
 import { CONTROL_NAME, KernelOverlay } from './overlay.js';
-import { checkKernelMode } from './support.js';
+import { checkKernelMode, kernelVerityNote } from './support.js';
 
 /** Milliseconds fn took. */
 function timed(fn: () => void): number {
@@ -41,17 +43,22 @@ function log(message: string): void {
 /** Serves one kernel mount until it goes away; resolves with 0 after a clean end. */
 export async function serveKernel(o: ServeOptions): Promise<number> {
   checkKernelMode();
+  checkMountFlags(o);
   const state = o.state ?? new MountState();
   await detachStale(state, { ...o, mountpoint: resolve(o.mountpoint) });
-  const target = await prepareMountTarget(o);
+  const target = await prepareMountTarget({ ...o, serving: o.tag === undefined });
+  const release = () => target.servingLock?.release();
   const { store, storeRoot, label, ref, head, mountpoint, paths } = target;
   if (head && target.xattrNamespace !== 'trusted') {
+    release();
     throw new StratumError('USAGE', `HEAD of ${label} keeps overlay xattrs in the user. namespace (made without root); the kernel mounts trusted.overlay.* uppers only; use --mode fuse`);
   }
   let commit = target.commit;
   const entry: MountEntry = { store: storeRoot, label, ref, commit, mountpoint, pid: process.pid, mode: 'kernel', started: new Date().toISOString() };
   if (o.log) entry.log = o.log;
-  await state.claim(entry);
+  const notes = [...(o.notes ?? []), kernelVerityNote()];
+  entry.notes = notes;
+  await state.claim(entry).catch((err: unknown) => { release(); throw err; });
 
   // the stub layer: `.stratum` to mount the control files on, under a root that looks like the commit's
   const stub = join(dirname(state.path), 'kernel', String(process.pid));
@@ -73,11 +80,13 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     overlay = new KernelOverlay({
       source: `${KERNEL_SOURCE_PREFIX}${label}${head ? '' : `:${ref}`}`,
       mountpoint, stub, objects: store.objects.root, workRoot: head ? paths.work : undefined,
+      allowSuid: o.allowSuid === true, allowDev: o.allowDev === true,
     });
     overlay.attach(store.commits.imagePath(commit), head ? paths.upper : undefined);
   } catch (err) {
     await state.remove(mountpoint).catch(() => undefined);
     rmSync(stub, { recursive: true, force: true });
+    release();
     throw err;
   }
   const ov = overlay;
@@ -91,7 +100,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   };
   const recordCommit = (id: string) => state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: id } : e)));
   const control = new ControlFs({
-    status: () => mountStatus({ ...target, commit }, 'kernel'),
+    status: () => mountStatus({ ...target, commit }, 'kernel', notes),
     commit: head ? (tag: string) => serial(async () => {
       const switches: number[] = [];
       const r = await commitLive(store, {
@@ -114,6 +123,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     }) : undefined,
     apply: head ? (args: string) => serial(async () => {
       const { ref: what, discard, keep } = parseApplyRequest(args, label);
+      await checkCommitImage(store, (await resolveRef(store, parseRef(what))).id, what);
       const r = await applyHead(store, what, { discard, keep });
       // HEAD's upper dir is the fresh one (discard) or the same (keep), now over r.to
       let ms: number;
@@ -135,6 +145,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     ov.unmount();
     await state.remove(mountpoint).catch(() => undefined);
     rmSync(stub, { recursive: true, force: true });
+    release();
     throw err;
   }
   log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint} with the kernel, pid ${process.pid}`);
@@ -166,6 +177,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   // (stopMount reads this line: 'draining' is how `stratum unmount` learns files were still open)
   if (kernelMountedAt(mountpoint)) log(`unmounted ${mountpoint} by pid ${process.pid} (${ov.unmount()})`);
   rmSync(stub, { recursive: true, force: true });
+  release();
   if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
   log(`server done (loop status ${status})`);

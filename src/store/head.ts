@@ -1,8 +1,11 @@
 // HEAD of a label: refs/<label>/head.toml names the base commit and how the upper dir
-// (refs/<label>/head/) is written. This module only reads and writes that file.
+// (refs/<label>/head/) is written. This module reads and writes that file, and holds
+// refs/<label>/head.lock for a server of HEAD: one writable HEAD per label per store, whatever
+// mount state file each process uses (an flock: a dead server's goes with it, kill -9 included).
 //
-// Public surface: HeadState, HeadStore, HEAD_FORMAT, defaultXattrNamespace.
-import { promises as fsp } from 'node:fs';
+// Public surface: HeadState, HeadStore, ServingLock, headServedBy, HEAD_FORMAT, defaultXattrNamespace.
+import { closeSync, constants as C, ftruncateSync, openSync, promises as fsp, readFileSync, writeSync } from 'node:fs';
+import { tryFlock } from '../native/files.js';
 import { join } from 'node:path';
 import { parse, stringify } from 'smol-toml';
 import { isDigest } from './digest.js';
@@ -29,6 +32,38 @@ export function defaultXattrNamespace(): 'trusted' | 'user' {
   return process.getuid?.() === 0 ? 'trusted' : 'user';
 }
 
+/** Held by the one process serving a label's HEAD, until `release` or its exit. */
+export interface ServingLock {
+  release(): void;
+}
+
+/**
+ * Where another process serves the HEAD whose label dir this is ("at <mnt> (server pid <pid>)"),
+ * found by its serving lock; undefined when nobody else holds it. For commit and apply from
+ * outside, whose own mount state may not know that server.
+ */
+export function headServedBy(labelDir: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(join(labelDir, 'head.lock'), C.O_RDONLY);
+  } catch {
+    return undefined;  // no lock file: never served
+  }
+  try {
+    tryFlock(fd, 'shared');
+    return undefined;
+  } catch (err) {
+    if (!isSystemError(err, 'EAGAIN')) return undefined;
+    let holder = '';
+    try { holder = readFileSync(fd, 'utf8'); } catch { /* say less */ }
+    const m = /^(\d+) (.+)\n$/.exec(holder);
+    if (m && Number(m[1]) === process.pid) return undefined;
+    return m ? `at ${m[2]} (server pid ${m[1]})` : 'by another process';
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export class HeadStore {
   constructor(
     private readonly refsDir: string,
@@ -37,6 +72,43 @@ export class HeadStore {
 
   path(label: string): string {
     return join(this.refsDir, checkLabel(label), 'head.toml');
+  }
+
+  /**
+   * Takes refs/<label>/head.lock for a server of HEAD, at once or BUSY: another process serves this
+   * HEAD (maybe one recorded in another mount state file, so `stratum status` here cannot see it).
+   * The holder writes `<pid> <mountpoint>` into the file, so the BUSY message can name them.
+   */
+  lockServing(label: string, mountpoint: string): ServingLock {
+    // (Node opens with O_CLOEXEC: a child the server spawns does not inherit the lock)
+    const dir = join(this.refsDir, checkLabel(label));
+    let fd: number;
+    try {
+      fd = openSync(join(dir, 'head.lock'), C.O_RDWR | C.O_CREAT, 0o600);
+    } catch (err) {
+      if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD; create one with \`stratum init ${label}\``);
+      throw wrapSystemError(err, `locking HEAD of ${label}`);
+    }
+    try {
+      tryFlock(fd, 'exclusive');
+    } catch (err) {
+      if (isSystemError(err, 'EAGAIN')) {
+        let holder = '';
+        try { holder = readFileSync(fd, 'utf8'); } catch { /* unreadable: say less */ }
+        closeSync(fd);
+        const m = /^(\d+) (.+)\n$/.exec(holder);
+        const where = m ? ` at ${m[2]} (server pid ${m[1]})` : ' by another process';
+        throw new StratumError('BUSY', `HEAD of ${label} is already mounted${where}; one writable HEAD per label: unmount it first or mount a tag (read-only)`);
+      }
+      closeSync(fd);
+      throw wrapSystemError(err, `locking HEAD of ${label}`);
+    }
+    try {
+      ftruncateSync(fd, 0);
+      writeSync(fd, `${process.pid} ${mountpoint}\n`, 0);
+    } catch { /* the lock is what matters; the note is for messages */ }
+    let held = true;
+    return { release: () => { if (held) { held = false; closeSync(fd); } } };
   }
 
   /** Entries at the top of HEAD's upper dir: 0 means no uncommitted changes. */

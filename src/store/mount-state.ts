@@ -29,6 +29,8 @@ export interface MountEntry {
   started: string;
   /** Where the server logs. */
   log?: string;
+  /** What the user should know about this mount (why FUSE was chosen, what is not checked). */
+  notes?: string[];
 }
 
 export function defaultStatePath(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? 0): string {

@@ -7,9 +7,9 @@ import { StratumError } from '../../store/error.js';
 import { parseRef } from '../../store/names.js';
 import type { Store } from '../../store/store.js';
 import { defaultMountpoint, findMounts, startMount, stopMount } from '../../fuse/client.js';
-import { serve } from '../../fuse/server.js';
+import { checkMountFlags, serve } from '../../fuse/server.js';
 import { serveKernel } from '../../kernel/server.js';
-import { checkKernelMode, kernelModeUnavailable } from '../../kernel/support.js';
+import { checkKernelMode, kernelModeUnavailable, storeImagesUnavailable } from '../../kernel/support.js';
 import type { MountEntry } from '../../store/mount-state.js';
 import type { Context } from '../context.js';
 
@@ -21,38 +21,50 @@ export function checkMode(mode: string | undefined): MountMode {
   return mode;
 }
 
-/** auto -> kernel when kernel mode is available and (for HEAD) the upper's xattrs are trusted.*, else fuse. */
-export async function resolveMode(store: Store, label: string, head: boolean, mode: MountMode): Promise<'fuse' | 'kernel'> {
-  if (mode === 'kernel') checkKernelMode();
-  if (mode !== 'auto') return mode;
-  if (kernelModeUnavailable() !== undefined) return 'fuse';
-  if (head && (await store.heads.read(label))?.xattrNamespace === 'user') return 'fuse';
-  return 'kernel';
+/**
+ * auto -> kernel when kernel mode is available, the kernel can mount this store's images and (for
+ * HEAD) the upper's xattrs are trusted.*, else fuse; `why` says why not kernel where that is news
+ * (root on a store the kernel cannot mount from), for status.
+ */
+export async function resolveMode(store: Store, label: string, head: boolean, mode: MountMode): Promise<{ mode: 'fuse' | 'kernel'; why?: string }> {
+  if (mode === 'kernel') {
+    checkKernelMode();
+    const cannot = storeImagesUnavailable(store.root);
+    if (cannot !== undefined) throw new StratumError('IO', `--mode kernel is not available for this store: ${cannot}; use --mode fuse`);
+  }
+  if (mode !== 'auto') return { mode };
+  if (kernelModeUnavailable() !== undefined) return { mode: 'fuse' };
+  if (head && (await store.heads.read(label))?.xattrNamespace === 'user') return { mode: 'fuse' };
+  const cannot = storeImagesUnavailable(store.root);
+  if (cannot !== undefined) return { mode: 'fuse', why: `kernel mode not used: ${cannot}` };
+  return { mode: 'kernel' };
 }
 
 /** Starts the server of a mount in the chosen mode and waits until the mount answers. */
-export async function mountIn(store: Store, o: { label: string; tag?: string | undefined; mountpoint: string; mode: MountMode }): Promise<MountEntry> {
-  const mode = await resolveMode(store, o.label, o.tag === undefined, o.mode);
-  return startMount({ store: store.root, label: o.label, tag: o.tag, mountpoint: o.mountpoint, mode });
+export async function mountIn(store: Store, o: { label: string; tag?: string | undefined; mountpoint: string; mode: MountMode; allowSuid?: boolean | undefined; allowDev?: boolean | undefined }): Promise<MountEntry> {
+  const { mode, why } = await resolveMode(store, o.label, o.tag === undefined, o.mode);
+  return startMount({ store: store.root, label: o.label, tag: o.tag, mountpoint: o.mountpoint, mode, allowSuid: o.allowSuid, allowDev: o.allowDev, notes: why ? [why] : [] });
 }
 
-export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string }): Promise<void> {
+export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string; allowSuid?: boolean; allowDev?: boolean }): Promise<void> {
   const ref = parseRef(target);
   const requested = checkMode(options.mode);
+  const flags = { allowSuid: options.allowSuid === true, allowDev: options.allowDev === true };
+  checkMountFlags(flags);
   if (requested === 'kernel') checkKernelMode();  // before anything is opened or made
   const tag = ref.target.kind === 'head' ? undefined : ref.target.kind === 'id' ? `@${ref.target.id}` : ref.target.name;
   const mnt = mountpoint ?? defaultMountpoint(ref.label, ref.target.kind === 'id' ? ref.target.id.slice(0, 12) : tag);
   const store = await ctx.openForReading();
   if (!store) throw new StratumError('NOT_FOUND', `no stratum store at ${ctx.storePath}`);
   if (options.foreground) {
-    const mode = await resolveMode(store, ref.label, tag === undefined, requested);
-    const status = await (mode === 'kernel' ? serveKernel : serve)({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt, onReady: () => process.stdout.write(`${mnt}\n`) });
+    const { mode, why } = await resolveMode(store, ref.label, tag === undefined, requested);
+    const status = await (mode === 'kernel' ? serveKernel : serve)({ store: ctx.storePath, label: ref.label, tag, mountpoint: mnt, ...flags, notes: why ? [why] : [], onReady: () => process.stdout.write(`${mnt}\n`) });
     if (status !== 0) throw new StratumError('IO', `the mount at ${mnt} ended with status ${status}`);
     return;
   }
-  const entry = await mountIn(store, { label: ref.label, tag, mountpoint: mnt, mode: requested });
+  const entry = await mountIn(store, { label: ref.label, tag, mountpoint: mnt, mode: requested, ...flags });
   ctx.result(entry, () => [entry.mountpoint]);
-  ctx.note(`${ref.label}:${entry.ref} (${entry.commit.slice(0, 12)}) ${tag === undefined ? 'read-write' : 'read-only'}, ${entry.mode === 'kernel' ? 'served by the kernel' : 'served by FUSE'}; server pid ${entry.pid}, log ${entry.log}`);
+  ctx.note(`${ref.label}:${entry.ref} (${entry.commit.slice(0, 12)}) ${tag === undefined ? 'read-write' : 'read-only'}, ${entry.mode === 'kernel' ? 'served by the kernel' : `served by FUSE${entry.notes?.length ? ` (${entry.notes.join('; ')})` : ''}`}; server pid ${entry.pid}, log ${entry.log}`);
 }
 
 export async function unmountCommand(ctx: Context, what: string): Promise<void> {

@@ -88,7 +88,7 @@ function mountLine(m: MountInfo): string {
   const what = m.ref === 'HEAD' ? `${m.label} (HEAD, read-write)` : `${m.label}:${m.ref} (read-only)`;
   return m.stale
     ? `${what} at ${m.mountpoint}: STALE (${m.mode === 'kernel' ? `kernel mode: server ${m.pid} or its overlay is gone` : `server ${m.pid} is gone`}; \`stratum mount ${m.ref === 'HEAD' ? m.label : `${m.label}:${m.ref}`}\` recovers it)${m.log ? `, log ${m.log}` : ''}`
-    : `${what} mounted at ${m.mountpoint} by pid ${m.pid} (${m.mode})${m.log ? `, log ${m.log}` : ''}`;
+    : `${what} mounted at ${m.mountpoint} by pid ${m.pid} (${m.mode})${m.log ? `, log ${m.log}` : ''}${(m.notes ?? []).map((n) => `\n  note: ${n}`).join('')}`;
 }
 
 export async function diffCommand(ctx: Context, a: string, b: string): Promise<void> {

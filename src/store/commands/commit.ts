@@ -18,7 +18,7 @@ import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
-import type { HeadState } from '../head.js';
+import { type HeadState, headServedBy } from '../head.js';
 import { FileSource, ImageReader, bufferSource } from '../image/read.js';
 import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
 import { checkLabel, checkTag } from '../names.js';
@@ -207,6 +207,9 @@ export async function refuseMountedUpper(paths: HeadPaths, label: string, storeR
   if (served) throw new StratumError('BUSY', `HEAD of ${label} is mounted at ${served.mountpoint}; commit and apply through the mount (stratum does this for you), or unmount it first`);
   const mountpoint = overlayUsing(paths.labelDir);
   if (mountpoint !== undefined) throw new StratumError('BUSY', `HEAD of ${label} is used by an overlay mounted at ${mountpoint}; unmount it first (\`stratum unmount ${label}\`)`);
+  // a server this process's mount state does not know (another XDG_RUNTIME_DIR or STRATUM_STATE)
+  const elsewhere = headServedBy(paths.labelDir);
+  if (elsewhere !== undefined) throw new StratumError('BUSY', `HEAD of ${label} is mounted ${elsewhere}, recorded in another mount state (XDG_RUNTIME_DIR or STRATUM_STATE); commit and apply through that mount, or unmount it first`);
 }
 
 /**

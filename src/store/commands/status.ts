@@ -14,6 +14,8 @@ export interface MountInfo {
   mountpoint: string;
   pid: number;
   mode: string;
+  /** Notes of the server (why this mode, what is not checked). */
+  notes?: string[];
   /** The server is gone: the mount is dead and `stratum mount` again recovers it. */
   stale: boolean;
   log?: string;
@@ -74,5 +76,5 @@ async function mountsOf(store: Store, label?: string): Promise<MountInfo[]> {
   const all = await new MountState().list();
   return all
     .filter((e) => e.store === store.root && (label === undefined || e.label === label))
-    .map((e) => ({ label: e.label, ref: e.ref, mountpoint: e.mountpoint, pid: e.pid, mode: e.mode, stale: e.stale, ...(e.log ? { log: e.log } : {}) }));
+    .map((e) => ({ label: e.label, ref: e.ref, mountpoint: e.mountpoint, pid: e.pid, mode: e.mode, stale: e.stale, ...(e.log ? { log: e.log } : {}), ...(e.notes?.length ? { notes: e.notes } : {}) }));
 }
