@@ -145,30 +145,31 @@ static void *hash_second_half(void *arg) {
 // critical path of a put, where the kernel copies the same file at the same time.
 #define SPLIT_ABOVE (64 << 20)
 
-static void fd_execute(napi_env env, void *data) {
-  fd_job *job = data;
+// The digest of fd's content into hex; 0 or an errno.
+static int hash_fd(int fd, char hex[65]) {
+  int err;
   leaves l = {0};
   struct stat st;
-  off_t split = fstat(job->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > SPLIT_ABOVE ? (st.st_size / 2) / READ_CHUNK * READ_CHUNK : 0;
+  off_t split = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > SPLIT_ABOVE ? (st.st_size / 2) / READ_CHUNK * READ_CHUNK : 0;
   pthread_t thread;
-  half_job second = {.fd = job->fd, .start = split};
+  half_job second = {.fd = fd, .start = split};
   bool threaded = split > 0 && pthread_create(&thread, NULL, hash_second_half, &second) == 0;
-  job->err = hash_range(job->fd, 0, threaded ? split : -1, &l);
+  err = hash_range(fd, 0, threaded ? split : -1, &l);
   if (threaded) {
     pthread_join(thread, NULL);
-    if (!job->err) job->err = second.err;
+    if (!err) err = second.err;
     // the first half stopped short only if the file shrank under us: then the second is empty
-    if (!job->err && second.l.count > 0) {
-      if (l.size != (uint64_t)split) job->err = EAGAIN;
+    if (!err && second.l.count > 0) {
+      if (l.size != (uint64_t)split) err = EAGAIN;
       else if (l.count + second.l.count > l.cap) {
         uint8_t *grown = realloc(l.hashes, (l.count + second.l.count) * HASH);
-        if (!grown) job->err = ENOMEM;
+        if (!grown) err = ENOMEM;
         else {
           l.hashes = grown;
           l.cap = l.count + second.l.count;
         }
       }
-      if (!job->err) {
+      if (!err) {
         memcpy(l.hashes + l.count * HASH, second.l.hashes, second.l.count * HASH);
         l.count += second.l.count;
         l.size += second.l.size;
@@ -176,8 +177,15 @@ static void fd_execute(napi_env env, void *data) {
     }
     free(second.l.hashes);
   }
-  if (!job->err) leaves_finish(&l, job->hex);
+  if (!err) leaves_finish(&l, hex);
   free(l.hashes);
+  return err;
+}
+
+static void fd_execute(napi_env env, void *data) {
+  (void)env;
+  fd_job *job = data;
+  job->err = hash_fd(job->fd, job->hex);
 }
 
 static napi_value undefined_value(napi_env env) {
@@ -261,10 +269,35 @@ static napi_value js_digest_buffer(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// ---- digestFdSync(fd) ----------------------------------------------------------------------------
+// For callers already committed to blocking on the file (a FUSE copy-up copies it right after).
+
+static napi_value js_digest_fd_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  int32_t fd;
+  char hex[65];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "digestFdSync(fd): fd must be a non-negative integer");
+    return NULL;
+  }
+  int err = hash_fd(fd, hex);
+  if (err) {
+    napi_value error = sys_error(env, err, "read", NULL, NULL, NULL, NULL);
+    if (error) napi_throw(env, error);
+    return NULL;
+  }
+  if (napi_create_string_latin1(env, hex, 64, &result) != napi_ok) return NULL;
+  return result;
+}
+
 void verity_register(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "digestFd", NAPI_AUTO_LENGTH, js_digest_fd, NULL, &fn) == napi_ok)
     napi_set_named_property(env, exports, "digestFd", fn);
+  if (napi_create_function(env, "digestFdSync", NAPI_AUTO_LENGTH, js_digest_fd_sync, NULL, &fn) == napi_ok)
+    napi_set_named_property(env, exports, "digestFdSync", fn);
   if (napi_create_function(env, "digestBuffer", NAPI_AUTO_LENGTH, js_digest_buffer, NULL, &fn) == napi_ok)
     napi_set_named_property(env, exports, "digestBuffer", fn);
 }

@@ -15,7 +15,7 @@ import {
 } from '../native/fuse.js';
 import { anyLength as at } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
-import { digestFd } from '../native/verity.js';
+import { digestFd, digestFdSync } from '../native/verity.js';
 import { OVERLAY_ESCAPE_PREFIX, OVERLAY_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
 import { FileSource, ImageReader } from '../store/image/read.js';
 import type { ByteString, Xattr } from '../store/image/tree.js';
@@ -359,15 +359,34 @@ export class UnionFs implements FuseHandlers {
     if (known === false) { backing.close(fd); fail('EIO'); }
     let pending = this.objectsChecking.get(name);
     if (!pending) {
-      pending = digestFd(fd).then((actual) => {
-        const good = actual === name;
-        this.objectsChecked.set(name, good);
-        if (!good) this.opts.onCorrupt?.(name, actual);
-        return good;
-      }).finally(() => this.objectsChecking.delete(name));
+      pending = digestFd(fd).then((actual) => this.objectHashed(name, actual)).finally(() => this.objectsChecking.delete(name));
       this.objectsChecking.set(name, pending);
     }
     return pending.then((good) => { if (!good) fail('EIO'); });
+  }
+
+  private objectHashed(name: string, actual: string): boolean {
+    const good = actual === name;
+    this.objectsChecked.set(name, good);
+    if (!good) this.opts.onCorrupt?.(name, actual);
+    return good;
+  }
+
+  /** A copy-up takes an object's bytes into the upper, where nothing checks them again: check first (EIO). */
+  private checkedForCopy(data: CopyUpData): CopyUpData {
+    if (data.kind !== 'file' || this.opts.verifyObjects === false) return data;
+    const name = data.path.slice(-65).toString().replace('/', '');
+    let good = this.objectsChecked.get(name);
+    if (good === undefined) {
+      const fd = openSync(data.path, C.O_RDONLY);
+      try {
+        good = this.objectHashed(name, digestFdSync(fd));
+      } finally {
+        closeSync(fd);
+      }
+    }
+    if (!good) fail('EIO');
+    return data;
   }
 
   /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
@@ -383,11 +402,11 @@ export class UnionFs implements FuseHandlers {
     const dest = upperChild(pu.upper!.path, l!.name);
     // the kernel restores the parent's times after a copy-up: so do we
     const pv = at(pu.upper!.path, (p) => backing.stat(p));
-    if (u.upper?.entry.kind === 'metacopy') w.fillMetacopy(dest, this.dataOf(u));
+    if (u.upper?.entry.kind === 'metacopy') w.fillMetacopy(dest, this.checkedForCopy(this.dataOf(u)));
     else {
       const a = this.lowerAttrs(u);
       const type = a.mode & S_IFMT;
-      w.copyUp(dest, a, type === S_IFREG ? this.dataOf(u) : undefined, type === S_IFLNK ? Buffer.from(this.reader.readlink(u.lower!), 'latin1') : undefined);
+      w.copyUp(dest, a, type === S_IFREG ? this.checkedForCopy(this.dataOf(u)) : undefined, type === S_IFLNK ? Buffer.from(this.reader.readlink(u.lower!), 'latin1') : undefined);
     }
     at(pu.upper!.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
     const lowerNlink = u.upper ? 1 : this.reader.getattr(u.lower!).nlink;

@@ -87,6 +87,34 @@ function flip(path: string, at: number): () => void {
   }
 });
 
+(why === undefined ? test : test.skip)('FUSE: a copy-up of a corrupt object fails with EIO and carries nothing into the upper', async () => {
+  const work = tempDir('stratum-corrupt-copyup-');
+  const store = join(work, 'store');
+  try {
+    ok(S(store, 'import', makeSource(work), '--label', 'app', '--tag', 'v1'), 'import');
+    const name = digestBuffer(BIG);
+    const restore = flip(join(store, 'objects', name.slice(0, 2), name.slice(2)), 99);
+    const mnt = join(work, 'mnt');
+    try {
+      await withCliMount(store, 'app', mnt, 'fuse', () => {
+        let code: string | undefined;
+        // open for append copies the file up before anything reads it through the mount
+        try { fs.appendFileSync(join(mnt, 'big'), 'more'); } catch (err) { code = (err as NodeJS.ErrnoException).code; }
+        assert.is(code, 'EIO', 'appending to a corrupt lower file');
+        try { fs.chmodSync(join(mnt, 'big'), 0o600); code = undefined; } catch (err) { code = (err as NodeJS.ErrnoException).code; }
+        assert.is(code, 'EIO', 'a metadata change copies up too');
+        fs.appendFileSync(join(mnt, 'd/other'), 'more');
+      });
+      assert.not.ok(fs.existsSync(join(store, 'refs/app/head/big')), 'no copy of the corrupt bytes in the upper');
+      assert.equal(fs.readFileSync(join(store, 'refs/app/head/d/other')), Buffer.concat([OTHER, Buffer.from('more')]), 'a good object copies up');
+    } finally {
+      restore();
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
 (why === undefined ? test : test.skip)('a corrupt commit.cfs is CORRUPT_IMAGE for every mount (FUSE, kernel; tag, HEAD), nothing mounted', async () => {
   const work = tempDir('stratum-corrupt-image-');
   const store = join(work, 'store');
