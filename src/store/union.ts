@@ -431,6 +431,9 @@ export function imageTreeFromBytes(img: Buffer): Tree {
     while (pos + 4 <= limit) pos += entry(pos, limit);
     return out;
   };
+  // A directory met twice (a cycle, or a directory hardlink) would make the walk endless. The
+  // careful reader's tree would loop too, so this is CORRUPT_IMAGE, not a RangeError to fall back on.
+  const seenDirs = new Set<number>([rootNid]);
   return treeInBfsOrder({
     rootNid,
     getattr: raw,
@@ -457,6 +460,10 @@ export function imageTreeFromBytes(img: Buffer): Tree {
           if (block[o + 10] === 3) {
             const c = raw(nid);
             if ((c.mode & S_IFMT) === S_IFCHR && c.rdev === 0) continue; // whiteouts and stubs
+          }
+          if ((raw(nid).mode & S_IFMT) === S_IFDIR) {
+            if (seenDirs.has(nid)) throw new StratumError('CORRUPT_IMAGE', `corrupt image: directory ${nid} appears twice (a cycle or a directory hardlink)`);
+            seenDirs.add(nid);
           }
           out.push({ name, nid });
         }
