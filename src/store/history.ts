@@ -26,13 +26,21 @@ export async function allRoots(store: Store): Promise<string[]> {
   return roots;
 }
 
-/** The roots and every commit they descend from, as far as the store has them. */
+/**
+ * The roots and every commit they descend from, as far as the store has them. A root counts even
+ * when the store has it only in part, or not at all, and so does an ancestor the store has a part
+ * of: gc and verify must see them.
+ */
 export async function withAncestors(store: Store, roots: Iterable<string>): Promise<Set<string>> {
   const seen = new Set<string>();
   for (const root of roots) {
-    for await (const { id } of ancestry(store, root)) {
-      if (seen.has(id)) break;
-      seen.add(id);
+    let current: string | undefined = root;
+    while (current !== undefined && !seen.has(current)) {
+      // history may leave the store (a bundle of the tip alone); a part of a commit still counts
+      if (current !== root && !(await store.commits.present(current))) break;
+      seen.add(current);
+      if (!(await store.commits.has(current))) break; // no metadata: its parent is unknown
+      current = (await store.commits.metadata(current)).parentCommit;
     }
   }
   return seen;

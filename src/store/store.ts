@@ -40,7 +40,7 @@ export class Store {
     this.tmp = new TmpArea(join(root, 'tmp'));
     this.objects = new ObjectStore(join(root, 'objects'), this.tmp);
     this.commits = new CommitStore(join(root, 'commits'), this.tmp);
-    this.tags = new TagStore(join(root, 'refs'), this.tmp, (id) => this.commits.has(id));
+    this.tags = new TagStore(join(root, 'refs'), this.tmp, (id) => this.commits.present(id));
     this.heads = new HeadStore(join(root, 'refs'), this.tmp);
     this.lock = new StoreLock(join(root, 'lock'));
   }
