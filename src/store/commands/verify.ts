@@ -17,7 +17,7 @@ import { FileSource, ImageReader, walkImage } from '../image/read.js';
 import { merkleOfImage } from '../merkle.js';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
-import type { Store } from '../store.js';
+import { type Store, openToOthers } from '../store.js';
 import { labelRoots, withAncestors } from '../history.js';
 import { liveCommits } from './gc.js';
 
@@ -38,12 +38,14 @@ export interface VerifyReport {
   removed: string[];
   /** Commits whose metadata.toml repair wrote again from their image. */
   rebuilt: string[];
+  /** Not problems of the commits, but worth a line: a store other users can read. */
+  warnings: string[];
 }
 
 export async function verify(store: Store, what: string | undefined, options: { repair?: boolean } = {}): Promise<VerifyReport> {
   return store.lock.with('shared', async () => {
     const ids = await commitsToVerify(store, what);
-    const report: VerifyReport = { commits: ids.length, objects: 0, problems: [], removed: [], rebuilt: [] };
+    const report: VerifyReport = { commits: ids.length, objects: 0, problems: [], removed: [], rebuilt: [], warnings: await openToOthers(store.root) };
     const objectState = new Map<string, 'ok' | 'missing' | 'corrupt'>();
     for (const id of ids) await verifyCommit(store, id, objectState, report, options.repair ?? false);
     report.objects = objectState.size;
