@@ -72,7 +72,7 @@ export class Store {
     if (existing.length > 0) {
       throw new StratumError('USAGE', `${this.root} is not empty and not a stratum store (found ${existing.slice(0, 3).join(', ')}); choose an empty directory`);
     }
-    for (const dir of PRIVATE_DIRS) await fsp.mkdir(join(this.root, dir), { recursive: true, mode: STORE_DIR_MODE });
+    for (const dir of LAYOUT_DIRS) await fsp.mkdir(join(this.root, dir), { recursive: true, mode: STORE_DIR_MODE });
     try {
       await writeFileAtomic(this.tmp, join(this.root, 'info'), `${STORE_FORMAT}\nstratum ${version}\n`, { noReplace: true });
     } catch (err) {
@@ -84,7 +84,9 @@ export class Store {
 
 /** The store and the dirs under it that hold content or names: the owner's alone. */
 export const STORE_DIR_MODE = 0o700;
-const PRIVATE_DIRS = ['objects', 'commits', 'refs', 'tmp', 'cache'];
+const LAYOUT_DIRS = ['objects', 'commits', 'refs', 'tmp'];
+/** cache/ is made by the first import (src/store/import-cache.ts), 0700 as well. */
+const PRIVATE_DIRS = [...LAYOUT_DIRS, 'cache'];
 
 /**
  * What of the store other users can read or enter (group or other bits on the store or the
