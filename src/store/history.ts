@@ -37,9 +37,10 @@ export async function withAncestors(store: Store, roots: Iterable<string>): Prom
     let current: string | undefined = root;
     while (current !== undefined && !seen.has(current)) {
       // history may leave the store (a bundle of the tip alone); a part of a commit still counts
-      if (current !== root && !(await store.commits.present(current))) break;
+      const state = await store.commits.state(current);
+      if (current !== root && state === 'missing') break;
       seen.add(current);
-      if (!(await store.commits.has(current))) break; // no metadata: its parent is unknown
+      if (state !== 'whole' && state !== 'no-image') break; // no metadata: its parent is unknown
       current = (await store.commits.metadata(current)).parentCommit;
     }
   }
@@ -50,7 +51,8 @@ export async function withAncestors(store: Store, roots: Iterable<string>): Prom
 export async function* ancestry(store: Store, id: string): AsyncGenerator<{ id: string; meta: CommitMetadata }> {
   const visited = new Set<string>();
   let current: string | undefined = id;
-  while (current && !visited.has(current) && (await store.commits.has(current))) {
+  // the metadata is what a step needs: a commit that lost only its image still has its history
+  while (current && !visited.has(current) && ['whole', 'no-image'].includes(await store.commits.state(current))) {
     visited.add(current);
     const meta = await store.commits.metadata(current);
     yield { id: current, meta };

@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { ensureUpper, headPaths } from '../../src/store/commands/commit.js';
 import { collectGarbage } from '../../src/store/commands/gc.js';
 import { importDirectory } from '../../src/store/commands/import.js';
+import { log } from '../../src/store/commands/log.js';
 import { labelStatus, storeStatus } from '../../src/store/commands/status.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { parseMetadata } from '../../src/store/metadata.js';
@@ -104,6 +105,7 @@ test('commit.cfs deleted: commit and gc fail with one line, nothing is deleted, 
     const report = await verify(store, undefined);
     assert.ok(report.problems.some((p) => p.kind === 'bad-image' && p.message.includes('commit.cfs')), JSON.stringify(report.problems));
     assert.ok((await labelStatus(store, 'app')).problems.some((p) => p.includes('commit.cfs')));
+    assert.equal((await log(store, 'app')).map((e) => e.id), [id], 'its history is still in its metadata');
   }));
 
 test('a HEAD on a commit that is not in the store at all is reported by verify and status', () =>
