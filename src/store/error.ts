@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'CORRUPT_OBJECT' // an object's bytes do not match its name
   | 'CORRUPT_FRAME' // a framed (bundle) object is truncated, oversized or mislabelled
   | 'CORRUPT_IMAGE' // a commit image is malformed
+  | 'SOURCE_CHANGED' // a file kept changing while it was being imported
   | 'NO_SPACE' // the store's filesystem is full
   | 'BUSY' // a lock is held or a mount is in the way
   | 'PERMISSION' // the caller lacks a privilege the operation needs

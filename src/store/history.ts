@@ -26,13 +26,22 @@ export async function allRoots(store: Store): Promise<string[]> {
   return roots;
 }
 
-/** The roots and every commit they descend from, as far as the store has them. */
+/**
+ * The roots and every commit they descend from, as far as the store has them. A root counts even
+ * when the store has it only in part, or not at all, and so does an ancestor the store has a part
+ * of: gc and verify must see them.
+ */
 export async function withAncestors(store: Store, roots: Iterable<string>): Promise<Set<string>> {
   const seen = new Set<string>();
   for (const root of roots) {
-    for await (const { id } of ancestry(store, root)) {
-      if (seen.has(id)) break;
-      seen.add(id);
+    let current: string | undefined = root;
+    while (current !== undefined && !seen.has(current)) {
+      // history may leave the store (a bundle of the tip alone); a part of a commit still counts
+      const state = await store.commits.state(current);
+      if (current !== root && state === 'missing') break;
+      seen.add(current);
+      if (state !== 'whole' && state !== 'no-image') break; // no metadata: its parent is unknown
+      current = (await store.commits.metadata(current)).parentCommit;
     }
   }
   return seen;
@@ -42,7 +51,8 @@ export async function withAncestors(store: Store, roots: Iterable<string>): Prom
 export async function* ancestry(store: Store, id: string): AsyncGenerator<{ id: string; meta: CommitMetadata }> {
   const visited = new Set<string>();
   let current: string | undefined = id;
-  while (current && !visited.has(current) && (await store.commits.has(current))) {
+  // the metadata is what a step needs: a commit that lost only its image still has its history
+  while (current && !visited.has(current) && ['whole', 'no-image'].includes(await store.commits.state(current))) {
     visited.add(current);
     const meta = await store.commits.metadata(current);
     yield { id: current, meta };

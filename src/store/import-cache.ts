@@ -61,7 +61,7 @@ export class ImportCache {
   async save(): Promise<void> {
     if (!this.dirty) return;
     while (this.entries.size > MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
-    await fsp.mkdir(join(this.path, '..'), { recursive: true });
+    await fsp.mkdir(join(this.path, '..'), { recursive: true, mode: 0o700 }); // names inodes and digests: the owner's
     await writeFileAtomic(this.tmp, this.path, JSON.stringify({ version: 1, entries: Object.fromEntries(this.entries) }));
     this.dirty = false;
   }

@@ -7,8 +7,8 @@
 // an object never has its name before its bytes are on disk, and a crash leaves only tmp debris.
 // Puts of the same content from several processes are safe: the renames carry identical bytes.
 //
-// Public surface: ObjectStore, PutBatch.
-import { closeSync, constants as C, existsSync, fstatSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, writeFileSync } from 'node:fs';
+// Public surface: ObjectStore, PutBatch, StoredFile.
+import { type BigIntStats, closeSync, constants as C, existsSync, fstatSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FsverityHasher, fsverityDigest, isDigest } from './digest.js';
@@ -20,6 +20,18 @@ import { syncFilesystem, type TmpArea, type TmpEntry } from './tmp.js';
 /** Files up to this size are read whole, hashed, and written only if new. */
 const SMALL_FILE = 1 << 20;
 const OBJECT_MODE = 0o444;
+/** Reads of a source file that keeps changing before putFile gives up with SOURCE_CHANGED. */
+const SOURCE_ATTEMPTS = 3;
+
+/** What putFile stored: the digest and size of the bytes, and the source's state they are of. */
+export interface StoredFile {
+  digest: string;
+  size: number;
+  dev: bigint;
+  ino: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
 
 export class ObjectStore {
   constructor(
@@ -117,36 +129,42 @@ export class PutBatch {
   }
 
   /**
-   * Stores a file's content. With `digest` (already known, e.g. from an earlier hash pass) an
-   * object that exists is not read at all and a new one is copied by the kernel.
+   * Stores a file's content and says what was stored. The name is always the digest of the bytes
+   * written under it (a large file is hashed from its copy, not from the source), and the source
+   * must not change while it is read: its size, mtime and ctime are compared before and after, and
+   * a file that changes is read again, up to SOURCE_ATTEMPTS times, then refused (SOURCE_CHANGED).
    */
-  async putFile(path: string | Buffer, known?: { digest?: string; size?: number }): Promise<string> {
+  async putFile(path: string | Buffer): Promise<StoredFile> {
     try {
-      if (known?.digest) {
-        const digest = known.digest;
-        await this.stage(digest, (dest) => fsp.copyFile(path, dest, C.COPYFILE_EXCL));
-        return digest;
-      }
-      // Never through a symlink: the caller asked for this file, not for what it points at.
-      // Small files take synchronous calls: a put is ~8 syscalls of a few µs each, and a trip
-      // through the libuv pool per call made imports of many small files 4× slower than cp.
-      const fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
-      try {
-        const size = known?.size ?? fstatSync(fd).size;
-        if (size <= SMALL_FILE) {
-          const data = readFileSync(fd);
-          const digest = fsverityDigest(data);
-          this.stageSync(digest, (staged) => writeFileSync(staged, data, { flag: 'wx', mode: OBJECT_MODE }));
-          await this.staged.get(digest);
-          return digest;
+      for (let attempt = 1; ; attempt++) {
+        // Never through a symlink: the caller asked for this file, not for what it points at.
+        // Small files take synchronous calls: a put is ~8 syscalls of a few µs each, and a trip
+        // through the libuv pool per call made imports of many small files 4× slower than cp.
+        const fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
+        try {
+          const before = fstatSync(fd, { bigint: true });
+          const stored = before.size <= SMALL_FILE ? await this.putSmall(fd, before) : await this.copyAndDigest(fd, before);
+          if (stored) return stored;
+        } finally {
+          closeSync(fd);
         }
-        return await this.copyAndDigest(fd);
-      } finally {
-        closeSync(fd);
+        if (attempt >= SOURCE_ATTEMPTS) {
+          throw new StratumError('SOURCE_CHANGED', `${display(path)} changed while it was being stored (${SOURCE_ATTEMPTS} tries); store it again once nothing writes to it`);
+        }
       }
     } catch (err) {
       throw wrapSystemError(err, `storing ${display(path)}`);
     }
+  }
+
+  /** Read whole, hashed, written only if new; undefined when the file changed meanwhile. */
+  private async putSmall(fd: number, before: BigIntStats): Promise<StoredFile | undefined> {
+    const data = readFileSync(fd);
+    if (!unchanged(before, fstatSync(fd, { bigint: true }), data.length)) return undefined;
+    const digest = fsverityDigest(data);
+    this.stageSync(digest, (staged) => writeFileSync(staged, data, { flag: 'wx', mode: OBJECT_MODE }));
+    await this.staged.get(digest);
+    return { digest, size: data.length, dev: before.dev, ino: before.ino, mtimeNs: before.mtimeNs, ctimeNs: before.ctimeNs };
   }
 
   async putStream(stream: Readable): Promise<string> {
@@ -158,15 +176,27 @@ export class PutBatch {
   }
 
   /**
-   * A large file: the kernel copies it (copy_file_range) while a pool thread hashes it from the
-   * page cache in C, so copy and hash run on both cores and neither passes through JavaScript.
+   * A large file: the kernel copies it (copy_file_range, or a reflink), then a pool thread hashes
+   * the copy in C (two threads above 64 MiB) from the page cache. Hashing the copy, not the
+   * source, is what makes the name the digest of the stored bytes whatever writes to the source.
+   * Undefined when the source changed meanwhile (nothing is staged then).
    */
-  private copyAndDigest(fd: number): Promise<string> {
-    return this.intoScratch(async (scratch) => {
-      // copy through the open fd, so the bytes copied are the bytes hashed even if the path is replaced
-      const [digest] = await Promise.all([digestFd(fd), fsp.copyFile(`/proc/self/fd/${fd}`, scratch, C.COPYFILE_EXCL)]);
-      return digest;
+  private async copyAndDigest(fd: number, before: BigIntStats): Promise<StoredFile | undefined> {
+    let size = 0;
+    const digest = await this.intoScratch(async (scratch) => {
+      // copy through the open fd, so the bytes copied are those of the file we stat
+      await fsp.copyFile(`/proc/self/fd/${fd}`, scratch, C.COPYFILE_EXCL);
+      const copy = await fsp.open(scratch, C.O_RDONLY);
+      try {
+        await copy.chmod(OBJECT_MODE); // copyFile gave it the source's mode
+        size = Number((await copy.stat()).size);
+        if (!unchanged(before, fstatSync(fd, { bigint: true }), size)) return undefined;
+        return await digestFd(copy.fd);
+      } finally {
+        await copy.close();
+      }
     });
+    return digest === undefined ? undefined : { digest, size, dev: before.dev, ino: before.ino, mtimeNs: before.mtimeNs, ctimeNs: before.ctimeNs };
   }
 
   /** Streams into a fresh staged file while hashing. */
@@ -187,12 +217,12 @@ export class PutBatch {
     });
   }
 
-  /** `fill` writes a scratch file and returns its digest; it is then staged under that name (or dropped as a duplicate). */
-  private async intoScratch(fill: (scratch: string) => Promise<string>): Promise<string> {
+  /** `fill` writes a scratch file and returns its digest; it is then staged under that name (or dropped as a duplicate, or when undefined). */
+  private async intoScratch<D extends string | undefined>(fill: (scratch: string) => Promise<D>): Promise<D> {
     const scratch = join(this.dir.path, `partial-${this.counter++}`);
     try {
       const digest = await fill(scratch);
-      await this.stage(digest, (staged) => fsp.rename(scratch, staged));
+      if (digest !== undefined) await this.stage(digest, (staged) => fsp.rename(scratch, staged));
       return digest;
     } finally {
       await fsp.rm(scratch, { force: true });
@@ -258,6 +288,11 @@ export class PutBatch {
   async dispose(): Promise<void> {
     await this.dir.dispose();
   }
+}
+
+/** The source is as it was before it was read, and what was read is all of it. */
+function unchanged(before: BigIntStats, after: BigIntStats, bytesRead: number): boolean {
+  return before.size === after.size && before.mtimeNs === after.mtimeNs && before.ctimeNs === after.ctimeNs && BigInt(bytesRead) === after.size;
 }
 
 function checkDigest(digest: string): void {

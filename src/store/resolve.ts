@@ -22,7 +22,7 @@ export async function resolveRef(store: Store, ref: Ref): Promise<Resolved> {
       return { id: head.base, via: 'head' };
     }
     case 'id':
-      if (!(await store.commits.has(target.id))) throw new StratumError('NOT_FOUND', `commit ${target.id} is not in the store`);
+      if (!(await store.commits.present(target.id))) throw new StratumError('NOT_FOUND', `commit ${target.id} is not in the store`);
       return { id: target.id, via: 'id' };
     case 'name': {
       try {

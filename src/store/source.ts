@@ -66,6 +66,7 @@ export async function readSourceTree(dir: string, options: { refuseTopLevel?: st
       const key = `${stat.dev}:${stat.ino}`;
       const seen = type !== S_IFDIR && stat.nlink > 1n ? inodes.get(key) : undefined;
       if (seen) {
+        seen.nlink++;
         addEntry(dirInode, name, seen, { hardlink: true });
         continue;
       }
@@ -93,7 +94,9 @@ function makeInode(path: Buffer, stat: BigIntStats): Inode {
     mode,
     uid: Number(stat.uid),
     gid: Number(stat.gid),
-    nlink: Number(stat.nlink),
+    // links inside the tree only (counted up as the walk meets them): links elsewhere on the
+    // source disk are no part of the tree, and mkcomposefs counts the same way
+    nlink: 1,
     mtimeSec: sec,
     mtimeNsec: nsec,
     size: type === S_IFREG ? Number(stat.size) : 0,

@@ -375,6 +375,11 @@ export function imageTreeFromBytes(img: Buffer): Tree {
     if (hi >= 0x200000) throw new RangeError('64-bit value out of range');
     return hi * 2 ** 32 + img.readUInt32LE(o);
   };
+  const i64 = (o: number): number => {
+    const t = Number(img.readBigInt64LE(o)); // times are signed: before 1970 is negative
+    if (!Number.isSafeInteger(t)) throw new RangeError('time out of range');
+    return t;
+  };
   const slice = (from: number, to: number): Buffer => {
     if (!(from >= 0 && to >= from && to <= img.length)) throw new RangeError(`bytes ${from}..${to} outside the image`);
     return img.subarray(from, to);
@@ -382,7 +387,7 @@ export function imageTreeFromBytes(img: Buffer): Tree {
   if (u32(0) !== LCFS_EROFS_MAGIC || u32(EROFS_SUPER_OFFSET) !== EROFS_SUPER_MAGIC_V1 || img[EROFS_SUPER_OFFSET + 12] !== EROFS_BLKSIZ_BITS) throw new RangeError('not a composefs image');
   const sb = EROFS_SUPER_OFFSET;
   const rootNid = u16(sb + 14);
-  const buildSec = u64(sb + 24);
+  const buildSec = i64(sb + 24);
   const buildNsec = u32(sb + 32);
   const metaStart = u32(sb + 40) * EROFS_BLKSIZ;
   const xattrStart = u32(sb + 44) * EROFS_BLKSIZ;
@@ -401,7 +406,7 @@ export function imageTreeFromBytes(img: Buffer): Tree {
     const mode = u16(off + 4);
     const iu = u32(off + 16);
     r = extended
-      ? { mode, ino: u32(off + 20), nlink: u32(off + 44), uid: u32(off + 24), gid: u32(off + 28), size: u64(off + 8), rdev: 0, mtimeSec: u64(off + 32), mtimeNsec: u32(off + 40), layout: layoutKind, off, isize: EROFS_INODE_EXTENDED_SIZE, xsize: 0, blkaddr: iu }
+      ? { mode, ino: u32(off + 20), nlink: u32(off + 44), uid: u32(off + 24), gid: u32(off + 28), size: u64(off + 8), rdev: 0, mtimeSec: i64(off + 32), mtimeNsec: u32(off + 40), layout: layoutKind, off, isize: EROFS_INODE_EXTENDED_SIZE, xsize: 0, blkaddr: iu }
       : { mode, ino: u32(off + 20), nlink: u16(off + 6), uid: u16(off + 24), gid: u16(off + 26), size: u32(off + 8), rdev: 0, mtimeSec: buildSec, mtimeNsec: buildNsec, layout: layoutKind, off, isize: EROFS_INODE_COMPACT_SIZE, xsize: 0, blkaddr: iu };
     r.xsize = icount === 0 ? 0 : EROFS_XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4;
     const type = mode & S_IFMT;
@@ -445,6 +450,9 @@ export function imageTreeFromBytes(img: Buffer): Tree {
     while (pos + 4 <= limit) pos += entry(pos, limit);
     return out;
   };
+  // A directory met twice (a cycle, or a directory hardlink) would make the walk endless. The
+  // careful reader's tree would loop too, so this is CORRUPT_IMAGE, not a RangeError to fall back on.
+  const seenDirs = new Set<number>([rootNid]);
   return treeInBfsOrder({
     rootNid,
     getattr: raw,
@@ -471,6 +479,10 @@ export function imageTreeFromBytes(img: Buffer): Tree {
           if (block[o + 10] === 3) {
             const c = raw(nid);
             if ((c.mode & S_IFMT) === S_IFCHR && c.rdev === 0) continue; // whiteouts and stubs
+          }
+          if ((raw(nid).mode & S_IFMT) === S_IFDIR) {
+            if (seenDirs.has(nid)) throw new StratumError('CORRUPT_IMAGE', `corrupt image: directory ${nid} appears twice (a cycle or a directory hardlink)`);
+            seenDirs.add(nid);
           }
           out.push({ name, nid });
         }

@@ -19,7 +19,7 @@ const store = await Store.open(root!, { create: true });
 if (command === 'put-file') {
   const batch = await store.objects.batch();
   try {
-    const digest = await batch.putFile(args[0]!);
+    const { digest } = await batch.putFile(args[0]!);
     await batch.commit();
     console.log(digest);
   } finally {

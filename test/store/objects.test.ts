@@ -10,10 +10,10 @@ import { pseudoRandomBytes } from '../helpers/bytes.js';
 import { expectError } from '../helpers/assert.js';
 import { helperScript, runNode, withTempDir } from '../helpers/dirs.js';
 
-async function putFile(store: Store, path: string, known?: { digest?: string }): Promise<string> {
+async function putFile(store: Store, path: string): Promise<string> {
   const batch = await store.objects.batch();
   try {
-    const digest = await batch.putFile(path, known);
+    const { digest } = await batch.putFile(path);
     await batch.commit();
     return digest;
   } finally {
@@ -50,7 +50,7 @@ test('small, large and streamed files give the same digest as their bytes, and d
       assert.ok((await fsp.readFile(store.objects.path(digest))).equals(data));
       const batch = await store.objects.batch();
       assert.is(await batch.putStream(createReadStream(file)), digest);
-      assert.is(await batch.putFile(file, { digest }), digest);
+      assert.is((await batch.putFile(file)).digest, digest);
       assert.is(batch.size, 1, 'the existing object is reused, not restaged');
       assert.equal(await batch.commit(), [], 'nothing new was added');
       await batch.dispose();
@@ -60,14 +60,15 @@ test('small, large and streamed files give the same digest as their bytes, and d
     assert.is(names.length, 6);
   }));
 
-test('a known digest copies a new file without hashing it again', () =>
+test('a large file is stored read-only whatever its mode, named by the bytes stored', () =>
   withTempDir(async (dir) => {
     const store = await Store.open(join(dir, 's'), { create: true });
     const data = pseudoRandomBytes(3 << 20, 5);
-    writeFileSync(join(dir, 'f'), data);
-    const digest = fsverityDigest(data);
-    assert.is(await putFile(store, join(dir, 'f'), { digest }), digest);
+    writeFileSync(join(dir, 'f'), data, { mode: 0o4755 });
+    const digest = await putFile(store, join(dir, 'f'));
+    assert.is(digest, fsverityDigest(data));
     assert.ok((await fsp.readFile(store.objects.path(digest))).equals(data));
+    assert.is(statSync(store.objects.path(digest)).mode & 0o7777, 0o444);
   }));
 
 test('nothing is visible under its name before commit, and a disposed batch leaves no trace', () =>

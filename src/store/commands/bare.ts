@@ -69,7 +69,8 @@ export async function importBare(store: Store, dir: string, options: BareOptions
             if (inode.size === 0) delete inode.content;
             continue;
           }
-          const digest = await batch.putFile(path, { size: inode.size });
+          const { digest, size } = await batch.putFile(path);
+          inode.size = size;
           inode.digest = digest;
           inode.payload = objectPath(digest);
         }

@@ -16,10 +16,11 @@
 // readLiveJournal, finishLiveCommit.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { IMAGE_FILE } from '../commits.js';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import { type HeadState, headServedBy } from '../head.js';
-import { FileSource, ImageReader, bufferSource } from '../image/read.js';
+import { FileSource, ImageReader, bufferSource, walkImage } from '../image/read.js';
 import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
 import { checkLabel, checkTag } from '../names.js';
 import { INLINE_LIMIT } from '../source.js';
@@ -146,19 +147,28 @@ export function commitRoot(store: Store, id: string): Pick<Inode, 'mode' | 'uid'
   }
 }
 
-/** The base commit as a tree: the fast one-sweep parse, or the careful reader when that fails. */
+/** The base commit as a tree. */
 export function baseTree(store: Store, id: string): Tree {
+  let bytes: Buffer;
   try {
-    return imageTreeFromBytes(readFileSync(store.commits.imagePath(id)));
+    bytes = readFileSync(store.commits.imagePath(id));
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `commit ${id} has no image (${IMAGE_FILE} is missing); restore it from where the store was synced, or \`stratum verify\``);
+    throw wrapSystemError(err, `reading commit ${id}`);
+  }
+  return treeOfImage(bytes);
+}
+
+/** An image as a tree: the fast one-sweep parse, or the careful reader when that fails. */
+export function treeOfImage(bytes: Buffer): Tree {
+  try {
+    return imageTreeFromBytes(bytes);
   } catch (err) {
     if (!(err instanceof RangeError)) throw err;
   }
-  const source = new FileSource(store.commits.imagePath(id), { cacheBlocks: 4096 });
-  try {
-    return imageTree(ImageReader.open(source));
-  } finally {
-    source.close();
-  }
+  const reader = ImageReader.open(bufferSource(bytes));
+  walkImage(reader, () => {}); // refuses directory cycles, which imageTree would follow forever
+  return imageTree(reader);
 }
 
 async function exists(path: string): Promise<boolean> {

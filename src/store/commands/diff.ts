@@ -41,15 +41,26 @@ export function diffImages(a: ImageReader, b: ImageReader): DiffEntry[] {
   const rootChange = differences(a, a.rootNid, b, b.rootNid);
   if (rootChange.length) out.push({ path: '/', change: 'changed', what: rootChange });
 
+  // a directory met twice in one image is a cycle (or a directory hardlink): refused, never followed
+  const seen = { a: new Set<number>(), b: new Set<number>() };
+  const enter = (side: 'a' | 'b', nid: number): void => {
+    const dirs = seen[side];
+    if (dirs.has(nid)) throw new StratumError('CORRUPT_IMAGE', `corrupt image: directory ${nid} appears twice (a cycle or a directory hardlink)`);
+    dirs.add(nid);
+  };
+
   const everything = (reader: ImageReader, nid: number, path: ByteString, change: 'added' | 'removed', depth: number): void => {
     out.push({ path: show(path), change });
     if ((reader.getattr(nid).mode & S_IFMT) !== S_IFDIR) return;
     if (depth > MAX_DEPTH) throw new StratumError('CORRUPT_IMAGE', `corrupt image: directories nested deeper than ${MAX_DEPTH}`);
+    enter(change === 'removed' ? 'a' : 'b', nid);
     for (const e of children(reader, nid)) everything(reader, e.nid, `${path}/${e.name}`, change, depth + 1);
   };
 
   const walk = (an: number, bn: number, path: ByteString, depth: number): void => {
     if (depth > MAX_DEPTH) throw new StratumError('CORRUPT_IMAGE', `corrupt image: directories nested deeper than ${MAX_DEPTH}`);
+    enter('a', an);
+    enter('b', bn);
     const left = children(a, an);
     const right = children(b, bn);
     let i = 0;

@@ -7,7 +7,8 @@ import { lstatSync, promises as fsp, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileSource, ImageReader, walkImage } from '../image/read.js';
 import { S_IFMT, S_IFREG } from '../image/erofs.js';
-import { isSystemError } from '../error.js';
+import { IMAGE_FILE, METADATA_FILE } from '../commits.js';
+import { StratumError, isSystemError } from '../error.js';
 import { allRoots, withAncestors } from '../history.js';
 import { MountState } from '../mount-state.js';
 import type { Store } from '../store.js';
@@ -46,6 +47,7 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean; 
   const mounted = (await (options.mounts ?? new MountState()).live(store.root)).map((m) => m.commit);
   return store.lock.with('exclusive', async () => {
     const live = await liveCommits(store, mounted);
+    await refuseIncomplete(store, live);
     const usedObjects = new Set<string>();
     for (const id of live) for (const digest of objectsOfImage(store.commits.imagePath(id))) usedObjects.add(digest);
     const result: GcResult = { commits: 0, objects: 0, bytes: 0, dryRun: options.dryRun ?? false };
@@ -69,6 +71,21 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean; 
     }
     return result;
   });
+}
+
+/**
+ * A live commit the store has only in part stops gc before it deletes anything: without its image
+ * gc cannot tell which objects it uses, without its metadata which commits it descends from.
+ */
+async function refuseIncomplete(store: Store, live: Set<string>): Promise<void> {
+  for (const id of [...live].sort()) {
+    const state = await store.commits.state(id);
+    if (state === 'whole') continue;
+    const what = state === 'no-metadata' ? `has no ${METADATA_FILE} (\`stratum verify --repair\` rebuilds it)`
+      : state === 'missing' ? 'is not in the store (restore it, or move the ref that names it)'
+      : `has no ${IMAGE_FILE} (restore it from where the store was copied from, or move the refs that name it)`;
+    throw new StratumError('CORRUPT_STORE', `gc deleted nothing: commit ${id}, which a tag, HEAD or mount still names, ${what}`);
+  }
 }
 
 /** A commit disappears at once (renamed into tmp), then its files are deleted. */

@@ -224,7 +224,7 @@ export interface LeafHash {
  */
 export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache, leafHash: LeafHash): { levels: Buffer[][]; sizeDelta: number } | undefined {
   const sb = EROFS_SUPER_OFFSET;
-  const minSec = Number(image.readBigUInt64LE(sb + 24));
+  const minSec = Number(image.readBigInt64LE(sb + 24));
   const minNsec = image.readUInt32LE(sb + 32);
   const metaStart = image.readUInt32LE(sb + 40) * 2 ** EROFS_BLKSIZ_BITS;
   const levels = cache.levels.map((l) => l.slice());
@@ -261,7 +261,7 @@ export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], ca
     image.writeUInt16LE(u.mode, off + 4);
     image.writeUInt32LE(u.uid, off + 24);
     image.writeUInt32LE(u.gid, off + 28);
-    image.writeBigUInt64LE(BigInt(u.mtimeSec), off + 32);
+    image.writeBigInt64LE(BigInt(u.mtimeSec), off + 32);
     image.writeUInt32LE(u.mtimeNsec, off + 40);
     const index = findPath(cache.paths, edit.path);
     if (index < 0) return refuse(`${edit.path}: not in the Merkle cache`);

@@ -9,7 +9,8 @@ import type { CommitMetadata } from '../metadata.js';
 import { ImportCache } from '../import-cache.js';
 import { buildHeadCommit } from './head-image.js';
 import { checkLabel, checkTag } from '../names.js';
-import { readSourceTree, type PendingFile } from '../source.js';
+import { display } from '../paths.js';
+import { readSourceTree, splitNs, type PendingFile } from '../source.js';
 import type { Store } from '../store.js';
 
 /** Puts in flight at once: file creation, not bandwidth, limits small files (MEASUREMENTS.md). */
@@ -83,13 +84,21 @@ async function storeContents(store: Store, pending: PendingFile[], onProgress?: 
   const batch = await store.objects.batch();
   try {
     let next = 0;
+    let failed = false;
     const worker = async (): Promise<void> => {
-      while (next < pending.length) {
+      while (next < pending.length && !failed) {
         const file = pending[next++]!;
         let digest = cache.lookup(file.identity);
         if (!digest || !(await store.objects.has(digest))) {
-          digest = await batch.putFile(file.path, { size: file.inode.size });
-          cache.remember(file.identity, digest);
+          const stored = await batch.putFile(file.path);
+          digest = stored.digest;
+          if (stored.dev !== file.identity.dev || stored.ino !== file.identity.ino) {
+            throw new StratumError('SOURCE_CHANGED', `${display(file.path)} was replaced while it was being imported; import again once nothing writes to it`);
+          }
+          // changed after the walk but not while stored: the image describes the bytes stored
+          file.inode.size = stored.size;
+          if (stored.mtimeNs !== file.identity.mtimeNs) Object.assign(file.inode, (({ sec, nsec }) => ({ mtimeSec: sec, mtimeNsec: nsec }))(splitNs(stored.mtimeNs)));
+          cache.remember({ dev: stored.dev, ino: stored.ino, size: stored.size, mtimeNs: stored.mtimeNs, ctimeNs: stored.ctimeNs }, digest);
         }
         file.inode.digest = digest;
         file.inode.payload = objectPath(digest);
@@ -98,7 +107,9 @@ async function storeContents(store: Store, pending: PendingFile[], onProgress?: 
         onProgress?.(progress);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(PUT_CONCURRENCY, pending.length) }, worker));
+    // the first failure stops the others from starting files; all have settled before the batch is dropped
+    const results = await Promise.allSettled(Array.from({ length: Math.min(PUT_CONCURRENCY, pending.length) }, () => worker().catch((err: unknown) => { failed = true; throw err; })));
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
     const added = (await batch.commit()).length;
     await cache.save(); // after the objects are durable: an entry never names an object that is not
     return added;

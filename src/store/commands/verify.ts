@@ -1,10 +1,15 @@
 // `verify [label[:tag]]`: checks that commits are what their names say. For each commit: the
 // image hashes to the commit id and parses; every object it uses exists and re-hashes to its name;
-// the Merkle root recomputed from the image equals the one in metadata.toml. `repair` removes
-// corrupt objects so that importing the same files again restores them.
+// the Merkle root recomputed from the image equals the one in metadata.toml. Every commit a ref
+// names is checked, also one the store has only in part. `repair` removes corrupt objects so that
+// importing the same files again restores them, and rebuilds a missing or unreadable metadata.toml
+// from the image (without its parent, which only the metadata held).
 //
 // Public surface: verify, VerifyReport, Problem.
 import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { IMAGE_FILE, METADATA_FILE } from '../commits.js';
+import { type CommitMetadata, formatMetadata } from '../metadata.js';
 import { digestFd } from '../../native/verity.js';
 import { StratumError } from '../error.js';
 import { S_IFMT, S_IFREG } from '../image/erofs.js';
@@ -12,7 +17,7 @@ import { FileSource, ImageReader, walkImage } from '../image/read.js';
 import { merkleOfImage } from '../merkle.js';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
-import type { Store } from '../store.js';
+import { type Store, openToOthers } from '../store.js';
 import { labelRoots, withAncestors } from '../history.js';
 import { liveCommits } from './gc.js';
 
@@ -21,7 +26,7 @@ export interface Problem {
   /** Path inside the commit, when the problem is one file's content. */
   path?: string;
   object?: string;
-  kind: 'missing-object' | 'corrupt-object' | 'bad-image' | 'bad-metadata' | 'merkle-mismatch';
+  kind: 'missing-commit' | 'missing-metadata' | 'missing-object' | 'corrupt-object' | 'bad-image' | 'bad-metadata' | 'merkle-mismatch';
   message: string;
 }
 
@@ -31,14 +36,18 @@ export interface VerifyReport {
   problems: Problem[];
   /** Objects removed by repair. */
   removed: string[];
+  /** Commits whose metadata.toml repair wrote again from their image. */
+  rebuilt: string[];
+  /** Not problems of the commits, but worth a line: a store other users can read. */
+  warnings: string[];
 }
 
 export async function verify(store: Store, what: string | undefined, options: { repair?: boolean } = {}): Promise<VerifyReport> {
   return store.lock.with('shared', async () => {
     const ids = await commitsToVerify(store, what);
-    const report: VerifyReport = { commits: ids.length, objects: 0, problems: [], removed: [] };
+    const report: VerifyReport = { commits: ids.length, objects: 0, problems: [], removed: [], rebuilt: [], warnings: await openToOthers(store.root) };
     const objectState = new Map<string, 'ok' | 'missing' | 'corrupt'>();
-    for (const id of ids) await verifyCommit(store, id, objectState, report);
+    for (const id of ids) await verifyCommit(store, id, objectState, report, options.repair ?? false);
     report.objects = objectState.size;
     if (options.repair) {
       for (const [digest, state] of objectState) {
@@ -61,21 +70,33 @@ async function commitsToVerify(store: Store, what: string | undefined): Promise<
   return [...(await withAncestors(store, roots))].sort();
 }
 
-async function verifyCommit(store: Store, id: string, objectState: Map<string, 'ok' | 'missing' | 'corrupt'>, report: VerifyReport): Promise<void> {
+async function verifyCommit(store: Store, id: string, objectState: Map<string, 'ok' | 'missing' | 'corrupt'>, report: VerifyReport, repair: boolean): Promise<void> {
   const problem = (p: Omit<Problem, 'commit'>): void => void report.problems.push({ commit: id, ...p });
-  let meta;
-  try {
-    meta = await store.commits.metadata(id);
-  } catch (err) {
-    if (!(err instanceof StratumError)) throw err;
-    return problem({ kind: 'bad-metadata', message: err.message });
+  const state = await store.commits.state(id);
+  if (state === 'missing' || state === 'empty') return problem({ kind: 'missing-commit', message: `commit ${id} is named by a tag, HEAD or mount but is not in the store` });
+  let meta: CommitMetadata | undefined;
+  let metaProblem = false;
+  if (state === 'no-metadata') {
+    metaProblem = true;
+    problem({ kind: 'missing-metadata', message: `commit ${id} has no ${METADATA_FILE}${repair ? '' : ` (\`stratum verify --repair\` rebuilds it from ${IMAGE_FILE})`}` });
+  } else {
+    try {
+      meta = await store.commits.metadata(id);
+    } catch (err) {
+      if (!(err instanceof StratumError)) throw err;
+      metaProblem = true;
+      problem({ kind: 'bad-metadata', message: err.message });
+    }
   }
+  if (state === 'no-image') return problem({ kind: 'bad-image', message: `commit ${id} has no image (${IMAGE_FILE} is missing)` });
   const imagePath = store.commits.imagePath(id);
   const image = await fsp.open(imagePath, 'r').catch(() => undefined);
   if (!image) return problem({ kind: 'bad-image', message: `commit ${id} has no image` });
+  let imageTime: Date;
   try {
     const actual = await digestFd(image.fd);
     if (actual !== id) return problem({ kind: 'bad-image', message: `image of commit ${id} hashes to ${actual}` });
+    imageTime = (await image.stat()).mtime;
   } finally {
     await image.close();
   }
@@ -97,8 +118,16 @@ async function verifyCommit(store: Store, id: string, objectState: Map<string, '
       if (state === 'missing') problem({ kind: 'missing-object', path, object: digest, message: `${path}: object ${digest} is missing` });
       if (state === 'corrupt') problem({ kind: 'corrupt-object', path, object: digest, message: `${path}: object ${digest} is corrupt` });
     }
-    const { merkle } = merkleOfImage(reader);
-    if (merkle.root !== meta.merkleRoot) problem({ kind: 'merkle-mismatch', message: `commit ${id}: Merkle root is ${merkle.root}, metadata says ${meta.merkleRoot}` });
+    const { merkle, stats } = merkleOfImage(reader);
+    if (meta && merkle.root !== meta.merkleRoot) problem({ kind: 'merkle-mismatch', message: `commit ${id}: Merkle root is ${merkle.root}, metadata says ${meta.merkleRoot}` });
+    if (metaProblem && repair) {
+      // Everything but the parent and the time follows from the image (docs/commits.md): the
+      // parent is lost, the time is when commit.cfs was written (a copy that keeps mtimes keeps it).
+      const rebuilt: CommitMetadata = { merkleRoot: merkle.root, metadataHash: id, timestamp: imageTime.toISOString(), files: { count: stats.count, totalSize: stats.totalSize }, merkle: { leafCount: merkle.leafCount, treeDepth: merkle.depth } };
+      if (state !== 'no-metadata') await fsp.rm(join(store.commits.path(id), METADATA_FILE), { force: true });
+      await store.commits.restore(id, METADATA_FILE, formatMetadata(rebuilt));
+      report.rebuilt.push(id);
+    }
   } catch (err) {
     if (!(err instanceof StratumError)) throw err;
     problem({ kind: 'bad-image', message: err.message });

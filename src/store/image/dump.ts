@@ -136,7 +136,8 @@ export function parseDump(input: Uint8Array | ByteString): Tree {
     const rdev = parseUint(fields[6]!, line, 'rdev');
     const dot = fields[7]!.indexOf('.');
     if (dot < 0) fail(line, 'mtime without nanoseconds');
-    const mtimeSec = parseUint(fields[7]!.slice(0, dot), line, 'mtime');
+    const secText = fields[7]!.slice(0, dot);
+    const mtimeSec = secText.startsWith('-') ? -parseUint(secText.slice(1), line, 'mtime') : parseUint(secText, line, 'mtime'); // before 1970: signed
     const mtimeNsec = parseUint(fields[7]!.slice(dot + 1), line, 'mtime nanoseconds', 10, 999_999_999);
     const payload = optional(fields[8]!, line);
     const content = optional(fields[9]!, line);

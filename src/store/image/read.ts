@@ -144,6 +144,13 @@ const u64 = (b: Uint8Array, o: number): number => {
   if (hi >= 0x200000) return Infinity; // beyond 2^53: no valid image has such a value
   return hi * 2 ** 32 + u32(b, o);
 };
+/** A signed 64-bit time (pre-1970 is negative); beyond ±2^53 (no real time) gives NaN. */
+const i64 = (b: Uint8Array, o: number): number => {
+  const hi = u32(b, o + 4);
+  if (hi < 0x200000) return hi * 2 ** 32 + u32(b, o);
+  if (hi >= 0xffe00000) return (hi - 2 ** 32) * 2 ** 32 + u32(b, o);
+  return NaN;
+};
 const latin1 = (b: Uint8Array): ByteString => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
 function validType(mode: number): boolean {
@@ -176,7 +183,7 @@ export class ImageReader {
     if ((u32(sb, 80) & ~0x4) !== 0) corrupt(`unsupported incompatible features ${u32(sb, 80).toString(16)}`);
     this.rootNid = u16(sb, 14);
     this.inodeCount = u64(sb, 16);
-    this.buildTimeSec = u64(sb, 24);
+    this.buildTimeSec = i64(sb, 24);
     this.buildTimeNsec = u32(sb, 32);
     this.metaStart = u32(sb, 40) * EROFS_BLKSIZ;
     this.xattrStart = u32(sb, 44) * EROFS_BLKSIZ;
@@ -214,9 +221,9 @@ export class ImageReader {
     const type = mode & S_IFMT;
     const iu = u32(b, 16);
     const raw: RawInode = extended
-      ? { nid, ino: u32(b, 20), mode, nlink: u32(b, 44), uid: u32(b, 24), gid: u32(b, 28), size: u64(b, 8), rdev: 0, mtimeSec: u64(b, 32), mtimeNsec: u32(b, 40), layout, offset, isize, xattrSize, blkaddr: iu }
+      ? { nid, ino: u32(b, 20), mode, nlink: u32(b, 44), uid: u32(b, 24), gid: u32(b, 28), size: u64(b, 8), rdev: 0, mtimeSec: i64(b, 32), mtimeNsec: u32(b, 40), layout, offset, isize, xattrSize, blkaddr: iu }
       : { nid, ino: u32(b, 20), mode, nlink: u16(b, 6), uid: u16(b, 24), gid: u16(b, 26), size: u32(b, 8), rdev: 0, mtimeSec: this.buildTimeSec, mtimeNsec: this.buildTimeNsec, layout, offset, isize, xattrSize, blkaddr: iu };
-    if (!(raw.size <= MAX_SAFE) || !(raw.mtimeSec <= MAX_SAFE)) corrupt(`inode ${nid}: size or time out of range`);
+    if (!(raw.size <= MAX_SAFE) || !Number.isSafeInteger(raw.mtimeSec)) corrupt(`inode ${nid}: size or time out of range`);
     if (type === S_IFCHR || type === S_IFBLK) raw.rdev = iu;
     if (layout === EROFS_INODE_CHUNK_BASED && type !== S_IFREG) corrupt(`inode ${nid}: chunk-based ${type.toString(8)}`);
     if ((type === S_IFDIR || type === S_IFLNK) && raw.size === 0 && layout !== EROFS_INODE_FLAT_PLAIN) corrupt(`inode ${nid}: empty inline data`);

@@ -29,6 +29,11 @@ class Out {
     this.buf.writeUInt32LE(Math.floor(v / 2 ** 32), this.pos + 4);
     this.pos += 8;
   }
+  /** A signed time in seconds, two's complement in 64 bits as mkcomposefs stores an int64 (the kernel reads it back signed). */
+  i64(v: number): void {
+    this.buf.writeBigInt64LE(BigInt(v), this.pos);
+    this.pos += 8;
+  }
   bytes(b: Uint8Array): void { this.buf.set(b, this.pos); this.pos += b.length; }
   skip(n: number): void { this.pos += n; }
   align(to: number): void { this.pos = Math.ceil(this.pos / to) * to; }
@@ -52,7 +57,7 @@ export function emit(plan: Plan): Uint8Array {
   out.u8(0); // sb_extslots
   out.u16(plan.nodes[0]!.nid); // root_nid
   out.u64(plan.nodes.length); // inos
-  out.u64(plan.minMtimeSec); // build_time
+  out.i64(plan.minMtimeSec); // build_time
   out.u32(plan.minMtimeNsec);
   out.u32(plan.dataBlockStart / EROFS_BLKSIZ + plan.nDataBlocks); // blocks
   out.u32(Math.floor((EROFS_SUPER_OFFSET + EROFS_SUPER_BLOCK_SIZE) / EROFS_BLKSIZ)); // meta_blkaddr
@@ -112,7 +117,7 @@ function writeInode(out: Out, p: PlanNode, sharedBase: number): void {
     out.u32(p.ino);
     out.u32(p.uid);
     out.u32(p.gid);
-    out.u64(p.mtimeSec);
+    out.i64(p.mtimeSec);
     out.u32(p.mtimeNsec);
     out.u32(p.nlink);
     out.skip(16);
