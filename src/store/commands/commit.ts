@@ -20,13 +20,13 @@ import { IMAGE_FILE } from '../commits.js';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import { type HeadState, headServedBy } from '../head.js';
-import { FileSource, ImageReader, bufferSource, walkImage } from '../image/read.js';
+import { FileSource, ImageReader, bufferSource } from '../image/read.js';
 import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
 import { checkLabel, checkTag } from '../names.js';
 import { INLINE_LIMIT } from '../source.js';
 import type { Store } from '../store.js';
 import { syncDir, syncFilesystem, writeFileAtomic } from '../tmp.js';
-import { type PendingContent, imageTree, imageTreeFromBytes, mergeUpper } from '../union.js';
+import { type PendingContent, imageTreeFromBytes, mergeUpper } from '../union.js';
 import { MountState, overlayUsing } from '../mount-state.js';
 import { type KeptFile, mergeKept, openWriters, snapshotKept } from '../open-writers.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
@@ -159,16 +159,9 @@ export function baseTree(store: Store, id: string): Tree {
   return treeOfImage(bytes);
 }
 
-/** An image as a tree: the fast one-sweep parse, or the careful reader when that fails. */
+/** An image as a tree: the image reader's whole mode (bounds- and cycle-checked). */
 export function treeOfImage(bytes: Buffer): Tree {
-  try {
-    return imageTreeFromBytes(bytes);
-  } catch (err) {
-    if (!(err instanceof RangeError)) throw err;
-  }
-  const reader = ImageReader.open(bufferSource(bytes));
-  walkImage(reader, () => {}); // refuses directory cycles, which imageTree would follow forever
-  return imageTree(reader);
+  return imageTreeFromBytes(bytes);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -8,10 +8,10 @@
 import { hash } from 'node:crypto';
 import { digestBuffer } from '../../native/verity.js';
 import { fsverityDigest } from '../digest.js';
-import { EROFS_BLKSIZ, OVERLAY_ESCAPE_PREFIX, OVERLAY_METACOPY, OVERLAY_PREFIX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../image/erofs.js';
+import { OVERLAY_METACOPY, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isWhiteout, shownXattrName } from '../image/erofs.js';
 import { type Plan, type PlanNode, layout } from '../image/layout.js';
 import type { ByteString, Tree } from '../image/tree.js';
-import { emit } from '../image/write.js';
+import { emit, storedSize } from '../image/write.js';
 import { merkleRoot, type MerkleSummary, type TreeStats } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { type LeafHash, type MerkleCache, merkleLevels } from './head-patch.js';
@@ -42,12 +42,12 @@ export const leafHash: LeafHash = (path, attr, target, xattrs, digest) => {
   return sharedHasher.current.hash(path, attr, target, xattrs, digest);
 };
 
-const isHidden = (p: PlanNode): boolean => (p.mode & S_IFMT) === S_IFCHR && p.rdev === 0;
+const isHidden = (p: PlanNode): boolean => isWhiteout(p.mode, p.rdev);
 
 /** What the reader's getattr gives for a planned inode. */
 function attrOf(p: PlanNode): { nid: number; ino: number; mode: number; nlink: number; uid: number; gid: number; size: number; rdev: number; mtimeSec: number; mtimeNsec: number } {
   const type = p.mode & S_IFMT;
-  const size = type === S_IFDIR ? p.nBlocks * EROFS_BLKSIZ + p.tailSize : type === S_IFREG ? p.size : type === S_IFLNK ? (p.nBlocks === 0 ? p.tailSize : p.size) : 0;
+  const size = storedSize(p);
   const rdev = type === S_IFCHR || type === S_IFBLK ? p.rdev % 2 ** 32 : 0;
   return { nid: p.nid, ino: p.ino, mode: p.mode, nlink: p.nlink, uid: p.uid, gid: p.gid, size, rdev, mtimeSec: p.mtimeSec, mtimeNsec: p.mtimeNsec };
 }
@@ -57,8 +57,8 @@ function visible(p: PlanNode): Array<{ name: ByteString; value: Uint8Array }> {
   const out: Array<{ name: ByteString; value: Uint8Array }> = [];
   for (const x of p.xattrs) {
     if (x.index === 0) continue;
-    if (x.name.startsWith(OVERLAY_ESCAPE_PREFIX)) out.push({ name: OVERLAY_PREFIX + x.name.slice(OVERLAY_ESCAPE_PREFIX.length), value: x.value });
-    else if (!x.name.startsWith(OVERLAY_PREFIX)) out.push({ name: x.name, value: x.value });
+    const name = shownXattrName(x.name);
+    if (name !== undefined) out.push({ name, value: x.value });
   }
   return out;
 }
