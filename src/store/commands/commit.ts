@@ -33,10 +33,10 @@ import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
 import { anyLengthAsync, RENAME_EXCHANGE, removeAnyDepth, renameat2 } from '../../native/files.js';
 import { digestFd } from '../../native/verity.js';
-import { buildHeadCommit, leafHash } from './head-image.js';
+import { buildHeadCommit } from './head-image.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './head-patch.js';
 import { digestBuffer } from '../../native/verity.js';
-import { merkleRoot } from '../merkle.js';
+import { summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 
 /** Files hashed and linked at once. */
@@ -416,12 +416,11 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths): Pro
     edit.digest = inode.digest;
   }
   const image = Buffer.from(baseImage);
-  const patched = patchImage(image, reader, scan.edits, cache, leafHash);
+  const patched = patchImage(image, reader, scan.edits, cache);
   if (!patched) return undefined;
   const id = digestBuffer(image);
-  const top = patched.levels[patched.levels.length - 1]![0]!;
   const meta: CommitMetadata = {
-    merkleRoot: cache.paths.length <= 1 ? merkleRoot(patched.levels[0]!).root : top.toString('hex'),
+    merkleRoot: summaryOf(patched.levels).root,
     metadataHash: id,
     timestamp: new Date().toISOString(),
     parentCommit: head.base,

@@ -13,7 +13,6 @@
 //
 // Public surface: scanEdits, EditScan, Edit, patchImage, MerkleCache, readMerkleCache,
 // writeMerkleCache, MERKLE_CACHE_FILE.
-import { hash } from 'node:crypto';
 import { lstatSync, readFileSync, readdirSync, type BigIntStats } from 'node:fs';
 import { anyLength } from '../../native/files.js';
 import { writeFile } from 'node:fs/promises';
@@ -22,6 +21,7 @@ import { type InodePatch, patchInode } from '../image/patch.js';
 import { type ImageReader } from '../image/read.js';
 import { type ByteString, type Xattr, byteString } from '../image/tree.js';
 import type { CommitMetadata } from '../metadata.js';
+import { leafHash, updateLeaf } from '../merkle.js';
 import { type XattrNamespace, readUpperEntry, upperRootAttr, visibleXattrs } from '../upper.js';
 
 export const MERKLE_CACHE_FILE = 'head.merkle';
@@ -154,26 +154,6 @@ export function readMerkleCache(path: string, id: string, meta: CommitMetadata):
   }
 }
 
-/** Levels of the bottom-up Merkle tree over leaf hashes (the RFC 6962 tree merkle.ts defines). */
-export function merkleLevels(leaves: Buffer[]): Buffer[][] {
-  const levels: Buffer[][] = [leaves];
-  const scratch = Buffer.allocUnsafe(65);
-  scratch[0] = 1;
-  let level = leaves;
-  while (level.length > 1) {
-    const next: Buffer[] = new Array(Math.ceil(level.length / 2));
-    for (let i = 0; i + 1 < level.length; i += 2) {
-      level[i]!.copy(scratch, 1);
-      level[i + 1]!.copy(scratch, 33);
-      next[i / 2] = hash('sha256', scratch, 'buffer') as unknown as Buffer;
-    }
-    if (level.length % 2 === 1) next[next.length - 1] = level[level.length - 1]!;
-    levels.push(next);
-    level = next;
-  }
-  return levels;
-}
-
 export async function writeMerkleCache(path: string, cache: MerkleCache): Promise<void> {
   const parts: Buffer[] = [];
   const head = Buffer.alloc(40);
@@ -191,36 +171,13 @@ export async function writeMerkleCache(path: string, cache: MerkleCache): Promis
   await writeFile(path, Buffer.concat(parts), { mode: 0o600 });
 }
 
-/** Replaces leaf `i` and rehashes its path to the root. */
-function updateLeaf(levels: Buffer[][], index: number, leaf: Buffer): void {
-  levels[0]![index] = leaf;
-  const scratch = Buffer.allocUnsafe(65);
-  scratch[0] = 1;
-  let i = index;
-  for (let l = 0; l + 1 < levels.length; l++) {
-    const level = levels[l]!;
-    const pair = i - (i % 2);
-    const parent = pair / 2;
-    if (pair + 1 < level.length) {
-      level[pair]!.copy(scratch, 1);
-      level[pair + 1]!.copy(scratch, 33);
-      levels[l + 1]![parent] = hash('sha256', scratch, 'buffer') as unknown as Buffer;
-    } else levels[l + 1]![parent] = level[pair]!;
-    i = parent;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
-
-export interface LeafHash {
-  (path: ByteString, attr: { mode: number; uid: number; gid: number; mtimeSec: number; mtimeNsec: number; size: number; rdev: number }, target: ByteString, xattrs: Xattr[], digest: string): Buffer;
-}
 
 /**
  * The base image with every edit applied in place, or undefined when an edit would change an
  * inode's encoded size or anything the writer decides globally. `image` is modified.
  */
-export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache, leafHash: LeafHash): { levels: Buffer[][]; sizeDelta: number } | undefined {
+export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache): { levels: Buffer[][]; sizeDelta: number } | undefined {
   const levels = cache.levels.map((l) => l.slice());
   let sizeDelta = 0;
   const newDigests = new Set<string>();
