@@ -13,7 +13,7 @@ import type { ByteString, Tree } from '../image/tree.js';
 import { emit, storedSize } from '../image/write.js';
 import { type MerkleSummary, type TreeStats, leafHash, merkleLevels, summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
-import type { MerkleCache } from './head-patch.js';
+import type { MerkleCache } from './edits.js';
 
 const EMPTY_DIGEST = fsverityDigest(new Uint8Array(0));
 
