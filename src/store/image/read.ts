@@ -152,6 +152,8 @@ const INODE_CACHE = 4096;
 const DIR_BLOCK_CACHE = 512;
 const MAX_NAME = 255;
 
+/** Bytes [from, to) of `b` as a byte string, without a view when `b` is a Buffer. */
+const latin1At = (b: Uint8Array, from: number, to: number): ByteString => (Buffer.isBuffer(b) ? b.toString('latin1', from, to) : latin1(b.subarray(from, to)));
 const latin1 = (b: Uint8Array): ByteString => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)).toString('latin1');
 
 function validType(mode: number): boolean {
@@ -178,9 +180,12 @@ export class ImageReader {
 
   /** Whole mode: every parsed inode kept, no directory block cache, values handed out as views. */
   private readonly wholeMode: boolean;
+  /** Whole mode: the image, addressed absolutely (no view per read); lazy mode: undefined. */
+  private readonly bytes: Buffer | undefined;
 
-  private constructor(private readonly source: BlockSource, whole: boolean) {
-    this.wholeMode = whole;
+  private constructor(private readonly source: BlockSource, whole: Buffer | undefined) {
+    this.wholeMode = whole !== undefined;
+    this.bytes = whole;
     if (source.size < EROFS_SUPER_OFFSET + SB.sizeof) corrupt(`${source.size} bytes is too small`);
     const h = source.readAt(0, 16);
     if (getField(h, 0, lcfs_erofs_header.magic) !== LCFS_EROFS_MAGIC) corrupt('no composefs header');
@@ -203,14 +208,14 @@ export class ImageReader {
 
   /** Lazy mode: reads only what each call needs, through bounded caches. */
   static open(source: BlockSource): ImageReader {
-    return new ImageReader(source, false);
+    return new ImageReader(source, undefined);
   }
 
   /** Whole mode, for an image in memory read end to end (a commit's base tree). Same checks. */
   static whole(bytes: Uint8Array): ImageReader {
     // a Buffer view, so the views handed out decode without another wrapper each
     const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    return new ImageReader(bufferSource(buf), true);
+    return new ImageReader(bufferSource(buf), buf);
   }
 
   /** Reads image bytes after checking they lie inside the image. */
@@ -219,29 +224,39 @@ export class ImageReader {
     return this.source.readAt(offset, length);
   }
 
+  /**
+   * Checks [offset, offset + length) lies in the image and gives the bytes to read it from: the
+   * whole image in whole mode (address it at `offset`), else a view (address it at 0).
+   */
+  private span(offset: number, length: number): Uint8Array {
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.source.size)) corrupt(`read of ${length} bytes at ${offset} is outside the image`);
+    return this.bytes ?? this.source.readAt(offset, length);
+  }
+
   private inode(nid: number): RawInode {
     const cached = this.inodes.get(nid);
     if (cached) return cached;
     if (!Number.isSafeInteger(nid) || nid < 0) corrupt(`bad inode number ${nid}`);
     const offset = this.metaStart + nid * 32;
-    const format = getField(this.read(offset, 2), 0, erofs_inode_extended.i_format);
+    const o = this.bytes ? offset : 0; // where span()'s bytes hold the inode
+    const format = getField(this.span(offset, 2), o, erofs_inode_extended.i_format);
     const I = inodeLayout(format);
     const layout = inodeDataLayout(format);
     if (format >> 4 !== 0) corrupt(`inode ${nid}: unknown format bits ${format.toString(16)}`);
     if (layout !== EROFS_INODE_FLAT_PLAIN && layout !== EROFS_INODE_FLAT_INLINE && layout !== EROFS_INODE_CHUNK_BASED) corrupt(`inode ${nid}: unsupported data layout ${layout}`);
     const isize = I.sizeof;
-    const b = this.read(offset, isize);
-    const mode = getField(b, 0, I.i_mode);
+    const b = this.span(offset, isize);
+    const mode = getField(b, o, I.i_mode);
     if (!validType(mode)) corrupt(`inode ${nid}: bad mode ${mode.toString(8)}`);
-    const xattrSize = xattrIbodySize(getField(b, 0, I.i_xattr_icount));
+    const xattrSize = xattrIbodySize(getField(b, o, I.i_xattr_icount));
     const type = mode & S_IFMT;
-    const iu = getField(b, 0, I.i_u);
+    const iu = getField(b, o, I.i_u);
     const extended = I === erofs_inode_extended;
     const raw: RawInode = {
-      nid, ino: getField(b, 0, I.i_ino), mode, nlink: getField(b, 0, I.i_nlink), uid: getField(b, 0, I.i_uid), gid: getField(b, 0, I.i_gid),
-      size: getField(b, 0, I.i_size), rdev: 0,
-      mtimeSec: extended ? getField(b, 0, erofs_inode_extended.i_mtime) : this.buildTimeSec,
-      mtimeNsec: extended ? getField(b, 0, erofs_inode_extended.i_mtime_nsec) : this.buildTimeNsec,
+      nid, ino: getField(b, o, I.i_ino), mode, nlink: getField(b, o, I.i_nlink), uid: getField(b, o, I.i_uid), gid: getField(b, o, I.i_gid),
+      size: getField(b, o, I.i_size), rdev: 0,
+      mtimeSec: extended ? getField(b, o, erofs_inode_extended.i_mtime) : this.buildTimeSec,
+      mtimeNsec: extended ? getField(b, o, erofs_inode_extended.i_mtime_nsec) : this.buildTimeNsec,
       layout, offset, isize, xattrSize, blkaddr: iu,
     };
     if (!(raw.size <= MAX_SAFE) || !Number.isSafeInteger(raw.mtimeSec)) corrupt(`inode ${nid}: size or time out of range`);
@@ -468,8 +483,9 @@ export class ImageReader {
     const r = typeof nidOrInode === 'number' ? this.inode(nidOrInode) : nidOrInode;
     if (r.xattrSize === 0) return [];
     const base = r.offset + r.isize;
-    const body = this.read(base, r.xattrSize);
-    const nShared = getField(body, 0, erofs_xattr_ibody_header.h_shared_count);
+    const body = this.span(base, r.xattrSize);
+    const bo = this.bytes ? base : 0; // where the body starts in `body`
+    const nShared = getField(body, bo, erofs_xattr_ibody_header.h_shared_count);
     const out: StoredXattr[] = [];
     let pos = erofs_xattr_ibody_header.sizeof + nShared * 4;
     if (pos > r.xattrSize) corrupt(`inode ${r.nid}: shared xattr count ${nShared} overruns its xattrs`);
@@ -483,17 +499,18 @@ export class ImageReader {
       // Index 0 and long-prefix names have no namespace the kernel shows; skip them like erofs does.
       if (prefix !== undefined) {
         const value = b.subarray(o + XE.sizeof + nameLen, end);
-        out.push({ name: prefix + latin1(b.subarray(o + XE.sizeof, o + XE.sizeof + nameLen)), value: this.wholeMode ? value : Uint8Array.from(value), shared });
+        out.push({ name: prefix + latin1At(b, o + XE.sizeof, o + XE.sizeof + nameLen), value: this.wholeMode ? value : Uint8Array.from(value), shared });
       }
       return xattrEntrySize(nameLen, valueLen);
     };
     for (let i = 0; i < nShared; i++) {
-      const at = this.xattrStart + getField(body, i * 4, erofs_xattr_ibody_header.h_shared_xattrs) * 4;
-      const head = this.read(at, XE.sizeof);
-      const b = this.read(at, XE.sizeof + getField(head, 0, XE.e_name_len) + getField(head, 0, XE.e_value_size));
-      entry(b, 0, b.length, true);
+      const at = this.xattrStart + getField(body, bo + i * 4, erofs_xattr_ibody_header.h_shared_xattrs) * 4;
+      const head = this.span(at, XE.sizeof);
+      const ho = this.bytes ? at : 0;
+      const len = XE.sizeof + getField(head, ho, XE.e_name_len) + getField(head, ho, XE.e_value_size);
+      entry(this.span(at, len), ho, ho + len, true);
     }
-    while (pos + XE.sizeof <= r.xattrSize) pos += entry(body, pos, r.xattrSize, false);
+    while (pos + XE.sizeof <= r.xattrSize) pos += entry(body, bo + pos, bo + r.xattrSize, false);
     return out;
   }
 
