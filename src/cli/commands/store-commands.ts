@@ -78,7 +78,7 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
 function mountLine(m: MountInfo): string {
   const what = m.ref === 'HEAD' ? `${m.label} (HEAD, read-write)` : `${m.label}:${m.ref} (read-only)`;
   return m.stale
-    ? `${what} at ${m.mountpoint}: STALE (${m.mode === 'kernel' ? `kernel mode: server ${m.pid} or its overlay is gone` : `server ${m.pid} is gone`}; \`stratum mount ${m.ref === 'HEAD' ? m.label : `${m.label}:${m.ref}`}\` recovers it)${m.log ? `, log ${m.log}` : ''}`
+    ? `${what} at ${m.mountpoint}: STALE (${m.mode === 'kernel' ? `kernel mode: server ${m.pid} or its overlay is gone` : `server ${m.pid} is gone`}; \`stratum unmount ${m.mountpoint}\` detaches it, \`stratum mount ${m.ref === 'HEAD' ? m.label : `${m.label}:${m.ref}`} ${m.mountpoint}\` mounts it there again)${m.log ? `, log ${m.log}` : ''}`
     : `${what} mounted at ${m.mountpoint} by pid ${m.pid} (${m.mode})${m.log ? `, log ${m.log}` : ''}`;
 }
 
