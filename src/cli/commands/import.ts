@@ -9,8 +9,8 @@ import { STDIO, type Context } from '../context.js';
 import { Progress } from '../progress.js';
 
 /** `import <dir> --label L` imports a directory; `import <bundle|->` a bundle made by export. */
-export async function importCommand(ctx: Context, source: string, target: string | undefined, options: { label?: string; tag?: string; bare?: boolean }): Promise<void> {
-  if (options.bare) return importBareCommand(ctx, source, target);
+export async function importCommand(ctx: Context, source: string, target: string | undefined, options: { label?: string; tag?: string; bare?: boolean; create?: boolean }): Promise<void> {
+  if (options.bare) return importBareCommand(ctx, source, target, options.create);
   if (target !== undefined) throw new StratumError('USAGE', `a label[:tag] argument goes with --bare (stratum import --bare <dir> <label[:tag]>); a full import takes --label`);
   if (source === STDIO || (await isFile(source))) return importBundleCommand(ctx, source, options);
   await fsp.access(source).catch(() => {
@@ -46,6 +46,7 @@ export async function exportCommand(ctx: Context, ref: string, file: string): Pr
   const store = await ctx.openForReading();
   if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
   if (file === STDIO) {
+    if (process.stdout.isTTY) throw new StratumError('USAGE', 'refusing to write a bundle to a terminal; redirect it (> file, | stratum import -) or give a file name');
     const result = await exportBundle(store, ref, process.stdout);
     ctx.note(`exported ${result.id.slice(0, 12)}: ${result.objects} objects, ${result.bytes} bytes`);
     return;
