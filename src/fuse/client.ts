@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, promises as fsp, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type ErrorCode, StratumError } from '../store/error.js';
-import { MountState, kernelMountedAt, type MountEntry } from '../store/mount-state.js';
+import { MountState, kernelMountedAt, processAlive, type MountEntry } from '../store/mount-state.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { ensureRuntimeDir, runtimeDir } from '../store/runtime-dir.js';
 import { lazyUnmount, stratumMountsAt } from './server.js';
@@ -135,7 +135,7 @@ export async function findMounts(storeRoot: string, what: string, state = new Mo
  * the detached mount exits when the last one closes ('draining').
  */
 export async function stopMount(entry: MountEntry & { stale: boolean }, state = new MountState(), timeoutMs = 20_000): Promise<'stopped' | 'draining' | 'stale'> {
-  const alive = (): boolean => { try { process.kill(entry.pid, 0); return true; } catch { return false; } };
+  const alive = (): boolean => processAlive(entry.pid);
   let outcome: 'stopped' | 'draining' | 'stale' = 'stale';
   if (!entry.stale) {
     try { process.kill(entry.pid, 'SIGTERM'); } catch { /* gone meanwhile */ }

@@ -38,13 +38,19 @@ export function defaultStatePath(env: NodeJS.ProcessEnv = process.env, uid = pro
   return join(runtimeDir(env, uid), 'state');
 }
 
-/** Whether a process with this pid exists (ours or someone else's). */
+/** Whether a process with this pid runs (ours or someone else's); a zombie nobody reaped does not. */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return isSystemError(err, 'EPERM'); // exists, owned by someone else
+    if (!isSystemError(err, 'EPERM')) return false; // EPERM: exists, owned by someone else
+  }
+  try {
+    // `pid (comm) S ...`: the state follows the last ')' (comm may hold anything)
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 
