@@ -33,8 +33,8 @@ test('the store comes from --store, else $STRATUM_STORE', () =>
     assert.match(stratum(['list', '--store', a]).stdout, /^app\t2 tags\n$/);
     assert.match(stratum(['list'], { STRATUM_STORE: a }).stdout, /^app\t2 tags\n$/);
     assert.is(stratum(['list', '--store', join(dir, 'b')], { STRATUM_STORE: a }).stdout, '', '--store wins');
-    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout) as Array<{ tag: string; id: string }>;
-    assert.equal(json.map((t) => [t.tag, t.id]), [[id, id], ['v1', id]]);
+    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout) as { commits: Array<{ tags: string[]; id: string; head: boolean }> };
+    assert.equal(json.commits.map((c) => [c.tags, c.id, c.head]), [[['v1'], id, true]]);
     const unknown = stratum(['list', 'other', '--store', a]);
     assert.is(unknown.status, 1);
     assert.match(unknown.stderr, /label other does not exist/);

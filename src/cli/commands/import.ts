@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { exportBundle, importBundle } from '../../store/commands/bundle.js';
 import { importDirectory } from '../../store/commands/import.js';
@@ -52,8 +52,13 @@ export async function exportCommand(ctx: Context, ref: string, file: string): Pr
     return;
   }
   const partial = join(dirname(file), `.${Date.now()}-${process.pid}.stratum-export`);
-  const out = createWriteStream(partial, { flags: 'wx' });
+  const handle = await fsp.open(partial, 'wx', 0o644).catch((err: unknown) => {
+    if (isSystemError(err, 'ENOENT') || isSystemError(err, 'ENOTDIR')) throw new StratumError('NOT_FOUND', `${dirname(file)} is not a directory; export into an existing one`);
+    throw wrapSystemError(err, `exporting to ${file}`);
+  });
+  const out = handle.createWriteStream();
   try {
+    if ((await fsp.stat(file).catch(() => undefined))?.isDirectory()) throw new StratumError('BAD_PATH', `${file} is a directory; give the bundle a file name (e.g. ${join(file, 'bundle')})`);
     const result = await exportBundle(store, ref, out);
     await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fsp.rename(partial, file);
