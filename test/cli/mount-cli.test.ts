@@ -135,6 +135,17 @@ mountTest('mounting onto a file is one line naming it; a 128-character label wit
       const entry = (await new MountState().list()).find((e) => e.mountpoint === mnt)!;
       assert.ok(entry.log!.split('/').pop()!.length < 64, `a short log name: ${entry.log}`);
       assert.ok(fs.existsSync(entry.log!));
+      // the same label and tag from another store logs elsewhere
+      const s2 = ['--store', join(dir, 'store2')];
+      assert.is(cli(['import', join(dir, 'src'), '--label', label, '--tag', tag, ...s2]).status, 0);
+      const r2 = cli(['mount', `${label}:${tag}`, join(dir, 'mnt2'), '--mode', 'fuse', ...s2]);
+      assert.is(r2.status, 0, r2.stderr);
+      try {
+        const entry2 = (await new MountState().list()).find((e) => e.mountpoint === join(dir, 'mnt2'))!;
+        assert.is.not(entry2.log, entry.log, 'logs are per store');
+      } finally {
+        assert.is(cli(['unmount', join(dir, 'mnt2'), ...s2]).status, 0);
+      }
     } finally {
       assert.is(cli(['unmount', mnt, ...s]).status, 0);
     }

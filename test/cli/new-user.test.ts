@@ -102,6 +102,13 @@ function flow(user: TestUser, dir: string, runtime: string | undefined, expected
   assert.match(s.stdout, /unmounted/);
   r = run('status', label);
   assert.match(r.stdout, /HEAD on [0-9a-f]{12} .*no changes/);
+  // and unmounted, the same: HEAD once mounted, unchanged, commits nothing new
+  const before = fs.readdirSync(join(store, 'commits')).length;
+  r = run('commit', `${label}:again`, '--json');
+  assert.is(r.status, 0, r.stderr);
+  const again = JSON.parse(r.stdout) as { unchanged: boolean; newCommit: boolean; id: string };
+  assert.ok(again.unchanged && !again.newCommit, r.stdout);
+  assert.is(fs.readdirSync(join(store, 'commits')).length, before);
 }
 
 userTest('as an ordinary user with XDG_RUNTIME_DIR: import, mount (default mountpoint), write, commit by file, list, unmount', async () => {
