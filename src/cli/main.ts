@@ -34,8 +34,18 @@ async function main(argv: string[]): Promise<number> {
 /** What a shell reports for a process ended by SIGPIPE (128 + 13), as git's `git log | head` ends. */
 const EPIPE_STATUS = 141;
 
+/** System errors that are the machine's answer to what the user asked, not our bug. */
+const USER_SYSTEM_ERRORS: Readonly<Record<string, string>> = {
+  EACCES: 'permission denied', EPERM: 'operation not permitted', EROFS: 'read-only file system', ENOSPC: 'no space left', EDQUOT: 'disk quota exceeded',
+};
+
 function report(err: unknown): number {
   if (isSystemError(err, 'EPIPE')) return EPIPE_STATUS;
+  // e.g. another user's store: its lock file is not ours to open
+  if (isSystemError(err) && USER_SYSTEM_ERRORS[err.code]) {
+    process.stderr.write(`stratum: ${err.path ?? err.syscall ?? 'a file'}: ${USER_SYSTEM_ERRORS[err.code]} (${err.code})\n`);
+    return 1;
+  }
   if (err instanceof StratumError) {
     process.stderr.write(`stratum: ${err.message}\n`);
     return exitStatus(err);

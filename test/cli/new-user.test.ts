@@ -194,6 +194,37 @@ userTest('without XDG_RUNTIME_DIR, a /tmp/stratum-<uid> made by someone else fir
   }
 });
 
+userTest('as an ordinary user, paths and stores that are not theirs give one line, never "internal error"', async () => {
+  const user = testUser();
+  const dir = userDir(user);
+  const runtime = makeRuntimeDir(user, dir);
+  const theirs = join(dir, 'roots-store');  // root's store, readable by all, writable by root only
+  try {
+    fs.mkdirSync(join(dir, 'src'));
+    fs.writeFileSync(join(dir, 'src/f'), 'x');
+    const made = spawnSync(STRATUM_BIN, ['import', join(dir, 'src'), '--label', 'app', '--tag', 'v1', '--store', theirs], { encoding: 'utf8' });
+    assert.is(made.status, 0, made.stderr);
+    spawnSync('chmod', ['-R', 'a+rX', theirs]);
+    const mine = ['--store', join(dir, 'mine')];
+    const cases: string[][] = [
+      ['import', '/root/nothing-here', '--label', 'a', ...mine], ['import', '/root', '--label', 'a', ...mine], ['list', '--store', '/root/s'],
+      ['export', 'app:v1', '/root/b', '--store', theirs], ['mount', 'app', '/root/mnt', '--store', theirs],
+      ['status', 'app', '--store', theirs], ['commit', 'app', '--store', theirs], ['gc', '--store', theirs], ['verify', '--store', theirs],
+      ['init', 'new', '--store', theirs], ['remove', 'app:v1', '--store', theirs], ['tag', 'app:v1', 'v2', '--store', theirs],
+      ['import', join(dir, 'src'), '--label', 'b', '--store', theirs], ['apply', 'app:v1', '--store', theirs],
+    ];
+    for (const args of cases) {
+      const r = stratumAsUser(user, args, { runtimeDir: runtime });
+      assert.ok(r.status === 1 || r.status === 2, `${args.join(' ')}: status ${r.status}: ${r.stderr}`);
+      assert.not.match(r.stderr, /internal error/, args.join(' '));
+      assert.match(r.stderr, /^stratum: [^\n]+\n$/, `${args.join(' ')}: one line: ${r.stderr}`);
+    }
+    assert.is(stratumAsUser(user, ['list', 'app', '--store', theirs], { runtimeDir: runtime }).status, 0, 'reading another\'s readable store works');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 userTest('`stratum` runs by name in a login shell of a new user: --version and a short flow via PATH', () => {
   const link = '/usr/local/bin/stratum';
   const target = fs.existsSync(link) ? fs.realpathSync(link) : undefined;

@@ -81,6 +81,6 @@ async function isFile(path: string): Promise<boolean> {
     return (await fsp.stat(path)).isFile();
   } catch (err) {
     if (isSystemError(err, 'ENOENT')) return false;
-    throw err;
+    throw wrapSystemError(err, `reading ${path}`);
   }
 }
