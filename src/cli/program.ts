@@ -136,6 +136,7 @@ export function buildCli(): ReturnType<typeof cac> {
   cli
     .command('man', 'Print the manual page (roff), made from this same command table')
     .example('stratum man | man -l -')
+    .example('stratum man > /usr/local/share/man/man1/stratum.1')
     .action(() => process.stdout.write(manPage(cli, version)));
 
   // a command's help starts with what it does; examples are indented like the rest

@@ -85,7 +85,7 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
     `label ${s.label}`,
     s.head ? `HEAD on ${shortId(s.head.base)} (${s.head.baseTime}), ${s.head.upperEntries ? `${s.head.upperEntries} changed top-level entries` : 'no changes'}` : 'no HEAD',
     ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${shortId(s.commit.parent)}` : ''}`] : []),
-    `tags: ${s.tags.map((t) => t.tag).join(', ') || 'none'}`,
+    `tags: ${s.tags.filter((t) => t.tag !== t.id).map((t) => t.tag).join(', ') || 'none'}`,  // id tags: list --all
     ...s.mounts.map(mountLine),
   ]);
 }
