@@ -10,7 +10,7 @@ export async function list(ctx: Context, label: string | undefined, options: { a
   const store = await ctx.openForReading();
   if (!label) {
     const labels = store ? await listLabels(store) : [];
-    ctx.result(labels, () => labels.map((l) => `${l.label}\t${plural(l.tags, 'tag')}`));
+    ctx.result(labels, () => labels.map((l) => `${l.label}\t${plural(l.commits, 'commit')}, ${plural(l.tags, 'tag')}`));
     return;
   }
   checkLabel(label);

@@ -20,6 +20,8 @@ export interface CommitRow {
 
 export interface LabelEntry {
   label: string;
+  /** Commits its tags or HEAD name, and its tags without the id tags. */
+  commits: number;
   tags: number;
 }
 
@@ -37,7 +39,10 @@ export interface TagEntry {
 
 export async function listLabels(store: Store): Promise<LabelEntry[]> {
   const labels = await store.tags.labels();
-  return Promise.all(labels.map(async (label) => ({ label, tags: (await store.tags.tags(label)).length })));
+  return Promise.all(labels.map(async (label) => {
+    const { commits } = await listCommits(store, label);
+    return { label, commits: commits.length, tags: commits.reduce((n, c) => n + c.tags.length, 0) };
+  }));
 }
 
 export async function listTags(store: Store, label: string): Promise<TagEntry[]> {
