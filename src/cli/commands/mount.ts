@@ -73,7 +73,7 @@ export async function mountCommand(ctx: Context, target: string, mountpoint: str
 
 export async function unmountCommand(ctx: Context, what: string): Promise<void> {
   const found = await findMounts(ctx.storePath, what);
-  if (found.length === 0 && what.includes('/') && (await detachDeadMount(what))) {
+  if (found.length === 0 && (await detachDeadMount(what))) {
     ctx.result({ unmounted: resolve(what), how: 'stale' }, () => [`unmounted ${resolve(what)}`]);
     ctx.note('its server had died; the dead mount was detached');
     return;
