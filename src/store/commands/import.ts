@@ -46,7 +46,8 @@ export interface ImportResult {
 export async function importDirectory(store: Store, dir: string, options: ImportOptions): Promise<ImportResult> {
   const label = checkLabel(options.label);
   const tag = options.tag === undefined ? undefined : checkTag(options.tag);
-  // a taken tag fails before anything is read or written; only a re-import of its very tree passes
+  // a taken tag: an alias fails before the tree is read; a tag naming another commit fails before
+  // the commit or any tag is written (only a re-import of its very tree passes)
   const taken = tag === undefined ? undefined : await store.tags.read(label, tag);
   const tagTaken = (): StratumError => new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists and points at another commit; choose another tag, or move it with \`stratum tag --force\` (nothing was imported)`);
   if (taken && taken.kind !== 'id') throw tagTaken();
