@@ -22,12 +22,13 @@ function userDir(user: TestUser): string {
   return dir;
 }
 
-/** Ends every mount of this store the state at `stateFile` knows, then removes the dir. */
-async function cleanUp(dir: string, store: string, stateFile: string): Promise<void> {
+/** Ends every mount of this store the state at `stateFile` knows (the entry goes too, as the user), then removes the dir. */
+async function cleanUp(user: TestUser, dir: string, store: string, stateFile: string, runtime?: string): Promise<void> {
   const entries = await new MountState(stateFile).list().catch(() => []);
   for (const e of entries.filter((x) => x.store === store)) {
     try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
     if (stratumMountsAt(e.mountpoint)) lazyUnmount(e.mountpoint);
+    stratumAsUser(user, ['unmount', e.mountpoint, '--store', store], runtime ? { runtimeDir: runtime } : {});
   }
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -118,7 +119,7 @@ userTest('as an ordinary user with XDG_RUNTIME_DIR: import, mount (default mount
   try {
     flow(user, dir, runtime, join(runtime, 'stratum'));
   } finally {
-    await cleanUp(dir, join(dir, 'store'), join(runtime, 'stratum', 'state'));
+    await cleanUp(user, dir, join(dir, 'store'), join(runtime, 'stratum', 'state'), runtime);
   }
 });
 
@@ -129,7 +130,7 @@ userTest('as an ordinary user without XDG_RUNTIME_DIR (su -l, cron): the same fl
   try {
     flow(user, dir, undefined, runtimeDir);
   } finally {
-    await cleanUp(dir, join(dir, 'store'), join(runtimeDir, 'state'));
+    await cleanUp(user, dir, join(dir, 'store'), join(runtimeDir, 'state'));
   }
 });
 
@@ -163,7 +164,7 @@ userTest('a runtime dir that is not the user\'s own (another owner, a symlink, o
       assert.not.ok(stratumMountsAt(join(dir, 'mnt')), 'nothing was mounted');
     }
   } finally {
-    await cleanUp(dir, join(dir, 'store'), join(runtime, 'stratum', 'state'));
+    await cleanUp(user, dir, join(dir, 'store'), join(runtime, 'stratum', 'state'), runtime);
   }
 });
 
