@@ -295,7 +295,8 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
     const first = Buffer.from(writers[0]!.names[0]!, 'hex').toString();
     throw new StratumError('BUSY', `${writers.length} file${writers.length === 1 ? '' : 's'} of HEAD's upper ${writers.length === 1 ? 'is' : 'are'} open for writing outside a stratum mount (e.g. /${first}, through a mount that was detached while busy); close ${writers.length === 1 ? 'it' : 'them'} and commit again`);
   }
-  const prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
+  let prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
+  if (prepared.upperEntries === 0 && rootOwnerOnly(store, head, prepared.root)) prepared = await unchangedBase(store, head.base, paths, prepared);
   fastPath = prepared.fast;
   await step('merged');
   const { id, meta, image, contents } = prepared;
@@ -387,6 +388,25 @@ interface Prepared {
   upperEntries: number;
   whiteouts: number;
   fast: boolean;
+}
+
+/**
+ * An unprivileged HEAD's upper root is always owned by its user (only root may chown), so a root
+ * that differs from the base in owner alone, with nothing else in the upper, is no change.
+ */
+function rootOwnerOnly(store: Store, head: HeadState, root: Prepared['root']): boolean {
+  if (head.xattrNamespace !== 'user') return false;
+  const base = commitRoot(store, head.base);
+  const sameXattrs = base.xattrs.length === root.xattrs.length && base.xattrs.every((x, i) => x.name === root.xattrs[i]!.name && Buffer.compare(Buffer.from(x.value), Buffer.from(root.xattrs[i]!.value)) === 0);
+  return (base.uid !== root.uid || base.gid !== root.gid) && root.uid === process.geteuid?.() && base.mode === root.mode && base.mtimeSec === root.mtimeSec && base.mtimeNsec === root.mtimeNsec && sameXattrs;
+}
+
+/** The base commit itself as what a commit prepared: nothing new is written. */
+async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepared: Prepared): Promise<Prepared> {
+  const image = new Uint8Array(await fsp.readFile(store.commits.imagePath(base)));
+  const meta = await store.commits.metadata(base);
+  const cache = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), base, meta) ?? prepared.cache;
+  return { ...prepared, id: base, meta, image, cache, root: commitRoot(store, base), pending: [], contents: { objects: new Map(), bytes: 0 } };
 }
 
 /** The general path: base tree ⊕ upper, laid out and written whole. */
