@@ -1,0 +1,31 @@
+// Trees and stores for the push/pull tests.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { importDirectory } from '../../src/store/commands/import.js';
+import { Store } from '../../src/store/store.js';
+import { pseudoRandomBytes } from '../helpers/bytes.js';
+
+/** `files` small files of varied sizes (seeded), a 2 MiB file and an empty one. */
+export function writeTree(root: string, files: number, seed = 1): string {
+  mkdirSync(join(root, 'sub/deeper'), { recursive: true });
+  for (let i = 0; i < files; i++) {
+    const dir = i % 3 === 0 ? 'sub' : i % 3 === 1 ? 'sub/deeper' : '.';
+    writeFileSync(join(root, dir, `f${i}`), pseudoRandomBytes(200 + ((i * 7919) % 16000), seed * 100000 + i));
+  }
+  writeFileSync(join(root, 'big'), pseudoRandomBytes(2 << 20, seed + 7));
+  writeFileSync(join(root, 'empty'), '');
+  writeFileSync(join(root, 'tiny'), 'inline\n');
+  return root;
+}
+
+export async function storeWith(dir: string, tree: string, label: string, tag: string): Promise<{ store: Store; id: string }> {
+  const store = await Store.open(dir, { create: true });
+  const r = await importDirectory(store, tree, { label, tag });
+  return { store, id: r.id };
+}
+
+export async function objectsIn(store: Store): Promise<string[]> {
+  const all: string[] = [];
+  for await (const d of store.objects.list()) all.push(d);
+  return all.sort();
+}
