@@ -18,7 +18,7 @@ import { formatIndex, writePack } from './pack.js';
 import { planObjects, type PlannedObject } from './plan.js';
 import type { BlobRef, Body, RegistryClient } from './registry.js';
 
-const IN_FLIGHT = 4;
+const IN_FLIGHT = 8;
 const MOUNT_CANDIDATES = 3;
 
 export interface PushProgress {
