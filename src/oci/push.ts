@@ -19,7 +19,7 @@ import { planObjects, type PlannedObject } from './plan.js';
 import type { BlobRef, Body, RegistryClient } from './registry.js';
 
 const IN_FLIGHT = 8;
-const MOUNT_CANDIDATES = 3;
+const MOUNT_CANDIDATES = 2;
 
 export interface PushProgress {
   objects: number;
@@ -79,11 +79,10 @@ export async function pushCommit(
 
     const counts = { blobs: 0, uploaded: 0, mounted: 0, present: 0 };
     const sentBefore = client.uploaded;
-    const mountFrom = Object.entries(cache.remotes[client.host] ?? {})
-      .filter(([label, r]) => r !== repo && label !== parsed.label)
-      .map(([, r]) => r)
-      .concat(Object.values(cache.remotes[client.host] ?? {}).filter((r) => r !== repo))
-      .filter((r, i, all) => all.indexOf(r) === i)
+    // the repos this store pushed other labels to on this registry, most recent first
+    const mountFrom = Object.values(cache.remotes[client.host] ?? {})
+      .reverse()
+      .filter((r, i, all) => r !== repo && all.indexOf(r) === i)
       .slice(0, MOUNT_CANDIDATES);
 
     /** HEAD, else mount, else upload. */
@@ -93,13 +92,16 @@ export async function pushCommit(
         counts.present++;
         return;
       }
-      for (const from of mountFrom) {
-        if (await client.mountBlob(repo, blob.digest, from)) {
+      let session: string | undefined;
+      for (const [i, from] of mountFrom.entries()) {
+        const mount = await client.mountBlob(repo, blob.digest, from, i === mountFrom.length - 1);
+        if (mount.mounted) {
           counts.mounted++;
           return;
         }
+        session = mount.location;
       }
-      await client.uploadBlob(repo, blob, await body());
+      await client.uploadBlob(repo, blob, await body(), session);
       counts.uploaded++;
     };
 
@@ -191,7 +193,9 @@ export async function pushCommit(
       throw new StratumError('USAGE', `commit ${id} needs a manifest of ${manifest.length} bytes, more than registries take (${MAX_MANIFEST}); it has too many files of 1 MiB or more`);
     }
     await client.putManifest(repo, tag, manifest);
-    (cache.remotes[client.host] ??= {})[parsed.label] = repo;
+    const remotes = (cache.remotes[client.host] ??= {});
+    delete remotes[parsed.label]; // re-added last: most recent
+    remotes[parsed.label] = repo;
     saveCache(store.root, cache);
     return result(manifest, false);
   });

@@ -81,18 +81,30 @@ export class RegistryClient {
     return res.status === 200;
   }
 
-  /** Cross-repository mount; false (and nothing changed) when the registry would rather have the bytes. */
-  async mountBlob(repo: string, digest: string, from: string): Promise<boolean> {
+  /**
+   * Cross-repository mount. When the registry would rather have the bytes it answers 202 with an
+   * upload session: with `keepSession` its location is returned for `uploadBlob`, else it is
+   * cancelled.
+   */
+  async mountBlob(repo: string, digest: string, from: string, keepSession = false): Promise<{ mounted: boolean; location?: string }> {
     const res = await this.request('POST', `${repo}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`, { ok: [201, 202, 404, 405] });
     await res.body?.cancel();
-    if (res.status === 202) await this.cancelUpload(res);
-    return res.status === 201;
+    if (res.status === 201) return { mounted: true };
+    if (res.status === 202) {
+      if (keepSession && res.headers.get('location')) return { mounted: false, location: this.location(res) };
+      await this.cancelUpload(res);
+    }
+    return { mounted: false };
   }
 
-  /** Uploads a blob: small bodies in one POST (the registry may answer 202 and want a PUT), others POST then PUT. */
-  async uploadBlob(repo: string, blob: BlobRef, body: Body): Promise<void> {
+  /**
+   * Uploads a blob: into `session` when a refused mount left one; small bodies in one POST (the
+   * registry may answer 202 and want a PUT); others POST then PUT.
+   */
+  async uploadBlob(repo: string, blob: BlobRef, body: Body, session?: string): Promise<void> {
     let location: string;
-    if (Buffer.isBuffer(body) && body.length <= SMALL_UPLOAD) {
+    if (session) location = session;
+    else if (Buffer.isBuffer(body) && body.length <= SMALL_UPLOAD) {
       const res = await this.request('POST', `${repo}/blobs/uploads/?digest=${encodeURIComponent(blob.digest)}`, { ok: [201, 202], body, length: blob.size });
       await res.body?.cancel();
       if (res.status === 201) {
