@@ -15,7 +15,11 @@ export function usedObjects(reader: ImageReader): Map<string, number> {
   return used;
 }
 
-/** Runs `work` over `items` with at most `width` in flight; the first failure stops the rest. */
+/**
+ * Runs `work` over `items` with at most `width` in flight. The first failure stops new work, and
+ * is thrown only once every started item has settled, so nothing still writes when the caller
+ * cleans up.
+ */
 export async function pool<T>(items: readonly T[], width: number, work: (item: T, i: number) => Promise<void>): Promise<void> {
   let next = 0;
   let failed = false;
@@ -30,5 +34,7 @@ export async function pool<T>(items: readonly T[], width: number, work: (item: T
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, runner));
+  const results = await Promise.allSettled(Array.from({ length: Math.min(width, items.length) }, runner));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
 }

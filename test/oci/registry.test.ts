@@ -115,7 +115,10 @@ it('one changed file: push uploads a small fraction, and a pull into a store wit
   writeFileSync(join(tree, 'sub/f3'), Buffer.alloc(5000, 9));
   ok(a, 'import', tree, '--label', 'app', '--tag', 'v2');
   const v2 = json<Pushed>(a, 'push', 'app:v2', remote('delta/app'), '--plain-http');
-  assert.ok(v2.uploadedBytes < 0.2 * v1.uploadedBytes, `v2 sent ${v2.uploadedBytes} bytes, v1 ${v1.uploadedBytes}`);
+  // the new image, its config, and the (at most three) packs the removed and the added object fall
+  // in, with their indexes; everything else is already there (the 1 % goal at scale is bench:oci's)
+  assert.ok(v2.uploaded <= 8, `v2 uploaded ${v2.uploaded} of ${v2.blobs} blobs`);
+  assert.ok(v2.uploadedBytes < 0.35 * v1.uploadedBytes, `v2 sent ${v2.uploadedBytes} bytes, v1 ${v1.uploadedBytes}`);
   const pulled = json<Pulled>(b, 'pull', `${remote('delta/app')}:v2`, '--plain-http');
   assert.is(pulled.id, v2.id);
   assert.is(pulled.missing, 1);
