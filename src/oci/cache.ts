@@ -1,6 +1,7 @@
 // <store>/cache/oci.json: what push learned and need not learn again. Per pack content (the sha256
 // of its digest list) the blob digests it made; per large object its sha256; per registry the repo
-// each label was last pushed to (the candidates for cross-repository mounts). Machine-local, safe
+// each label was last pushed to (the candidates for cross-repository mounts); per commit the digest
+// of its manifest (so a re-push is one HEAD request). Machine-local, safe
 // to delete; written whole (temp file, rename), last writer wins.
 //
 // Public surface: OciCache, loadCache, saveCache, packKey.
@@ -13,6 +14,8 @@ export interface OciCache {
   packs: Record<string, { pack: BlobRef; index: BlobRef }>;
   objects: Record<string, string>;
   remotes: Record<string, Record<string, string>>;
+  /** commit id -> the digest of the manifest push wrote for it (the same everywhere: it is deterministic). */
+  commits: Record<string, string>;
 }
 
 const MAX_PACKS = 200_000;
@@ -24,9 +27,9 @@ export function packKey(digests: readonly string[]): string {
 export function loadCache(storeRoot: string): OciCache {
   try {
     const doc = JSON.parse(readFileSync(join(storeRoot, 'cache', 'oci.json'), 'utf8')) as Partial<OciCache>;
-    return { packs: doc.packs ?? {}, objects: doc.objects ?? {}, remotes: doc.remotes ?? {} };
+    return { packs: doc.packs ?? {}, objects: doc.objects ?? {}, remotes: doc.remotes ?? {}, commits: doc.commits ?? {} };
   } catch {
-    return { packs: {}, objects: {}, remotes: {} };
+    return { packs: {}, objects: {}, remotes: {}, commits: {} };
   }
 }
 
@@ -34,6 +37,7 @@ export function saveCache(storeRoot: string, cache: OciCache): void {
   // a crude bound: start over rather than grow without limit
   if (Object.keys(cache.packs).length > MAX_PACKS) cache.packs = {};
   if (Object.keys(cache.objects).length > MAX_PACKS) cache.objects = {};
+  if (Object.keys(cache.commits).length > MAX_PACKS) cache.commits = {};
   const dir = join(storeRoot, 'cache');
   try {
     mkdirSync(dir, { recursive: true });

@@ -58,13 +58,16 @@ export async function pushCommit(
     const { id } = await resolveRef(store, parsed);
     const tag = target.tag ?? (parsed.target.kind === 'name' ? parsed.target.name : undefined);
     if (!tag) throw new StratumError('USAGE', `say which registry tag to push ${ref} as: <registry>/<repo>:<tag>`);
+    const cache = loadCache(store.root);
+    const repo = target.repo;
+    // pushed before: if the tag holds that manifest, there is nothing to do (one request, no image walk)
+    const known = cache.commits[id];
+    if (known && (await client.manifestDigest(repo, tag)) === known) return upToDate(id, parsed.label, `${client.host}/${repo}`, tag, known);
     const metadata = await fsp.readFile(`${store.commits.path(id)}/metadata.toml`);
     const meta = parseMetadata(metadata.toString('utf8'), id);
     const image = await fsp.readFile(store.commits.imagePath(id));
     const used = usedObjects(ImageReader.open(bufferSource(image)));
     const plan = planObjects([...used].map(([digest, size]) => ({ digest, size })));
-    const cache = loadCache(store.root);
-    const repo = target.repo;
 
     const totalObjects = used.size;
     let totalBytes = 0;
@@ -140,6 +143,8 @@ export async function pushCommit(
       );
       if ((await client.manifestDigest(repo, tag)) === sha256Digest(manifest)) {
         report(totalObjects, totalBytes);
+        cache.commits[id] = sha256Digest(manifest);
+        saveCache(store.root, cache);
         return result(manifest, true);
       }
     }
@@ -196,6 +201,7 @@ export async function pushCommit(
     const remotes = (cache.remotes[client.host] ??= {});
     delete remotes[parsed.label]; // re-added last: most recent
     remotes[parsed.label] = repo;
+    cache.commits[id] = sha256Digest(manifest);
     saveCache(store.root, cache);
     return result(manifest, false);
   });
@@ -211,4 +217,8 @@ async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return `sha256:${hash.digest('hex')}`;
+}
+
+function upToDate(id: string, label: string, repository: string, tag: string, manifest: string): PushResult {
+  return { id, label, repository, tag, manifest, upToDate: true, blobs: 0, uploaded: 0, mounted: 0, present: 0, uploadedBytes: 0, objects: 0, bytes: 0 };
 }
