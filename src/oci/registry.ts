@@ -234,7 +234,8 @@ export class RegistryClient {
         res = await fetch(url, { method, headers, redirect: 'follow', ...(body !== undefined ? { body: body as unknown as RequestInit["body"], duplex: 'half' } : {}) } as RequestInit);
       } catch (err) {
         const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-        throw new StratumError('IO', `cannot reach registry ${this.host}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err });
+        const hint = this.base.startsWith('https:') ? ' (for a registry that speaks plain HTTP, add --plain-http)' : '';
+        throw new StratumError('IO', `cannot reach registry ${this.host}: ${cause?.code ?? cause?.message ?? (err as Error).message}${hint}`, { cause: err });
       }
       if (res.status === 401 && attempt === 0) {
         await res.body?.cancel();
