@@ -61,6 +61,8 @@ export class RegistryClient {
   private readonly scopes = new Set<string>();
   /** Set once the registry answered a Range request with the whole blob. */
   rangeIgnored = false;
+  /** Set once the registry answered a monolithic POST with 202: later uploads skip straight to POST + PUT. */
+  monolithicRefused = false;
   /** Bytes sent in blob uploads, for progress and for tests. */
   uploaded = 0;
   /** Bytes received in blob bodies. */
@@ -104,13 +106,15 @@ export class RegistryClient {
   async uploadBlob(repo: string, blob: BlobRef, body: Body, session?: string): Promise<void> {
     let location: string;
     if (session) location = session;
-    else if (Buffer.isBuffer(body) && body.length <= SMALL_UPLOAD) {
+    else if (Buffer.isBuffer(body) && body.length <= SMALL_UPLOAD && !this.monolithicRefused) {
       const res = await this.request('POST', `${repo}/blobs/uploads/?digest=${encodeURIComponent(blob.digest)}`, { ok: [201, 202], body, length: blob.size });
       await res.body?.cancel();
       if (res.status === 201) {
         this.uploaded += blob.size;
         return;
       }
+      // the registry dropped the bytes (distribution 2.x does): send them once, by PUT, from now on
+      this.monolithicRefused = true;
       location = this.location(res);
     } else {
       const res = await this.request('POST', `${repo}/blobs/uploads/`, { ok: [202] });
