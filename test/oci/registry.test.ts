@@ -182,6 +182,21 @@ it('kill -9 of push and of pull at several points; a rerun finishes with the sam
   }
 });
 
+const noScript = spawnSync('sh', ['-c', 'command -v script']).status === 0 ? undefined : 'no script(1) for a terminal';
+(noScript || why ? test.skip : test)('progress (objects, bytes, rate, ETA) goes to stderr on a terminal only; --quiet and pipes get none', () => {
+  const tree = writeTree(dir('t6'), 30, 7);
+  const a = dir('s6');
+  ok(a, 'import', tree, '--label', 'app', '--tag', 'v1');
+  const line = (extra: string) =>
+    spawnSync('script', ['-qec', `${process.execPath} ${main} --store ${a} push app:v1 ${remote('tty/app')}:${extra || 'v1'} --plain-http ${extra ? '--quiet' : ''} >/dev/null`, '/dev/null'], { encoding: 'utf8', timeout: 120_000 });
+  const shown = line('');
+  assert.is(shown.status, 0, shown.stdout);
+  assert.match(shown.stdout, /\d+\/\d+ objects .*MiB.* sent .*\/s {2}ETA \d+s/);
+  assert.not.match(line('quiet').stdout, /objects/);
+  const piped = cli(a, 'push', 'app:v1', remote('tty/app:v2'), '--plain-http');
+  assert.not.match(piped.stderr, /\r|ETA/);
+});
+
 const userWhy = why ?? userTestsUnavailable();
 (userWhy ? test.skip : test)('an ordinary user pushes from its store and pulls into another', () => {
   const user = testUser();
