@@ -53,6 +53,57 @@ export function parseRemote(text: string): Remote {
 }
 
 const SMALL_UPLOAD = 8 << 20;
+/** A registry that sends or takes nothing for this long is given up on (a stalled body, a dead peer). */
+const idleMs = (): number => Number(process.env.STRATUM_REGISTRY_IDLE_MS ?? 60_000);
+
+/** Aborts a request when no bytes moved for idleMs(); every chunk read or sent pushes it back. */
+class Watchdog {
+  readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  fired: StratumError | undefined;
+
+  constructor(private readonly host: string) {
+    this.touch();
+  }
+
+  touch(): void {
+    clearTimeout(this.timer);
+    const ms = idleMs();
+    this.timer = setTimeout(() => {
+      this.fired = new StratumError('IO', `registry ${this.host} sent or took nothing for ${ms / 1000} s; giving up`);
+      this.controller.abort(this.fired);
+    }, ms);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+}
+
+const watchdogs = new WeakMap<Response, Watchdog>();
+
+/** Reads a response body chunk by chunk, feeding its watchdog; a fired watchdog becomes its error. */
+async function* chunksOf(res: Response): AsyncGenerator<Uint8Array> {
+  const dog = watchdogs.get(res);
+  const reader = res.body!.getReader();
+  try {
+    for (;;) {
+      let step: { done: boolean; value?: Uint8Array };
+      try {
+        step = await reader.read();
+      } catch (err) {
+        throw dog?.fired ?? err;
+      }
+      if (step.done) break;
+      dog?.touch();
+      yield step.value!;
+    }
+  } finally {
+    dog?.stop();
+    await reader.cancel().catch(() => undefined);
+  }
+}
 
 export class RegistryClient {
   private readonly base: string;
@@ -160,19 +211,12 @@ export class RegistryClient {
     const res = await this.request('GET', `${repo}/blobs/${blob.digest}`, { ok: [200], notFound: `blob ${blob.digest} is missing from ${this.host}/${repo}` });
     const hash = createHash('sha256');
     let total = 0;
-    const reader = res.body!.getReader();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        total += value.length;
-        this.downloaded += value.length;
-        if (total > blob.size) throw corrupt(`blob ${blob.digest} is longer than its ${blob.size} bytes`);
-        hash.update(value);
-        yield Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-      }
-    } finally {
-      await reader.cancel().catch(() => undefined);
+    for await (const value of chunksOf(res)) {
+      total += value.length;
+      this.downloaded += value.length;
+      if (total > blob.size) throw corrupt(`blob ${blob.digest} is longer than its ${blob.size} bytes`);
+      hash.update(value);
+      yield Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     }
     if (total !== blob.size) throw corrupt(`blob ${blob.digest} has ${total} bytes, not ${blob.size}`);
     if (`sha256:${hash.digest('hex')}` !== blob.digest) throw corrupt(`blob ${blob.digest} does not match its digest`);
@@ -233,10 +277,16 @@ export class RegistryClient {
         headers['content-length'] = String(o.length ?? (Buffer.isBuffer(o.body) ? o.body.length : 0));
       }
       let res: Response;
+      const dog = new Watchdog(this.host);
       try {
-        const body = o.body === undefined ? undefined : Buffer.isBuffer(o.body) ? o.body : o.body();
-        res = await fetch(url, { method, headers, redirect: 'follow', ...(body !== undefined ? { body: body as unknown as RequestInit["body"], duplex: 'half' } : {}) } as RequestInit);
+        const body = o.body === undefined ? undefined : Buffer.isBuffer(o.body) ? o.body : fed(o.body(), dog);
+        res = await fetch(url, { method, headers, redirect: 'follow', signal: dog.controller.signal, ...(body !== undefined ? { body: body as unknown as RequestInit['body'], duplex: 'half' } : {}) } as RequestInit);
+        dog.touch();
+        watchdogs.set(res, dog);
+        if (!res.body) dog.stop();
       } catch (err) {
+        dog.stop();
+        if (dog.fired) throw dog.fired;
         const cause = (err as { cause?: { code?: string; message?: string } }).cause;
         const hint = this.base.startsWith('https:') ? ' (for a registry that speaks plain HTTP, add --plain-http)' : '';
         throw new StratumError('IO', `cannot reach registry ${this.host}: ${cause?.code ?? cause?.message ?? (err as Error).message}${hint}`, { cause: err });
@@ -275,7 +325,7 @@ export class RegistryClient {
     for (const s of this.scopes) url.searchParams.append('scope', s);
     let tokenRes: Response;
     try {
-      tokenRes = await fetch(url, { headers: basic ? { authorization: basic } : {} });
+      tokenRes = await fetch(url, { headers: basic ? { authorization: basic } : {}, signal: AbortSignal.timeout(idleMs()) });
     } catch (err) {
       throw new StratumError('IO', `cannot reach the token service ${url.host} of registry ${this.host}`, { cause: err });
     }
@@ -303,17 +353,10 @@ export async function readBounded(res: Response, max: number, what: string): Pro
   }
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const reader = res.body.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > max) throw corrupt(`${what} is longer than the ${max} bytes expected`);
-      chunks.push(value);
-    }
-  } finally {
-    await reader.cancel().catch(() => undefined);
+  for await (const value of chunksOf(res)) {
+    total += value.length;
+    if (total > max) throw corrupt(`${what} is longer than the ${max} bytes expected`);
+    chunks.push(value);
   }
   return Buffer.concat(chunks, total);
 }
@@ -339,4 +382,12 @@ function errorDetail(body: Buffer): string {
 
 function shortPath(path: string): string {
   return path.replace(/^https?:\/\/[^/]+/, '').replace(/_state=[^&]*/, '_state=…').slice(0, 160);
+}
+
+/** An upload body that feeds the request's watchdog as it is sent. */
+async function* fed(body: AsyncIterable<Uint8Array>, dog: Watchdog): AsyncGenerator<Uint8Array> {
+  for await (const chunk of body) {
+    dog.touch();
+    yield chunk;
+  }
 }

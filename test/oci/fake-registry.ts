@@ -13,6 +13,8 @@ export interface FakeOptions {
   token?: { username: string; password: string };
   /** A blob digest whose GET never ends. */
   endless?: string;
+  /** A blob digest whose GET sends its headers and a few bytes, then nothing, never closing. */
+  stall?: string;
 }
 
 export class FakeRegistry {
@@ -97,6 +99,11 @@ export class FakeRegistry {
       if (!blob) return send(res, 404, '{"errors":[{"code":"BLOB_UNKNOWN"}]}');
       if (req.method === 'HEAD') return send(res, 200, '', { 'content-length': String(blob.length) }, true);
       if (this.options.endless === m[2]) return endless(res);
+      if (this.options.stall === m[2]) {
+        res.writeHead(200, { 'content-length': String(blob.length) });
+        res.write(blob.subarray(0, 10));
+        return;
+      }
       const range = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''));
       if (range && !this.options.ignoreRange) {
         const start = Number(range[1]);

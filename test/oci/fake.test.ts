@@ -184,4 +184,15 @@ test('hostile: an endless blob body is cut off and refused', async () => {
   assert.ok(target);
 });
 
+test('hostile: a body that stalls is given up on after the idle time, with a clear error', async () => {
+  process.env.STRATUM_REGISTRY_IDLE_MS = '700';
+  try {
+    await hostile((fake, m) => {
+      fake.options.stall = m.packs[0]!.index.digest;
+    }, /sent or took nothing for 0.7 s/);
+  } finally {
+    delete process.env.STRATUM_REGISTRY_IDLE_MS;
+  }
+});
+
 test.run();
