@@ -31,12 +31,15 @@ export function freePort(): Promise<number> {
 }
 
 const running = new Set<ChildProcess>();
+const dirs = new Set<string>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
 export async function startRegistry(): Promise<RegistryServer> {
   const dir = mkdtempSync(join(tmpdir(), 'stratum-registry-'));
+  dirs.add(dir);
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
     const config = join(dir, 'config.yml');
