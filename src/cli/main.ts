@@ -8,7 +8,7 @@ import { exportCommand, importCommand } from './commands/import.js';
 import { applyCommand, commitCommand, initCommand } from './commands/head-commands.js';
 import { list } from './commands/list.js';
 import { mountCommand, unmountCommand } from './commands/mount.js';
-import { pullCommand, pushCommand } from './commands/push-pull.js';
+import { registerPushPull } from './commands/push-pull.js';
 import { diffCommand, gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
 import { Context, STDIO, type GlobalOptions } from './context.js';
 
@@ -60,19 +60,7 @@ export function buildCli(): ReturnType<typeof cac> {
   cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (auto: kernel when root and the kernel can, else fuse)').action(run(mountCommand));
   cli.command('unmount <what>', 'Unmount label[:tag] or a mountpoint (flushes and ends the server)').action(run(unmountCommand));
 
-  cli
-    .command('push <ref> <destination>', 'Push a commit to an OCI registry: <registry>/<repo>[:<tag>] (tag defaults to the Stratum tag)')
-    .option('--plain-http', 'Talk HTTP, not HTTPS (a local registry)')
-    .option('--tls-verify <bool>', 'false: accept any TLS certificate')
-    .option('--insecure', 'The same as --tls-verify=false')
-    .action(run(pushCommand));
-  cli
-    .command('pull <source> [target]', 'Pull <registry>/<repo>:<tag> into label[:tag] (default: the repo\'s last path element and its tag)')
-    .option('--plain-http', 'Talk HTTP, not HTTPS (a local registry)')
-    .option('--tls-verify <bool>', 'false: accept any TLS certificate')
-    .option('--insecure', 'The same as --tls-verify=false')
-    .option('--force', 'Move an existing tag that names another commit')
-    .action(run(pullCommand));
+  registerPushPull(cli, run);
 
   cli.help();
   cli.version(version);

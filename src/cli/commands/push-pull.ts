@@ -1,5 +1,7 @@
 // `push <label:tag> <registry>/<repo>[:<tag>]` and `pull <registry>/<repo>:<tag> [label[:tag]]`
-// (docs/oci.md): the CLI side only; src/oci does the work.
+// (docs/oci.md): the CLI side only; src/oci does the work. `registerPushPull` adds both commands
+// to the command table.
+import type { CAC } from 'cac';
 import { StratumError } from '../../store/error.js';
 import { pullCommit, type PullProgress } from '../../oci/pull.js';
 import { pushCommit, type PushProgress } from '../../oci/push.js';
@@ -11,6 +13,29 @@ interface TransportOptions {
   plainHttp?: boolean;
   tlsVerify?: string | boolean;
   insecure?: boolean;
+}
+
+type Run = (action: (ctx: Context, ...args: never[]) => Promise<void>) => (...args: unknown[]) => Promise<void>;
+
+/** Adds push and pull to the command table; `run` is the table's wrapper that makes a Context. */
+export function registerPushPull(cli: CAC, run: Run): void {
+  cli
+    .command('push <ref> <destination>', 'Push a commit to an OCI registry: <registry>/<repo>[:<tag>] (tag defaults to the Stratum tag)')
+    .option('--plain-http', 'Talk HTTP, not HTTPS (a local registry)')
+    .option('--tls-verify <bool>', 'false: accept any TLS certificate')
+    .option('--insecure', 'The same as --tls-verify=false')
+    .example('stratum push myapp:v1.0 registry.example:5000/team/myapp')
+    .example('stratum push myapp:v1.0 127.0.0.1:5000/team/myapp:latest --plain-http')
+    .action(run(pushCommand));
+  cli
+    .command('pull <source> [target]', "Pull <registry>/<repo>:<tag> into label[:tag] (default: the repo's last path element and its tag)")
+    .option('--plain-http', 'Talk HTTP, not HTTPS (a local registry)')
+    .option('--tls-verify <bool>', 'false: accept any TLS certificate')
+    .option('--insecure', 'The same as --tls-verify=false')
+    .option('--force', 'Move an existing tag that names another commit')
+    .example('stratum pull registry.example:5000/team/myapp:v1.0')
+    .example('stratum pull 127.0.0.1:5000/team/myapp:v1.0 other:v1 --plain-http')
+    .action(run(pullCommand));
 }
 
 function clientFor(host: string, o: TransportOptions): RegistryClient {
