@@ -9,6 +9,7 @@ import { annotateCommand } from './commands/annotate.js';
 import { applyCommand, commitCommand, initCommand } from './commands/head-commands.js';
 import { list } from './commands/list.js';
 import { mountCommand, unmountCommand } from './commands/mount.js';
+import { pullCommand, pushCommand } from './commands/push-pull.js';
 import { diffCommand, gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
 import { Context, type GlobalOptions } from './context.js';
 import { completionScript, manPage } from './manual.js';
@@ -137,6 +138,23 @@ export function buildCli(): ReturnType<typeof cac> {
     .example('stratum unmount myapp')
     .example('stratum unmount /srv/myapp')
     .action(run(unmountCommand));
+  cli
+    .command('push <ref> <destination>', 'Push a commit to an OCI registry: <registry>/<repo>[:<tag>] (tag defaults to the Stratum tag)')
+    .option('--plain-http', 'Talk HTTP, not HTTPS (a local registry)')
+    .option('--tls-verify <bool>', 'false: accept any TLS certificate')
+    .option('--insecure', 'The same as --tls-verify=false')
+    .example('stratum push myapp:v1.0 registry.example:5000/team/myapp')
+    .example('stratum push myapp:v1.0 127.0.0.1:5000/team/myapp:latest --plain-http')
+    .action(run(pushCommand));
+  cli
+    .command('pull <source> [target]', "Pull <registry>/<repo>:<tag> into label[:tag] (default: the repo's last path element and its tag)")
+    .option('--plain-http', 'Talk HTTP, not HTTPS (a local registry)')
+    .option('--tls-verify <bool>', 'false: accept any TLS certificate')
+    .option('--insecure', 'The same as --tls-verify=false')
+    .option('--force', 'Move an existing tag that names another commit')
+    .example('stratum pull registry.example:5000/team/myapp:v1.0')
+    .example('stratum pull 127.0.0.1:5000/team/myapp:v1.0 other:v1 --plain-http')
+    .action(run(pullCommand));
   cli
     .command('completion <shell>', 'Print shell completion for bash or zsh (commands, options, labels, label:tag)')
     .example('source <(stratum completion bash)')
