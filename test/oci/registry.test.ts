@@ -197,6 +197,58 @@ const noScript = spawnSync('sh', ['-c', 'command -v script']).status === 0 ? und
   assert.not.match(piped.stderr, /\r|ETA/);
 });
 
+interface PushedWithAnnotations extends Pushed { annotations?: { manifest: string; upToDate: boolean; count: number } }
+interface PulledWithAnnotations extends Pulled { annotations: number; warnings: string[] }
+interface Status { commit: { annotations: Record<string, string> } }
+const tagsOf = async (repo: string): Promise<string[]> => ((await (await fetch(`http://${registry.host}/v2/${repo}/tags/list`)).json()) as { tags: string[] }).tags;
+
+it('annotations travel with push and pull: the fallback tag sha256-<hex> lists them, a change arrives, the commit manifest never changes', async () => {
+  const tree = writeTree(dir('t8'), 20, 8);
+  const a = dir('s8a');
+  const b = dir('s8b');
+  ok(a, 'import', tree, '--label', 'app', '--tag', 'v1');
+  ok(a, 'annotate', 'app:v1', 'org.opencontainers.image.source=https://example.org/app', 'stage=test');
+  const first = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('ann/app'), '--plain-http');
+  assert.is(first.annotations?.count, 2);
+  assert.ok((await tagsOf('ann/app')).includes(`sha256-${first.manifest.slice(7)}`), 'the referrers fallback tag names the commit manifest');
+  const pulled = json<PulledWithAnnotations>(b, 'pull', `${remote('ann/app')}:v1`, '--plain-http');
+  assert.is(pulled.annotations, 2);
+  assert.equal(json<Status>(b, 'status', 'app:v1').commit.annotations, { 'org.opencontainers.image.source': 'https://example.org/app', stage: 'test' });
+
+  const again = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('ann/app'), '--plain-http');
+  assert.is(again.upToDate, true);
+  assert.is(again.uploadedBytes, 0, 'unchanged annotations send nothing');
+  assert.is(again.annotations?.manifest, first.annotations?.manifest);
+
+  ok(a, 'annotate', 'app:v1', 'stage=prod');
+  const changed = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('ann/app'), '--plain-http');
+  assert.is(changed.manifest, first.manifest, 'the commit manifest does not hold annotations');
+  assert.is(changed.upToDate, false);
+  assert.is.not(changed.annotations?.manifest, first.annotations?.manifest);
+  assert.ok(changed.uploadedBytes < 1024, `a changed annotation sent ${changed.uploadedBytes} bytes`);
+  const repulled = json<PulledWithAnnotations>(b, 'pull', `${remote('ann/app')}:v1`, '--plain-http');
+  assert.is(repulled.newCommit, false);
+  const log = json<Array<{ id: string; annotations: Record<string, string> }>>(b, 'log', 'app:v1');
+  assert.is(log[0]!.annotations.stage, 'prod');
+  // the referrer index holds one annotations entry (the newest), not one per push
+  const res = await fetch(`http://${registry.host}/v2/ann/app/manifests/sha256-${first.manifest.slice(7)}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+  const entries = ((await res.json()) as { manifests: Array<{ digest: string }> }).manifests;
+  assert.equal(entries.map((e) => e.digest), [changed.annotations!.manifest]);
+});
+
+it('a commit without annotations pushes no referrer and pulls with none', async () => {
+  const tree = writeTree(dir('t9'), 10, 9);
+  const a = dir('s9a');
+  ok(a, 'import', tree, '--label', 'app', '--tag', 'v1');
+  const pushed = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('plain/app'), '--plain-http');
+  assert.is(pushed.annotations, undefined);
+  assert.equal(await tagsOf('plain/app'), ['v1']);
+  const pulled = json<PulledWithAnnotations>(dir('s9b'), 'pull', `${remote('plain/app')}:v1`, '--plain-http');
+  assert.is(pulled.annotations, 0);
+  assert.equal(pulled.warnings, []);
+  assert.equal(json<Status>(dir('s9b'), 'status', 'app:v1').commit.annotations, {});
+});
+
 const userWhy = why ?? userTestsUnavailable();
 (userWhy ? test.skip : test)('an ordinary user pushes from its store and pulls into another', () => {
   const user = testUser();
@@ -211,9 +263,12 @@ const userWhy = why ?? userTestsUnavailable();
     return r.stdout;
   };
   const id = as('a', 'import', tree, '--label', 'mine', '--tag', 'v1').trim().split(':')[1]!;
+  as('a', 'annotate', 'mine:v1', 'owner=tester');
   as('a', 'push', 'mine:v1', remote('users/mine'), '--plain-http', '--quiet');
-  const out = JSON.parse(as('b', 'pull', `${remote('users/mine')}:v1`, '--plain-http', '--json')) as Pulled;
+  const out = JSON.parse(as('b', 'pull', `${remote('users/mine')}:v1`, '--plain-http', '--json')) as Pulled & { annotations: number };
   assert.is(out.id, id);
+  assert.is(out.annotations, 1);
+  assert.match(as('b', 'log', 'mine:v1'), /\{owner=tester\}/);
   assert.match(as('b', 'verify'), /ok/);
   assert.is(lstatSync(join(base, 'b', 'objects')).uid, user.uid);
 });
