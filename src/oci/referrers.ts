@@ -62,7 +62,7 @@ export function parseReferrer(bytes: Uint8Array, subject: string): Descriptor {
 
 /** The annotations in a blob, checked as `stratum annotate` checks them. */
 export function parseAnnotationsBlob(bytes: Uint8Array): Annotations {
-  const doc = json(bytes, 'its annotations');
+  const doc = json(bytes, 'the annotations blob');
   if (doc && typeof doc === 'object' && Object.keys(doc).length > MAX_KEYS) throw bad(`it has more than ${MAX_KEYS} annotations`);
   try {
     return parseAnnotations(doc);

@@ -6,7 +6,7 @@ import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { pullCommit } from '../../src/oci/pull.js';
 import { pushCommit } from '../../src/oci/push.js';
-import { annotationsBlob, ANNOTATIONS_ARTIFACT, buildReferrer, fallbackTag, INDEX_MEDIA_TYPE, MAX_ANNOTATIONS } from '../../src/oci/referrers.js';
+import { annotationsBlob, ANNOTATIONS_ARTIFACT, buildReferrer, currentReferrer, fallbackTag, INDEX_MEDIA_TYPE, MAX_ANNOTATIONS, parseReferrers, withReferrer } from '../../src/oci/referrers.js';
 import { MANIFEST_TYPE } from '../../src/oci/manifest.js';
 import { RegistryClient } from '../../src/oci/registry.js';
 import { withTempDir } from '../helpers/dirs.js';
@@ -31,6 +31,20 @@ test('canonical annotations blob: the same set in any order is the same bytes; t
   assert.equal(annotationsBlob({ b: '2', a: '1' }), annotationsBlob({ a: '1', b: '2' }));
   assert.is(annotationsBlob({ b: '2', a: '1' }).toString(), '{"a":"1","b":"2"}');
   assert.is(fallbackTag(`sha256:${'ab'.repeat(32)}`), `sha256-${'ab'.repeat(32)}`);
+});
+
+test('the fallback index: our older entry is replaced, other tools\' entries are kept as they were, junk entries skipped when read', () => {
+  const digest = (c: string) => `sha256:${c.repeat(64)}`;
+  const sig = { mediaType: MANIFEST_TYPE, digest: digest('1'), size: 10, artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json', platform: { os: 'linux' } };
+  const ours = { mediaType: MANIFEST_TYPE, digest: digest('2'), size: 20, artifactType: ANNOTATIONS_ARTIFACT, annotations: { 'org.opencontainers.image.created': '2026-01-01T00:00:00.000Z' } };
+  const old = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: INDEX_MEDIA_TYPE, manifests: [sig, ours] }));
+  const next = { ...ours, digest: digest('3'), annotations: { 'org.opencontainers.image.created': '2026-02-01T00:00:00.000Z' } };
+  const index = JSON.parse(withReferrer(old, next).toString()) as { manifests: unknown[] };
+  assert.equal(index.manifests, [sig, next]);
+  const listed = parseReferrers(Buffer.from(JSON.stringify({ manifests: [null, { digest: 'x' }, ours, next] })));
+  assert.is(listed.length, 2);
+  assert.is(currentReferrer(listed)?.digest, next.digest, 'the newest, whatever the order');
+  assert.is(currentReferrer([next, ours])?.digest, next.digest);
 });
 
 test('a registry with the referrers API: no fallback tag is written, and pull takes the newest of several referrers', () =>

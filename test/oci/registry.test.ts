@@ -8,8 +8,9 @@ import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { giveTo, makeRuntimeDir, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { parseManifest, type CommitManifest } from '../../src/oci/manifest.js';
+import { parseManifest, sha256Digest, type CommitManifest } from '../../src/oci/manifest.js';
 import { RegistryClient } from '../../src/oci/registry.js';
+import { ANNOTATIONS_ARTIFACT, buildReferrer, EMPTY_BLOB, fallbackTag, INDEX_MEDIA_TYPE, withReferrer } from '../../src/oci/referrers.js';
 import { objectsIn, writeTree } from './fixtures.js';
 import { registryAbsent, startRegistry, type RegistryServer } from './registry-server.js';
 
@@ -247,6 +248,30 @@ it('a commit without annotations pushes no referrer and pulls with none', async 
   assert.is(pulled.annotations, 0);
   assert.equal(pulled.warnings, []);
   assert.equal(json<Status>(dir('s9b'), 'status', 'app:v1').commit.annotations, {});
+});
+
+it('a bad annotations artifact in the registry: pull takes the commit, merges nothing, warns on stderr even with --quiet, exits 0', async () => {
+  const tree = writeTree(dir('t10'), 10, 10);
+  const a = dir('s10a');
+  const id = ok(a, 'import', tree, '--label', 'app', '--tag', 'v1').trim().split(':')[1]!;
+  const pushed = json<Pushed>(a, 'push', 'app:v1', remote('bad/app'), '--plain-http');
+  // what another tool (or a hostile pusher) could attach: a referrer whose config is not JSON
+  const reg = new RegistryClient(registry.host, { plainHttp: true });
+  const config = Buffer.from('{"stage": ');
+  const subject = { digest: pushed.manifest, size: (await reg.getManifest('bad/app', 'v1')).length };
+  await reg.uploadBlob('bad/app', { digest: sha256Digest(config), size: config.length }, config);
+  await reg.uploadBlob('bad/app', EMPTY_BLOB, EMPTY_BLOB.bytes);
+  const referrer = buildReferrer({ id, subject, config, created: '2026-01-01T00:00:00.000Z' });
+  await reg.putManifest('bad/app', sha256Digest(referrer), referrer);
+  const entry = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256Digest(referrer), size: referrer.length, artifactType: ANNOTATIONS_ARTIFACT };
+  await reg.putManifest('bad/app', fallbackTag(pushed.manifest), withReferrer(undefined, entry), INDEX_MEDIA_TYPE);
+
+  const b = dir('s10b');
+  const r = cli(b, 'pull', `${remote('bad/app')}:v1`, '--plain-http', '--quiet');
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^stratum: warning: the commit's annotations were not taken: bad annotations from the registry: the annotations blob is not JSON$/m);
+  assert.equal(json<Status>(b, 'status', 'app:v1').commit.annotations, {});
+  assert.match(ok(b, 'verify'), /ok/);
 });
 
 const userWhy = why ?? userTestsUnavailable();
