@@ -6,6 +6,7 @@
 //
 // Public surface: pullCommit, PullResult, PullProgress.
 import { Readable } from 'node:stream';
+import { setAnnotations } from '../store/annotations.js';
 import { fsverityDigest } from '../store/digest.js';
 import { StratumError } from '../store/error.js';
 import { bufferSource, ImageReader } from '../store/image/read.js';
@@ -13,8 +14,9 @@ import { merkleOfImage } from '../store/merkle.js';
 import { parseMetadata } from '../store/metadata.js';
 import { checkLabel, checkTag } from '../store/names.js';
 import type { Store } from '../store/store.js';
+import { fetchAnnotations } from './annotations.js';
 import { pool, usedObjects } from './commit-objects.js';
-import { parseManifest, type Descriptor } from './manifest.js';
+import { parseManifest, sha256Digest, type Descriptor } from './manifest.js';
 import { MAX_INDEX_BYTES, parseIndex, readEntry, type PackIndexEntry } from './pack.js';
 import { LARGE_OBJECT } from './plan.js';
 import type { RegistryClient } from './registry.js';
@@ -45,6 +47,10 @@ export interface PullResult {
   objects: number;
   missing: number;
   receivedBytes: number;
+  /** Annotations the registry carried onto the commit (merged as bundle import merges them). */
+  annotations: number;
+  /** What went wrong with the annotations, when they were refused; the commit is pulled anyway. */
+  warnings: string[];
 }
 
 export async function pullCommit(
@@ -56,16 +62,32 @@ export async function pullCommit(
   const label = checkLabel(options.label ?? source.repo.split('/').pop()!);
   const tag = checkTag(options.tag ?? source.tag);
   const before = client.downloaded;
-  const manifest = parseManifest(await client.getManifest(source.repo, source.tag));
+  const manifestBytes = await client.getManifest(source.repo, source.tag);
+  const manifest = parseManifest(manifestBytes);
   const id = manifest.id;
   const existing = await store.tags.read(label, tag);
   if (existing && !(existing.kind === 'id' && existing.id === id) && !options.force) {
     throw new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists and names another commit; pull into another tag (… ${label}:<tag>) or use --force to move it`);
   }
 
+  // annotations are fetched and checked before anything is written, and set with the tags
+  const warnings: string[] = [];
+  const annotations = await fetchAnnotations(client, source.repo, sha256Digest(manifestBytes)).catch((err: unknown) => {
+    if (!(err instanceof StratumError)) throw err;
+    warnings.push(`the commit's annotations were not taken: ${err.message}`);
+    return {};
+  });
+  const annotate = async (): Promise<number> => {
+    const n = Object.keys(annotations).length;
+    if (n > 0) await setAnnotations(store, id, { set: annotations }, { lockHeld: true });
+    return n;
+  };
+
   if (await store.commits.has(id)) {
-    const tags = await store.lock.with('shared', () => publishTags(store, label, tag, id, options.force));
-    return { id, label, tags, newCommit: false, newObjects: 0, objects: 0, missing: 0, receivedBytes: client.downloaded - before };
+    return store.lock.with('shared', async () => {
+      const tags = await publishTags(store, label, tag, id, options.force);
+      return { id, label, tags, newCommit: false, newObjects: 0, objects: 0, missing: 0, receivedBytes: client.downloaded - before, annotations: await annotate(), warnings };
+    });
   }
 
   const metadataText = await client.getBlob(source.repo, bounded(manifest.config, MAX_METADATA, 'its metadata'));
@@ -157,7 +179,7 @@ export async function pullCommit(
       const newObjects = (await batch.commit()).length;
       const newCommit = await store.commits.add(image, meta);
       const tags = await publishTags(store, label, tag, id, options.force);
-      return { id, label, tags, newCommit, newObjects, objects: needed.size, missing: missing.size, receivedBytes: client.downloaded - before };
+      return { id, label, tags, newCommit, newObjects, objects: needed.size, missing: missing.size, receivedBytes: client.downloaded - before, annotations: await annotate(), warnings };
     });
   } finally {
     await batch.dispose();

@@ -180,20 +180,57 @@ export class RegistryClient {
 
   /** The digest of the manifest at `ref`, or undefined when there is none. */
   async manifestDigest(repo: string, ref: string): Promise<string | undefined> {
+    return (await this.manifestHead(repo, ref))?.digest;
+  }
+
+  /** The digest and size of the manifest at `ref` (HEAD), or undefined when there is none. */
+  async manifestHead(repo: string, ref: string): Promise<BlobRef | undefined> {
     const res = await this.request('HEAD', `${repo}/manifests/${ref}`, { ok: [200, 404], headers: { accept: MANIFEST_TYPE } });
-    return res.status === 200 ? (res.headers.get('docker-content-digest') ?? undefined) : undefined;
+    const digest = res.headers.get('docker-content-digest');
+    const size = Number(res.headers.get('content-length') ?? NaN);
+    if (res.status !== 200 || !digest) return undefined;
+    return { digest, size: Number.isSafeInteger(size) ? size : -1 };
   }
 
-  async putManifest(repo: string, ref: string, bytes: Buffer): Promise<void> {
-    const res = await this.request('PUT', `${repo}/manifests/${ref}`, { ok: [200, 201], body: bytes, length: bytes.length, headers: { 'content-type': MANIFEST_TYPE } });
+  /** PUTs a manifest (or, with `mediaType`, an index); true when the registry says it indexed its subject (OCI-Subject). */
+  async putManifest(repo: string, ref: string, bytes: Buffer, mediaType = MANIFEST_TYPE): Promise<boolean> {
+    const res = await this.request('PUT', `${repo}/manifests/${ref}`, { ok: [200, 201], body: bytes, length: bytes.length, headers: { 'content-type': mediaType } });
     await res.body?.cancel();
+    return res.headers.has('oci-subject');
   }
 
-  async getManifest(repo: string, ref: string): Promise<Buffer> {
-    const res = await this.request('GET', `${repo}/manifests/${ref}`, { ok: [200], headers: { accept: MANIFEST_TYPE }, notFound: `no manifest ${this.host}/${repo}:${ref}` });
+  async getManifest(repo: string, ref: string, mediaType = MANIFEST_TYPE): Promise<Buffer> {
+    const res = await this.request('GET', `${repo}/manifests/${ref}`, { ok: [200], headers: { accept: mediaType }, notFound: `no manifest ${this.host}/${repo}:${ref}` });
     const bytes = await readBounded(res, MAX_MANIFEST, `the manifest of ${repo}:${ref}`);
     if (ref.startsWith('sha256:')) checkDigest(bytes, ref, 'manifest');
     return bytes;
+  }
+
+  /** A manifest or index at `ref`, or undefined on 404 (a tag that does not exist). */
+  async findManifest(repo: string, ref: string, mediaType: string): Promise<Buffer | undefined> {
+    const res = await this.request('GET', `${repo}/manifests/${ref}`, { ok: [200, 404], headers: { accept: mediaType } });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return undefined;
+    }
+    const bytes = await readBounded(res, MAX_MANIFEST, `the manifest of ${repo}:${ref}`);
+    if (ref.startsWith('sha256:')) checkDigest(bytes, ref, 'manifest');
+    return bytes;
+  }
+
+  /**
+   * The referrers API (distribution-spec 1.1): the index of manifests whose subject is `digest`,
+   * or undefined when the registry has no such API (404, 400, 405, 406: what crane falls back on;
+   * distribution 2.8 answers 404).
+   */
+  async referrers(repo: string, digest: string, mediaType: string): Promise<Buffer | undefined> {
+    const res = await this.request('GET', `${repo}/referrers/${digest}`, { ok: [200, 400, 404, 405, 406], headers: { accept: mediaType } });
+    const type = res.headers.get('content-type') ?? '';
+    if (res.status !== 200 || !type.startsWith(mediaType)) {
+      await res.body?.cancel();
+      return undefined;
+    }
+    return readBounded(res, MAX_MANIFEST, `the referrers of ${repo}@${digest}`);
   }
 
   /** A whole blob, checked against its digest and size. */

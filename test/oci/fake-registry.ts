@@ -15,6 +15,8 @@ export interface FakeOptions {
   endless?: string;
   /** A blob digest whose GET sends its headers and a few bytes, then nothing, never closing. */
   stall?: string;
+  /** Serve the referrers API (distribution-spec 1.1) and answer a manifest PUT with a subject with OCI-Subject. */
+  referrersApi?: boolean;
 }
 
 export class FakeRegistry {
@@ -112,6 +114,8 @@ export class FakeRegistry {
       }
       return send(res, 200, blob);
     }
+    m = /^\/v2\/(.+)\/referrers\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
+    if (m && this.options.referrersApi) return send(res, 200, this.referrers(m[1]!, m[2]!), { 'content-type': 'application/vnd.oci.image.index.v1+json' });
     m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(url.pathname);
     if (m) {
       const key = `${m[1]}:${m[2]}`;
@@ -119,7 +123,8 @@ export class FakeRegistry {
         const digest = sha256(body);
         this.manifests.set(key, body);
         this.manifests.set(`${m[1]}:${digest}`, body);
-        return send(res, 201, '', { 'docker-content-digest': digest });
+        const subject = (JSON.parse(body.toString()) as { subject?: { digest?: string } }).subject?.digest;
+        return send(res, 201, '', { 'docker-content-digest': digest, ...(subject && this.options.referrersApi ? { 'oci-subject': subject } : {}) });
       }
       const manifest = this.manifests.get(key);
       if (!manifest) return send(res, 404, '{"errors":[{"code":"MANIFEST_UNKNOWN"}]}');
@@ -128,6 +133,18 @@ export class FakeRegistry {
       return send(res, 200, manifest, headers);
     }
     send(res, 404, '');
+  }
+
+  /** Every manifest of `repo` whose subject is `digest`, as the referrers API lists them (newest first, to show order is not relied on). */
+  private referrers(repo: string, digest: string): string {
+    const manifests = [];
+    for (const [key, body] of this.manifests) {
+      if (!key.startsWith(`${repo}:sha256:`)) continue;
+      const doc = JSON.parse(body.toString()) as { mediaType?: string; artifactType?: string; subject?: { digest?: string }; annotations?: Record<string, string> };
+      if (doc.subject?.digest !== digest) continue;
+      manifests.unshift({ mediaType: doc.mediaType, digest: sha256(body), size: body.length, artifactType: doc.artifactType, annotations: doc.annotations });
+    }
+    return JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests });
   }
 
   private putBlob(res: ServerResponse, repo: string, digest: string, bytes: Buffer): void {

@@ -8,8 +8,9 @@ import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { giveTo, makeRuntimeDir, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { parseManifest, type CommitManifest } from '../../src/oci/manifest.js';
+import { parseManifest, sha256Digest, type CommitManifest } from '../../src/oci/manifest.js';
 import { RegistryClient } from '../../src/oci/registry.js';
+import { ANNOTATIONS_ARTIFACT, buildReferrer, EMPTY_BLOB, fallbackTag, INDEX_MEDIA_TYPE, withReferrer } from '../../src/oci/referrers.js';
 import { objectsIn, writeTree } from './fixtures.js';
 import { registryAbsent, startRegistry, type RegistryServer } from './registry-server.js';
 
@@ -197,6 +198,82 @@ const noScript = spawnSync('sh', ['-c', 'command -v script']).status === 0 ? und
   assert.not.match(piped.stderr, /\r|ETA/);
 });
 
+interface PushedWithAnnotations extends Pushed { annotations?: { manifest: string; upToDate: boolean; count: number } }
+interface PulledWithAnnotations extends Pulled { annotations: number; warnings: string[] }
+interface Status { commit: { annotations: Record<string, string> } }
+const tagsOf = async (repo: string): Promise<string[]> => ((await (await fetch(`http://${registry.host}/v2/${repo}/tags/list`)).json()) as { tags: string[] }).tags;
+
+it('annotations travel with push and pull: the fallback tag sha256-<hex> lists them, a change arrives, the commit manifest never changes', async () => {
+  const tree = writeTree(dir('t8'), 20, 8);
+  const a = dir('s8a');
+  const b = dir('s8b');
+  ok(a, 'import', tree, '--label', 'app', '--tag', 'v1');
+  ok(a, 'annotate', 'app:v1', 'org.opencontainers.image.source=https://example.org/app', 'stage=test');
+  const first = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('ann/app'), '--plain-http');
+  assert.is(first.annotations?.count, 2);
+  assert.ok((await tagsOf('ann/app')).includes(`sha256-${first.manifest.slice(7)}`), 'the referrers fallback tag names the commit manifest');
+  const pulled = json<PulledWithAnnotations>(b, 'pull', `${remote('ann/app')}:v1`, '--plain-http');
+  assert.is(pulled.annotations, 2);
+  assert.equal(json<Status>(b, 'status', 'app:v1').commit.annotations, { 'org.opencontainers.image.source': 'https://example.org/app', stage: 'test' });
+
+  const again = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('ann/app'), '--plain-http');
+  assert.is(again.upToDate, true);
+  assert.is(again.uploadedBytes, 0, 'unchanged annotations send nothing');
+  assert.is(again.annotations?.manifest, first.annotations?.manifest);
+
+  ok(a, 'annotate', 'app:v1', 'stage=prod');
+  const changed = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('ann/app'), '--plain-http');
+  assert.is(changed.manifest, first.manifest, 'the commit manifest does not hold annotations');
+  assert.is(changed.upToDate, false);
+  assert.is.not(changed.annotations?.manifest, first.annotations?.manifest);
+  assert.ok(changed.uploadedBytes < 1024, `a changed annotation sent ${changed.uploadedBytes} bytes`);
+  const repulled = json<PulledWithAnnotations>(b, 'pull', `${remote('ann/app')}:v1`, '--plain-http');
+  assert.is(repulled.newCommit, false);
+  const log = json<Array<{ id: string; annotations: Record<string, string> }>>(b, 'log', 'app:v1');
+  assert.is(log[0]!.annotations.stage, 'prod');
+  // the referrer index holds one annotations entry (the newest), not one per push
+  const res = await fetch(`http://${registry.host}/v2/ann/app/manifests/sha256-${first.manifest.slice(7)}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+  const entries = ((await res.json()) as { manifests: Array<{ digest: string }> }).manifests;
+  assert.equal(entries.map((e) => e.digest), [changed.annotations!.manifest]);
+});
+
+it('a commit without annotations pushes no referrer and pulls with none', async () => {
+  const tree = writeTree(dir('t9'), 10, 9);
+  const a = dir('s9a');
+  ok(a, 'import', tree, '--label', 'app', '--tag', 'v1');
+  const pushed = json<PushedWithAnnotations>(a, 'push', 'app:v1', remote('plain/app'), '--plain-http');
+  assert.is(pushed.annotations, undefined);
+  assert.equal(await tagsOf('plain/app'), ['v1']);
+  const pulled = json<PulledWithAnnotations>(dir('s9b'), 'pull', `${remote('plain/app')}:v1`, '--plain-http');
+  assert.is(pulled.annotations, 0);
+  assert.equal(pulled.warnings, []);
+  assert.equal(json<Status>(dir('s9b'), 'status', 'app:v1').commit.annotations, {});
+});
+
+it('a bad annotations artifact in the registry: pull takes the commit, merges nothing, warns on stderr even with --quiet, exits 0', async () => {
+  const tree = writeTree(dir('t10'), 10, 10);
+  const a = dir('s10a');
+  const id = ok(a, 'import', tree, '--label', 'app', '--tag', 'v1').trim().split(':')[1]!;
+  const pushed = json<Pushed>(a, 'push', 'app:v1', remote('bad/app'), '--plain-http');
+  // what another tool (or a hostile pusher) could attach: a referrer whose config is not JSON
+  const reg = new RegistryClient(registry.host, { plainHttp: true });
+  const config = Buffer.from('{"stage": ');
+  const subject = { digest: pushed.manifest, size: (await reg.getManifest('bad/app', 'v1')).length };
+  await reg.uploadBlob('bad/app', { digest: sha256Digest(config), size: config.length }, config);
+  await reg.uploadBlob('bad/app', EMPTY_BLOB, EMPTY_BLOB.bytes);
+  const referrer = buildReferrer({ id, subject, config, created: '2026-01-01T00:00:00.000Z' });
+  await reg.putManifest('bad/app', sha256Digest(referrer), referrer);
+  const entry = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256Digest(referrer), size: referrer.length, artifactType: ANNOTATIONS_ARTIFACT };
+  await reg.putManifest('bad/app', fallbackTag(pushed.manifest), withReferrer(undefined, entry), INDEX_MEDIA_TYPE);
+
+  const b = dir('s10b');
+  const r = cli(b, 'pull', `${remote('bad/app')}:v1`, '--plain-http', '--quiet');
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^stratum: warning: the commit's annotations were not taken: bad annotations from the registry: the annotations blob is not JSON$/m);
+  assert.equal(json<Status>(b, 'status', 'app:v1').commit.annotations, {});
+  assert.match(ok(b, 'verify'), /ok/);
+});
+
 const userWhy = why ?? userTestsUnavailable();
 (userWhy ? test.skip : test)('an ordinary user pushes from its store and pulls into another', () => {
   const user = testUser();
@@ -211,9 +288,12 @@ const userWhy = why ?? userTestsUnavailable();
     return r.stdout;
   };
   const id = as('a', 'import', tree, '--label', 'mine', '--tag', 'v1').trim().split(':')[1]!;
+  as('a', 'annotate', 'mine:v1', 'owner=tester');
   as('a', 'push', 'mine:v1', remote('users/mine'), '--plain-http', '--quiet');
-  const out = JSON.parse(as('b', 'pull', `${remote('users/mine')}:v1`, '--plain-http', '--json')) as Pulled;
+  const out = JSON.parse(as('b', 'pull', `${remote('users/mine')}:v1`, '--plain-http', '--json')) as Pulled & { annotations: number };
   assert.is(out.id, id);
+  assert.is(out.annotations, 1);
+  assert.match(as('b', 'log', 'mine:v1'), /\{owner=tester\}/);
   assert.match(as('b', 'verify'), /ok/);
   assert.is(lstatSync(join(base, 'b', 'objects')).uid, user.uid);
 });

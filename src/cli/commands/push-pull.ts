@@ -31,8 +31,10 @@ export async function pushCommand(ctx: Context, ref: string, destination: string
     line.done();
   }
   ctx.result(result, () => [`${result.repository}:${result.tag}@${result.manifest}`]);
-  if (result.upToDate) ctx.note(`${result.repository}:${result.tag} already holds commit ${shortId(result.id)}; nothing sent`);
+  // blobs 0: the tag held the manifest already (annotations may still have been sent)
+  if (result.upToDate || result.blobs === 0) ctx.note(`${result.repository}:${result.tag} already holds commit ${shortId(result.id)}${result.upToDate ? '; nothing sent' : ''}`);
   else ctx.note(`commit ${shortId(result.id)}: ${plural(result.blobs, 'blob')}: ${result.uploaded} uploaded (${size(result.uploadedBytes)}), ${result.mounted} mounted, ${result.present} already there`);
+  if (result.annotations) ctx.note(`${plural(result.annotations.count, 'annotation')}: ${result.annotations.upToDate ? 'already there' : `pushed as ${result.annotations.manifest}`}`);
 }
 
 export async function pullCommand(ctx: Context, source: string, target: string | undefined, options: TransportOptions & { force?: boolean }): Promise<void> {
@@ -63,6 +65,9 @@ export async function pullCommand(ctx: Context, source: string, target: string |
   ctx.result(result, () => (named.length ? named : [result.id]).map((t) => `${result.label}:${t}`));
   if (!result.newCommit) ctx.note(`commit ${shortId(result.id)} was already in the store`);
   else ctx.note(`commit ${shortId(result.id)}: ${result.missing} of ${plural(result.objects, 'object')} fetched, ${size(result.receivedBytes)} received`);
+  if (result.annotations > 0) ctx.note(`${plural(result.annotations, 'annotation')} set on the commit`);
+  // not silenced by --quiet: something the registry holds was refused
+  for (const w of result.warnings) process.stderr.write(`stratum: warning: ${w}\n`);
 }
 
 /** objects, bytes, rate and ETA on stderr, only on a terminal and without --quiet. */
