@@ -11,3 +11,10 @@ export function size(bytes: number): string {
 export const when = (iso: string | undefined): string => (iso ? iso.replace('T', ' ').slice(0, 19) : '');
 
 export const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** Rows as columns padded to their widest cell, two spaces apart (the last column unpadded). */
+export function table(rows: string[][]): string[] {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length); });
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
+}

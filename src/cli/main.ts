@@ -1,74 +1,21 @@
 #!/usr/bin/env node
 // The `stratum` command line: parse with cac, hand each command to its file in commands/, and
 // turn errors into one line on stderr and an exit status (0 ok, 1 failed, 2 usage).
-import { createRequire } from 'node:module';
-import { cac } from 'cac';
-import { StratumError, exitStatus } from '../store/error.js';
-import { annotateCommand } from './commands/annotate.js';
-import { exportCommand, importCommand } from './commands/import.js';
-import { applyCommand, commitCommand, initCommand } from './commands/head-commands.js';
-import { list } from './commands/list.js';
-import { mountCommand, unmountCommand } from './commands/mount.js';
-import { diffCommand, gcCommand, logCommand, removeCommand, statusCommand, tagCommand, verifyCommand } from './commands/store-commands.js';
-import { Context, STDIO, type GlobalOptions } from './context.js';
-
-const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
-
-type Action = (ctx: Context, ...args: never[]) => Promise<void>;
-
-/** cac calls an action with the positional arguments, then the options object, last. */
-function run(action: Action) {
-  return async (...args: unknown[]): Promise<void> => {
-    const options = args[args.length - 1] as GlobalOptions;
-    await (action as (ctx: Context, ...rest: unknown[]) => Promise<void>)(new Context(options), ...args);
-  };
-}
-
-export function buildCli(): ReturnType<typeof cac> {
-  const cli = cac('stratum');
-  cli.option('--store <dir>', 'Store directory (default: $STRATUM_STORE, /var/lib/stratum as root, else ~/.local/share/stratum)');
-  cli.option('--json', 'Print results as JSON');
-  cli.option('--quiet', 'Print only results and errors');
-
-  cli
-    .command('import <source> [target]', 'Import a directory (with --label) or a bundle file (- for stdin) as a commit; prints label:<id>')
-    .option('--label <label>', 'The label to import into (required for a directory; renames a bundle\'s label)')
-    .option('--tag <tag>', 'Also tag the commit label:<tag> (renames a bundle\'s tag)')
-    .option('--bare', 'A delta dir (overlay or OCI whiteouts) on the HEAD base of target label[:tag]; HEAD stays')
-    .action(run(importCommand));
-  cli.command('export <ref> <file>', 'Write a commit with all its objects as one bundle (- for stdout)').action(run(exportCommand));
-  cli.command('list [label]', 'List labels, or the tags of a label').action(run(list));
-  cli
-    .command('tag <ref> <tag>', 'Tag the commit ref names (label:tag, label:<id prefix>, label@sha256:<id>)')
-    .option('--move', 'Rename: remove the source tag')
-    .option('--force', 'Replace an existing tag')
-    .action(run(tagCommand));
-  cli.command('remove <ref>', 'Remove a tag (label:tag) or a whole label, then collect garbage').option('--force', "Discard HEAD's uncommitted changes").action(run(removeCommand));
-  cli.command('gc', 'Delete commits and objects nothing refers to').option('--dry-run', 'Only say what would be freed').action(run(gcCommand));
-  cli.command('verify [ref]', 'Re-hash objects and images; exit 1 on any problem').option('--repair', 'Remove corrupt objects so a re-import restores them').action(run(verifyCommand));
-  cli.command('log <ref>', 'A commit and its ancestors').action(run(logCommand));
-  cli.command('diff <from> <to>', 'Paths added (A), removed (D) and changed (M) between two commits').action(run(diffCommand));
-  cli.command('annotate <ref> [...changes]', 'Set (key=value) or remove (key-) annotations of the commit label:tag names, or of a bare label; prints them').example('stratum annotate myapp:v1 org.opencontainers.image.source=https://example.org/myapp old-').action(run(annotateCommand));
-  cli.command('status [ref]', 'The store, or one label: HEAD, tags, changes').action(run(statusCommand));
-  cli.command('commit <target>', "Commit HEAD's changes as label:tag (label alone: tagged by the commit id)").action(run(commitCommand));
-  cli
-    .command('apply <ref> [mountpoint]', "Move HEAD's base to ref; refuses when HEAD has uncommitted changes")
-    .option('--discard', 'Drop uncommitted changes')
-    .option('--keep', 'Keep uncommitted changes on top of the new base')
-    .action(run(applyCommand));
-  cli.command('init <label> [mountpoint]', 'Create a label with an empty HEAD').option('--migrate', 'Import the directory at mountpoint as the first commit').option('--mode <mode>', 'auto|fuse|kernel, as for mount').action(run(initCommand));
-
-  cli.command('mount <ref> [mountpoint]', 'Mount label (HEAD, read-write) or label:tag (read-only); prints the mountpoint').option('--foreground', 'Serve in this process, logging to stderr').option('--mode <mode>', 'auto|fuse|kernel (auto: kernel when root and the kernel can, else fuse)').option('--allow-suid', 'Honour setuid/setgid bits (root only; mounts are nosuid otherwise)').option('--allow-dev', 'Honour device files (root only; mounts are nodev otherwise)').action(run(mountCommand));
-  cli.command('unmount <what>', 'Unmount label[:tag] or a mountpoint (flushes and ends the server)').action(run(unmountCommand));
-
-  cli.help();
-  cli.version(version);
-  return cli;
-}
+import { StratumError, exitStatus, isSystemError } from '../store/error.js';
+import { STDIO } from './context.js';
+import { completeWord } from './manual.js';
+import { buildCli } from './program.js';
 
 async function main(argv: string[]): Promise<number> {
   const cli = buildCli();
+  // a reader that stops early (`stratum export x - | head`) ends us as SIGPIPE ends git: quietly, 141
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EPIPE_STATUS);
+    throw err;
+  });
   try {
+    // the shell completion asks for words: `stratum __complete <word being typed> [--store dir]`
+    if (argv[2] === '__complete') return await completeWord(cli, argv.slice(3));
     // cac (mri) does not take a lone '-' as an argument; commands know it as STDIO
     cli.parse(argv.map((a) => (a === '-' ? STDIO : a)), { run: false });
     if (cli.options.help || cli.options.version) return 0;
@@ -84,7 +31,21 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** What a shell reports for a process ended by SIGPIPE (128 + 13), as git's `git log | head` ends. */
+const EPIPE_STATUS = 141;
+
+/** System errors that are the machine's answer to what the user asked, not our bug. */
+const USER_SYSTEM_ERRORS: Readonly<Record<string, string>> = {
+  EACCES: 'permission denied', EPERM: 'operation not permitted', EROFS: 'read-only file system', ENOSPC: 'no space left', EDQUOT: 'disk quota exceeded',
+};
+
 function report(err: unknown): number {
+  if (isSystemError(err, 'EPIPE')) return EPIPE_STATUS;
+  // e.g. another user's store: its lock file is not ours to open
+  if (isSystemError(err) && USER_SYSTEM_ERRORS[err.code]) {
+    process.stderr.write(`stratum: ${err.path ?? err.syscall ?? 'a file'}: ${USER_SYSTEM_ERRORS[err.code]} (${err.code})\n`);
+    return 1;
+  }
   if (err instanceof StratumError) {
     process.stderr.write(`stratum: ${err.message}\n`);
     return exitStatus(err);

@@ -2,25 +2,34 @@
 // its control file. Used by the CLI (mount, unmount, commit on a mounted label) and the tests.
 //
 // Public surface: startMount, StartOptions, stopMount, mountedAt, findMounts, mountedHead, commitThroughMount, applyThroughMount,
-// defaultMountpoint, runtimeDir.
+// defaultMountpoint, logPath, detachDeadMount.
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { closeSync, openSync, promises as fsp, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type ErrorCode, StratumError } from '../store/error.js';
-import { MountState, kernelMountedAt, type MountEntry } from '../store/mount-state.js';
+import { MountState, kernelMountedAt, processAlive, type MountEntry } from '../store/mount-state.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
+import { ensureRuntimeDir, runtimeDir } from '../store/runtime-dir.js';
 import { lazyUnmount, stratumMountsAt } from './server.js';
 
 const serverScripts = { fuse: new URL('./server.js', import.meta.url).pathname, kernel: new URL('../kernel/server.js', import.meta.url).pathname };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `/run/user/<uid>/stratum`: default mountpoints live here. */
-export function runtimeDir(uid = process.getuid?.() ?? 0): string {
-  return join(`/run/user/${uid}`, 'stratum');
+const shortHash = (...parts: string[]): string => createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 12);
+
+/**
+ * `<runtime dir>/mnt/<label>` (HEAD) or `.../mnt/<label>:<tag>`, the runtime dir made and checked
+ * (runtime-dir.ts); a name too long for one path component keeps a prefix and a hash.
+ */
+export function defaultMountpoint(label: string, tag: string | undefined): string {
+  const name = tag === undefined ? label : `${label}:${tag}`;
+  return join(ensureRuntimeDir(), 'mnt', name.length <= 200 ? name : `${name.slice(0, 180)}-${shortHash(name)}`);
 }
 
-export function defaultMountpoint(label: string, tag: string | undefined): string {
-  return join(runtimeDir(), tag === undefined ? label : `${label}:${tag}`);
+/** A mount's log beside the state file: readable label, then a hash of store, label and tag (names stay short). */
+export function logPath(stateFile: string, store: string, label: string, tag: string | undefined): string {
+  return join(dirname(stateFile), 'logs', `${label.slice(0, 40)}-${shortHash(resolve(store), label, tag ?? '')}.log`);
 }
 
 export interface StartOptions {
@@ -60,9 +69,11 @@ function detach(entry: Pick<MountEntry, 'mode' | 'mountpoint'>): void {
 export async function startMount(o: StartOptions): Promise<MountEntry> {
   const state = o.state ?? new MountState();
   const mountpoint = resolve(o.mountpoint);
-  const logDir = join(dirname(state.path), 'logs');
-  mkdirSync(logDir, { recursive: true, mode: 0o700 });
-  const log = join(logDir, `${o.label}${o.tag === undefined ? '' : `:${o.tag}`}.log`.replace(/\//g, '_'));
+  const log = logPath(state.path, o.store, o.label, o.tag);
+  if (dirname(state.path) === runtimeDir()) ensureRuntimeDir();  // made and checked before a log goes in it
+  mkdirSync(dirname(log), { recursive: true, mode: 0o700 });
+  // the label's dead mounts go first, wherever they are, so none stays attached answering ENOTCONN
+  for (const e of await state.list()) if (e.stale && e.store === resolve(o.store) && e.label === o.label) await stopMount(e, state);
   const logFd = openSync(log, 'a', 0o600);
   const mode = o.mode ?? 'fuse';
   const args = [serverScripts[mode], '--store', resolve(o.store), '--label', o.label, '--mountpoint', mountpoint, '--log', log, '--ready-fd', '3'];
@@ -104,6 +115,20 @@ export async function startMount(o: StartOptions): Promise<MountEntry> {
   };
 }
 
+/**
+ * Detaches a dead stratum FUSE mount at a path the state no longer knows (its entry was dropped,
+ * or another state file had it): true if there was one. A live one is left alone.
+ */
+export async function detachDeadMount(path: string): Promise<boolean> {
+  const mountpoint = resolve(path);
+  if (!stratumMountsAt(mountpoint)) return false;
+  const dead = await fsp.stat(mountpoint).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN');
+  if (!dead) throw new StratumError('BUSY', `${mountpoint} is a live stratum mount of another store or mount state; unmount it with the --store (and environment) that mounted it`);
+  lazyUnmount(mountpoint);
+  if (stratumMountsAt(mountpoint)) throw new StratumError('PERMISSION', `could not detach the dead mount at ${mountpoint}; try \`fusermount3 -u -z ${mountpoint}\``);
+  return true;
+}
+
 /** Mount entries of a store matching `label[:tag]` or a mountpoint, live and stale. */
 export async function findMounts(storeRoot: string, what: string, state = new MountState()): Promise<Array<MountEntry & { stale: boolean }>> {
   const all = (await state.list()).filter((e) => e.store === resolve(storeRoot));
@@ -121,7 +146,7 @@ export async function findMounts(storeRoot: string, what: string, state = new Mo
  * the detached mount exits when the last one closes ('draining').
  */
 export async function stopMount(entry: MountEntry & { stale: boolean }, state = new MountState(), timeoutMs = 20_000): Promise<'stopped' | 'draining' | 'stale'> {
-  const alive = (): boolean => { try { process.kill(entry.pid, 0); return true; } catch { return false; } };
+  const alive = (): boolean => processAlive(entry.pid);
   let outcome: 'stopped' | 'draining' | 'stale' = 'stale';
   if (!entry.stale) {
     try { process.kill(entry.pid, 'SIGTERM'); } catch { /* gone meanwhile */ }

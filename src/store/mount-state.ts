@@ -1,6 +1,7 @@
-// Which labels and commits are mounted right now: the state file (DESIGN.md "Mounts"),
-// /run/stratum/state for root, $XDG_RUNTIME_DIR/stratum/state otherwise; gone after a reboot,
-// like the mounts it describes. Readers and writers hold a flock on the file beside it. Mount
+// Which labels and commits are mounted right now: the state file, `state` in the runtime dir
+// (runtime-dir.ts: /run/stratum for root, $XDG_RUNTIME_DIR/stratum or a private
+// /tmp/stratum-<uid> otherwise; $STRATUM_STATE overrides); gone after a reboot, like the mounts
+// it describes. Reading it never creates the dir. Readers and writers hold a flock on the file beside it. Mount
 // servers add and remove their entries; store commands read them (remove refuses a mounted label,
 // gc keeps mounted commits). An entry whose server process is gone is stale: reported, never
 // trusted as a mount. A kernel-mode entry (src/kernel/server.ts) is live while its server runs
@@ -13,6 +14,7 @@ import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { flock } from '../native/files.js';
 import { StratumError, isSystemError } from './error.js';
+import { ensureRuntimeDir, existingRuntimeDir, runtimeDir } from './runtime-dir.js';
 
 export interface MountEntry {
   /** The store the mount serves (absolute path). */
@@ -35,17 +37,22 @@ export interface MountEntry {
 
 export function defaultStatePath(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? 0): string {
   if (env.STRATUM_STATE) return resolve(env.STRATUM_STATE);
-  if (uid === 0) return '/run/stratum/state';
-  return join(env.XDG_RUNTIME_DIR || `/run/user/${uid}`, 'stratum', 'state');
+  return join(runtimeDir(env, uid), 'state');
 }
 
-/** Whether a process with this pid exists (ours or someone else's). */
+/** Whether a process with this pid runs (ours or someone else's); a zombie nobody reaped does not. */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return isSystemError(err, 'EPERM'); // exists, owned by someone else
+    if (!isSystemError(err, 'EPERM')) return false; // EPERM: exists, owned by someone else
+  }
+  try {
+    // `pid (comm) S ...`: the state follows the last ')' (comm may hold anything)
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 
@@ -160,7 +167,13 @@ export class MountState {
   }
 
   private async locked<T>(mode: 'shared' | 'exclusive', fn: () => Promise<T>): Promise<T> {
-    await fsp.mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+    const dir = dirname(this.path);
+    const isDefault = dir === runtimeDir();
+    if (mode === 'shared') {
+      // a reader of an absent state has nothing to lock: no mounts, and nothing gets created
+      if (isDefault ? existingRuntimeDir(dir) === undefined : !(await fsp.stat(dir).catch(() => undefined))) return fn();
+    } else if (isDefault) ensureRuntimeDir(dir);
+    else await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const handle = await fsp.open(`${this.path}.lock`, C.O_RDWR | C.O_CREAT, 0o600);
     try {
       await flock(handle.fd, mode);

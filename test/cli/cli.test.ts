@@ -30,11 +30,11 @@ test('the store comes from --store, else $STRATUM_STORE', () =>
     const imported = stratum(['import', tree, '--label', 'app', '--tag', 'v1', '--store', a]);
     assert.is(imported.status, 0, imported.stderr);
     const id = imported.stdout.trim().split(':')[1]!;
-    assert.match(stratum(['list', '--store', a]).stdout, /^app\t2 tags\n$/);
-    assert.match(stratum(['list'], { STRATUM_STORE: a }).stdout, /^app\t2 tags\n$/);
+    assert.match(stratum(['list', '--store', a]).stdout, /^app\t1 commit, 1 tag\n$/);
+    assert.match(stratum(['list'], { STRATUM_STORE: a }).stdout, /^app\t1 commit, 1 tag\n$/);
     assert.is(stratum(['list', '--store', join(dir, 'b')], { STRATUM_STORE: a }).stdout, '', '--store wins');
-    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout) as Array<{ tag: string; id: string }>;
-    assert.equal(json.map((t) => [t.tag, t.id]), [[id, id], ['v1', id]]);
+    const json = JSON.parse(stratum(['list', 'app', '--json', '--store', a]).stdout) as { commits: Array<{ tags: string[]; id: string; head: boolean }> };
+    assert.equal(json.commits.map((c) => [c.tags, c.id, c.head]), [[['v1'], id, true]]);
     const unknown = stratum(['list', 'other', '--store', a]);
     assert.is(unknown.status, 1);
     assert.match(unknown.stderr, /label other does not exist/);

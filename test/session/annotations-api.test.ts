@@ -2,12 +2,12 @@
 // use, and what a bundle's annotations record may and may not be.
 import { existsSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { annotationsOf, labelAnnotationsOf, pruneAnnotations, setAnnotations, setLabelAnnotations } from '../../src/store/annotations.js';
 import { BUNDLE_MAGIC, END_RECORD, encodeRecord } from '../../src/store/bundle.js';
-import { exportBundle, importBundle } from '../../src/store/commands/bundle.js';
+import { importBundle } from '../../src/store/commands/bundle.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { decodeFrame } from '../../src/session/frame.js';
 import { fsverityDigest } from '../../src/store/digest.js';
@@ -15,20 +15,12 @@ import { Store } from '../../src/store/store.js';
 import { expectError } from '../helpers/assert.js';
 import { withTempDir } from '../helpers/dirs.js';
 import { makeTree } from '../helpers/trees.js';
+import { bundleOf } from '../helpers/bundles.js';
 
 async function fixture(dir: string) {
   const store = await Store.open(join(dir, 'store'), { create: true });
   const { id } = await importDirectory(store, makeTree(join(dir, 'tree'), { 'a.txt': 'a'.repeat(5000), 'b.txt': 'b' }), { label: 'app', tag: 'v1' });
   return { store, id };
-}
-
-async function bundleOf(store: Store, ref: string): Promise<Buffer> {
-  const out = new PassThrough();
-  const chunks: Buffer[] = [];
-  out.on('data', (c: Buffer) => chunks.push(c));
-  await exportBundle(store, ref, out);
-  out.end();
-  return Buffer.concat(chunks);
 }
 
 /** The frames of a bundle, in order. */

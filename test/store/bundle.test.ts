@@ -1,10 +1,10 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BUNDLE_MAGIC, END_RECORD, encodeRecord } from '../../src/store/bundle.js';
-import { exportBundle, importBundle } from '../../src/store/commands/bundle.js';
+import { importBundle } from '../../src/store/commands/bundle.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { fsverityDigest } from '../../src/store/digest.js';
@@ -16,15 +16,7 @@ import { formatMetadata } from '../../src/store/metadata.js';
 import { Store } from '../../src/store/store.js';
 import { withTempDir } from '../helpers/dirs.js';
 import { makeTree } from '../helpers/trees.js';
-
-async function bundleOf(store: Store, ref: string): Promise<Buffer> {
-  const out = new PassThrough();
-  const chunks: Buffer[] = [];
-  out.on('data', (c: Buffer) => chunks.push(c));
-  await exportBundle(store, ref, out);
-  out.end();
-  return Buffer.concat(chunks);
-}
+import { bundleOf } from '../helpers/bundles.js';
 
 async function objectsIn(store: Store): Promise<string[]> {
   const all: string[] = [];

@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { exportBundle, importBundle } from '../../store/commands/bundle.js';
 import { importDirectory } from '../../store/commands/import.js';
@@ -9,8 +9,8 @@ import { STDIO, type Context } from '../context.js';
 import { Progress } from '../progress.js';
 
 /** `import <dir> --label L` imports a directory; `import <bundle|->` a bundle made by export. */
-export async function importCommand(ctx: Context, source: string, target: string | undefined, options: { label?: string; tag?: string; bare?: boolean }): Promise<void> {
-  if (options.bare) return importBareCommand(ctx, source, target);
+export async function importCommand(ctx: Context, source: string, target: string | undefined, options: { label?: string; tag?: string; bare?: boolean; create?: boolean }): Promise<void> {
+  if (options.bare) return importBareCommand(ctx, source, target, options.create);
   if (target !== undefined) throw new StratumError('USAGE', `a label[:tag] argument goes with --bare (stratum import --bare <dir> <label[:tag]>); a full import takes --label`);
   if (source === STDIO || (await isFile(source))) return importBundleCommand(ctx, source, options);
   await fsp.access(source).catch(() => {
@@ -46,13 +46,19 @@ export async function exportCommand(ctx: Context, ref: string, file: string): Pr
   const store = await ctx.openForReading();
   if (!store) throw new StratumError('NOT_FOUND', `no store at ${ctx.storePath}`);
   if (file === STDIO) {
+    if (process.stdout.isTTY) throw new StratumError('USAGE', 'refusing to write a bundle to a terminal; redirect it (> file, | stratum import -) or give a file name');
     const result = await exportBundle(store, ref, process.stdout);
     ctx.note(`exported ${result.id.slice(0, 12)}: ${result.objects} objects, ${result.bytes} bytes`);
     return;
   }
   const partial = join(dirname(file), `.${Date.now()}-${process.pid}.stratum-export`);
-  const out = createWriteStream(partial, { flags: 'wx' });
+  const handle = await fsp.open(partial, 'wx', 0o644).catch((err: unknown) => {
+    if (isSystemError(err, 'ENOENT') || isSystemError(err, 'ENOTDIR')) throw new StratumError('NOT_FOUND', `${dirname(file)} is not a directory; export into an existing one`);
+    throw wrapSystemError(err, `exporting to ${file}`);
+  });
+  const out = handle.createWriteStream();
   try {
+    if ((await fsp.stat(file).catch(() => undefined))?.isDirectory()) throw new StratumError('BAD_PATH', `${file} is a directory; give the bundle a file name (e.g. ${join(file, 'bundle')})`);
     const result = await exportBundle(store, ref, out);
     await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     await fsp.rename(partial, file);
@@ -75,6 +81,6 @@ async function isFile(path: string): Promise<boolean> {
     return (await fsp.stat(path)).isFile();
   } catch (err) {
     if (isSystemError(err, 'ENOENT')) return false;
-    throw err;
+    throw wrapSystemError(err, `reading ${path}`);
   }
 }

@@ -1,23 +1,26 @@
-import { listLabels, listTags } from '../../store/commands/list.js';
+// `list`: labels with their commit and tag counts, or a label's commits as `podman images` shows
+// images: tags, short id, created, size, and which one HEAD is on.
+import { listCommits, listLabels } from '../../store/commands/list.js';
+import { StratumError } from '../../store/error.js';
 import { checkLabel } from '../../store/names.js';
 import type { Context } from '../context.js';
-import { plural, shortId, size, when } from '../format.js';
+import { plural, shortId, size, table, when } from '../format.js';
 
-
-export async function list(ctx: Context, label: string | undefined): Promise<void> {
+export async function list(ctx: Context, label: string | undefined, options: { all?: boolean }): Promise<void> {
   const store = await ctx.openForReading();
   if (!label) {
     const labels = store ? await listLabels(store) : [];
-    ctx.result(labels, () => labels.map((l) => `${l.label}\t${plural(l.tags, 'tag')}`));
+    ctx.result(labels, () => labels.map((l) => `${l.label}\t${plural(l.commits, 'commit')}, ${plural(l.tags, 'tag')}`));
     return;
   }
   checkLabel(label);
-  const tags = store ? await listTags(store, label) : [];
-  ctx.result(tags, () =>
-    tags.map((t) =>
-      t.id
-        ? `${label}:${t.tag}\t${shortId(t.id)}\t${when(t.timestamp)}\t${size(t.bytes ?? 0)}${t.via ? `\t(via ${t.via.join(' -> ')})` : ''}`
-        : `${label}:${t.tag}\t!\t${t.problem?.message}`,
-    ),
-  );
+  if (!store) throw new StratumError('NOT_FOUND', `label ${label} does not exist (there is no store at ${ctx.storePath} yet)`);
+  const { commits, broken } = await listCommits(store, label, { all: options.all ?? false });
+  ctx.result({ label, commits, broken }, () => [
+    ...table([
+      ['TAGS', 'ID', 'CREATED', 'SIZE', 'HEAD'],
+      ...commits.map((c) => [c.tags.length ? c.tags.map((t) => `${label}:${t}`).join(', ') : `${label}:<none>`, shortId(c.id), when(c.timestamp), size(c.bytes), c.head ? '*' : '']),
+    ]),
+    ...broken.map((t) => `${label}:${t.tag}  ! ${t.problem?.message ?? 'does not resolve'}`),
+  ]);
 }

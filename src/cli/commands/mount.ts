@@ -3,10 +3,12 @@
 // the kernel serves it (erofs + overlayfs) and a kernel server owns the mount and its control
 // files (src/kernel/server.ts, docs/kernel.md). `--mode auto` (the default) picks kernel when this
 // process may and the HEAD's upper suits it, else FUSE. HEAD is read-write, a tag (or an id) read-only.
+import { promises as fsp } from 'node:fs';
+import { resolve } from 'node:path';
 import { StratumError } from '../../store/error.js';
 import { parseRef } from '../../store/names.js';
 import type { Store } from '../../store/store.js';
-import { defaultMountpoint, findMounts, startMount, stopMount } from '../../fuse/client.js';
+import { defaultMountpoint, detachDeadMount, findMounts, startMount, stopMount } from '../../fuse/client.js';
 import { checkMountFlags, serve } from '../../fuse/server.js';
 import { serveKernel } from '../../kernel/server.js';
 import { checkKernelMode, kernelModeUnavailable, storeImagesUnavailable } from '../../kernel/support.js';
@@ -42,8 +44,22 @@ export async function resolveMode(store: Store, label: string, head: boolean, mo
 
 /** Starts the server of a mount in the chosen mode and waits until the mount answers. */
 export async function mountIn(store: Store, o: { label: string; tag?: string | undefined; mountpoint: string; mode: MountMode; allowSuid?: boolean | undefined; allowDev?: boolean | undefined }): Promise<MountEntry> {
+  await checkMountpoint(o.mountpoint);
   const { mode, why } = await resolveMode(store, o.label, o.tag === undefined, o.mode);
   return startMount({ store: store.root, label: o.label, tag: o.tag, mountpoint: o.mountpoint, mode, allowSuid: o.allowSuid, allowDev: o.allowDev, notes: why ? [why] : [] });
+}
+
+/** A mountpoint is a directory, or absent (the server makes it); anything else is one clear line. */
+export async function checkMountpoint(path: string): Promise<void> {
+  const st = await fsp.stat(path).catch((err: NodeJS.ErrnoException) => err);
+  if (st instanceof Error) {
+    if (st.code === 'ENOENT') return;
+    if (st.code === 'ENOTCONN') return;  // a dead mount: the server detaches it
+    if (st.code === 'ENOTDIR') throw new StratumError('BAD_PATH', `${path}: a part of this path is a file; mount onto a directory (it is created if absent)`);
+    if (st.code === 'EACCES') throw new StratumError('PERMISSION', `${path}: permission denied; mount onto a directory of yours`);
+    return;
+  }
+  if (!st.isDirectory()) throw new StratumError('BAD_PATH', `${path} is a file, not a directory; mount onto a directory (it is created if absent)`);
 }
 
 export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string; allowSuid?: boolean; allowDev?: boolean }): Promise<void> {
@@ -69,6 +85,11 @@ export async function mountCommand(ctx: Context, target: string, mountpoint: str
 
 export async function unmountCommand(ctx: Context, what: string): Promise<void> {
   const found = await findMounts(ctx.storePath, what);
+  if (found.length === 0 && (await detachDeadMount(what))) {
+    ctx.result({ unmounted: resolve(what), how: 'stale' }, () => [`unmounted ${resolve(what)}`]);
+    ctx.note('its server had died; the dead mount was detached');
+    return;
+  }
   if (found.length === 0) throw new StratumError('NOT_FOUND', `nothing of this store is mounted as ${what}; see \`stratum status\``);
   for (const e of found) {
     const how = await stopMount(e);

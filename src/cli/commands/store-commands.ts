@@ -9,24 +9,39 @@ import { labelStatus, storeStatus, type MountInfo } from '../../store/commands/s
 import { tagCommit } from '../../store/commands/tag.js';
 import { verify } from '../../store/commands/verify.js';
 import { checkLabel, parseRef } from '../../store/names.js';
+import type { Store } from '../../store/store.js';
 import type { Context } from '../context.js';
 import { plural, shortId, size } from '../format.js';
 
 const freed = (gc: GcResult): string => `${gc.dryRun ? 'would free' : 'freed'} ${plural(gc.commits, 'commit')}, ${plural(gc.objects, 'object')}, ${size(gc.bytes)}`;
 
-export async function tagCommand(ctx: Context, source: string, destination: string, options: { move?: boolean; force?: boolean }): Promise<void> {
-  parseRef(source, { bareLabel: 'error' });
+export async function tagCommand(ctx: Context, source: string, destination: string, options: { move?: boolean; force?: boolean; create?: boolean }): Promise<void> {
+  const from = parseRef(source, { bareLabel: 'error' });
   const store = await ctx.openForWriting();
+  if (destination.includes(':')) await requireLabel(store, parseRef(destination).label, from.label, options.create, `stratum tag ${source} ${destination} --create`);
   const result = await tagCommit(store, source, destination, { move: options.move ?? false, force: options.force ?? false });
   ctx.result(result, () => [`${result.label}:${result.tag}\t${shortId(result.id)}`]);
   if (result.moved) ctx.note(`(${result.moved} is gone)`);
 }
 
-export async function removeCommand(ctx: Context, what: string, options: { force?: boolean }): Promise<void> {
+/** A name in a label that does not exist is a typo unless --create says otherwise. */
+export async function requireLabel(store: Store, label: string, known: string | undefined, create: boolean | undefined, retry: string): Promise<void> {
+  if (label === known || create) return;
+  if ((await store.tags.labels()).includes(label) || (await store.heads.read(label))) return;
+  throw new StratumError('NOT_FOUND', `label ${label} does not exist; to make it, add --create: ${retry}`);
+}
+
+export async function removeCommand(ctx: Context, what: string, options: { force?: boolean; dryRun?: boolean }): Promise<void> {
   parseRef(what);
-  const store = await ctx.openForWriting();
-  const result = await remove(store, what, { force: options.force ?? false });
-  ctx.result(result, () => [`removed ${result.removed}; ${freed(result.gc)}`]);
+  const store = await ctx.openForReading();
+  if (!store) throw new StratumError('NOT_FOUND', `${what} does not exist (there is no store at ${ctx.storePath} yet)`);
+  const dryRun = options.dryRun ?? false;
+  const result = await remove(store, what, { force: options.force ?? false, dryRun });
+  const frees = result.frees.length ? `${dryRun ? 'would free' : 'frees'} ${plural(result.frees.length, 'commit')} (${result.frees.map(shortId).join(', ')})` : 'frees no commit (something else still holds it)';
+  ctx.result(result, () => dryRun
+    ? [`would remove ${result.removed.join(', ')}; ${frees}`]
+    : [`removed ${result.removed.join(', ')}; ${freed(result.gc)}`]);
+  if (!dryRun && result.removed.length > 1) ctx.note(frees);
 }
 
 export async function gcCommand(ctx: Context, options: { dryRun?: boolean }): Promise<void> {
@@ -44,6 +59,8 @@ export async function verifyCommand(ctx: Context, what: string | undefined, opti
     ...report.problems.map((p) => `${shortId(p.commit)}: ${p.message}`),
     `${plural(report.commits, 'commit')}, ${plural(report.objects, 'object')} checked: ${report.problems.length === 0 ? 'ok' : plural(report.problems.length, 'problem')}`,
     ...(report.removed.length ? [`removed ${plural(report.removed.length, 'corrupt object')}; import the same files again to restore them`] : []),
+    ...report.rebuilt.map((id) => `${shortId(id)}: rebuilt metadata.toml from commit.cfs`),
+    ...report.warnings.map((w) => `warning: ${w}`),
   ]);
   if (report.problems.length > 0) process.exitCode = 1;
 }
@@ -70,7 +87,8 @@ export async function statusCommand(ctx: Context, what: string | undefined): Pro
     `label ${s.label}`,
     s.head ? `HEAD on ${shortId(s.head.base)} (${s.head.baseTime}), ${s.head.upperEntries ? `${s.head.upperEntries} changed top-level entries` : 'no changes'}` : 'no HEAD',
     ...(s.commit ? [`${s.commit.ref} = ${s.commit.id}, ${s.commit.timestamp}, ${s.commit.files} paths, ${size(s.commit.bytes)}${s.commit.parent ? `, parent ${shortId(s.commit.parent)}` : ''}`] : []),
-    `tags: ${s.tags.map((t) => t.tag).join(', ') || 'none'}`,
+    `tags: ${s.tags.filter((t) => t.tag !== t.id).map((t) => t.tag).join(', ') || 'none'}`,  // id tags: list --all
+    ...s.problems.map((p) => `problem: ${p}`),
     ...(Object.keys(s.annotations).length ? [`label annotations:${annotationList(s.annotations, ' ')}`] : []),
     ...(s.head && Object.keys(s.head.annotations).length ? [`HEAD base annotations:${annotationList(s.head.annotations, ' ')}`] : []),
     ...(s.commit && Object.keys(s.commit.annotations).length ? [`${s.commit.ref} annotations:${annotationList(s.commit.annotations, ' ')}`] : []),
@@ -87,7 +105,7 @@ function annotationList(a: Record<string, string>, lead: string): string {
 function mountLine(m: MountInfo): string {
   const what = m.ref === 'HEAD' ? `${m.label} (HEAD, read-write)` : `${m.label}:${m.ref} (read-only)`;
   return m.stale
-    ? `${what} at ${m.mountpoint}: STALE (${m.mode === 'kernel' ? `kernel mode: server ${m.pid} or its overlay is gone` : `server ${m.pid} is gone`}; \`stratum mount ${m.ref === 'HEAD' ? m.label : `${m.label}:${m.ref}`}\` recovers it)${m.log ? `, log ${m.log}` : ''}`
+    ? `${what} at ${m.mountpoint}: STALE (${m.mode === 'kernel' ? `kernel mode: server ${m.pid} or its overlay is gone` : `server ${m.pid} is gone`}; \`stratum unmount ${m.mountpoint}\` detaches it, \`stratum mount ${m.ref === 'HEAD' ? m.label : `${m.label}:${m.ref}`} ${m.mountpoint}\` mounts it there again)${m.log ? `, log ${m.log}` : ''}`
     : `${what} mounted at ${m.mountpoint} by pid ${m.pid} (${m.mode})${m.log ? `, log ${m.log}` : ''}${(m.notes ?? []).map((n) => `\n  note: ${n}`).join('')}`;
 }
 

@@ -47,11 +47,17 @@ export interface ImportResult {
 export async function importDirectory(store: Store, dir: string, options: ImportOptions): Promise<ImportResult> {
   const label = checkLabel(options.label);
   const tag = options.tag === undefined ? undefined : checkTag(options.tag);
+  // a taken tag: an alias fails before the tree is read; a tag naming another commit fails before
+  // the commit or any tag is written (only a re-import of its very tree passes)
+  const taken = tag === undefined ? undefined : await store.tags.read(label, tag);
+  const tagTaken = (): StratumError => new StratumError('TAG_EXISTS', `tag ${label}:${tag} exists and points at another commit; choose another tag, or move it with \`stratum tag --force\` (nothing was imported)`);
+  if (taken && taken.kind !== 'id') throw tagTaken();
   const source = await readSourceTree(dir, { refuseTopLevel: ['.stratum'] });
   // shared: imports may run side by side; gc takes the lock exclusively and waits for them
   return store.lock.with('shared', async () => {
     const newObjects = await storeContents(store, source.pending, options.onProgress);
     const { id, meta, image } = buildCommit(source.tree);
+    if (taken?.kind === 'id' && taken.id !== id) throw tagTaken();
     const newCommit = await store.commits.add(image, meta);
     const tags = [id];
     await tagIdempotent(store, label, id, id);

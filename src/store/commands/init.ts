@@ -37,10 +37,10 @@ export async function initLabel(store: Store, options: InitOptions): Promise<Ini
     result = { label, base: imported.id, migrated: { files: imported.files, bytes: imported.bytes, newObjects: imported.newObjects } };
   } else {
     result = await store.lock.with('exclusive', async () => {
-      // The empty tree: a root dir owned by the caller, mtime 0, so every init of a user agrees.
+      // The empty tree: a root dir owned by the caller, mtime 0, so every init of a user agrees on
+      // the id; the commit's time is when it was made (the first init's, if it existed already).
       const root = newInode({ mode: S_IFDIR | 0o755, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
       const { id, meta, image } = buildCommit({ root });
-      meta.timestamp = new Date(0).toISOString();
       await store.commits.add(image, meta);
       const created = await store.heads.createIfAbsent(label, id);
       if (!created) throw new StratumError('BUSY', `label ${label} got a HEAD from another command meanwhile; nothing to initialize`);

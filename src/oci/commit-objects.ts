@@ -1,0 +1,40 @@
+// What a commit needs on the wire: its image, its metadata, and every object its image uses.
+//
+// Public surface: usedObjects, pool.
+import { S_IFMT, S_IFREG } from '../store/image/erofs.js';
+import { walkImage, type ImageReader } from '../store/image/read.js';
+
+/** digest -> size of every object the image uses. */
+export function usedObjects(reader: ImageReader): Map<string, number> {
+  const used = new Map<string, number>();
+  walkImage(reader, (_path, attr, nid) => {
+    if ((attr.mode & S_IFMT) !== S_IFREG) return;
+    const digest = reader.objectOf(nid);
+    if (digest) used.set(digest, attr.size);
+  });
+  return used;
+}
+
+/**
+ * Runs `work` over `items` with at most `width` in flight. The first failure stops new work, and
+ * is thrown only once every started item has settled, so nothing still writes when the caller
+ * cleans up.
+ */
+export async function pool<T>(items: readonly T[], width: number, work: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const runner = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        await work(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(width, items.length) }, runner));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
+}
