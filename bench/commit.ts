@@ -4,17 +4,21 @@
 // commit time (of 3, 1 for 10 000), its phases, and the ratio to the full import. The changes are
 // edits of existing files (new content), so after the first commit they take the fast path
 // (head-patch.ts); the first commit after the import is timed apart (full path), and so are
-// commits that add new files (a new name always takes the full path). Every file of the source
+// commits that add new files (a new name always takes the full path), and commits of one deleted
+// and one renamed file (as the kernel leaves them in the upper: a whiteout; a metacopy redirect). Every file of the source
 // tree gets its own mtime, as in a tree grown over time: an inode whose mtime is the image's
 // minimum is stored compact, and an edit that makes it extended cannot be patched in place (a
 // tree where every mtime is equal, as in reproducible builds, always takes the full path).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type CommitStep, commitHead, ensureUpper, headPaths } from '../src/store/commands/commit.js';
 import { importDirectory } from '../src/store/commands/import.js';
 import { Store } from '../src/store/store.js';
+import { S_IFCHR, mknod } from '../src/native/files.js';
+import { lsetxattr } from '../src/native/xattr.js';
+import { FileSource, ImageReader } from '../src/store/image/read.js';
 
 function bytes(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);
@@ -51,6 +55,19 @@ async function makeSource(root: string, n: number): Promise<string[]> {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number): string => (x < 10 ? x.toFixed(1) : x.toFixed(0)).padStart(6) + ' ms';
+
+/** Size of a file in HEAD's base (earlier rounds edited some). */
+async function sizeInBase(store: Store, path: string): Promise<number> {
+  const source = new FileSource(store.commits.imagePath((await store.heads.read('app'))!.base));
+  try {
+    const reader = ImageReader.open(source);
+    let nid = reader.rootNid;
+    for (const part of path.split('/')) nid = reader.lookup(nid, part)!;
+    return reader.getattr(nid).size;
+  } finally {
+    source.close();
+  }
+}
 
 const sizes = (process.env.BENCH_SIZES ?? '10000,100000').split(',').map(Number);
 const work = mkdtempSync(join(tmpdir(), 'stratum-bench-commit-'));
@@ -116,6 +133,36 @@ try {
       }
       const t = median(times);
       console.log(`  commit of ${String(added).padStart(6)} added:   ${ms(t)} [full path] (${phases})  ratio to full re-import ${(t / reimportMs).toFixed(3)}, to full import ${(t / importMs).toFixed(3)}`);
+    }
+    // One deleted and one renamed file, as the kernel leaves them in the upper: a whiteout (char
+    // 0/0) for the old name; for a rename, a metacopy file at the new name redirecting to the old.
+    const ns = (await store.heads.read('app'))!.xattrNamespace;
+    let victim = 0;
+    for (const kind of ['deleted', 'renamed'] as const) {
+      const times: number[] = [];
+      let phases = '';
+      for (let r = 0; r < 3; r++) {
+        round++;
+        const p = paths[(victim++ * 104_729 + 17) % n]!;
+        const dir = p.slice(0, p.lastIndexOf('/'));
+        mkdirSync(join(upper, dir), { recursive: true });
+        mknod(join(upper, p), S_IFCHR | 0o644, 0, 0);
+        if (kind === 'renamed') {
+          const to = join(upper, dir, `renamed-${round}.dat`);
+          writeFileSync(to, '');
+          truncateSync(to, await sizeInBase(store, p));
+          lsetxattr(to, `${ns}.overlay.metacopy`, new Uint8Array(0));
+          lsetxattr(to, `${ns}.overlay.redirect`, Buffer.from(`/${p}`));
+        }
+        const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
+        const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
+        times.push(performance.now() - marks[0]![1]);
+        const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
+        phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
+        if (result.deletions !== 1 || result.unchanged) throw new Error(`expected one deletion, got ${result.deletions}`);
+      }
+      const t = median(times);
+      console.log(`  commit of      1 ${kind}: ${ms(t)} [full path] (${phases})  ratio to full re-import ${(t / reimportMs).toFixed(3)}, to full import ${(t / importMs).toFixed(3)}`);
     }
     rmSync(src, { recursive: true, force: true });
     rmSync(store.root, { recursive: true, force: true });

@@ -26,7 +26,7 @@ import { applyThroughMount, commitThroughMount, startMount, stopMount } from '..
 import { lazyUnmount, stratumMountsAt } from '../src/fuse/server.js';
 import { kernelMount, kernelUnmount } from '../src/kernel/mount.js';
 import { MNT_DETACH, MS_RDONLY, mount, umount2 } from '../src/native/mount.js';
-import { ensureUpper, headPaths } from '../src/store/commands/commit.js';
+import { ensureUpper, headPaths } from '../src/store/head/index.js';
 import { importDirectory } from '../src/store/commands/import.js';
 import { StratumError } from '../src/store/error.js';
 import { MountState, type MountEntry } from '../src/store/mount-state.js';

@@ -30,6 +30,7 @@ import { MountState, type MountEntry } from '../store/mount-state.js';
 import { type MountTarget, checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
 import { parseRef } from '../store/names.js';
 import { resolveRef } from '../store/resolve.js';
+import { isOverlayWhiteout } from '../store/upper.js';
 import { UnionFs } from './union-fs.js';
 
 export interface ServeOptions {
@@ -126,7 +127,7 @@ function upperCounts(upper: string): { paths: number; deletions: number } {
       if (!st) continue;
       paths++;
       if (st.isDirectory()) stack.push(path);
-      else if (st.isCharacterDevice() && st.rdev === 0) deletions++;
+      else if (isOverlayWhiteout(st)) deletions++;
     }
   }
   return { paths, deletions };

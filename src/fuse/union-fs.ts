@@ -5,7 +5,7 @@
 // describes the inode numbers, caching and the live commit.
 //
 // Public surface: UnionFs, UnionFsOptions.
-import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -16,7 +16,7 @@ import {
 import { anyLength as at } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
 import { digestFd, digestFdSync } from '../native/verity.js';
-import { OVERLAY_ESCAPE_PREFIX, OVERLAY_PREFIX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
 import { FileSource, ImageReader } from '../store/image/read.js';
 import type { ByteString, Xattr } from '../store/image/tree.js';
 import { UnionView, type UnionNode } from '../store/union.js';
@@ -113,8 +113,6 @@ export class UnionFs implements FuseHandlers {
   private readonly upperTimeout: number;
   private readonly vec = new Float64Array(ATTR_LEN);
   private readonly control: ControlFiles;
-  private imageFd: number;
-  private metaStart: number | undefined;
   /** upper st_ino -> the number its entry had before copy-up, so a copy-up never renumbers */
   private readonly copiedUp = new Map<number, number>();
   /** While set, every request but forget/release/control waits for it (live commit). */
@@ -124,7 +122,6 @@ export class UnionFs implements FuseHandlers {
     this.readOnly = opts.upperDir === undefined;
     this.source = new FileSource(opts.imagePath, { cacheBlocks: 8192 });
     this.reader = ImageReader.open(this.source);
-    this.imageFd = openSync(opts.imagePath, 'r');
     this.view = new UnionView(this.reader, opts.upperDir ?? '/nonexistent/stratum-no-upper', opts.ns);
     if (!this.readOnly) this.writer = new UpperWriter(opts.ns, opts.scratchDir!);
     this.control = new ControlFiles(opts.control, { readOnly: this.readOnly, dirNode: CTL_DIR });
@@ -313,29 +310,7 @@ export class UnionFs implements FuseHandlers {
    */
   private xattrsOf(u: UnionNode): Xattr[] {
     if (u.upper) return this.view.xattrs(u);
-    const raw = this.reader.rawXattrs(u.lower!);
-    if (raw.length === 0) return [];
-    const shared = this.sharedXattrCount(u.lower!);
-    const out: Xattr[] = [];
-    for (const x of [...raw.slice(shared), ...raw.slice(0, shared)]) {
-      if (x.name.startsWith(OVERLAY_ESCAPE_PREFIX)) out.push({ name: OVERLAY_PREFIX + x.name.slice(OVERLAY_ESCAPE_PREFIX.length), value: x.value });
-      else if (!x.name.startsWith(OVERLAY_PREFIX)) out.push(x);
-    }
-    return out;
-  }
-
-  /** h_shared_count of an image inode's xattr header (the reader lists shared xattrs first). */
-  private sharedXattrCount(nid: number): number {
-    const b = Buffer.alloc(4);
-    if (this.metaStart === undefined) {
-      readSync(this.imageFd, b, 0, 4, 1024 + 40);
-      this.metaStart = b.readUInt32LE(0) * 4096;
-    }
-    const at = this.metaStart + nid * 32;
-    readSync(this.imageFd, b, 0, 2, at);
-    const isize = (b.readUInt16LE(0) & 1) === 1 ? 64 : 32;
-    readSync(this.imageFd, b, 0, 1, at + isize + 4);
-    return b[0]!;
+    return this.reader.xattrsAsListed(u.lower!);
   }
 
   private dataOf(u: UnionNode): CopyUpData {
@@ -1152,9 +1127,6 @@ export class UnionFs implements FuseHandlers {
     this.source.close();
     this.source = source;
     this.reader = reader;
-    closeSync(this.imageFd);
-    this.imageFd = openSync(imagePath, 'r');
-    this.metaStart = undefined;
     this.view = new UnionView(reader, this.opts.upperDir!, this.opts.ns);
     this.epoch++;
     this.stamp++;
@@ -1211,6 +1183,5 @@ export class UnionFs implements FuseHandlers {
 
   close(): void {
     this.source.close();
-    closeSync(this.imageFd);
   }
 }

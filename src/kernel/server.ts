@@ -18,7 +18,7 @@ import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { applyHead } from '../store/commands/apply.js';
-import { commitRoot } from '../store/commands/commit.js';
+import { commitRoot } from '../store/head/index.js';
 import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
 import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, processAlive, type MountEntry } from '../store/mount-state.js';

@@ -13,7 +13,7 @@
 import { promises as fsp } from 'node:fs';
 import { resolve } from 'node:path';
 import { digestFd } from '../native/verity.js';
-import { ensureUpper, headPaths, recoverHead, type HeadPaths } from './commands/commit.js';
+import { ensureUpper, headPaths, recoverHead, type HeadPaths } from './head/index.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
 import type { ServingLock } from './head.js';

@@ -8,7 +8,7 @@
 // Puts of the same content from several processes are safe: the renames carry identical bytes.
 //
 // Public surface: ObjectStore, PutBatch, StoredFile.
-import { type BigIntStats, closeSync, constants as C, existsSync, fstatSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { type BigIntStats, closeSync, constants as C, existsSync, fstatSync, linkSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FsverityHasher, fsverityDigest, isDigest } from './digest.js';
@@ -90,6 +90,42 @@ export class ObjectStore {
 
   async batch(): Promise<PutBatch> {
     return new PutBatch(this, await this.tmp.makeDir('objects'));
+  }
+
+  /**
+   * The one way objects become visible: files staged in `staging` under their digests are made
+   * durable, then put under their names, then the names made durable. 'rename' moves a staged
+   * file (a missing one was not new: nothing was staged); 'link' adds the name and keeps the
+   * staged inode's other links (a commit's objects share an inode with an upper file until the
+   * retired upper is removed). Returns the digests published.
+   */
+  async publish(staging: TmpEntry, digests: Iterable<string>, how: 'rename' | 'link'): Promise<string[]> {
+    const added: string[] = [];
+    const list = [...digests];
+    if (list.length === 0) return added;
+    try {
+      syncFilesystem(staging.fd);
+      const made = new Set<string>();
+      for (const digest of list) {
+        const fan = join(this.root, digest.slice(0, 2));
+        if (!made.has(fan)) {
+          mkdirSync(fan, { recursive: true });
+          made.add(fan);
+        }
+        const from = join(staging.path, digest);
+        try {
+          if (how === 'rename') renameSync(from, this.path(digest));
+          else linkSync(from, this.path(digest));
+          added.push(digest);
+        } catch (err) {
+          if (!isSystemError(err, how === 'rename' ? 'ENOENT' : 'EEXIST')) throw wrapSystemError(err, `publishing object ${digest}`);
+        }
+      }
+      syncFilesystem(staging.fd);
+    } catch (err) {
+      throw wrapSystemError(err, 'publishing objects');
+    }
+    return added;
   }
 
   /** One object, durable and in place when this returns. */
@@ -259,29 +295,7 @@ export class PutBatch {
   async commit(): Promise<string[]> {
     this.committed = true;
     await Promise.all(this.staged.values());
-    const added: string[] = [];
-    try {
-      syncFilesystem(this.dir.fd);
-      const made = new Set<string>();
-      for (const digest of this.staged.keys()) {
-        const from = join(this.dir.path, digest);
-        const fan = join(this.objects.root, digest.slice(0, 2));
-        if (!made.has(fan)) {
-          mkdirSync(fan, { recursive: true });
-          made.add(fan);
-        }
-        try {
-          renameSync(from, this.objects.path(digest));
-          added.push(digest);
-        } catch (err) {
-          if (!isSystemError(err, 'ENOENT')) throw err; // ENOENT: existed already, nothing staged
-        }
-      }
-      syncFilesystem(this.dir.fd);
-    } catch (err) {
-      throw wrapSystemError(err, 'publishing objects');
-    }
-    return added;
+    return this.objects.publish(this.dir, this.staged.keys(), 'rename');
   }
 
   /** Drops whatever was not committed and releases the staging dir. */

@@ -8,13 +8,13 @@ import { closeSync, constants as C, lstatSync, openSync, readSync, readdirSync, 
 
 import { lgetxattr, llistxattr } from '../native/xattr.js';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './image/erofs.js';
+import { LCFS_RECOMMENDED_INLINE_CONTENT_MAX, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './image/erofs.js';
 import { type ByteString, type Inode, type Tree, addEntry, byteString, newInode } from './image/tree.js';
 import type { FileIdentity } from './import-cache.js';
 import { display } from './paths.js';
 
 /** Files of 1..64 bytes live inside the image, as mkcomposefs does; larger ones become objects. */
-export const INLINE_LIMIT = 64;
+export const INLINE_LIMIT = LCFS_RECOMMENDED_INLINE_CONTENT_MAX;
 
 export interface PendingFile {
   /** Absolute path on disk, as bytes (Buffer paths survive non-UTF-8 names). */

@@ -9,7 +9,7 @@ import { promises as fsp, type BigIntStats } from 'node:fs';
 import { anyLength, lutimensNs } from '../native/files.js';
 import { lsetxattr } from '../native/xattr.js';
 import { isSystemError, wrapSystemError } from './error.js';
-import { S_IFCHR, S_IFDIR, S_IFMT, S_IFREG } from './image/erofs.js';
+import { S_IFDIR, S_IFMT, S_IFREG, isWhiteout } from './image/erofs.js';
 import type { ByteString, Inode, Xattr } from './image/tree.js';
 import { byteString } from './image/tree.js';
 import { readXattrs, splitNs } from './source.js';
@@ -48,7 +48,7 @@ export function ociWhiteoutTarget(name: ByteString): ByteString | undefined {
 }
 
 export function isOverlayWhiteout(stat: { mode: number | bigint; rdev: number | bigint }): boolean {
-  return (Number(stat.mode) & S_IFMT) === S_IFCHR && Number(stat.rdev) === 0;
+  return isWhiteout(Number(stat.mode), Number(stat.rdev));
 }
 
 /** Reads one upper entry; undefined when it does not exist. */

@@ -19,7 +19,7 @@ import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
 import { makeFreshUpper } from '../upper.js';
 import { defaultXattrNamespace } from '../head.js';
-import { commitRoot, countUpper, refuseMountedUpper, ensureUpper, headPaths, recoverHead, upperRootChanged, writeJournal } from './commit.js';
+import { commitRoot, countUpper, refuseMountedUpper, ensureUpper, headPaths, recoverHead, upperRootChanged, writeJournal } from '../head/index.js';
 
 export interface ApplyOptions {
   discard?: boolean;

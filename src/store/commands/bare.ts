@@ -13,8 +13,8 @@ import { checkLabel, checkTag } from '../names.js';
 import { INLINE_LIMIT } from '../source.js';
 import type { Store } from '../store.js';
 import { emptyTree, mergeUpper } from '../union.js';
-import { baseTree, recoverHead } from './commit.js';
-import { buildHeadCommit } from './head-image.js';
+import { baseTree, recoverHead } from '../head/index.js';
+import { buildHeadCommit } from '../head/build.js';
 
 export interface BareOptions {
   label: string;

@@ -7,7 +7,7 @@ import { StratumError } from '../error.js';
 import { objectPath, type Tree } from '../image/tree.js';
 import type { CommitMetadata } from '../metadata.js';
 import { ImportCache } from '../import-cache.js';
-import { buildHeadCommit } from './head-image.js';
+import { buildHeadCommit } from '../head/build.js';
 import { checkLabel, checkTag } from '../names.js';
 import { display } from '../paths.js';
 import { readSourceTree, splitNs, type PendingFile } from '../source.js';

@@ -9,7 +9,7 @@ import { newInode } from '../image/tree.js';
 import { checkLabel } from '../names.js';
 import type { Store } from '../store.js';
 import { buildCommit, importDirectory } from './import.js';
-import { ensureUpper, recoverHead } from './commit.js';
+import { ensureUpper, recoverHead } from '../head/index.js';
 
 export interface InitOptions {
   label: string;

@@ -25,7 +25,7 @@ import { lgetxattr, llistxattr } from '../../native/xattr.js';
 import {
   type CommitOptions, type CommitResult, type LiveJournal, finishLiveCommit, headPaths, recoverHead, refuseMountedUpper, refuseTakenTag,
   writeLiveJournal,
-} from './commit.js';
+} from '../head/index.js';
 
 /** What the serving process does to its mount; both resolve once the new overlay is in place. */
 export interface LiveMount {

@@ -7,7 +7,7 @@ import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
 import { MountState } from '../mount-state.js';
-import { recoverHead } from './commit.js';
+import { recoverHead } from '../head/index.js';
 import { listTags, type TagEntry } from './list.js';
 
 export interface MountInfo {

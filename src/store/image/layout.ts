@@ -13,13 +13,13 @@
 // Public surface: layout, Plan, PlanNode, PlanXattr, WriteOptions.
 import { StratumError } from '../error.js';
 import {
-  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
-  EROFS_INODE_EXTENDED_SIZE, EROFS_SLOTSIZE, EROFS_SUPER_BLOCK_SIZE, EROFS_SUPER_OFFSET, EROFS_XATTR_ENTRY_SIZE,
+  EROFS_BLKSIZ, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
+  EROFS_INODE_EXTENDED_SIZE, EROFS_SLOTSIZE, EROFS_SUPER_BLOCK_SIZE, EROFS_SUPER_OFFSET,
   EROFS_XATTR_FILTER_BITS, EROFS_XATTR_FILTER_SEED, EROFS_XATTR_IBODY_HEADER_SIZE, EROFS_XATTR_LONG_PREFIX,
   LCFS_INLINE_CONTENT_MAX, LCFS_MAX_NONINLINE_CHUNKS, OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT,
   OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY, OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE,
   OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, S_IFIFO,
-  XATTR_PREFIXES,
+  XATTR_PREFIXES, chunking, isWhiteout, xattrEntrySize,
 } from './erofs.js';
 import { type ByteString, type Inode, type Tree, bytesOf } from './tree.js';
 import { xxh32 } from './xxhash.js';
@@ -104,7 +104,6 @@ function validMode(mode: number): boolean {
   return mode >= 0 && mode <= 0xffff && (t === S_IFREG || t === S_IFDIR || t === S_IFLNK || t === S_IFBLK || t === S_IFCHR || t === S_IFSOCK || t === S_IFIFO);
 }
 
-const isWhiteout = (n: Inode): boolean => (n.mode & S_IFMT) === S_IFCHR && n.rdev === 0;
 
 /** Working node while rewriting: xattrs keyed by name so `set` replaces, like lcfs_node_set_xattr. */
 interface Work {
@@ -135,15 +134,6 @@ function setXattr(work: Work, name: ByteString, value: Uint8Array): void {
 const EMPTY = new Uint8Array(0);
 const Y = Uint8Array.of(0x79);
 const X = Uint8Array.of(0x78);
-
-function chunking(size: number): [bits: number, count: number] {
-  // Fewest chunks, each at least one block: chunkbits = ilog2(size - 1) + 1, clamped.
-  let bits = 0;
-  while (2 ** bits <= size - 1) bits++;
-  if (bits < EROFS_BLKSIZ_BITS) bits = EROFS_BLKSIZ_BITS;
-  if (bits - EROFS_BLKSIZ_BITS > EROFS_CHUNK_FORMAT_BLKBITS_MASK) bits = EROFS_CHUNK_FORMAT_BLKBITS_MASK + EROFS_BLKSIZ_BITS;
-  return [bits, Math.ceil(size / 2 ** bits)];
-}
 
 function newPlanNode(n: Inode): PlanNode {
   const type = n.mode & S_IFMT;
@@ -199,7 +189,7 @@ function rewrite(tree: Tree, version: number): Work {
       setXattr(work, OVERLAY_METACOPY, metacopy);
       if (inode.payload) setXattr(work, OVERLAY_REDIRECT, bytesOf('/' + inode.payload));
     }
-    if (isWhiteout(inode)) {
+    if (isWhiteout(inode.mode, inode.rdev)) {
       // A source whiteout becomes an empty regular file overlayfs shows as-is (escaped).
       p.size = 0;
       p.mode = S_IFREG | (p.mode & ~S_IFMT);
@@ -259,7 +249,7 @@ function rewrite(tree: Tree, version: number): Work {
 function hasSourceWhiteout(inode: Inode, seen: Set<Inode>): boolean {
   if (seen.has(inode)) return false;
   seen.add(inode);
-  if (isWhiteout(inode)) return true;
+  if (isWhiteout(inode.mode, inode.rdev)) return true;
   if (inode.children) for (const e of inode.children.values()) if (!e.hardlink && hasSourceWhiteout(e.inode, seen)) return true;
   return false;
 }
@@ -279,7 +269,7 @@ function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>): PlanXattr[] {
   return out.sort(byName);
 }
 
-const entrySize = (x: PlanXattr): number => roundUp(EROFS_XATTR_ENTRY_SIZE + x.suffix.length + x.value.length, 4);
+const entrySize = (x: PlanXattr): number => xattrEntrySize(x.suffix.length, x.value.length);
 
 
 export function layout(tree: Tree, options: WriteOptions = {}): Plan {

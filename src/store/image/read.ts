@@ -5,21 +5,29 @@
 // (metacopy, redirect, opaque, ...) are hidden, and an escaped source whiteout is what overlayfs
 // shows for it: an empty regular file carrying `trusted.overlay.whiteout`.
 //
-// Every offset, count and length read from the image is checked before use; a malformed image gives
-// StratumError('CORRUPT_IMAGE'), never a RangeError. Each call does work bounded by the size of the
-// one inode or directory it touches; whole-tree walks (walkImage) refuse directory cycles.
+// Two modes over one parser: `ImageReader.open(source)` is lazy, with bounded caches, for servers
+// that keep an image open; `ImageReader.whole(bytes)` reads an image held in memory, keeping every
+// inode it parsed and handing out views instead of copies: the fast whole-image walk a commit
+// needs (image-tree.ts builds the base Tree with it). Fields are read through the layouts of
+// erofs.ts, by name.
+//
+// Every offset, count and length read from the image is checked before use, in both modes; a
+// malformed image gives StratumError('CORRUPT_IMAGE'), never a RangeError. Each call does work
+// bounded by the size of the one inode or directory it touches; whole-tree walks (walkImage,
+// imageTree) refuse directory cycles.
 //
 // Public surface: BlockSource, bufferSource, FileSource, ImageReader, InodeAttr, DirEntry,
-// ExternalObject, walkImage.
+// ExternalObject, StoredXattr, walkImage.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { StratumError } from '../error.js';
 import {
-  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_COMPACT_SIZE, EROFS_INODE_EXTENDED_SIZE,
-  EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SUPER_MAGIC_V1, EROFS_SUPER_OFFSET, EROFS_XATTR_IBODY_HEADER_SIZE,
-  FileType, LCFS_EROFS_MAGIC, OVERLAY_ESCAPE_PREFIX, OVERLAY_METACOPY, OVERLAY_PREFIX, OVERLAY_REDIRECT, S_IFBLK, S_IFCHR,
-  S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, XATTR_PREFIX_BY_INDEX,
+  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_INODE_CHUNK_BASED, EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SUPER_MAGIC_V1,
+  EROFS_SUPER_OFFSET, FileType, LCFS_EROFS_MAGIC, OVERLAY_METACOPY, OVERLAY_REDIRECT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK,
+  S_IFMT, S_IFREG, S_IFSOCK, XATTR_PREFIX_BY_INDEX, erofs_dirent, erofs_inode_extended, erofs_super_block, erofs_xattr_entry,
+  erofs_xattr_ibody_header, getField, inodeDataLayout, inodeLayout, isWhiteout, lcfs_erofs_header, shownXattrName, xattrEntrySize,
+  xattrIbodySize,
 } from './erofs.js';
-import type { ByteString } from './tree.js';
+import type { ByteString, Xattr } from './tree.js';
 
 /** Random access to image bytes. `readAt` may return a view into a cache: do not keep or modify it. */
 export interface BlockSource {
@@ -117,6 +125,13 @@ export interface ExternalObject {
   path: ByteString | undefined;
 }
 
+/** An xattr as stored; `shared` when it lives in the shared xattr area. */
+export interface StoredXattr {
+  name: ByteString;
+  value: Uint8Array;
+  shared: boolean;
+}
+
 interface RawInode extends InodeAttr {
   layout: number;
   /** Byte offset of the inode in the image. */
@@ -137,28 +152,19 @@ const INODE_CACHE = 4096;
 const DIR_BLOCK_CACHE = 512;
 const MAX_NAME = 255;
 
-const u16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
-const u32 = (b: Uint8Array, o: number): number => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
-const u64 = (b: Uint8Array, o: number): number => {
-  const hi = u32(b, o + 4);
-  if (hi >= 0x200000) return Infinity; // beyond 2^53: no valid image has such a value
-  return hi * 2 ** 32 + u32(b, o);
-};
-/** A signed 64-bit time (pre-1970 is negative); beyond ±2^53 (no real time) gives NaN. */
-const i64 = (b: Uint8Array, o: number): number => {
-  const hi = u32(b, o + 4);
-  if (hi < 0x200000) return hi * 2 ** 32 + u32(b, o);
-  if (hi >= 0xffe00000) return (hi - 2 ** 32) * 2 ** 32 + u32(b, o);
-  return NaN;
-};
-const latin1 = (b: Uint8Array): ByteString => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+/** Bytes [from, to) of `b` as a byte string, without a view when `b` is a Buffer. */
+const latin1At = (b: Uint8Array, from: number, to: number): ByteString => (Buffer.isBuffer(b) ? b.toString('latin1', from, to) : latin1(b.subarray(from, to)));
+const latin1 = (b: Uint8Array): ByteString => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)).toString('latin1');
 
 function validType(mode: number): boolean {
   const t = mode & S_IFMT;
   return t === S_IFREG || t === S_IFDIR || t === S_IFLNK || t === S_IFCHR || t === S_IFBLK || t === S_IFIFO || t === S_IFSOCK;
 }
 
-const isWhiteoutAttr = (a: InodeAttr): boolean => (a.mode & S_IFMT) === S_IFCHR && a.rdev === 0;
+const isWhiteoutAttr = (a: InodeAttr): boolean => isWhiteout(a.mode, a.rdev);
+const SB = erofs_super_block;
+const DIRENT = erofs_dirent;
+const XE = erofs_xattr_entry;
 
 export class ImageReader {
   readonly rootNid: number;
@@ -172,27 +178,44 @@ export class ImageReader {
   /** Parsed directory blocks, keyed nid * 2^20 + block; bounded like the inode cache. */
   private readonly dirBlocks = new Map<number, Array<{ name: ByteString; nid: number; type: number }>>();
 
-  private constructor(private readonly source: BlockSource) {
-    if (source.size < EROFS_SUPER_OFFSET + 128) corrupt(`${source.size} bytes is too small`);
+  /** Whole mode: every parsed inode kept, no directory block cache, values handed out as views. */
+  private readonly wholeMode: boolean;
+  /** Whole mode: the image, addressed absolutely (no view per read); lazy mode: undefined. */
+  private readonly bytes: Buffer | undefined;
+
+  private constructor(private readonly source: BlockSource, whole: Buffer | undefined) {
+    this.wholeMode = whole !== undefined;
+    this.bytes = whole;
+    if (source.size < EROFS_SUPER_OFFSET + SB.sizeof) corrupt(`${source.size} bytes is too small`);
     const h = source.readAt(0, 16);
-    if (u32(h, 0) !== LCFS_EROFS_MAGIC) corrupt('no composefs header');
-    this.composefsVersion = u32(h, 12);
-    const sb = source.readAt(EROFS_SUPER_OFFSET, 128);
-    if (u32(sb, 0) !== EROFS_SUPER_MAGIC_V1) corrupt('bad EROFS superblock magic');
-    if (sb[12] !== EROFS_BLKSIZ_BITS) corrupt(`block size 2^${sb[12]} is not supported`);
-    if ((u32(sb, 80) & ~0x4) !== 0) corrupt(`unsupported incompatible features ${u32(sb, 80).toString(16)}`);
-    this.rootNid = u16(sb, 14);
-    this.inodeCount = u64(sb, 16);
-    this.buildTimeSec = i64(sb, 24);
-    this.buildTimeNsec = u32(sb, 32);
-    this.metaStart = u32(sb, 40) * EROFS_BLKSIZ;
-    this.xattrStart = u32(sb, 44) * EROFS_BLKSIZ;
+    if (getField(h, 0, lcfs_erofs_header.magic) !== LCFS_EROFS_MAGIC) corrupt('no composefs header');
+    this.composefsVersion = getField(h, 0, lcfs_erofs_header.composefs_version);
+    const sb = source.readAt(EROFS_SUPER_OFFSET, SB.sizeof);
+    if (getField(sb, 0, SB.magic) !== EROFS_SUPER_MAGIC_V1) corrupt('bad EROFS superblock magic');
+    const blkszbits = getField(sb, 0, SB.blkszbits);
+    if (blkszbits !== EROFS_BLKSIZ_BITS) corrupt(`block size 2^${blkszbits} is not supported`);
+    const incompat = getField(sb, 0, SB.feature_incompat);
+    if ((incompat & ~0x4) !== 0) corrupt(`unsupported incompatible features ${incompat.toString(16)}`);
+    this.rootNid = getField(sb, 0, SB.root_nid);
+    this.inodeCount = getField(sb, 0, SB.inos);
+    this.buildTimeSec = getField(sb, 0, SB.build_time);
+    this.buildTimeNsec = getField(sb, 0, SB.build_time_nsec);
+    this.metaStart = getField(sb, 0, SB.meta_blkaddr) * EROFS_BLKSIZ;
+    this.xattrStart = getField(sb, 0, SB.xattr_blkaddr) * EROFS_BLKSIZ;
     if (this.metaStart >= source.size) corrupt('metadata area outside the image');
     if ((this.getattr(this.rootNid).mode & S_IFMT) !== S_IFDIR) corrupt('root is not a directory');
   }
 
+  /** Lazy mode: reads only what each call needs, through bounded caches. */
   static open(source: BlockSource): ImageReader {
-    return new ImageReader(source);
+    return new ImageReader(source, undefined);
+  }
+
+  /** Whole mode, for an image in memory read end to end (a commit's base tree). Same checks. */
+  static whole(bytes: Uint8Array): ImageReader {
+    // a Buffer view, so the views handed out decode without another wrapper each
+    const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return new ImageReader(bufferSource(buf), buf);
   }
 
   /** Reads image bytes after checking they lie inside the image. */
@@ -201,40 +224,65 @@ export class ImageReader {
     return this.source.readAt(offset, length);
   }
 
+  /**
+   * Checks [offset, offset + length) lies in the image and gives the bytes to read it from: the
+   * whole image in whole mode (address it at `offset`), else a view (address it at 0).
+   */
+  private span(offset: number, length: number): Uint8Array {
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.source.size)) corrupt(`read of ${length} bytes at ${offset} is outside the image`);
+    return this.bytes ?? this.source.readAt(offset, length);
+  }
+
   private inode(nid: number): RawInode {
     const cached = this.inodes.get(nid);
     if (cached) return cached;
     if (!Number.isSafeInteger(nid) || nid < 0) corrupt(`bad inode number ${nid}`);
     const offset = this.metaStart + nid * 32;
-    const head = this.read(offset, 2);
-    const format = u16(head, 0);
-    const extended = (format & 1) === 1;
-    const layout = (format >> 1) & 7;
+    const o = this.bytes ? offset : 0; // where span()'s bytes hold the inode
+    const format = getField(this.span(offset, 2), o, erofs_inode_extended.i_format);
+    const I = inodeLayout(format);
+    const layout = inodeDataLayout(format);
     if (format >> 4 !== 0) corrupt(`inode ${nid}: unknown format bits ${format.toString(16)}`);
     if (layout !== EROFS_INODE_FLAT_PLAIN && layout !== EROFS_INODE_FLAT_INLINE && layout !== EROFS_INODE_CHUNK_BASED) corrupt(`inode ${nid}: unsupported data layout ${layout}`);
-    const isize = extended ? EROFS_INODE_EXTENDED_SIZE : EROFS_INODE_COMPACT_SIZE;
-    const b = this.read(offset, isize);
-    const icount = u16(b, 2);
-    const mode = u16(b, 4);
+    const isize = I.sizeof;
+    const b = this.span(offset, isize);
+    const mode = getField(b, o, I.i_mode);
     if (!validType(mode)) corrupt(`inode ${nid}: bad mode ${mode.toString(8)}`);
-    const xattrSize = icount === 0 ? 0 : EROFS_XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4;
+    const xattrSize = xattrIbodySize(getField(b, o, I.i_xattr_icount));
     const type = mode & S_IFMT;
-    const iu = u32(b, 16);
-    const raw: RawInode = extended
-      ? { nid, ino: u32(b, 20), mode, nlink: u32(b, 44), uid: u32(b, 24), gid: u32(b, 28), size: u64(b, 8), rdev: 0, mtimeSec: i64(b, 32), mtimeNsec: u32(b, 40), layout, offset, isize, xattrSize, blkaddr: iu }
-      : { nid, ino: u32(b, 20), mode, nlink: u16(b, 6), uid: u16(b, 24), gid: u16(b, 26), size: u32(b, 8), rdev: 0, mtimeSec: this.buildTimeSec, mtimeNsec: this.buildTimeNsec, layout, offset, isize, xattrSize, blkaddr: iu };
+    const iu = getField(b, o, I.i_u);
+    const extended = I === erofs_inode_extended;
+    const raw: RawInode = {
+      nid, ino: getField(b, o, I.i_ino), mode, nlink: getField(b, o, I.i_nlink), uid: getField(b, o, I.i_uid), gid: getField(b, o, I.i_gid),
+      size: getField(b, o, I.i_size), rdev: 0,
+      mtimeSec: extended ? getField(b, o, erofs_inode_extended.i_mtime) : this.buildTimeSec,
+      mtimeNsec: extended ? getField(b, o, erofs_inode_extended.i_mtime_nsec) : this.buildTimeNsec,
+      layout, offset, isize, xattrSize, blkaddr: iu,
+    };
     if (!(raw.size <= MAX_SAFE) || !Number.isSafeInteger(raw.mtimeSec)) corrupt(`inode ${nid}: size or time out of range`);
     if (type === S_IFCHR || type === S_IFBLK) raw.rdev = iu;
     if (layout === EROFS_INODE_CHUNK_BASED && type !== S_IFREG) corrupt(`inode ${nid}: chunk-based ${type.toString(8)}`);
     if ((type === S_IFDIR || type === S_IFLNK) && raw.size === 0 && layout !== EROFS_INODE_FLAT_PLAIN) corrupt(`inode ${nid}: empty inline data`);
     if (offset + isize + xattrSize > this.source.size) corrupt(`inode ${nid}: xattrs run past the end`);
-    if (this.inodes.size >= INODE_CACHE) this.inodes.delete(this.inodes.keys().next().value as number);
+    if (!this.wholeMode && this.inodes.size >= INODE_CACHE) this.inodes.delete(this.inodes.keys().next().value as number);
     this.inodes.set(nid, raw);
     return raw;
   }
 
+  /** The image's build time: the mtime of every compact inode. */
+  get buildTime(): { sec: number; nsec: number } {
+    return { sec: this.buildTimeSec, nsec: this.buildTimeNsec };
+  }
+
+  /** Where an inode's bytes are, for the in-place patcher (patch.ts): offset, i_format's layouts, xattr body size. */
+  placeOf(nid: number): { offset: number; extended: boolean; layout: number; xattrSize: number } {
+    const r = this.inode(nid);
+    return { offset: r.offset, extended: r.isize === erofs_inode_extended.sizeof, layout: r.layout, xattrSize: r.xattrSize };
+  }
+
   getattr(nid: number): InodeAttr {
     const r = this.inode(nid);
+    if (this.wholeMode) return r; // read-only by contract; no copy per call on the commit path
     return { nid: r.nid, ino: r.ino, mode: r.mode, nlink: r.nlink, uid: r.uid, gid: r.gid, size: r.size, rdev: r.rdev, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec };
   }
 
@@ -275,6 +323,7 @@ export class ImageReader {
 
   /** One directory block, parsed: names (byte strings) and nids, checked. */
   private dirBlock(r: RawInode, index: number): Array<{ name: ByteString; nid: number; type: number }> {
+    if (this.wholeMode) return this.parseDirBlock(r, index); // each block is read once
     const key = r.nid * 2 ** 20 + index;
     const cached = index < 2 ** 20 ? this.dirBlocks.get(key) : undefined;
     if (cached) return cached;
@@ -289,22 +338,22 @@ export class ImageReader {
   /** A directory block's bytes and dirent count, with the dirent table checked. */
   private rawDirBlock(r: RawInode, index: number): { block: Uint8Array; count: number } {
     const block = this.readFlat(r, index * EROFS_BLKSIZ, EROFS_BLKSIZ);
-    if (block.length < EROFS_DIRENT_SIZE) corrupt(`directory ${r.nid}: block ${index} too short`);
-    const first = u16(block, 8);
-    if (first % EROFS_DIRENT_SIZE !== 0 || first < EROFS_DIRENT_SIZE || first > block.length) corrupt(`directory ${r.nid}: bad dirent table in block ${index}`);
-    return { block, count: first / EROFS_DIRENT_SIZE };
+    if (block.length < DIRENT.sizeof) corrupt(`directory ${r.nid}: block ${index} too short`);
+    const first = getField(block, 0, DIRENT.nameoff);
+    if (first % DIRENT.sizeof !== 0 || first < DIRENT.sizeof || first > block.length) corrupt(`directory ${r.nid}: bad dirent table in block ${index}`);
+    return { block, count: first / DIRENT.sizeof };
   }
 
   /** Name bytes of dirent `i` (the last name ends at the block end or a NUL), checked. */
   private direntName(r: RawInode, block: Uint8Array, count: number, i: number): Uint8Array {
-    const o = i * EROFS_DIRENT_SIZE;
-    const nameoff = u16(block, o + 8);
-    let nameEnd = i + 1 < count ? u16(block, o + EROFS_DIRENT_SIZE + 8) : block.length;
+    const o = i * DIRENT.sizeof;
+    const nameoff = getField(block, o, DIRENT.nameoff);
+    let nameEnd = i + 1 < count ? getField(block, o + DIRENT.sizeof, DIRENT.nameoff) : block.length;
     if (i + 1 === count && nameoff < nameEnd) {
       const nul = block.subarray(nameoff, nameEnd).indexOf(0);
       if (nul >= 0) nameEnd = nameoff + nul;
     }
-    if (nameoff < count * EROFS_DIRENT_SIZE || nameEnd > block.length || nameEnd <= nameoff || nameEnd - nameoff > MAX_NAME) corrupt(`directory ${r.nid}: bad name offsets`);
+    if (nameoff < count * DIRENT.sizeof || nameEnd > block.length || nameEnd <= nameoff || nameEnd - nameoff > MAX_NAME) corrupt(`directory ${r.nid}: bad name offsets`);
     const name = block.subarray(nameoff, nameEnd);
     // a name with '/' or NUL would make paths built from it point somewhere else
     if (name.includes(0x2f) || name.includes(0)) corrupt(`directory ${r.nid}: a name contains '/' or NUL`);
@@ -312,7 +361,7 @@ export class ImageReader {
   }
 
   private direntNid(r: RawInode, block: Uint8Array, i: number): number {
-    const nid = u64(block, i * EROFS_DIRENT_SIZE);
+    const nid = getField(block, i * DIRENT.sizeof, DIRENT.nid);
     if (!(nid <= MAX_SAFE)) corrupt(`directory ${r.nid}: bad nid`);
     return nid;
   }
@@ -321,7 +370,7 @@ export class ImageReader {
     const { block, count } = this.rawDirBlock(r, index);
     const out: Array<{ name: ByteString; nid: number; type: number }> = new Array(count);
     for (let i = 0; i < count; i++) {
-      out[i] = { name: latin1(this.direntName(r, block, count, i)), nid: this.direntNid(r, block, i), type: block[i * EROFS_DIRENT_SIZE + 10]! };
+      out[i] = { name: latin1(this.direntName(r, block, count, i)), nid: this.direntNid(r, block, i), type: getField(block, i * DIRENT.sizeof, DIRENT.file_type) };
     }
     return out;
   }
@@ -399,23 +448,15 @@ export class ImageReader {
     const r = this.inode(nid);
     if ((r.mode & S_IFMT) !== S_IFREG) throw new StratumError('CORRUPT_IMAGE', `inode ${nid} is not a regular file`);
     if (r.layout === EROFS_INODE_CHUNK_BASED) return new Uint8Array(0);
-    return Uint8Array.from(this.readFlat(r, offset, Math.min(length, r.size)));
+    const bytes = this.readFlat(r, offset, Math.min(length, r.size));
+    return this.wholeMode ? bytes : Uint8Array.from(bytes);
   }
 
   /** Where the content of an external (chunk-based) regular file lives, as the image says; undefined if inline. */
   external(nid: number): ExternalObject | undefined {
     const r = this.inode(nid);
     if ((r.mode & S_IFMT) !== S_IFREG || r.layout !== EROFS_INODE_CHUNK_BASED) return undefined;
-    let digest: string | undefined;
-    let path: ByteString | undefined;
-    for (const x of this.rawXattrs(r)) {
-      if (x.name === OVERLAY_METACOPY && x.value.length === 36 && x.value[3] === 1) digest = Buffer.from(x.value.subarray(4)).toString('hex');
-      if (x.name === OVERLAY_REDIRECT && x.value.length > 0) {
-        const v = latin1(x.value);
-        path = v.startsWith('/') ? v.slice(1) : v;
-      }
-    }
-    return { digest, path };
+    return externalOf(this.rawXattrs(r));
   }
 
   /**
@@ -426,44 +467,57 @@ export class ImageReader {
    */
   objectOf(nid: number): string | undefined {
     const ext = this.external(nid);
-    if (!ext) return undefined;
-    if (ext.digest === undefined) corrupt(`inode ${nid}: an external file without a content digest`);
-    if (ext.path !== undefined && ext.path !== `${ext.digest.slice(0, 2)}/${ext.digest.slice(2)}`) {
-      corrupt(`inode ${nid}: redirect ${JSON.stringify(ext.path.slice(0, 80))} is not the path of object ${ext.digest}`);
-    }
-    return ext.digest;
+    return ext === undefined ? undefined : checkedObject(nid, ext);
   }
 
-  /** Every xattr as stored (escaped, overlay-internal ones included): the raw view. */
-  rawXattrs(nidOrInode: number | RawInode): Array<{ name: ByteString; value: Uint8Array }> {
+  /** What a tree needs of one inode, from one pass over its xattrs: the shown xattrs and its object. */
+  xattrsAndObject(nid: number): { xattrs: Xattr[]; object: string | undefined } {
+    const r = this.inode(nid);
+    const raw = this.rawXattrs(r);
+    const external = (r.mode & S_IFMT) === S_IFREG && r.layout === EROFS_INODE_CHUNK_BASED;
+    return { xattrs: shown(raw), object: external ? checkedObject(nid, externalOf(raw)) : undefined };
+  }
+
+  /** Every xattr as stored (escaped, overlay-internal ones included): the raw view, shared ones first. */
+  rawXattrs(nidOrInode: number | RawInode): StoredXattr[] {
     const r = typeof nidOrInode === 'number' ? this.inode(nidOrInode) : nidOrInode;
     if (r.xattrSize === 0) return [];
     const base = r.offset + r.isize;
-    const body = this.read(base, r.xattrSize);
-    const nShared = body[4]!;
-    const out: Array<{ name: ByteString; value: Uint8Array }> = [];
-    let pos = EROFS_XATTR_IBODY_HEADER_SIZE + nShared * 4;
+    const body = this.span(base, r.xattrSize);
+    const bo = this.bytes ? base : 0; // where the body starts in `body`
+    const nShared = getField(body, bo, erofs_xattr_ibody_header.h_shared_count);
+    const out: StoredXattr[] = [];
+    let pos = erofs_xattr_ibody_header.sizeof + nShared * 4;
     if (pos > r.xattrSize) corrupt(`inode ${r.nid}: shared xattr count ${nShared} overruns its xattrs`);
-    const entry = (b: Uint8Array, o: number, limit: number): number => {
-      if (o + 4 > limit) corrupt(`inode ${r.nid}: xattr entry overruns`);
-      const nameLen = b[o]!;
-      const index = b[o + 1]!;
-      const valueLen = u16(b, o + 2);
-      const end = o + 4 + nameLen + valueLen;
+    const entry = (b: Uint8Array, o: number, limit: number, shared: boolean): number => {
+      if (o + XE.sizeof > limit) corrupt(`inode ${r.nid}: xattr entry overruns`);
+      const nameLen = getField(b, o, XE.e_name_len);
+      const valueLen = getField(b, o, XE.e_value_size);
+      const end = o + XE.sizeof + nameLen + valueLen;
       if (end > limit) corrupt(`inode ${r.nid}: xattr entry overruns`);
-      const prefix = XATTR_PREFIX_BY_INDEX.get(index);
+      const prefix = XATTR_PREFIX_BY_INDEX.get(getField(b, o, XE.e_name_index));
       // Index 0 and long-prefix names have no namespace the kernel shows; skip them like erofs does.
-      if (prefix !== undefined) out.push({ name: prefix + latin1(b.subarray(o + 4, o + 4 + nameLen)), value: Uint8Array.from(b.subarray(o + 4 + nameLen, end)) });
-      return Math.ceil((end - o) / 4) * 4;
+      if (prefix !== undefined) {
+        const value = b.subarray(o + XE.sizeof + nameLen, end);
+        out.push({ name: prefix + latin1At(b, o + XE.sizeof, o + XE.sizeof + nameLen), value: this.wholeMode ? value : Uint8Array.from(value), shared });
+      }
+      return xattrEntrySize(nameLen, valueLen);
     };
     for (let i = 0; i < nShared; i++) {
-      const at = this.xattrStart + u32(body, EROFS_XATTR_IBODY_HEADER_SIZE + i * 4) * 4;
-      const head = this.read(at, 4);
-      const b = this.read(at, 4 + head[0]! + u16(head, 2));
-      entry(b, 0, b.length);
+      const at = this.xattrStart + getField(body, bo + i * 4, erofs_xattr_ibody_header.h_shared_xattrs) * 4;
+      const head = this.span(at, XE.sizeof);
+      const ho = this.bytes ? at : 0;
+      const len = XE.sizeof + getField(head, ho, XE.e_name_len) + getField(head, ho, XE.e_value_size);
+      entry(this.span(at, len), ho, ho + len, true);
     }
-    while (pos + 4 <= r.xattrSize) pos += entry(body, pos, r.xattrSize);
+    while (pos + XE.sizeof <= r.xattrSize) pos += entry(body, bo + pos, bo + r.xattrSize, false);
     return out;
+  }
+
+  /** The shown xattrs in the order the kernel lists them (inline ones, then shared): what a copy-up keeps. */
+  xattrsAsListed(nid: number): Xattr[] {
+    const raw = this.rawXattrs(nid);
+    return shown([...raw.filter((x) => !x.shared), ...raw.filter((x) => x.shared)]);
   }
 
   /** xattrs as the kernel shows them through overlayfs (see the module comment). */
@@ -475,14 +529,40 @@ export class ImageReader {
     return this.xattrs(nid).find((x) => x.name === name)?.value;
   }
 
-  xattrs(nid: number): Array<{ name: ByteString; value: Uint8Array }> {
-    const out: Array<{ name: ByteString; value: Uint8Array }> = [];
-    for (const x of this.rawXattrs(nid)) {
-      if (x.name.startsWith(OVERLAY_ESCAPE_PREFIX)) out.push({ name: OVERLAY_PREFIX + x.name.slice(OVERLAY_ESCAPE_PREFIX.length), value: x.value });
-      else if (!x.name.startsWith(OVERLAY_PREFIX)) out.push(x);
-    }
-    return out;
+  xattrs(nid: number): Xattr[] {
+    return shown(this.rawXattrs(nid));
   }
+}
+
+/** The reader's view of stored xattrs: erofs.ts's visibility rule applied. */
+function shown(raw: StoredXattr[]): Xattr[] {
+  const out: Xattr[] = [];
+  for (const x of raw) {
+    const name = shownXattrName(x.name);
+    if (name !== undefined) out.push({ name, value: x.value });
+  }
+  return out;
+}
+
+function externalOf(raw: StoredXattr[]): ExternalObject {
+  let digest: string | undefined;
+  let path: ByteString | undefined;
+  for (const x of raw) {
+    if (x.name === OVERLAY_METACOPY && x.value.length === 36 && x.value[3] === 1) digest = Buffer.from(x.value.buffer, x.value.byteOffset + 4, 32).toString('hex');
+    if (x.name === OVERLAY_REDIRECT && x.value.length > 0) {
+      const v = latin1(x.value);
+      path = v.startsWith('/') ? v.slice(1) : v;
+    }
+  }
+  return { digest, path };
+}
+
+function checkedObject(nid: number, ext: ExternalObject): string {
+  if (ext.digest === undefined) corrupt(`inode ${nid}: an external file without a content digest`);
+  if (ext.path !== undefined && ext.path !== `${ext.digest.slice(0, 2)}/${ext.digest.slice(2)}`) {
+    corrupt(`inode ${nid}: redirect ${JSON.stringify(ext.path.slice(0, 80))} is not the path of object ${ext.digest}`);
+  }
+  return ext.digest;
 }
 
 /**

@@ -12,7 +12,7 @@
 //
 // Public surface: ByteString, Xattr, Inode, Entry, Tree, newInode, addEntry, lookupPath, walkTree,
 // sortedNames, compareBytes, isExternal, objectPath, byteString, utf8, bytesOf, RECOMMENDED_INLINE_MAX.
-import { S_IFDIR, S_IFMT, S_IFREG } from './erofs.js';
+import { LCFS_RECOMMENDED_INLINE_CONTENT_MAX, S_IFDIR, S_IFMT, S_IFREG } from './erofs.js';
 
 export type ByteString = string;
 
@@ -20,7 +20,7 @@ export type ByteString = string;
  * Regular files up to this size are stored in the image (`content`) when a tree is built from a
  * directory, larger ones become objects: mkcomposefs' LCFS_RECOMMENDED_INLINE_CONTENT_MAX.
  */
-export const RECOMMENDED_INLINE_MAX = 64;
+export const RECOMMENDED_INLINE_MAX = LCFS_RECOMMENDED_INLINE_CONTENT_MAX;
 
 export interface Xattr {
   name: ByteString;

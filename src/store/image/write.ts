@@ -1,12 +1,14 @@
-// Pass two of the writer: one sequential sweep over a Plan, no seeking back. Together with
-// layout.ts this is `writeImage(tree) -> bytes`, byte-identical to mkcomposefs 1.0.8.
+// Pass two of the writer: one sequential sweep over a Plan, no seeking back; every struct is
+// written through erofs.ts's field layouts (the buffer starts zeroed, so zero fields and padding
+// are skipped). Together with layout.ts this is `writeImage(tree) -> bytes`, byte-identical to
+// mkcomposefs 1.0.8.
 //
-// Public surface: writeImage, emit.
+// Public surface: writeImage, emit, storedSize.
 import {
-  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_DIRENT_SIZE, EROFS_FEATURE_COMPAT_MTIME, EROFS_FEATURE_COMPAT_XATTR_FILTER,
-  EROFS_INODE_CHUNK_BASED, EROFS_INODE_COMPACT_SIZE, EROFS_INODE_EXTENDED_SIZE, EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN,
-  EROFS_SUPER_BLOCK_SIZE, EROFS_SUPER_MAGIC_V1, EROFS_SUPER_OFFSET, EROFS_XATTR_IBODY_HEADER_SIZE, LCFS_EROFS_FLAGS_HAS_ACL,
-  LCFS_EROFS_MAGIC, LCFS_EROFS_VERSION, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, fileTypeOfMode,
+  EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_FEATURE_COMPAT_MTIME, EROFS_FEATURE_COMPAT_XATTR_FILTER, EROFS_INODE_CHUNK_BASED,
+  EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SUPER_MAGIC_V1, EROFS_SUPER_OFFSET, LCFS_EROFS_FLAGS_HAS_ACL, LCFS_EROFS_MAGIC,
+  LCFS_EROFS_VERSION, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, erofs_dirent, erofs_inode_chunk_info, erofs_inode_extended,
+  erofs_super_block, erofs_xattr_entry, erofs_xattr_ibody_header, fileTypeOfMode, inodeLayout, lcfs_erofs_header, putField,
 } from './erofs.js';
 import { type Plan, type PlanNode, type PlanXattr, type WriteOptions, layout } from './layout.js';
 import type { Tree } from './tree.js';
@@ -21,19 +23,6 @@ class Out {
   constructor(size: number) {
     this.buf = Buffer.alloc(size); // zero-filled: padding is skipping ahead
   }
-  u8(v: number): void { this.buf[this.pos++] = v; }
-  u16(v: number): void { this.buf.writeUInt16LE(v & 0xffff, this.pos); this.pos += 2; }
-  u32(v: number): void { this.buf.writeUInt32LE(v >>> 0, this.pos); this.pos += 4; }
-  u64(v: number): void {
-    this.buf.writeUInt32LE(v % 2 ** 32, this.pos);
-    this.buf.writeUInt32LE(Math.floor(v / 2 ** 32), this.pos + 4);
-    this.pos += 8;
-  }
-  /** A signed time in seconds, two's complement in 64 bits as mkcomposefs stores an int64 (the kernel reads it back signed). */
-  i64(v: number): void {
-    this.buf.writeBigInt64LE(BigInt(v), this.pos);
-    this.pos += 8;
-  }
   bytes(b: Uint8Array): void { this.buf.set(b, this.pos); this.pos += b.length; }
   skip(n: number): void { this.pos += n; }
   align(to: number): void { this.pos = Math.ceil(this.pos / to) * to; }
@@ -42,27 +31,25 @@ class Out {
 
 export function emit(plan: Plan): Uint8Array {
   const out = new Out(plan.size);
-  // composefs header
-  out.u32(LCFS_EROFS_MAGIC);
-  out.u32(LCFS_EROFS_VERSION);
-  out.u32(plan.hasAcl ? LCFS_EROFS_FLAGS_HAS_ACL : 0);
-  out.u32(plan.composefsVersion);
-  out.pos = EROFS_SUPER_OFFSET;
-  // erofs_super_block
-  const sb = out.pos;
-  out.u32(EROFS_SUPER_MAGIC_V1);
-  out.u32(0); // checksum
-  out.u32(EROFS_FEATURE_COMPAT_MTIME | EROFS_FEATURE_COMPAT_XATTR_FILTER);
-  out.u8(EROFS_BLKSIZ_BITS);
-  out.u8(0); // sb_extslots
-  out.u16(plan.nodes[0]!.nid); // root_nid
-  out.u64(plan.nodes.length); // inos
-  out.i64(plan.minMtimeSec); // build_time
-  out.u32(plan.minMtimeNsec);
-  out.u32(plan.dataBlockStart / EROFS_BLKSIZ + plan.nDataBlocks); // blocks
-  out.u32(Math.floor((EROFS_SUPER_OFFSET + EROFS_SUPER_BLOCK_SIZE) / EROFS_BLKSIZ)); // meta_blkaddr
-  out.u32(Math.floor(plan.inodesEnd / EROFS_BLKSIZ)); // xattr_blkaddr
-  out.pos = sb + EROFS_SUPER_BLOCK_SIZE; // everything else is zero
+  const b = out.buf;
+  const H = lcfs_erofs_header;
+  putField(b, 0, H.magic, LCFS_EROFS_MAGIC);
+  putField(b, 0, H.version, LCFS_EROFS_VERSION);
+  putField(b, 0, H.flags, plan.hasAcl ? LCFS_EROFS_FLAGS_HAS_ACL : 0);
+  putField(b, 0, H.composefs_version, plan.composefsVersion);
+  const SB = erofs_super_block;
+  const sb = EROFS_SUPER_OFFSET; // fields not written are zero
+  putField(b, sb, SB.magic, EROFS_SUPER_MAGIC_V1);
+  putField(b, sb, SB.feature_compat, EROFS_FEATURE_COMPAT_MTIME | EROFS_FEATURE_COMPAT_XATTR_FILTER);
+  putField(b, sb, SB.blkszbits, EROFS_BLKSIZ_BITS);
+  putField(b, sb, SB.root_nid, plan.nodes[0]!.nid);
+  putField(b, sb, SB.inos, plan.nodes.length);
+  putField(b, sb, SB.build_time, plan.minMtimeSec);
+  putField(b, sb, SB.build_time_nsec, plan.minMtimeNsec);
+  putField(b, sb, SB.blocks, plan.dataBlockStart / EROFS_BLKSIZ + plan.nDataBlocks);
+  putField(b, sb, SB.meta_blkaddr, Math.floor((EROFS_SUPER_OFFSET + SB.sizeof) / EROFS_BLKSIZ));
+  putField(b, sb, SB.xattr_blkaddr, Math.floor(plan.inodesEnd / EROFS_BLKSIZ));
+  out.pos = sb + SB.sizeof;
 
   const sharedBase = plan.inodesEnd % EROFS_BLKSIZ;
   for (const p of plan.nodes) writeInode(out, p, sharedBase);
@@ -74,10 +61,21 @@ export function emit(plan: Plan): Uint8Array {
   return out.buf;
 }
 
+/** i_size as written for a planned inode (and so as a reader's getattr gives it). */
+export function storedSize(p: PlanNode): number {
+  const type = p.mode & S_IFMT;
+  if (type === S_IFDIR) return p.nBlocks * EROFS_BLKSIZ + p.tailSize;
+  if (type === S_IFREG) return p.size;
+  if (type === S_IFLNK) return p.nBlocks === 0 ? p.tailSize : p.size;
+  return 0;
+}
+
 function writeXattr(out: Out, x: PlanXattr): void {
-  out.u8(x.suffix.length);
-  out.u8(x.index);
-  out.u16(x.value.length);
+  const XE = erofs_xattr_entry;
+  putField(out.buf, out.pos, XE.e_name_len, x.suffix.length);
+  putField(out.buf, out.pos, XE.e_name_index, x.index);
+  putField(out.buf, out.pos, XE.e_value_size, x.value.length);
+  out.skip(XE.sizeof);
   out.bytes(x.suffix);
   out.bytes(x.value);
   out.align(4);
@@ -86,54 +84,38 @@ function writeXattr(out: Out, x: PlanXattr): void {
 function writeInode(out: Out, p: PlanNode, sharedBase: number): void {
   out.skip(p.ipad);
   const type = p.mode & S_IFMT;
-  let layoutKind = p.tailSize > 0 ? EROFS_INODE_FLAT_INLINE : EROFS_INODE_FLAT_PLAIN;
-  let size: number;
-  if (type === S_IFDIR) size = p.nBlocks * EROFS_BLKSIZ + p.tailSize;
-  else if (type === S_IFREG) {
-    size = p.size;
-    if (p.external) layoutKind = EROFS_INODE_CHUNK_BASED;
-  } else if (type === S_IFLNK) size = p.nBlocks === 0 ? p.tailSize : p.size;
-  else size = 0;
+  const layoutKind = type === S_IFREG && p.external ? EROFS_INODE_CHUNK_BASED : p.tailSize > 0 ? EROFS_INODE_FLAT_INLINE : EROFS_INODE_FLAT_PLAIN;
+  const size = storedSize(p);
   const format = (layoutKind << 1) | (p.compact ? 0 : 1);
-  const icount = p.xattrSize === 0 ? 0 : (p.xattrSize - EROFS_XATTR_IBODY_HEADER_SIZE) / 4 + 1;
-  const start = out.pos;
-  const iu = start + 16; // i_u is at offset 16 in both layouts
-  out.u16(format);
-  out.u16(icount);
-  out.u16(p.mode);
-  if (p.compact) {
-    out.u16(p.nlink);
-    out.u32(size);
-    out.skip(4); // i_reserved
-    out.skip(4); // i_u, below
-    out.u32(p.ino);
-    out.u16(p.uid);
-    out.u16(p.gid);
-    out.skip(4);
-  } else {
-    out.skip(2);
-    out.u64(size);
-    out.skip(4); // i_u, below
-    out.u32(p.ino);
-    out.u32(p.uid);
-    out.u32(p.gid);
-    out.i64(p.mtimeSec);
-    out.u32(p.mtimeNsec);
-    out.u32(p.nlink);
-    out.skip(16);
+  const I = inodeLayout(format);
+  const b = out.buf;
+  const at = out.pos;
+  putField(b, at, I.i_format, format);
+  putField(b, at, I.i_xattr_icount, p.xattrSize === 0 ? 0 : (p.xattrSize - erofs_xattr_ibody_header.sizeof) / 4 + 1);
+  putField(b, at, I.i_mode, p.mode);
+  putField(b, at, I.i_nlink, p.nlink);
+  putField(b, at, I.i_size, size);
+  putField(b, at, I.i_ino, p.ino);
+  putField(b, at, I.i_uid, p.uid);
+  putField(b, at, I.i_gid, p.gid);
+  if (!p.compact) {
+    putField(b, at, erofs_inode_extended.i_mtime, p.mtimeSec);
+    putField(b, at, erofs_inode_extended.i_mtime_nsec, p.mtimeNsec);
   }
-  if (type === S_IFCHR || type === S_IFBLK) out.buf.writeUInt32LE(p.rdev % 2 ** 32, iu);
-  else if ((type === S_IFDIR || type === S_IFREG || type === S_IFLNK) && p.nBlocks > 0) out.buf.writeUInt32LE(p.blkaddr, iu);
+  if (type === S_IFCHR || type === S_IFBLK) putField(b, at, I.i_u, p.rdev % 2 ** 32);
+  else if ((type === S_IFDIR || type === S_IFREG || type === S_IFLNK) && p.nBlocks > 0) putField(b, at, I.i_u, p.blkaddr);
   // The chunk format shares i_u with raw_blkaddr and overwrites only its low half, as lcfs does.
-  if (type === S_IFREG && p.external) out.buf.writeUInt16LE(p.chunkBits - EROFS_BLKSIZ_BITS, iu);
-  if (out.pos !== start + (p.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE)) throw new Error('inode size');
+  if (type === S_IFREG && p.external) putField(b, at + I.i_u.at, erofs_inode_chunk_info.format, p.chunkBits - EROFS_BLKSIZ_BITS);
+  out.skip(I.sizeof);
 
   if (p.xattrSize > 0) {
+    const X = erofs_xattr_ibody_header;
     const xstart = out.pos;
-    out.u32(p.nameFilter);
-    out.u8(p.nShared);
-    out.skip(7);
-    for (const x of p.xattrs) if (x.sharedOffset >= 0) out.u32((sharedBase + x.sharedOffset) / 4);
+    putField(b, xstart, X.h_name_filter, p.nameFilter);
+    putField(b, xstart, X.h_shared_count, p.nShared);
+    let i = 0;
+    for (const x of p.xattrs) if (x.sharedOffset >= 0) putField(b, xstart + 4 * i++, X.h_shared_xattrs, (sharedBase + x.sharedOffset) / 4);
+    out.skip(X.sizeof + 4 * i);
     for (const x of p.xattrs) if (x.sharedOffset < 0) writeXattr(out, x);
     out.pos = xstart + p.xattrSize;
   }
@@ -155,7 +137,7 @@ function writeDirents(out: Out, p: PlanNode, blocks: boolean): void {
   let first = 0;
   let written = 0;
   for (let i = 0; i < d.length; i++) {
-    const len = EROFS_DIRENT_SIZE + d[i]!.name.length;
+    const len = erofs_dirent.sizeof + d[i]!.name.length;
     if (used + len > EROFS_BLKSIZ) {
       if (blocks) direntChunk(out, p, first, i, true);
       written++;
@@ -173,13 +155,14 @@ function writeDirents(out: Out, p: PlanNode, blocks: boolean): void {
 
 function direntChunk(out: Out, p: PlanNode, from: number, to: number, block: boolean): void {
   const d = p.dirents!;
-  let nameoff = (to - from) * EROFS_DIRENT_SIZE;
+  let nameoff = (to - from) * erofs_dirent.sizeof;
+  const D = erofs_dirent;
   for (let i = from; i < to; i++) {
     const e = d[i]!;
-    out.u64(e.node.nid);
-    out.u16(nameoff);
-    out.u8(fileTypeOfMode(e.node.mode));
-    out.u8(0);
+    putField(out.buf, out.pos, D.nid, e.node.nid);
+    putField(out.buf, out.pos, D.nameoff, nameoff);
+    putField(out.buf, out.pos, D.file_type, fileTypeOfMode(e.node.mode));
+    out.skip(D.sizeof);
     nameoff += e.name.length;
   }
   for (let i = from; i < to; i++) out.bytes(d[i]!.name);

@@ -8,7 +8,7 @@ import { lgetxattr, lsetxattr } from '../../../src/native/xattr.js';
 import { applyHead } from '../../../src/store/commands/apply.js';
 import { importBare } from '../../../src/store/commands/bare.js';
 import { baseTree, commitHead, ensureUpper, headPaths } from '../../../src/store/commands/commit.js';
-import { buildHeadCommit } from '../../../src/store/commands/head-image.js';
+import { buildHeadCommit } from '../../../src/store/head/build.js';
 import { importDirectory } from '../../../src/store/commands/import.js';
 import { commitByReadBack } from '../../helpers/readback.js';
 import { initLabel } from '../../../src/store/commands/init.js';

@@ -1,7 +1,7 @@
 // The fast path of a commit: when the upper only *edits* paths of the base (file contents and
 // metadata, directory metadata) and every edited inode keeps its encoded size, the new image is the
-// base image with those inodes rewritten in place, byte for byte what the writer would produce
-// for the merged tree, and the Merkle root is updated from a cache of the base's Merkle levels.
+// base image with those inodes rewritten in place (image/patch.ts), byte for byte what the writer
+// would produce for the merged tree, and the Merkle root is updated from a cache of the base's Merkle levels.
 // The cost is the change plus one pass over the image bytes (its fs-verity digest), not the tree.
 // Anything else (a new or deleted name, a rename, a hardlink, a size class change, a shared xattr,
 // no cache) is refused with `undefined`, and the caller takes the full path. The tests compare
@@ -13,17 +13,15 @@
 //
 // Public surface: scanEdits, EditScan, Edit, patchImage, MerkleCache, readMerkleCache,
 // writeMerkleCache, MERKLE_CACHE_FILE.
-import { hash } from 'node:crypto';
 import { lstatSync, readFileSync, readdirSync, type BigIntStats } from 'node:fs';
 import { anyLength } from '../../native/files.js';
 import { writeFile } from 'node:fs/promises';
-import {
-  EROFS_BLKSIZ_BITS, EROFS_INODE_CHUNK_BASED, EROFS_INODE_EXTENDED_SIZE, EROFS_SUPER_OFFSET, EROFS_XATTR_IBODY_HEADER_SIZE,
-  EROFS_XATTR_INDEX_TRUSTED, S_IFDIR, S_IFMT, S_IFREG,
-} from '../image/erofs.js';
+import { LCFS_RECOMMENDED_INLINE_CONTENT_MAX, S_IFDIR, S_IFMT, S_IFREG } from '../image/erofs.js';
+import { type InodePatch, patchInode } from '../image/patch.js';
 import { type ImageReader } from '../image/read.js';
 import { type ByteString, type Xattr, byteString } from '../image/tree.js';
 import type { CommitMetadata } from '../metadata.js';
+import { leafHash, updateLeaf } from '../merkle.js';
 import { type XattrNamespace, readUpperEntry, upperRootAttr, visibleXattrs } from '../upper.js';
 
 export const MERKLE_CACHE_FILE = 'head.merkle';
@@ -90,7 +88,7 @@ export function scanEdits(reader: ImageReader, upperDir: string, ns: XattrNamesp
         if (e.redirect !== undefined || Number(childStat.size) !== a.size) return !!refuse(`${name}: redirected metacopy`);
         edits.push({ path: childRel, nid, upperPath: childPath, stat: childStat, kind: 'metadata' });
       } else {
-        if (!reader.external(nid) || childStat.size <= 64n) return !!refuse(`${name}: inline content`);
+        if (!reader.external(nid) || childStat.size <= BigInt(LCFS_RECOMMENDED_INLINE_CONTENT_MAX)) return !!refuse(`${name}: inline content`);
         edits.push({ path: childRel, nid, upperPath: childPath, stat: childStat, kind: 'content' });
       }
     }
@@ -156,26 +154,6 @@ export function readMerkleCache(path: string, id: string, meta: CommitMetadata):
   }
 }
 
-/** Levels of the bottom-up Merkle tree over leaf hashes (the RFC 6962 tree merkle.ts defines). */
-export function merkleLevels(leaves: Buffer[]): Buffer[][] {
-  const levels: Buffer[][] = [leaves];
-  const scratch = Buffer.allocUnsafe(65);
-  scratch[0] = 1;
-  let level = leaves;
-  while (level.length > 1) {
-    const next: Buffer[] = new Array(Math.ceil(level.length / 2));
-    for (let i = 0; i + 1 < level.length; i += 2) {
-      level[i]!.copy(scratch, 1);
-      level[i + 1]!.copy(scratch, 33);
-      next[i / 2] = hash('sha256', scratch, 'buffer') as unknown as Buffer;
-    }
-    if (level.length % 2 === 1) next[next.length - 1] = level[level.length - 1]!;
-    levels.push(next);
-    level = next;
-  }
-  return levels;
-}
-
 export async function writeMerkleCache(path: string, cache: MerkleCache): Promise<void> {
   const parts: Buffer[] = [];
   const head = Buffer.alloc(40);
@@ -193,109 +171,39 @@ export async function writeMerkleCache(path: string, cache: MerkleCache): Promis
   await writeFile(path, Buffer.concat(parts), { mode: 0o600 });
 }
 
-/** Replaces leaf `i` and rehashes its path to the root. */
-function updateLeaf(levels: Buffer[][], index: number, leaf: Buffer): void {
-  levels[0]![index] = leaf;
-  const scratch = Buffer.allocUnsafe(65);
-  scratch[0] = 1;
-  let i = index;
-  for (let l = 0; l + 1 < levels.length; l++) {
-    const level = levels[l]!;
-    const pair = i - (i % 2);
-    const parent = pair / 2;
-    if (pair + 1 < level.length) {
-      level[pair]!.copy(scratch, 1);
-      level[pair + 1]!.copy(scratch, 33);
-      levels[l + 1]![parent] = hash('sha256', scratch, 'buffer') as unknown as Buffer;
-    } else levels[l + 1]![parent] = level[pair]!;
-    i = parent;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
-
-export interface LeafHash {
-  (path: ByteString, attr: { mode: number; uid: number; gid: number; mtimeSec: number; mtimeNsec: number; size: number; rdev: number }, target: ByteString, xattrs: Xattr[], digest: string): Buffer;
-}
 
 /**
  * The base image with every edit applied in place, or undefined when an edit would change an
  * inode's encoded size or anything the writer decides globally. `image` is modified.
  */
-export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache, leafHash: LeafHash): { levels: Buffer[][]; sizeDelta: number } | undefined {
-  const sb = EROFS_SUPER_OFFSET;
-  const minSec = Number(image.readBigInt64LE(sb + 24));
-  const minNsec = image.readUInt32LE(sb + 32);
-  const metaStart = image.readUInt32LE(sb + 40) * 2 ** EROFS_BLKSIZ_BITS;
+export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache): { levels: Buffer[][]; sizeDelta: number } | undefined {
   const levels = cache.levels.map((l) => l.slice());
   let sizeDelta = 0;
   const newDigests = new Set<string>();
   for (const edit of edits) {
-    const off = metaStart + edit.nid * 32;
-    const format = image.readUInt16LE(off);
-    if ((format & 1) !== 1) return refuse(`${edit.path}: compact inode`);
     const a = reader.getattr(edit.nid);
     const u = upperRootAttr(edit.stat);
-    const size = edit.kind === 'content' ? Number(edit.stat.size) : a.size;
-    // The writer makes an inode compact exactly when this holds; it must stay extended.
-    const compactNow = u.mtimeSec === minSec && u.mtimeNsec === minNsec && a.nlink <= 0xffff && u.uid <= 0xffff && u.gid <= 0xffff && size <= 0xffffffff;
-    if (compactNow) return refuse(`${edit.path}: would become compact`);
-    if (u.mtimeSec < minSec || (u.mtimeSec === minSec && u.mtimeNsec < minNsec)) return refuse(`${edit.path}: mtime below the image's build time`);
     let digest = '';
+    let content: InodePatch['content'];
     if (edit.kind !== 'dir') {
-      const layoutKind = (format >> 1) & 7;
-      if (layoutKind !== EROFS_INODE_CHUNK_BASED) return refuse(`${edit.path}: not an external file`);
-      const old = reader.getattr(edit.nid).size;
-      if (chunking(size)[1] !== chunking(old)[1]) return refuse(`${edit.path}: chunk count changes`);
       digest = reader.external(edit.nid)?.digest ?? '';
       if (edit.kind === 'content') {
         if (!edit.digest || newDigests.has(edit.digest)) return refuse(`${edit.path}: content shared with another edit`);
         newDigests.add(edit.digest);
-        if (!rewriteObjectXattrs(image, off, edit.digest)) return refuse(`${edit.path}: object xattrs are shared`);
-        image.writeUInt16LE(chunking(size)[0] - EROFS_BLKSIZ_BITS, off + 16);
-        image.writeBigUInt64LE(BigInt(size), off + 8);
-        sizeDelta += size - old;
+        content = { size: Number(edit.stat.size), digest: edit.digest };
         digest = edit.digest;
       }
     }
-    image.writeUInt16LE(u.mode, off + 4);
-    image.writeUInt32LE(u.uid, off + 24);
-    image.writeUInt32LE(u.gid, off + 28);
-    image.writeBigInt64LE(BigInt(u.mtimeSec), off + 32);
-    image.writeUInt32LE(u.mtimeNsec, off + 40);
+    const why = patchInode(image, reader, { nid: edit.nid, mode: u.mode, uid: u.uid, gid: u.gid, mtimeSec: u.mtimeSec, mtimeNsec: u.mtimeNsec, content });
+    if (why !== undefined) return refuse(`${edit.path}: ${why}`);
+    if (content) sizeDelta += content.size - a.size;
     const index = findPath(cache.paths, edit.path);
     if (index < 0) return refuse(`${edit.path}: not in the Merkle cache`);
-    const leafSize = (u.mode & S_IFMT) === S_IFDIR ? a.size : size;
+    const leafSize = (u.mode & S_IFMT) === S_IFDIR ? a.size : content?.size ?? a.size;
     updateLeaf(levels, index, leafHash(edit.path, { mode: u.mode, uid: u.uid, gid: u.gid, mtimeSec: u.mtimeSec, mtimeNsec: u.mtimeNsec, size: leafSize, rdev: 0 }, '', reader.xattrs(edit.nid), digest));
   }
   return { levels, sizeDelta };
-}
-
-/** Overwrites the metacopy digest and redirect of an inode in place; false if they are not both inline. */
-function rewriteObjectXattrs(image: Buffer, off: number, digest: string): boolean {
-  const base = off + EROFS_INODE_EXTENDED_SIZE;
-  const icount = image.readUInt16LE(off + 2);
-  if (icount === 0) return false;
-  const end = base + EROFS_XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4;
-  const nShared = image[base + 4]!;
-  if (nShared >= 128) return false;
-  let pos = base + EROFS_XATTR_IBODY_HEADER_SIZE + nShared * 4;
-  let metacopy = -1;
-  let redirect = -1;
-  while (pos + 4 <= end) {
-    const nameLen = image[pos]!;
-    const index = image[pos + 1]!;
-    const valueLen = image.readUInt16LE(pos + 2);
-    const name = image.toString('latin1', pos + 4, pos + 4 + nameLen);
-    if (index === EROFS_XATTR_INDEX_TRUSTED && name === 'overlay.metacopy' && valueLen === 36) metacopy = pos + 4 + nameLen;
-    if (index === EROFS_XATTR_INDEX_TRUSTED && name === 'overlay.redirect' && valueLen === 66) redirect = pos + 4 + nameLen;
-    pos += Math.ceil((4 + nameLen + valueLen) / 4) * 4;
-  }
-  if (metacopy < 0 || redirect < 0) return false;
-  if (image[metacopy + 3] !== 1) return false;
-  image.write(digest, metacopy + 4, 'hex');
-  image.write(`/${digest.slice(0, 2)}/${digest.slice(2)}`, redirect, 'latin1');
-  return true;
 }
 
 function findPath(paths: ByteString[], path: ByteString): number {
@@ -309,13 +217,4 @@ function findPath(paths: ByteString[], path: ByteString): number {
     else hi = mid - 1;
   }
   return -1;
-}
-
-/** The writer's chunking: fewest chunks, each at least one block. */
-function chunking(size: number): [bits: number, count: number] {
-  let bits = 0;
-  while (2 ** bits <= size - 1) bits++;
-  if (bits < EROFS_BLKSIZ_BITS) bits = EROFS_BLKSIZ_BITS;
-  if (bits - EROFS_BLKSIZ_BITS > 0x1f) bits = 0x1f + EROFS_BLKSIZ_BITS;
-  return [bits, Math.ceil(size / 2 ** bits)];
 }

@@ -1,0 +1,40 @@
+// HEAD's base commit, read: as a whole Tree (what a full commit merges the upper into) or just
+// its root's attributes (what a fresh upper must carry).
+//
+// Public surface: baseTree, treeOfImage, commitRoot.
+import { readFileSync } from 'node:fs';
+import { IMAGE_FILE } from '../commits.js';
+import { StratumError, isSystemError, wrapSystemError } from '../error.js';
+import { imageTreeFromBytes } from '../image/image-tree.js';
+import { FileSource, ImageReader } from '../image/read.js';
+import type { Inode, Tree } from '../image/tree.js';
+import type { Store } from '../store.js';
+
+/** A commit's root attributes and xattrs, read alone (a fresh upper over it must carry them). */
+export function commitRoot(store: Store, id: string): Pick<Inode, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'> {
+  const source = new FileSource(store.commits.imagePath(id));
+  try {
+    const reader = ImageReader.open(source);
+    const a = reader.getattr(reader.rootNid);
+    return { mode: a.mode, uid: a.uid, gid: a.gid, mtimeSec: a.mtimeSec, mtimeNsec: a.mtimeNsec, xattrs: reader.xattrs(reader.rootNid) };
+  } finally {
+    source.close();
+  }
+}
+
+/** The base commit as a tree. */
+export function baseTree(store: Store, id: string): Tree {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(store.commits.imagePath(id));
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `commit ${id} has no image (${IMAGE_FILE} is missing); restore it from where the store was synced, or \`stratum verify\``);
+    throw wrapSystemError(err, `reading commit ${id}`);
+  }
+  return treeOfImage(bytes);
+}
+
+/** An image as a tree: the image reader's whole mode (bounds- and cycle-checked). */
+export function treeOfImage(bytes: Buffer): Tree {
+  return imageTreeFromBytes(bytes);
+}
