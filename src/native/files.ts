@@ -10,6 +10,7 @@
 //   type LockMode = 'shared' | 'exclusive' | 'unlock'
 //   anyLength(path, fn), anyLengthAsync(path, fn)   run a path call on a path of any length
 //   removeAnyDepth(path): Promise<void>       rm -rf that works on trees deeper than PATH_MAX
+//   exists(path): Promise<boolean>            lstat says something is there (ENOENT: no; other errors thrown)
 //   S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK
 //
 // Failures throw (or reject with) Node-style system errors: code, errno, syscall, path (and dest
@@ -174,4 +175,15 @@ function removeWalking(path: Buffer): void {
     for (const name of anyLength(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) removeWalking(Buffer.concat([path, Buffer.from('/'), name]));
     anyLength(path, (p) => rmdirSync(p));
   } else anyLength(path, (p) => unlinkSync(p));
+}
+
+/** Whether something is at path (not following a last symlink); errors other than ENOENT are thrown. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await fsp.lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
 }

@@ -9,6 +9,7 @@ import { fsverityDigest, isDigest } from './digest.js';
 import { StratumError, isSystemError, wrapSystemError } from './error.js';
 import { type CommitMetadata, formatMetadata, parseMetadata } from './metadata.js';
 import { syncDir, writeFileAtomic, type TmpArea } from './tmp.js';
+import { exists } from '../native/files.js';
 
 export const IMAGE_FILE = 'commit.cfs';
 export const METADATA_FILE = 'metadata.toml';
@@ -129,15 +130,6 @@ export class CommitStore {
 }
 
 export type CommitState = 'whole' | 'no-metadata' | 'no-image' | 'empty' | 'missing';
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await fsp.access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function writeDurably(path: string, data: string | Uint8Array): Promise<void> {
   const handle = await fsp.open(path, 'wx', 0o444);

@@ -14,6 +14,7 @@ import { MountState } from '../mount-state.js';
 import { isIdPrefix, parseRef } from '../names.js';
 import type { Store } from '../store.js';
 import { collectGarbage, type GcResult } from './gc.js';
+import { exists } from '../../native/files.js';
 
 export interface RemoveResult {
   /** What goes: `label:tag` names, or the label. */
@@ -107,11 +108,3 @@ async function freedBy(store: Store, mounted: string[], gone: (label: string, ta
   return [...(await withAncestors(store, before))].filter((id) => !live.has(id));
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await fsp.access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -14,7 +14,8 @@ import type { Store } from '../store.js';
 import { syncDir, writeFileAtomic } from '../tmp.js';
 import { lremovexattr, llistxattr } from '../../native/xattr.js';
 import type { HeadPaths } from './paths.js';
-import { exists, removeTree, swapUpper } from './upper-dir.js';
+import { exists } from '../../native/files.js';
+import { removeTree, swapUpper } from './upper-dir.js';
 
 /** Points a test (or a live mount) can observe; a crash test kills the process at each. */
 export type CommitStep = 'merged' | 'staged' | 'journal' | 'objects' | 'image' | 'tagged' | 'head' | 'swapped' | 'done';

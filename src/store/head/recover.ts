@@ -12,7 +12,8 @@ import { anyLengthAsync } from '../../native/files.js';
 import { type CommitOptions, type CommitResult, commitUpper } from './engine.js';
 import { type CommitStep, type LiveJournal, readJournal, readLiveJournal, rollBack, rollForward } from './journal.js';
 import { type HeadPaths, headPaths } from './paths.js';
-import { exists, removeTree } from './upper-dir.js';
+import { exists } from '../../native/files.js';
+import { removeTree } from './upper-dir.js';
 
 /**
  * Finishes or undoes what a killed commit or apply of `label` left (see docs/commit.md). Call

@@ -3,7 +3,7 @@
 // renameat2(EXCHANGE), so the upper dir is always complete. A live mount hooks in its own swap.
 //
 // Public surface: ensureUpper, refuseMountedUpper, swapUpper, countUpper, upperRootChanged,
-// removeTree, exists.
+// removeTree.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isSystemError } from '../error.js';
@@ -17,16 +17,7 @@ import { StratumError } from '../error.js';
 import { anyLengthAsync, RENAME_EXCHANGE, removeAnyDepth, renameat2 } from '../../native/files.js';
 import { commitRoot } from './base.js';
 import { headPaths, type HeadPaths } from './paths.js';
-
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await fsp.lstat(path);
-    return true;
-  } catch (err) {
-    if (isSystemError(err, 'ENOENT')) return false;
-    throw err;
-  }
-}
+import { exists } from '../../native/files.js';
 
 /** Moves a tree into tmp/ (one rename), then removes it there: never half a tree in place. */
 export async function removeTree(store: Store, path: string): Promise<void> {
