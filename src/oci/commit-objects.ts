@@ -1,19 +1,6 @@
-// What a commit needs on the wire: its image, its metadata, and every object its image uses.
+// Transfers of a commit's objects, a bounded number in flight (the objects themselves: usedObjects in the image module).
 //
-// Public surface: usedObjects, pool.
-import { S_IFMT, S_IFREG } from '../store/image/erofs.js';
-import { walkImage, type ImageReader } from '../store/image/read.js';
-
-/** digest -> size of every object the image uses. */
-export function usedObjects(reader: ImageReader): Map<string, number> {
-  const used = new Map<string, number>();
-  walkImage(reader, (_path, attr, nid) => {
-    if ((attr.mode & S_IFMT) !== S_IFREG) return;
-    const digest = reader.objectOf(nid);
-    if (digest) used.set(digest, attr.size);
-  });
-  return used;
-}
+// Public surface: pool.
 
 /**
  * Runs `work` over `items` with at most `width` in flight. The first failure stops new work, and

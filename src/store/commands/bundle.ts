@@ -13,8 +13,7 @@ import { StratumError } from '../error.js';
 import { decodeFrame } from '../../session/frame.js';
 import { SessionError } from '../../session/error.js';
 import { fsverityDigest } from '../digest.js';
-import { S_IFMT, S_IFREG } from '../image/erofs.js';
-import { bufferSource, ImageReader, walkImage } from '../image/read.js';
+import { bufferSource, ImageReader, usedObjects } from '../image/read.js';
 import { merkleOfImage } from '../merkle.js';
 import { parseMetadata } from '../metadata.js';
 import { checkLabel, checkTag, parseRef } from '../names.js';
@@ -158,17 +157,6 @@ function annotationsOfRecord(record: Buffer | undefined): Annotations {
   } catch (err) {
     throw corrupt(`its annotations are not valid: ${err instanceof Error ? err.message : String(err)}`);
   }
-}
-
-/** digest -> size of every object the image uses. */
-function usedObjects(reader: ImageReader): Map<string, number> {
-  const used = new Map<string, number>();
-  walkImage(reader, (_path, attr, nid) => {
-    if ((attr.mode & S_IFMT) !== S_IFREG) return;
-    const digest = reader.objectOf(nid);
-    if (digest) used.set(digest, attr.size);
-  });
-  return used;
 }
 
 /** A compressed frame is at most its content plus zstd's worst-case overhead plus the header. */

@@ -5,8 +5,7 @@
 // Public surface: collectGarbage, liveCommits, objectsOfImage, GcResult.
 import { lstatSync, promises as fsp, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileSource, ImageReader, walkImage } from '../image/read.js';
-import { S_IFMT, S_IFREG } from '../image/erofs.js';
+import { FileSource, ImageReader, usedObjects } from '../image/read.js';
 import { IMAGE_FILE, METADATA_FILE } from '../commits.js';
 import { StratumError, isSystemError } from '../error.js';
 import { allRoots, withAncestors } from '../history.js';
@@ -27,19 +26,12 @@ export async function liveCommits(store: Store, extraRoots: string[] = []): Prom
 
 /** The objects an image refers to. */
 export function objectsOfImage(imagePath: string): Set<string> {
-  const used = new Set<string>();
   const source = new FileSource(imagePath);
   try {
-    const reader = ImageReader.open(source);
-    walkImage(reader, (_path, attr, nid) => {
-      if ((attr.mode & S_IFMT) !== S_IFREG) return;
-      const digest = reader.objectOf(nid);
-      if (digest) used.add(digest);
-    });
+    return new Set(usedObjects(ImageReader.open(source)).keys());
   } finally {
     source.close();
   }
-  return used;
 }
 
 /** Roots are tags, HEADs and mounted commits (read from `mounts`, the state file by default). */

@@ -12,8 +12,7 @@ import { IMAGE_FILE, METADATA_FILE } from '../commits.js';
 import { type CommitMetadata, formatMetadata } from '../metadata.js';
 import { digestFd } from '../../native/verity.js';
 import { StratumError } from '../error.js';
-import { S_IFMT, S_IFREG } from '../image/erofs.js';
-import { FileSource, ImageReader, walkImage } from '../image/read.js';
+import { FileSource, ImageReader, walkObjects } from '../image/read.js';
 import { merkleOfImage } from '../merkle.js';
 import { parseRef } from '../names.js';
 import { resolveRef } from '../resolve.js';
@@ -104,11 +103,7 @@ async function verifyCommit(store: Store, id: string, objectState: Map<string, '
   try {
     const reader = ImageReader.open(source);
     const uses: Array<{ path: string; digest: string }> = [];
-    walkImage(reader, (path, attr, nid) => {
-      if ((attr.mode & S_IFMT) !== S_IFREG) return;
-      const digest = reader.objectOf(nid);
-      if (digest) uses.push({ path: Buffer.from(path, 'latin1').toString('utf8'), digest });
-    });
+    walkObjects(reader, (path, digest) => uses.push({ path: Buffer.from(path, 'latin1').toString('utf8'), digest }));
     for (const { path, digest } of uses) {
       let state = objectState.get(digest);
       if (state === undefined) {

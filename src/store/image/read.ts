@@ -598,3 +598,19 @@ export function walkImage(reader: ImageReader, visit: (path: ByteString, attr: I
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
   }
 }
+
+/** Visits every regular file that has an object: `visit(path, digest, size)` (inline and empty files have none). */
+export function walkObjects(reader: ImageReader, visit: (path: ByteString, digest: string, size: number) => void): void {
+  walkImage(reader, (path, attr, nid) => {
+    if ((attr.mode & S_IFMT) !== S_IFREG) return;
+    const digest = reader.objectOf(nid);
+    if (digest) visit(path, digest, attr.size);
+  });
+}
+
+/** digest -> size of every object the image uses. */
+export function usedObjects(reader: ImageReader): Map<string, number> {
+  const used = new Map<string, number>();
+  walkObjects(reader, (_path, digest, size) => used.set(digest, size));
+  return used;
+}
