@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { MountState } from '../../src/store/mount-state.js';
-import { STRATUM_BIN } from '../helpers/user.js';
+import { STRATUM_BIN, giveTo, makeRuntimeDir, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
 import { fuseUnavailable } from '../fuse/mounts.js';
 
 const why = fuseUnavailable();
@@ -115,6 +115,27 @@ mountTest('apply label:tag <mountpoint>: mounts there when HEAD is not mounted, 
     assert.match(r.stderr, /is a file, not a directory; mount onto a directory/);
     assert.match(cli(['status', 'app', ...s]).stdout, /HEAD on/, 'HEAD is still there');
   }));
+
+(why === undefined && userTestsUnavailable() === undefined ? test : test.skip)('an ordinary user mounting where it cannot create the mountpoint gets one line naming the dir, nothing mounted', () => {
+  const user = testUser();
+  const dir = fs.mkdtempSync('/tmp/stratum-mountcli-user-');
+  fs.chmodSync(dir, 0o755);
+  try {
+    fs.mkdirSync(join(dir, 'src'));
+    fs.writeFileSync(join(dir, 'src', 'conf'), 'v1\n');
+    giveTo(user, dir);
+    const env = { STRATUM_STORE: join(dir, 'store') };
+    const runtimeDir = makeRuntimeDir(user, dir);
+    assert.is(stratumAsUser(user, ['import', join(dir, 'src'), '--label', 'app', '--tag', 'v1'], { env, runtimeDir }).status, 0);
+    const target = `/etc/stratum-no-such-dir-${process.pid}/mnt`;
+    const r = stratumAsUser(user, ['mount', 'app:v1', target, '--mode', 'fuse'], { env, runtimeDir });
+    assert.is(r.status, 1, r.stderr);
+    assert.is(r.stderr, `stratum: cannot create the mountpoint ${target}: /etc is not writable for you; mount onto a directory of yours\n`);
+    assert.not.ok(fs.existsSync(target));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 mountTest('mounting onto a file is one line naming it; a 128-character label with a 128-character tag mounts (short log names)', () =>
   withStore(async (dir, s) => {

@@ -3,8 +3,8 @@
 // the kernel serves it (erofs + overlayfs) and a kernel server owns the mount and its control
 // files (src/kernel/server.ts, docs/kernel.md). `--mode auto` (the default) picks kernel when this
 // process may and the HEAD's upper suits it, else FUSE. HEAD is read-write, a tag (or an id) read-only.
-import { promises as fsp } from 'node:fs';
-import { resolve } from 'node:path';
+import { constants as fsConstants, promises as fsp } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { StratumError } from '../../store/error.js';
 import { parseRef } from '../../store/names.js';
 import type { Store } from '../../store/store.js';
@@ -53,13 +53,22 @@ export async function mountIn(store: Store, o: { label: string; tag?: string | u
 export async function checkMountpoint(path: string): Promise<void> {
   const st = await fsp.stat(path).catch((err: NodeJS.ErrnoException) => err);
   if (st instanceof Error) {
-    if (st.code === 'ENOENT') return;
+    if (st.code === 'ENOENT') return checkCanCreate(path);
     if (st.code === 'ENOTCONN') return;  // a dead mount: the server detaches it
     if (st.code === 'ENOTDIR') throw new StratumError('BAD_PATH', `${path}: a part of this path is a file; mount onto a directory (it is created if absent)`);
     if (st.code === 'EACCES') throw new StratumError('PERMISSION', `${path}: permission denied; mount onto a directory of yours`);
     return;
   }
   if (!st.isDirectory()) throw new StratumError('BAD_PATH', `${path} is a file, not a directory; mount onto a directory (it is created if absent)`);
+}
+
+/** The server makes an absent mountpoint: say now, in one line, when the user could not. */
+async function checkCanCreate(path: string): Promise<void> {
+  let parent = dirname(path);
+  while (!(await fsp.stat(parent).then(() => true, () => false)) && parent !== dirname(parent)) parent = dirname(parent);
+  if (!(await fsp.access(parent, fsConstants.W_OK | fsConstants.X_OK).then(() => true, () => false))) {
+    throw new StratumError('PERMISSION', `cannot create the mountpoint ${path}: ${parent} is not writable for you; mount onto a directory of yours`);
+  }
 }
 
 export async function mountCommand(ctx: Context, target: string, mountpoint: string | undefined, options: { foreground?: boolean; mode?: string; allowSuid?: boolean; allowDev?: boolean }): Promise<void> {
