@@ -17,6 +17,17 @@ const LEVEL = 3;
 /** An index line is 64 + 3 numbers; bound what we accept from a registry. */
 export const MAX_INDEX_BYTES = 64 << 20;
 
+/** What one entry's frame can take for an object of `size` bytes: tar header and padding, zstd's worst case. */
+export function maxFrameLength(size: number): number {
+  const tar = size + 1024;
+  return tar + (tar >> 7) + 512;
+}
+
+/** The largest pack a writer following plan.ts makes: its byte cap plus one object, every entry at its worst. */
+export function maxPackBytes(packMaxBytes: number, packMaxObjects: number, largeObject: number): number {
+  return maxFrameLength(packMaxBytes + largeObject) + packMaxObjects * maxFrameLength(0) + 1024;
+}
+
 export interface PackEntry {
   digest: string;
   data: Uint8Array;
@@ -73,6 +84,7 @@ export function parseIndex(bytes: Uint8Array, packSize: number, maxObject: numbe
     if (previous && previous.digest >= entry.digest) throw bad('a pack index is not sorted by digest, or names an object twice');
     if (entry.offset !== expected) throw bad(`a pack index entry for ${entry.digest} starts at ${entry.offset}, not at ${expected}`);
     if (entry.size > maxObject) throw bad(`a pack index entry for ${entry.digest} claims ${entry.size} bytes`);
+    if (entry.length > maxFrameLength(entry.size)) throw bad(`a pack index entry for ${entry.digest} is a ${entry.length}-byte frame for ${entry.size} bytes`);
     expected = entry.offset + entry.length;
     if (expected > packSize) throw bad(`a pack index entry for ${entry.digest} ends past the pack's ${packSize} bytes`);
     out.push(entry);

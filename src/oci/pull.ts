@@ -18,8 +18,8 @@ import { fetchAnnotations } from './annotations.js';
 import { pool } from './commit-objects.js';
 import { usedObjects } from '../store/image/read.js';
 import { parseManifest, sha256Digest, type Descriptor } from './manifest.js';
-import { MAX_INDEX_BYTES, parseIndex, readEntry, type PackIndexEntry } from './pack.js';
-import { LARGE_OBJECT } from './plan.js';
+import { MAX_INDEX_BYTES, maxPackBytes, parseIndex, readEntry, type PackIndexEntry } from './pack.js';
+import { LARGE_OBJECT, PACK_MAX_BYTES, PACK_MAX_OBJECTS } from './plan.js';
 import type { RegistryClient } from './registry.js';
 
 const IN_FLIGHT = 8;
@@ -27,6 +27,8 @@ const MAX_METADATA = 1 << 20;
 const MAX_IMAGE = 1 << 30;
 /** Ranges closer than this are read as one. */
 const MERGE_GAP = 64 << 10;
+// a pack is held in memory while its entries are read: a registry cannot make it larger than a writer would
+const MAX_PACK = maxPackBytes(PACK_MAX_BYTES, PACK_MAX_OBJECTS, LARGE_OBJECT);
 /** A pack with more than this share of its bytes wanted is fetched whole. */
 const WHOLE_SHARE = 0.5;
 
@@ -140,6 +142,7 @@ export async function pullCommit(
     // Packs: their indexes first, then only the entries still missing.
     if (received.size < missing.size) {
       await pool(manifest.packs, IN_FLIGHT, async ({ pack, index }) => {
+        bounded(pack, MAX_PACK, 'a pack');
         const indexBytes = await client.getBlob(source.repo, bounded(index, MAX_INDEX_BYTES, 'a pack index'));
         const wanted = parseIndex(indexBytes, pack.size, LARGE_OBJECT).filter((e) => missing.has(e.digest) && !received.has(e.digest));
         if (wanted.length === 0) return;

@@ -45,7 +45,7 @@ async function refused(promise: Promise<unknown>, pattern: RegExp): Promise<Stra
     await promise;
   } catch (err) {
     assert.instance(err, StratumError, String(err));
-    assert.match((err as Error).message, pattern);
+    assert.match((err as Error).message, pattern, (err as Error).message);
     return err as StratumError;
   }
   throw new Error('expected the pull to be refused');
@@ -174,6 +174,13 @@ test('hostile: a pack entry named ../x is refused', () =>
     replaceBlob(fake, raw, m.packs[0]!.pack.digest, newPack);
     replaceBlob(fake, fake.manifests.get('team/app:v1')!, m.packs[0]!.index.digest, newIndex);
   }, /pack entry is named "\.\.\/x"/));
+
+test('hostile: a manifest declaring a pack larger than any writer makes is refused before it is fetched', () =>
+  hostile((fake, m, raw) => {
+    const doc = JSON.parse(raw.toString()) as { layers: Array<{ digest: string; size: number }> };
+    for (const l of doc.layers) if (l.digest === m.packs[0]!.pack.digest) l.size = 8 * 2 ** 30;
+    fake.manifests.set('team/app:v1', Buffer.from(JSON.stringify(doc)));
+  }, /a pack is 8589934592 bytes, more than/));
 
 test('hostile: an endless blob body is cut off and refused', async () => {
   let target = '';
