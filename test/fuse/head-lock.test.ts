@@ -53,7 +53,7 @@ for (const mode of modes) {
       assert.is((await new MountState(stateB).list()).length, 0, 'no entry left in the second state file');
 
       // commit and apply from the other state go not behind the server's back
-      for (const args of [['commit', 'app:x'], ['apply', 'app:v1', '--keep']]) {
+      for (const args of [['commit', 'app:x'], ['apply', 'app:v1', '--keep'], ['remove', 'app', '--force']]) {
         const r = inState(store, stateB, ...args);
         assert.is(r.status, 1, `${args[0]} under the other state is refused: ${r.stdout}`);
         // (kernel mode: the overlay using the upper is found first, which names the mountpoint too)

@@ -7,14 +7,14 @@
 // Public surface: remove, RemoveResult.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { removeAnyDepth } from '../../native/files.js';
+import { exists, removeAnyDepth } from '../../native/files.js';
 import { StratumError } from '../error.js';
+import { headPaths, refuseMountedUpper } from '../head/index.js';
 import { withAncestors } from '../history.js';
 import { MountState } from '../mount-state.js';
 import { isIdPrefix, parseRef } from '../names.js';
 import type { Store } from '../store.js';
 import { collectGarbage, type GcResult } from './gc.js';
-import { exists } from '../../native/files.js';
 
 export interface RemoveResult {
   /** What goes: `label:tag` names, or the label. */
@@ -48,13 +48,20 @@ export async function remove(store: Store, what: string, options: { force?: bool
   if (live.length > 0) {
     throw new StratumError('BUSY', `${ref.label} is mounted at ${live.map((m) => m.mountpoint).join(', ')}; run \`stratum unmount ${live[0]!.mountpoint}\` first`);
   }
-  const changes = await store.heads.upperEntries(ref.label);
-  if (changes > 0 && !options.force) {
-    throw new StratumError('BUSY', `HEAD of ${ref.label} has uncommitted changes (${changes} top-level entries); commit them, or use --force to discard them`);
-  }
+  const refuseChanges = async (): Promise<void> => {
+    const changes = await store.heads.upperEntries(ref.label);
+    if (changes > 0 && !options.force) {
+      throw new StratumError('BUSY', `HEAD of ${ref.label} has uncommitted changes (${changes} top-level entries); commit them, or use --force to discard them`);
+    }
+  };
+  await refuseChanges();
   const frees = await freedBy(store, mounted, (label) => label === ref.label);
   if (dryRun) return { removed: [ref.label], frees, dryRun, gc: notRun(frees) };
   await store.lock.with('exclusive', async () => {
+    // again under the lock, whatever state file this process reads: a HEAD served from another
+    // one, or mounted since the checks above, keeps its upper
+    await refuseMountedUpper(headPaths(store, ref.label), ref.label, store.root);
+    await refuseChanges();
     const grave = join(store.tmp.dir, `removed-${ref.label}-${process.pid}`);
     await fsp.rename(labelDir, grave);
     await removeAnyDepth(grave); // HEAD's upper may be deeper than PATH_MAX
