@@ -6,7 +6,7 @@
 // Public surface: Journal, writeJournal, readJournal, LiveJournal, writeLiveJournal,
 // readLiveJournal, rollForward, rollBack, CommitStep.
 import { constants as C, promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
 import type { KeptFile } from '../open-writers.js';
@@ -145,6 +145,9 @@ export async function rollBack(store: Store, paths: HeadPaths, j: Journal, optio
       await handle.close();
     }
     await fsp.rename(copy, object);
+    // durable before the journal goes: else a crash could bring back the object that shares its
+    // inode with an upper file the user keeps editing
+    await syncDir(dirname(object));
   }
   if (!options.keepSwap) await removeTree(store, paths.swap);
   await fsp.rm(paths.journal, { force: true });
