@@ -325,7 +325,7 @@ export class RegistryClient {
         dog.stop();
         if (dog.fired) throw dog.fired;
         const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-        const hint = this.base.startsWith('https:') ? ' (for a registry that speaks plain HTTP, add --plain-http)' : '';
+        const hint = this.base.startsWith('https:') ? connectHint(cause?.code) : '';
         throw new StratumError('IO', `cannot reach registry ${this.host}: ${cause?.code ?? cause?.message ?? (err as Error).message}${hint}`, { cause: err });
       }
       if (res.status === 401 && attempt === 0) {
@@ -357,7 +357,16 @@ export class RegistryClient {
     const realm = challenge.params.realm;
     if (!realm) throw new StratumError('PERMISSION', `registry ${this.host} asked for a token without saying where to get one`);
     for (const s of (challenge.params.scope ?? '').split(' ')) if (s) this.scopes.add(s);
-    const url = new URL(realm);
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new StratumError('PERMISSION', `registry ${this.host} sent an unusable token realm ${JSON.stringify(realm.slice(0, 200))}`);
+    }
+    // the stored password goes to the realm: never in clear text when the registry itself is https
+    if (url.protocol !== 'https:' && (url.protocol !== 'http:' || this.base.startsWith('https:'))) {
+      throw new StratumError('PERMISSION', `registry ${this.host} sent token realm ${url.origin}, which is not https; refusing to send credentials there`);
+    }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     for (const s of this.scopes) url.searchParams.append('scope', s);
     let tokenRes: Response;
@@ -427,4 +436,12 @@ async function* fed(body: AsyncIterable<Uint8Array>, dog: Watchdog): AsyncGenera
     dog.touch();
     yield chunk;
   }
+}
+
+/** What to add when an https request failed, by the cause: a certificate, or a registry that speaks plain HTTP. */
+function connectHint(code: string | undefined): string {
+  if (code === undefined) return '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(code)) return ' (for a registry with a certificate you do not verify, add --tls-verify=false)';
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'EPROTO' || /SSL|TLS/.test(code)) return ' (for a registry that speaks plain HTTP, add --plain-http)';
+  return '';
 }

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { findCredentials, parseChallenge } from '../../src/oci/auth.js';
-import { parseRemote } from '../../src/oci/registry.js';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { parseRemote, RegistryClient } from '../../src/oci/registry.js';
 import { StratumError } from '../../src/store/error.js';
 import { withTempDir } from '../helpers/dirs.js';
 
@@ -47,5 +48,47 @@ test('registry references: host required, lowercase repo paths, tag optional', (
     }
   }
 });
+
+/** A one-route HTTP server on 127.0.0.1 for the duration of fn. */
+async function withServer(answer: (req: IncomingMessage, res: ServerResponse) => void, fn: (host: string) => Promise<void>): Promise<void> {
+  const server = createServer(answer);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const address = server.address() as { port: number };
+    await fn(`127.0.0.1:${address.port}`);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+async function failure(promise: Promise<unknown>): Promise<StratumError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.instance(err, StratumError, String(err));
+    return err as StratumError;
+  }
+  return assert.unreachable('expected a refusal') as never;
+}
+
+test('a token realm that is no URL, or plain http from an https registry, is one PERMISSION line; no credentials are sent', async () => {
+  let tokenRequests = 0;
+  await withServer((req, res) => {
+    if (req.url?.startsWith('/token')) tokenRequests++;
+    res.writeHead(401, { 'www-authenticate': 'Bearer realm="not a url",service="x"' }).end();
+  }, async (host) => {
+    const err = await failure(new RegistryClient(host, { plainHttp: true, credentials: { username: 'u', password: 'p' } }).hasBlob('a/b', `sha256:${'0'.repeat(64)}`));
+    assert.is(err.code, 'PERMISSION');
+    assert.match(err.message, /unusable token realm "not a url"/);
+  });
+  assert.is(tokenRequests, 0);
+});
+
+test('https to a registry that speaks plain HTTP says to add --plain-http', () =>
+  withServer((_req, res) => res.writeHead(200).end(), async (host) => {
+    const err = await failure(new RegistryClient(host, { plainHttp: false }).hasBlob('a/b', `sha256:${'0'.repeat(64)}`));
+    assert.match(err.message, /cannot reach registry .*add --plain-http\)$/);
+  }));
 
 test.run();
