@@ -10,7 +10,7 @@
 // objects), apart from the store's objects/, so gc never sees or removes them.
 //
 // Public surface: annotationsOf, annotationsOfEach, setAnnotations, labelAnnotationsOf, setLabelAnnotations,
-// pruneAnnotations, parseAnnotationChanges, parseAnnotations, checkAnnotationKey, Annotations, AnnotationChanges,
+// removeLabelAnnotations, pruneAnnotations, parseAnnotationChanges, parseAnnotations, checkAnnotationKey, Annotations, AnnotationChanges,
 // ANNOTATIONS_SESSION.
 import { join } from 'node:path';
 import { openSession, SessionError, type FsSession, type Session } from '../session/index.js';
@@ -163,6 +163,11 @@ export async function labelAnnotationsOf(store: Store, label: string): Promise<A
 
 export async function setLabelAnnotations(store: Store, label: string, changes: AnnotationChanges): Promise<Annotations> {
   return write(store, `labels/${escape(checkLabel(label))}`, changes);
+}
+
+/** Forgets a removed label's annotations, so a new label of that name starts with none. */
+export async function removeLabelAnnotations(store: Store, label: string): Promise<void> {
+  await withSession(store, false, (session) => session.delete(`labels/${escape(checkLabel(label))}`));
 }
 
 /** Drops the annotations of commits `keep` rejects (for gc, after it removed commits); returns how many commits. */

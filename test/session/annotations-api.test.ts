@@ -9,6 +9,8 @@ import { annotationsOf, labelAnnotationsOf, pruneAnnotations, setAnnotations, se
 import { BUNDLE_MAGIC, END_RECORD, encodeRecord } from '../../src/store/bundle.js';
 import { importBundle } from '../../src/store/commands/bundle.js';
 import { importDirectory } from '../../src/store/commands/import.js';
+import { remove } from '../../src/store/commands/remove.js';
+import { MountState } from '../../src/store/mount-state.js';
 import { decodeFrame } from '../../src/session/frame.js';
 import { fsverityDigest } from '../../src/store/digest.js';
 import { Store } from '../../src/store/store.js';
@@ -87,6 +89,20 @@ test('pruneAnnotations drops the annotations of commits that are gone, keeps the
     assert.is(await pruneAnnotations(store, (c) => c === id), 1);
     assert.equal(await annotationsOf(store, id), { keep: 'yes' });
     assert.equal(await annotationsOf(store, other), {});
+  });
+});
+
+test('gc forgets the annotations of the commits it frees, and removing a label its own: re-creating either starts clean', async () => {
+  await withTempDir(async (dir) => {
+    const { store, id } = await fixture(dir);
+    await setAnnotations(store, id, { set: { owner: 'ana' } });
+    await setLabelAnnotations(store, 'app', { set: { team: 'x' } });
+    const removed = await remove(store, 'app', { force: true, mounts: new MountState(join(dir, 'state')) });
+    assert.ok(removed.gc.commits >= 1, 'the commit was freed');
+    const again = await importDirectory(store, join(dir, 'tree'), { label: 'app', tag: 'v1' });
+    assert.is(again.id, id, 'the same tree is the same commit');
+    assert.equal(await annotationsOf(store, id), {});
+    assert.equal(await labelAnnotationsOf(store, 'app'), {});
   });
 });
 

@@ -11,6 +11,7 @@ import { StratumError, isSystemError } from '../error.js';
 import { allRoots, withAncestors } from '../history.js';
 import { MountState } from '../mount-state.js';
 import type { Store } from '../store.js';
+import { pruneAnnotations } from '../annotations.js';
 
 export interface GcResult {
   commits: number;
@@ -61,6 +62,8 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean; 
         if (!isSystemError(err, 'ENOENT')) throw err;
       }
     }
+    // the annotations of commits that are gone would come back with a re-import of the same tree
+    if (!options.dryRun && result.commits > 0) await pruneAnnotations(store, (id) => live.has(id));
     return result;
   });
 }

@@ -8,6 +8,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { exists, removeAnyDepth } from '../../native/files.js';
+import { removeLabelAnnotations } from '../annotations.js';
 import { StratumError } from '../error.js';
 import { headPaths, refuseMountedUpper } from '../head/index.js';
 import { withAncestors } from '../history.js';
@@ -65,6 +66,7 @@ export async function remove(store: Store, what: string, options: { force?: bool
     const grave = join(store.tmp.dir, `removed-${ref.label}-${process.pid}`);
     await fsp.rename(labelDir, grave);
     await removeAnyDepth(grave); // HEAD's upper may be deeper than PATH_MAX
+    await removeLabelAnnotations(store, ref.label);
   });
   return { removed: [ref.label], frees, dryRun, gc: await collectGarbage(store, { mounts }) };
 }
