@@ -88,6 +88,7 @@ export async function pullCommit(
 
   if (await store.commits.has(id)) {
     return store.lock.with('shared', async () => {
+      if (!(await store.commits.has(id))) throw collected(id);
       const tags = await publishTags(store, label, tag, id, options.force);
       return { id, label, tags, newCommit: false, newObjects: 0, objects: 0, missing: 0, receivedBytes: client.downloaded - before, annotations: await annotate(), warnings };
     });
@@ -181,6 +182,8 @@ export async function pullCommit(
 
     return await store.lock.with('shared', async () => {
       const newObjects = (await batch.commit()).length;
+      // objects found present before the lock may have gone to a gc since
+      for (const digest of needed.keys()) if (!store.objects.has(digest)) throw collected(id);
       const newCommit = await store.commits.add(image, meta);
       const tags = await publishTags(store, label, tag, id, options.force);
       return { id, label, tags, newCommit, newObjects, objects: needed.size, missing: missing.size, receivedBytes: client.downloaded - before, annotations: await annotate(), warnings };
@@ -217,6 +220,10 @@ function mergeRanges(entries: PackIndexEntry[]): PackIndexEntry[][] {
 function bounded(d: Descriptor, max: number, what: string): Descriptor {
   if (d.size > max) throw corrupt(`${what} is ${d.size} bytes, more than ${max}`);
   return d;
+}
+
+function collected(id: string): StratumError {
+  return new StratumError('BUSY', `a gc removed part of commit ${id} while it was pulled; run the pull again`);
 }
 
 function corrupt(why: string): StratumError {

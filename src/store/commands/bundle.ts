@@ -116,6 +116,10 @@ export async function importBundle(store: Store, input: AsyncIterable<Buffer | s
     }
     return await store.lock.with('shared', async () => {
       const newObjects = (await batch.commit()).length;
+      // objects found in the store before the lock may have gone to a gc since
+      for (const digest of needed.keys()) {
+        if (!store.objects.has(digest)) throw new StratumError('BUSY', `a gc removed objects of commit ${manifest.id} during the import; import the bundle again`);
+      }
       const newCommit = await store.commits.add(image.data, meta);
       const tags = [];
       for (const name of new Set([manifest.id, tag])) {
