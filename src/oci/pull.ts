@@ -15,7 +15,7 @@ import { parseMetadata } from '../store/metadata.js';
 import { checkLabel, checkTag } from '../store/names.js';
 import type { Store } from '../store/store.js';
 import { fetchAnnotations } from './annotations.js';
-import { pool } from './commit-objects.js';
+import { pool } from '../store/pool.js';
 import { usedObjects } from '../store/image/read.js';
 import { parseManifest, sha256Digest, type Descriptor } from './manifest.js';
 import { MAX_INDEX_BYTES, maxPackBytes, parseIndex, readEntry, type PackIndexEntry } from './pack.js';

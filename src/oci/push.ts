@@ -14,7 +14,7 @@ import { resolveRef } from '../store/resolve.js';
 import type { Store } from '../store/store.js';
 import { pushAnnotations, type AnnotationsPushed } from './annotations.js';
 import { loadCache, packKey, saveCache } from './cache.js';
-import { pool } from './commit-objects.js';
+import { pool } from '../store/pool.js';
 import { usedObjects } from '../store/image/read.js';
 import { buildManifest, CONFIG_TYPE, IMAGE_TYPE, INDEX_TYPE, MAX_MANIFEST, OBJECT_TYPE, PACK_TYPE, sha256Digest, type CommitManifest } from './manifest.js';
 import { formatIndex, writePack } from './pack.js';

@@ -12,6 +12,7 @@ import { checkLabel, checkTag } from '../names.js';
 import { display } from '../paths.js';
 import { readSourceTree, splitNs, type PendingFile } from '../source.js';
 import type { Store } from '../store.js';
+import { pool } from '../pool.js';
 
 /** Puts in flight at once: file creation, not bandwidth, limits small files (MEASUREMENTS.md). */
 const PUT_CONCURRENCY = 32;
@@ -89,33 +90,26 @@ async function storeContents(store: Store, pending: PendingFile[], onProgress?: 
   const cache = await ImportCache.load(store.cacheDir, store.tmp);
   const batch = await store.objects.batch();
   try {
-    let next = 0;
-    let failed = false;
-    const worker = async (): Promise<void> => {
-      while (next < pending.length && !failed) {
-        const file = pending[next++]!;
-        let digest = cache.lookup(file.identity);
-        if (!digest || !(await store.objects.has(digest))) {
-          const stored = await batch.putFile(file.path);
-          digest = stored.digest;
-          if (stored.dev !== file.identity.dev || stored.ino !== file.identity.ino) {
-            throw new StratumError('SOURCE_CHANGED', `${display(file.path)} was replaced while it was being imported; import again once nothing writes to it`);
-          }
-          // changed after the walk but not while stored: the image describes the bytes stored
-          file.inode.size = stored.size;
-          if (stored.mtimeNs !== file.identity.mtimeNs) Object.assign(file.inode, (({ sec, nsec }) => ({ mtimeSec: sec, mtimeNsec: nsec }))(splitNs(stored.mtimeNs)));
-          cache.remember({ dev: stored.dev, ino: stored.ino, size: stored.size, mtimeNs: stored.mtimeNs, ctimeNs: stored.ctimeNs }, digest);
-        }
-        file.inode.digest = digest;
-        file.inode.payload = objectPath(digest);
-        progress.files++;
-        progress.bytes += file.inode.size;
-        onProgress?.(progress);
-      }
-    };
     // the first failure stops the others from starting files; all have settled before the batch is dropped
-    const results = await Promise.allSettled(Array.from({ length: Math.min(PUT_CONCURRENCY, pending.length) }, () => worker().catch((err: unknown) => { failed = true; throw err; })));
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    await pool(pending, PUT_CONCURRENCY, async (file) => {
+      let digest = cache.lookup(file.identity);
+      if (!digest || !(await store.objects.has(digest))) {
+        const stored = await batch.putFile(file.path);
+        digest = stored.digest;
+        if (stored.dev !== file.identity.dev || stored.ino !== file.identity.ino) {
+          throw new StratumError('SOURCE_CHANGED', `${display(file.path)} was replaced while it was being imported; import again once nothing writes to it`);
+        }
+        // changed after the walk but not while stored: the image describes the bytes stored
+        file.inode.size = stored.size;
+        if (stored.mtimeNs !== file.identity.mtimeNs) Object.assign(file.inode, (({ sec, nsec }) => ({ mtimeSec: sec, mtimeNsec: nsec }))(splitNs(stored.mtimeNs)));
+        cache.remember({ dev: stored.dev, ino: stored.ino, size: stored.size, mtimeNs: stored.mtimeNs, ctimeNs: stored.ctimeNs }, digest);
+      }
+      file.inode.digest = digest;
+      file.inode.payload = objectPath(digest);
+      progress.files++;
+      progress.bytes += file.inode.size;
+      onProgress?.(progress);
+    });
     const added = (await batch.commit()).length;
     await cache.save(); // after the objects are durable: an entry never names an object that is not
     return added;

@@ -29,6 +29,7 @@ import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanE
 import { type CommitStep, readJournal, rollForward, writeJournal } from './journal.js';
 import type { HeadPaths } from './paths.js';
 import { ensureUpper, removeTree } from './upper-dir.js';
+import { pool } from '../pool.js';
 
 /** Files hashed and linked at once. */
 const CONCURRENCY = 16;
@@ -109,7 +110,7 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   try {
     const linked: Array<[string, string]> = [];
     const staged: string[] = [];
-    await forEach([...contents.objects], async ([digest, path]) => {
+    await pool([...contents.objects], CONCURRENCY, async ([digest, path]) => {
       if (await store.objects.has(digest)) return;
       const dest = join(staging.path, digest);
       try {
@@ -240,7 +241,7 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths): Pro
 async function hashContents(pending: PendingContent[]): Promise<{ objects: Map<string, Buffer>; bytes: number }> {
   const objects = new Map<string, Buffer>();
   let bytes = 0;
-  await forEach(pending, async ({ path, inode }) => {
+  await pool(pending, CONCURRENCY, async ({ path, inode }) => {
     const handle = await anyLengthAsync(path, (p) => fsp.open(p, C.O_RDONLY | C.O_NOFOLLOW)).catch((err: unknown) => {
       throw wrapSystemError(err, `reading ${path.toString()}`);
     });
@@ -265,14 +266,6 @@ async function hashContents(pending: PendingContent[]): Promise<{ objects: Map<s
     }
   });
   return { objects, bytes };
-}
-
-async function forEach<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, worker));
 }
 
 /** An explicit tag that exists already: TAG_EXISTS before anything is done. */

@@ -1,4 +1,4 @@
-// Transfers of a commit's objects, a bounded number in flight (the objects themselves: usedObjects in the image module).
+// Work over many items with a bounded number in flight: object puts, links, transfers.
 //
 // Public surface: pool.
 
