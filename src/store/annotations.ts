@@ -158,16 +158,26 @@ export async function setAnnotations(store: Store, commit: string, changes: Anno
 }
 
 export async function labelAnnotationsOf(store: Store, label: string): Promise<Annotations> {
-  return read(store, `labels/${escape(checkLabel(label))}`);
+  const key = labelKey(label);
+  return key === undefined ? {} : read(store, key);
 }
 
 export async function setLabelAnnotations(store: Store, label: string, changes: AnnotationChanges): Promise<Annotations> {
-  return write(store, `labels/${escape(checkLabel(label))}`, changes);
+  const key = labelKey(label);
+  if (key === undefined) throw new StratumError('BAD_NAME', `label ${label} cannot be annotated: with its '.' and '_' escaped it is longer than 255 bytes`);
+  return write(store, key, changes);
+}
+
+/** The session key of a label's annotations; undefined for a label too long once escaped (none can be set). */
+function labelKey(label: string): string | undefined {
+  const segment = escape(checkLabel(label));
+  return segment.length <= 255 ? `labels/${segment}` : undefined;
 }
 
 /** Forgets a removed label's annotations, so a new label of that name starts with none. */
 export async function removeLabelAnnotations(store: Store, label: string): Promise<void> {
-  await withSession(store, false, (session) => session.delete(`labels/${escape(checkLabel(label))}`));
+  const key = labelKey(label);
+  if (key !== undefined) await withSession(store, false, (session) => session.delete(key));
 }
 
 /** Drops the annotations of commits `keep` rejects (for gc, after it removed commits); returns how many commits. */

@@ -92,6 +92,16 @@ test('pruneAnnotations drops the annotations of commits that are gone, keeps the
   });
 });
 
+test('a label too long once escaped has no annotations: status reads {}, setting one is one BAD_NAME line', async () => {
+  await withTempDir(async (dir) => {
+    const { store } = await fixture(dir);
+    const label = `a${'._'.repeat(60)}b`;
+    assert.equal(await labelAnnotationsOf(store, label), {});
+    const err = await expectError(setLabelAnnotations(store, label, { set: { k: 'v' } }), 'BAD_NAME');
+    assert.match(err.message, /cannot be annotated/);
+  });
+});
+
 test('gc forgets the annotations of the commits it frees, and removing a label its own: re-creating either starts clean', async () => {
   await withTempDir(async (dir) => {
     const { store, id } = await fixture(dir);
