@@ -90,7 +90,7 @@ export class HeadStore {
       throw wrapSystemError(err, `locking HEAD of ${label}`);
     }
     try {
-      tryFlock(fd, 'exclusive');
+      exclusiveSoon(fd);
     } catch (err) {
       if (isSystemError(err, 'EAGAIN')) {
         let holder = '';
@@ -182,4 +182,20 @@ function parseHead(text: string, label: string): HeadState {
   };
   if (typeof doc.last_commit === 'string' && isDigest(doc.last_commit)) state.lastCommit = doc.last_commit;
   return state;
+}
+
+/**
+ * tryFlock exclusive, retried for about 0.1 s: `headServedBy` probes with a shared lock held for
+ * microseconds, which must not make a starting server believe HEAD is served elsewhere.
+ */
+function exclusiveSoon(fd: number): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      tryFlock(fd, 'exclusive');
+      return;
+    } catch (err) {
+      if (!isSystemError(err, 'EAGAIN') || attempt >= 50) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+  }
 }
