@@ -1,9 +1,11 @@
-// The tree the FUSE benchmarks read (bench/fuse.ts, bench/fuse-binding.ts), and how they time a
-// shell command. One generator, so both measure the same shapes:
+// The trees benchmarks make, and how they time a shell command. The FUSE benchmarks
+// (bench/fuse.ts, bench/fuse-binding.ts) read one generator's tree, so both measure the same shapes:
 //   small/  100 dirs x 200 files of 1-4 KiB (SMALL_FILES)
 //   tree/   empty files, 500 a dir, filling the whole tree up to TREE_ENTRIES
 //   big     one 1 GiB file (BIG)
+// The import and OCI benchmarks store `incompressibleFiles`: random files of mixed small sizes.
 import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 
@@ -51,4 +53,17 @@ export function makeReadTree(data: string, options: { distinct: boolean }): numb
   }
   fs.closeSync(fd);
   return entries + 1;
+}
+
+/** `count` files of random bytes in 200 dirs, sizes cycling through `sizes`; returns the bytes written. */
+export function incompressibleFiles(dir: string, count: number, sizes = [100, 700, 2000, 5000, 12_000, 30_000]): number {
+  let bytes = 0;
+  for (let i = 0; i < count; i++) {
+    const sub = join(dir, `d${i % 200}`);
+    if (i < 200) fs.mkdirSync(sub, { recursive: true });
+    const size = sizes[i % sizes.length]!;
+    fs.writeFileSync(join(sub, `f${i}`), crypto.randomFillSync(Buffer.alloc(size)));
+    bytes += size;
+  }
+  return bytes;
 }

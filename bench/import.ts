@@ -11,6 +11,7 @@ import { importDirectory } from '../src/store/commands/import.js';
 import { remove } from '../src/store/commands/remove.js';
 import { Store } from '../src/store/store.js';
 import { compare, median, mbps, perSec, ratio, row } from './report.js';
+import { incompressibleFiles } from './data.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LARGE_MB = Number(process.env.BENCH_LARGE_MB ?? 1024);
@@ -29,18 +30,6 @@ function largeTree(dir: string): number {
   const count = Math.max(1, Math.round((LARGE_MB << 20) / each));
   for (let i = 0; i < count; i++) writeFileSync(join(dir, `part-${i}.bin`), randomFillSync(Buffer.alloc(each)));
   return count * each;
-}
-
-function smallTree(dir: string, count: number, sizes = [100, 700, 2000, 5000, 12_000, 30_000]): number {
-  let bytes = 0;
-  for (let i = 0; i < count; i++) {
-    const sub = join(dir, `d${i % 200}`);
-    if (i < 200) mkdirSync(sub, { recursive: true });
-    const size = sizes[i % sizes.length]!;
-    writeFileSync(join(sub, `f${i}`), randomFillSync(Buffer.alloc(size)));
-    bytes += size;
-  }
-  return bytes;
 }
 
 async function importInto(storeName: string, tree: string, label: string): Promise<void> {
@@ -68,7 +57,7 @@ try {
   fresh('copy')();
 
   const small = join(work, 'small');
-  const smallBytes = smallTree(small, SMALL);
+  const smallBytes = incompressibleFiles(small, SMALL);
   const [cpSmall, importSmall] = await compare(RUNS, () => cpA(small), () => importInto('store', small, 'small'), fresh('copy', 'store'));
   row(`${SMALL} small files (${(smallBytes / 2 ** 20).toFixed(0)} MiB)`, perSec(SMALL, cpSmall), perSec(SMALL, importSmall), ratio(cpSmall / importSmall));
   const reSmall = await median(RUNS, () => importInto('store', small, 'small'));
@@ -78,7 +67,7 @@ try {
   fresh('copy')();
 
   const many = join(work, 'many');
-  smallTree(many, GC_OBJECTS, [65, 100, 200]);
+  incompressibleFiles(many, GC_OBJECTS, [65, 100, 200]);
   await importInto('gc-store', many, 'many');
   rmSync(many, { recursive: true });
   const store = await Store.open(join(work, 'gc-store'));

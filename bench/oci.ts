@@ -15,6 +15,7 @@ import { importDirectory } from '../src/store/commands/import.js';
 import { Store } from '../src/store/store.js';
 import { startRegistry } from '../test/oci/registry-server.js';
 import { mbps, median, medianOf, ratio, row } from './report.js';
+import { incompressibleFiles } from './data.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LARGE_MB = Number(process.env.BENCH_LARGE_MB ?? 1024);
@@ -25,19 +26,6 @@ const registry = await startRegistry();
 const client = () => new RegistryClient(registry.host, { plainHttp: true });
 let repoCounter = 0;
 const freshRepo = () => `bench/r${repoCounter++}`;
-
-function smallTree(dir: string, count: number): number {
-  const sizes = [100, 700, 2000, 5000, 12_000, 30_000];
-  let bytes = 0;
-  for (let i = 0; i < count; i++) {
-    const sub = join(dir, `d${i % 200}`);
-    if (i < 200) mkdirSync(sub, { recursive: true });
-    const size = sizes[i % sizes.length]!;
-    writeFileSync(join(sub, `f${i}`), randomFillSync(Buffer.alloc(size)));
-    bytes += size;
-  }
-  return bytes;
-}
 
 function largeTree(dir: string, mb: number): number {
   mkdirSync(dir, { recursive: true });
@@ -122,7 +110,7 @@ async function measure(name: string, tree: string, bytes: number, files: number)
 try {
   console.log(`push/pull vs one blob of the same bytes and cp -a (${registry.host}, storage ${registry.dir}, work ${work}); median of ${RUNS}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   const small = join(work, 'small');
-  const smallBytes = smallTree(small, SMALL);
+  const smallBytes = incompressibleFiles(small, SMALL);
   await measure('small', small, smallBytes, SMALL);
   rmSync(small, { recursive: true, force: true });
   const large = join(work, 'large');

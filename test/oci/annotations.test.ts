@@ -8,24 +8,13 @@ import { pullCommit } from '../../src/oci/pull.js';
 import { pushCommit } from '../../src/oci/push.js';
 import { annotationsBlob, ANNOTATIONS_ARTIFACT, buildReferrer, currentReferrer, fallbackTag, INDEX_MEDIA_TYPE, MAX_ANNOTATIONS, parseReferrers, withReferrer } from '../../src/oci/referrers.js';
 import { MANIFEST_TYPE } from '../../src/oci/manifest.js';
-import { RegistryClient } from '../../src/oci/registry.js';
-import { withTempDir } from '../helpers/dirs.js';
-import { FakeRegistry, sha256, type FakeOptions } from './fake-registry.js';
+import { FakeRegistry, fakeClient, sha256, withFake } from './fake-registry.js';
 import { storeWith, writeTree } from './fixtures.js';
 
 // A commit's annotations as a referrer of its manifest, against an in-process registry: the
 // referrers API path, and hostile annotation artifacts a real registry would not make up.
 
-async function withFake(options: FakeOptions, fn: (fake: FakeRegistry, dir: string) => Promise<void>): Promise<void> {
-  const fake = await new FakeRegistry(options).start();
-  try {
-    await withTempDir((dir) => fn(fake, dir));
-  } finally {
-    await fake.stop();
-  }
-}
-
-const client = (fake: FakeRegistry) => new RegistryClient(fake.host, { plainHttp: true });
+const client = fakeClient;
 
 test('canonical annotations blob: the same set in any order is the same bytes; the fallback tag is sha256-<hex>', () => {
   assert.equal(annotationsBlob({ b: '2', a: '1' }), annotationsBlob({ a: '1', b: '2' }));

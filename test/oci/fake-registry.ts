@@ -4,6 +4,8 @@
 // distribution spec for push and pull.
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { RegistryClient } from '../../src/oci/registry.js';
+import { withTempDir } from '../helpers/dirs.js';
 
 export interface FakeOptions {
   monolithic202?: boolean;
@@ -183,3 +185,16 @@ function readAll(req: IncomingMessage): Promise<Buffer> {
     req.on('error', reject);
   });
 }
+
+/** A fake registry and a temp dir for fn; the registry stops on every path. */
+export async function withFake(options: FakeOptions, fn: (fake: FakeRegistry, dir: string) => Promise<void>): Promise<void> {
+  const fake = await new FakeRegistry(options).start();
+  try {
+    await withTempDir((dir) => fn(fake, dir));
+  } finally {
+    await fake.stop();
+  }
+}
+
+/** A client of the fake registry (plain HTTP). */
+export const fakeClient = (fake: FakeRegistry): RegistryClient => new RegistryClient(fake.host, { plainHttp: true });

@@ -12,22 +12,12 @@ import { pullCommit } from '../../src/oci/pull.js';
 import { pushCommit } from '../../src/oci/push.js';
 import { RegistryClient } from '../../src/oci/registry.js';
 import { LARGE_OBJECT } from '../../src/oci/plan.js';
-import { withTempDir } from '../helpers/dirs.js';
-import { FakeRegistry, sha256, type FakeOptions } from './fake-registry.js';
+import { FakeRegistry, fakeClient, sha256, withFake, type FakeOptions } from './fake-registry.js';
 import { objectsIn, storeWith, writeTree } from './fixtures.js';
 
 // Registry behaviour a real distribution will not show, from an in-process server.
 
-async function withFake(options: FakeOptions, fn: (fake: FakeRegistry, dir: string) => Promise<void>): Promise<void> {
-  const fake = await new FakeRegistry(options).start();
-  try {
-    await withTempDir((dir) => fn(fake, dir));
-  } finally {
-    await fake.stop();
-  }
-}
-
-const client = (fake: FakeRegistry) => new RegistryClient(fake.host, { plainHttp: true });
+const client = fakeClient;
 
 async function roundTrip(fake: FakeRegistry, dir: string): Promise<{ id: string; pulled: Store }> {
   const { store, id } = await storeWith(join(dir, 'a'), writeTree(join(dir, 'tree'), 60), 'app', 'v1');
