@@ -84,7 +84,7 @@ async function pushManifest(
   const parsed = { label };
   const tag = target.tag ?? name;
   if (!tag) throw new StratumError('USAGE', `say which registry tag to push ${ref} as: <registry>/<repo>:<tag>`);
-  const cache = loadCache(store.root);
+  const cache = loadCache(store);
   const repo = target.repo;
   // pushed before: if the tag holds that manifest, there is nothing to do (one request, no image walk)
   const known = cache.commits[id];
@@ -174,7 +174,7 @@ async function pushManifest(
     if ((await client.manifestDigest(repo, tag)) === sha256Digest(manifest)) {
       report(totalObjects, totalBytes);
       cache.commits[id] = sha256Digest(manifest);
-      saveCache(store.root, cache);
+      await saveCache(store, cache);
       return { result: result(manifest, true), size: manifest.length };
     }
   }
@@ -200,7 +200,7 @@ async function pushManifest(
       built = buildPack(objects);
       if (sha256Digest(built.pack) !== refs.pack.digest || sha256Digest(built.indexBytes) !== refs.index.digest) {
         delete cache.packs[key];
-        saveCache(store.root, cache);
+        void saveCache(store, cache); // never fails; the push fails here anyway
         throw new StratumError('IO', `the push cache ${store.root}/cache/oci.json disagreed with a freshly built pack (another zstd version?); it was corrected, push again`);
       }
       return built;
@@ -232,7 +232,7 @@ async function pushManifest(
   delete remotes[parsed.label]; // re-added last: most recent
   remotes[parsed.label] = repo;
   cache.commits[id] = sha256Digest(manifest);
-  saveCache(store.root, cache);
+  await saveCache(store, cache);
   return { result: result(manifest, false), size: manifest.length };
 }
 

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { StratumError } from '../store/error.js';
 import { findCredentials, parseChallenge, type Credentials } from './auth.js';
-import { MANIFEST_TYPE, MAX_MANIFEST } from './manifest.js';
+import { MANIFEST_TYPE, MAX_MANIFEST, sha256Digest } from './manifest.js';
 
 export interface RegistryOptions {
   plainHttp?: boolean;
@@ -408,7 +408,7 @@ export async function readBounded(res: Response, max: number, what: string): Pro
 }
 
 function checkDigest(bytes: Uint8Array, digest: string, what: string): void {
-  if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== digest) throw corrupt(`the ${what} sent as ${digest} does not match its digest`);
+  if (sha256Digest(bytes) !== digest) throw corrupt(`the ${what} sent as ${digest} does not match its digest`);
 }
 
 function corrupt(why: string): StratumError {
