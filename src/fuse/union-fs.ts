@@ -56,6 +56,9 @@ const NO_XATTR = FuseError.of('ENODATA');
 const O_ACCMODE = 3;
 const S_ISGID = 0o2000;
 const O_PATH = 0o10000000;
+/** An object's name (its digest) from its path, objects/ab/cdef...: the last two parts joined. */
+const objectNameOf = (path: string | Buffer): string => path.slice(-65).toString().replace('/', '');
+
 /** `at` (anyLength: upper paths may be longer than PATH_MAX) for a call that takes a path or an fd. */
 const atOrFd = <T>(path: Buffer | null, fn: (p: Buffer | null) => T): T => (path === null ? fn(null) : at(path, fn));
 
@@ -328,7 +331,7 @@ export class UnionFs implements FuseHandlers {
    */
   private objectChecked(path: string, fd: number): Promise<void> | undefined {
     if (this.opts.verifyObjects === false) return undefined;
-    const name = path.slice(-65).replace('/', '');
+    const name = objectNameOf(path);
     const known = this.objectsChecked.get(name);
     if (known === true) return undefined;
     if (known === false) { backing.close(fd); fail('EIO'); }
@@ -350,7 +353,7 @@ export class UnionFs implements FuseHandlers {
   /** A copy-up takes an object's bytes into the upper, where nothing checks them again: check first (EIO). */
   private checkedForCopy(data: CopyUpData): CopyUpData {
     if (data.kind !== 'file' || this.opts.verifyObjects === false) return data;
-    const name = data.path.slice(-65).toString().replace('/', '');
+    const name = objectNameOf(data.path);
     let good = this.objectsChecked.get(name);
     if (good === undefined) {
       const fd = openSync(data.path, C.O_RDONLY);
