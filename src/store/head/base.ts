@@ -1,7 +1,7 @@
 // HEAD's base commit, read: as a whole Tree (what a full commit merges the upper into) or just
 // its root's attributes (what a fresh upper must carry).
 //
-// Public surface: baseTree, treeOfImage, commitRoot.
+// Public surface: baseTree, commitRoot.
 import { readFileSync } from 'node:fs';
 import { IMAGE_FILE } from '../commits.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
@@ -31,10 +31,5 @@ export function baseTree(store: Store, id: string): Tree {
     if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `commit ${id} has no image (${IMAGE_FILE} is missing); restore it from where the store was synced, or \`stratum verify\``);
     throw wrapSystemError(err, `reading commit ${id}`);
   }
-  return treeOfImage(bytes);
-}
-
-/** An image as a tree: the image reader's whole mode (bounds- and cycle-checked). */
-export function treeOfImage(bytes: Buffer): Tree {
-  return imageTreeFromBytes(bytes);
+  return imageTreeFromBytes(bytes);  // the reader's whole mode: bounds- and cycle-checked
 }

@@ -6,7 +6,7 @@
 // The commands commit, apply, bare and init are small functions over this surface.
 //
 // Public surface: everything re-exported below.
-export { baseTree, commitRoot, treeOfImage } from './base.js';
+export { baseTree, commitRoot } from './base.js';
 export { buildHeadCommit } from './build.js';
 export { type CommitOptions, type CommitResult, commitUpper, refuseTakenTag } from './engine.js';
 export { type CommitStep, type Journal, type LiveJournal, readLiveJournal, writeJournal, writeLiveJournal } from './journal.js';
