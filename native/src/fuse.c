@@ -27,6 +27,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -37,6 +38,22 @@ enum {
   OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_CREATE, OP_FALLOCATE,
   OP_READDIRPLUS, OP_LSEEK, OP_FORGET_MULTI, OP_COUNT
 };
+// Request counters (STRATUM_FUSE_COUNTS): one per OP_*, plus the request kinds only C serves.
+#define CNT_COPY_FILE_RANGE OP_COUNT
+#define CNT_N (OP_COUNT + 1)
+// Names in the counts file: the kernel's opcode names (FUSE_BATCH_FORGET is forget_multi).
+static const char *const cnt_names[CNT_N] = {
+  [OP_EXIT] = "exit", [OP_LOOKUP] = "lookup", [OP_FORGET] = "forget", [OP_GETATTR] = "getattr",
+  [OP_SETATTR] = "setattr", [OP_READLINK] = "readlink", [OP_MKNOD] = "mknod", [OP_MKDIR] = "mkdir",
+  [OP_UNLINK] = "unlink", [OP_RMDIR] = "rmdir", [OP_SYMLINK] = "symlink", [OP_RENAME] = "rename",
+  [OP_LINK] = "link", [OP_OPEN] = "open", [OP_READ] = "read", [OP_WRITE] = "write",
+  [OP_FLUSH] = "flush", [OP_RELEASE] = "release", [OP_FSYNC] = "fsync", [OP_OPENDIR] = "opendir",
+  [OP_READDIR] = "readdir", [OP_RELEASEDIR] = "releasedir", [OP_FSYNCDIR] = "fsyncdir",
+  [OP_STATFS] = "statfs", [OP_SETXATTR] = "setxattr", [OP_GETXATTR] = "getxattr",
+  [OP_LISTXATTR] = "listxattr", [OP_REMOVEXATTR] = "removexattr", [OP_ACCESS] = "access",
+  [OP_CREATE] = "create", [OP_FALLOCATE] = "fallocate", [OP_READDIRPLUS] = "readdirplus",
+  [OP_LSEEK] = "lseek", [OP_FORGET_MULTI] = "batch_forget", [CNT_COPY_FILE_RANGE] = "copy_file_range",
+};
 
 typedef struct session {
   struct fuse_session *se;
@@ -46,6 +63,11 @@ typedef struct session {
   atomic_int pending;      // requests queued to JS and not answered yet
   atomic_ullong js_ops;    // requests that went to JS (statistics)
   atomic_ullong c_ops;     // requests served in C
+  // STRATUM_FUSE_COUNTS=<file>: requests by kind, and messages to JS by kind (a forget or the
+  // release note of a C handle is a message without a request), written to <file> by counts_main.
+  char *counts_path;
+  atomic_ullong req_count[CNT_N], js_count[CNT_N];
+  atomic_int counts_stop;
   int loop_done, finished, loop_rc;
   int clone_fd;
   unsigned max_threads, max_idle;
@@ -112,6 +134,7 @@ static msg_t *msg_new(int op, fuse_req_t req, fuse_ino_t ino, const char *name, 
 static void to_js(session_t *s, msg_t *m) {
   if (m->req) atomic_fetch_add(&s->pending, 1);
   atomic_fetch_add(&s->js_ops, 1);
+  if (s->counts_path) atomic_fetch_add_explicit(&s->js_count[m->op], 1, memory_order_relaxed);
   if (napi_call_threadsafe_function(s->tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
     if (m->req) { atomic_fetch_sub(&s->pending, 1); fuse_reply_err(m->req, EIO); }
     free(m);
@@ -127,6 +150,9 @@ static msg_t *req_msg(fuse_req_t req, int op, fuse_ino_t ino, const char *name, 
 }
 
 #define SESSION(req) ((session_t *)fuse_req_userdata(req))
+// Every request the kernel sends through an op below, whoever answers it (libfuse itself answers
+// init, destroy, interrupt and the ops not in ll_ops: those are not counted).
+#define COUNT(req, kind) atomic_fetch_add_explicit(&SESSION(req)->req_count[kind], 1, memory_order_relaxed)
 #define SIMPLE(op, req, ino, name, name2, a0, a1, a2, a3)                        \
   do {                                                                           \
     msg_t *m_ = req_msg(req, op, ino, name, name2, 0);                           \
@@ -147,10 +173,12 @@ static void op_init(void *ud, struct fuse_conn_info *conn) {
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  COUNT(req, OP_LOOKUP);
   SIMPLE(OP_LOOKUP, req, parent, name, NULL, 0, 0, 0, 0);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  COUNT(req, OP_FORGET);
   session_t *s = SESSION(req);
   msg_t *m = msg_new(OP_FORGET, NULL, ino, NULL, NULL, 0);
   fuse_reply_none(req);
@@ -160,6 +188,7 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  COUNT(req, OP_FORGET_MULTI);
   session_t *s = SESSION(req);
   msg_t *m = msg_new(OP_FORGET_MULTI, NULL, 0, NULL, NULL, count * 2 * sizeof(double));
   if (m) {
@@ -175,11 +204,13 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  COUNT(req, OP_GETATTR);
   SIMPLE(OP_GETATTR, req, ino, NULL, NULL, jsfh_of(fi), 0, 0, 0);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi) {
+  COUNT(req, OP_SETATTR);
   msg_t *m = req_msg(req, OP_SETATTR, ino, NULL, NULL, 10 * sizeof(double));
   if (!m) return;
   double v[10] = {attr->st_mode, attr->st_uid, attr->st_gid, (double)attr->st_size,
@@ -193,28 +224,36 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  COUNT(req, OP_READLINK);
   SIMPLE(OP_READLINK, req, ino, NULL, NULL, 0, 0, 0, 0);
 }
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  COUNT(req, OP_MKNOD);
   SIMPLE(OP_MKNOD, req, parent, name, NULL, mode, (double)rdev, 0, 0);
 }
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  COUNT(req, OP_MKDIR);
   SIMPLE(OP_MKDIR, req, parent, name, NULL, mode, 0, 0, 0);
 }
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  COUNT(req, OP_UNLINK);
   SIMPLE(OP_UNLINK, req, parent, name, NULL, 0, 0, 0, 0);
 }
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  COUNT(req, OP_RMDIR);
   SIMPLE(OP_RMDIR, req, parent, name, NULL, 0, 0, 0, 0);
 }
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  COUNT(req, OP_SYMLINK);
   SIMPLE(OP_SYMLINK, req, parent, name, link, 0, 0, 0, 0);
 }
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags) {
+  COUNT(req, OP_RENAME);
   SIMPLE(OP_RENAME, req, parent, name, newname, (double)newparent, flags, 0, 0);
 }
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  COUNT(req, OP_LINK);
   SIMPLE(OP_LINK, req, ino, newname, NULL, (double)newparent, 0, 0, 0);
 }
 static openable_t *openable_find(session_t *s, fuse_ino_t ino) {
@@ -262,17 +301,20 @@ static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_f
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  COUNT(req, OP_OPEN);
   if (open_in_c(SESSION(req), req, ino, fi)) return;
   SIMPLE(OP_OPEN, req, ino, NULL, NULL, fi->flags, 0, 0, 0);
 }
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi) {
+  COUNT(req, OP_CREATE);
   SIMPLE(OP_CREATE, req, parent, name, NULL, mode, fi->flags, 0, 0);
 }
 
 // ---- data plane: served here when the handle has a backing fd
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  COUNT(req, OP_READ);
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_READ, req, ino, NULL, NULL, h->jsfh, (double)size, (double)off, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -285,6 +327,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                          struct fuse_file_info *fi) {
+  COUNT(req, OP_WRITE);
   fhandle_t *h = FH(fi);
   size_t size = fuse_buf_size(in);
   if (h->fd >= 0) {
@@ -311,6 +354,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  COUNT(req, OP_FLUSH);
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_FLUSH, req, ino, NULL, NULL, h->jsfh, 0, 0, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -323,6 +367,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  COUNT(req, OP_RELEASE);
   fhandle_t *h = FH(fi);
   session_t *s = SESSION(req);
   double jsfh = h->jsfh;
@@ -340,6 +385,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  COUNT(req, OP_FSYNC);
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_FSYNC, req, ino, NULL, NULL, h->jsfh, datasync, 0, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -349,6 +395,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                          struct fuse_file_info *fi) {
+  COUNT(req, OP_FALLOCATE);
   fhandle_t *h = FH(fi);
   if (h->fd < 0) {
     SIMPLE(OP_FALLOCATE, req, ino, NULL, NULL, h->jsfh, mode, (double)off, (double)len);
@@ -360,6 +407,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  COUNT(req, OP_LSEEK);
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_LSEEK, req, ino, NULL, NULL, h->jsfh, (double)off, whence, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -371,6 +419,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
                                struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
                                struct fuse_file_info *fi_out, size_t len, int flags) {
+  COUNT(req, CNT_COPY_FILE_RANGE);
   fhandle_t *a = FH(fi_in), *b = FH(fi_out);
   // Without two backing fds the kernel falls back to a read/write copy on EOPNOTSUPP.
   if (a->fd < 0 || b->fd < 0) { fuse_reply_err(req, EOPNOTSUPP); return; }
@@ -384,26 +433,33 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 // ---- directories and the rest of the control plane
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  COUNT(req, OP_OPENDIR);
   SIMPLE(OP_OPENDIR, req, ino, NULL, NULL, fi->flags, 0, 0, 0);
 }
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  COUNT(req, OP_READDIR);
   SIMPLE(OP_READDIR, req, ino, NULL, NULL, (double)fi->fh, (double)size, (double)off, 0);
 }
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi) {
+  COUNT(req, OP_READDIRPLUS);
   SIMPLE(OP_READDIRPLUS, req, ino, NULL, NULL, (double)fi->fh, (double)size, (double)off, 0);
 }
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  COUNT(req, OP_RELEASEDIR);
   SIMPLE(OP_RELEASEDIR, req, ino, NULL, NULL, (double)fi->fh, 0, 0, 0);
 }
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  COUNT(req, OP_FSYNCDIR);
   SIMPLE(OP_FSYNCDIR, req, ino, NULL, NULL, (double)fi->fh, datasync, 0, 0);
 }
 static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  COUNT(req, OP_STATFS);
   SIMPLE(OP_STATFS, req, ino, NULL, NULL, 0, 0, 0, 0);
 }
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags) {
+  COUNT(req, OP_SETXATTR);
   msg_t *m = req_msg(req, OP_SETXATTR, ino, name, NULL, size);
   if (!m) return;
   if (size) memcpy(m->data, value, size);
@@ -412,15 +468,19 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
   to_js(SESSION(req), m);
 }
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  COUNT(req, OP_GETXATTR);
   SIMPLE(OP_GETXATTR, req, ino, name, NULL, (double)size, 0, 0, 0);
 }
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  COUNT(req, OP_LISTXATTR);
   SIMPLE(OP_LISTXATTR, req, ino, NULL, NULL, (double)size, 0, 0, 0);
 }
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  COUNT(req, OP_REMOVEXATTR);
   SIMPLE(OP_REMOVEXATTR, req, ino, name, NULL, 0, 0, 0, 0);
 }
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  COUNT(req, OP_ACCESS);
   SIMPLE(OP_ACCESS, req, ino, NULL, NULL, mask, 0, 0, 0);
 }
 
@@ -462,6 +522,57 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .lseek = op_lseek,
 };
 
+// ---------------------------------------------------------------- request counts file
+
+// Writes {"requests": {kind: n}, "js": {kind: n}} (non-zero kinds only) to a temp file and renames
+// it over counts_path, so a reader sees one whole snapshot or the previous one.
+static void counts_write(session_t *s) {
+  size_t plen = strlen(s->counts_path);
+  char *tmp = malloc(plen + 8);
+  if (!tmp) return;
+  memcpy(tmp, s->counts_path, plen);
+  memcpy(tmp + plen, ".tmp", 5);
+  FILE *f = fopen(tmp, "w");
+  if (!f) { free(tmp); return; }
+  for (int part = 0; part < 2; part++) {
+    atomic_ullong *c = part ? s->js_count : s->req_count;
+    fputs(part ? ", \"js\": {" : "{\"requests\": {", f);
+    int first = 1;
+    for (int i = 0; i < CNT_N; i++) {
+      unsigned long long n = atomic_load_explicit(&c[i], memory_order_relaxed);
+      if (!n || !cnt_names[i]) continue;
+      fprintf(f, "%s\"%s\": %llu", first ? "" : ", ", cnt_names[i], n);
+      first = 0;
+    }
+    fputc('}', f);
+  }
+  fputs("}\n", f);
+  if (fclose(f) == 0) rename(tmp, s->counts_path);
+  else unlink(tmp);
+  free(tmp);
+}
+
+static unsigned long long counts_total(session_t *s) {
+  unsigned long long t = 0;
+  for (int i = 0; i < CNT_N; i++)
+    t += atomic_load_explicit(&s->req_count[i], memory_order_relaxed) + atomic_load_explicit(&s->js_count[i], memory_order_relaxed);
+  return t;
+}
+
+// A thread of its own rewrites the file within 20 ms of any change (no signal: the TS server
+// already uses SIGUSR2), so a reader that sees it unchanged for a while has every request so far.
+static void *counts_main(void *arg) {
+  session_t *s = arg;
+  unsigned long long last = ~0ull;
+  struct timespec tick = {0, 20 * 1000 * 1000};
+  while (!atomic_load(&s->counts_stop)) {
+    unsigned long long t = counts_total(s);
+    if (t != last) { counts_write(s); last = t; }
+    nanosleep(&tick, NULL);
+  }
+  return NULL;
+}
+
 // ---------------------------------------------------------------- JS side of dispatch
 
 static atomic_int notifying;  // notifications in flight, all sessions: none is destroyed under one
@@ -470,6 +581,7 @@ static void session_finish(session_t *s) {
   // JS thread, loop ended and nothing pending: tear down and let Node exit.
   if (s->finished) return;
   s->finished = 1;
+  if (s->counts_path) { atomic_store(&s->counts_stop, 1); counts_write(s); }  // the last word
   fuse_session_unmount(s->se);  // no-op when the connection is already gone
   fuse_session_destroy(s->se);
   s->se = NULL;
@@ -991,9 +1103,17 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "napi_create_threadsafe_function failed");
     return NULL;
   }
+  // before the loop starts, so its first request is counted too
+  const char *counts = getenv("STRATUM_FUSE_COUNTS");
+  if (counts && *counts) {
+    pthread_t ct;
+    s->counts_path = strdup(counts);
+    if (s->counts_path && pthread_create(&ct, NULL, counts_main, s) == 0) pthread_detach(ct);
+  }
   if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
+    atomic_store(&s->counts_stop, 1);
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     napi_throw_error(env, NULL, "pthread_create failed");
     return NULL;
