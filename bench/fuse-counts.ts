@@ -43,7 +43,9 @@ const total = (r: Record<string, number>): number => Object.values(r).reduce((a,
 
 /** Requests per item, the kinds that make up most of them, and messages into JS per item. */
 export function perOp(d: Counts, items: number, what = 'file'): string {
-  const kinds = Object.entries(d.requests).sort((a, b) => b[1] - a[1]).filter(([, n]) => n / items >= 0.05)
+  const all = total(d.requests);
+  // the kinds that make up at least 5% of the requests
+  const kinds = Object.entries(d.requests).sort((a, b) => b[1] - a[1]).filter(([, n]) => n >= all * 0.05)
     .map(([k, n]) => `${k} ${(n / items).toFixed(n / items < 10 ? 2 : 0)}`);
-  return `${(total(d.requests) / items).toFixed(2)} req/${what} (${kinds.join(', ')}); into JS ${(total(d.js) / items).toFixed(2)}`;
+  return `${(all / items).toFixed(2)} req/${what} (${kinds.join(', ')}); into JS ${(total(d.js) / items).toFixed(2)}`;
 }

@@ -16,8 +16,12 @@
 // mount opens it): a cold cat of the 20 000 small files and a cold 1 GiB read on a fresh tag mount
 // each run, without the check (--no-verify-objects) and with it, alternately; the ratio is
 // with / without. `npm run bench:fuse -- --only verify` runs just this part (import + these).
+// Last, the figures of issue #15 (bench/fuse-issue15.ts): kernel overlayfs, fuse-overlayfs and the
+// Stratum HEAD alternating, requests per operation beside the times (the server writes its request
+// counts to STRATUM_FUSE_COUNTS), 4 concurrent readers, the stat latency during a 1 GiB copy-up,
+// and each #15 goal met or missed. `npm run bench:fuse -- --only 15` runs just this part.
 // Needs root. ~2.3 GiB of temp data in $STRATUM_BENCH_DIR or the OS temp dir, removed at the end;
-// STRATUM_BENCH_RUNS (default 5) alternations per compared figure.
+// --runs N or STRATUM_BENCH_RUNS (default 5): alternations per compared figure.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,9 +36,13 @@ import { StratumError } from '../src/store/error.js';
 import { MountState, type MountEntry } from '../src/store/mount-state.js';
 import { Store } from '../src/store/store.js';
 import { compareRuns, medianOf as mid } from './report.js';
+import { issue15 } from './fuse-issue15.js';
 import { BIG, SMALL_FILES, makeReadTree, sh } from './data.js';
 
-const RUNS = Number(process.env.STRATUM_BENCH_RUNS ?? 5);
+// `--runs N` or STRATUM_BENCH_RUNS: alternations per compared figure
+const runsArg = process.argv.indexOf('--runs');
+const RUNS = Number(runsArg >= 0 ? process.argv[runsArg + 1] : process.env.STRATUM_BENCH_RUNS ?? 5);
+if (!(Number.isInteger(RUNS) && RUNS > 0)) throw new Error(`--runs takes a whole number above 0 (not ${String(RUNS)})`);
 
 const dropCaches = () => spawnSync('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
 
@@ -181,7 +189,7 @@ async function verifyCost(storeRoot: string, id: string, base: string, state: Mo
 
 async function main(): Promise<void> {
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-  if (only !== undefined && only !== 'verify') throw new Error(`--only takes: verify (not ${only})`);
+  if (only !== undefined && only !== 'verify' && only !== '15') throw new Error(`--only takes: verify, 15 (not ${only})`);
   if (process.getuid?.() !== 0) throw new Error('bench:fuse needs root (it mounts)');
   const hasFuseOverlayfs = spawnSync('sh', ['-c', 'command -v fuse-overlayfs']).status === 0;
   const base = fs.mkdtempSync(join(process.env.STRATUM_BENCH_DIR ?? tmpdir(), 'stratum-bench-fuse-'));
@@ -193,7 +201,7 @@ async function main(): Promise<void> {
   const state = new MountState(join(base, 'state'));
   try {
     const src = join(base, 'src');
-    log(`data in ${base}`);
+    log(`data in ${base}; load: ${spawnSync('uptime', { encoding: 'utf8' }).stdout.trim()}`);
     const entries = makeReadTree(src, { distinct: true });
     const tarball = join(base, 'small.tar');
     sh(`tar -cf ${tarball} -C ${src} small`, base);
@@ -206,8 +214,8 @@ async function main(): Promise<void> {
       return;
     }
     await importDirectory(store, src, { label: 'k' });
-    await importDirectory(store, src, { label: 'km' });
-    for (const l of ['f', 'k', 'km']) await ensureUpper(store, (await store.heads.read(l))!);
+    if (only !== '15') await importDirectory(store, src, { label: 'km' });
+    for (const l of only === '15' ? ['f', 'k'] : ['f', 'k', 'km']) await ensureUpper(store, (await store.heads.read(l))!);
 
     // kernel overlayfs, mounted the way Stratum mounts a HEAD
     const lower = join(base, 'k-lower'), kmnt = join(base, 'k-mnt');
@@ -230,9 +238,21 @@ async function main(): Promise<void> {
     // stratum FUSE HEAD
     const smnt = join(base, 's-mnt');
     t = Date.now();
+    const countsFile = join(base, 'fuse-counts.json');
+    process.env.STRATUM_FUSE_COUNTS = countsFile;  // the server inherits it: its request counts
     const e = await startMount({ store: store.root, label: 'f', mountpoint: smnt, state });
+    delete process.env.STRATUM_FUSE_COUNTS;
     fusePid = e.pid;
     log(`stratum mount ready in ${Date.now() - t} ms`);
+    const last15 = () => issue15([
+      { name: 'kernel overlayfs', root: kmnt },
+      ...(hasFuseOverlayfs ? [{ name: 'fuse-overlayfs', root: fo }] : []),
+      { name: 'stratum FUSE HEAD', root: smnt, countsFile },
+    ], { entries, tarball, runs: RUNS, scratch: base, log });
+    if (only === '15') {
+      await last15();
+      return;
+    }
     const tmnt = join(base, 't-mnt');
     tagPid = (await startMount({ store: store.root, label: 'f', tag: `@${id}`, mountpoint: tmnt, state })).pid;
 
@@ -271,6 +291,9 @@ async function main(): Promise<void> {
     await switchTimes('FUSE mode', e, id, log);
     await switchTimes('kernel mode', kernelEntry, id, log);
     await verifyCost(store.root, id, base, state, log);
+    // last: its copy-up leaves the 1 GiB file an upper file of the HEAD
+    await last15();
+    log(`load at the end: ${spawnSync('uptime', { encoding: 'utf8' }).stdout.trim()}`);
   } finally {
     if (kernelEntry) await kernelUnmount(kernelEntry, state).catch((err: unknown) => console.error(`kernel-mode unmount: ${String(err)}`));
     for (const [pid, m] of [[fusePid, 's-mnt'], [tagPid, 't-mnt']] as const) {
