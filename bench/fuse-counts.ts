@@ -2,7 +2,7 @@
 // (native/src/fuse.c rewrites the file within 20 ms of any change: docs/fuse-binding.md).
 //   settledCounts(file)  the counts once the file stopped changing (every request so far)
 //   countsDiff(a, b)     requests by kind between two snapshots
-//   perOp(diff, n)       "x.x req/file (lookup 1.0, open 1.0, ...; JS y.y)" for n items
+//   perOp(diff, n)       "x.xx req/file (open 1.00, lookup 1.00 (JS 1.00), ...); into JS y.yy" for n items
 import * as fs from 'node:fs';
 
 export interface Counts { requests: Record<string, number>; js: Record<string, number> }
@@ -46,6 +46,6 @@ export function perOp(d: Counts, items: number, what = 'file'): string {
   const all = total(d.requests);
   // the kinds that make up at least 5% of the requests
   const kinds = Object.entries(d.requests).sort((a, b) => b[1] - a[1]).filter(([, n]) => n >= all * 0.05)
-    .map(([k, n]) => `${k} ${(n / items).toFixed(n / items < 10 ? 2 : 0)}`);
+    .map(([k, n]) => `${k} ${(n / items).toFixed(2)}${d.js[k] ? ` (JS ${(d.js[k]! / items).toFixed(2)})` : ''}`);
   return `${(all / items).toFixed(2)} req/${what} (${kinds.join(', ')}); into JS ${(total(d.js) / items).toFixed(2)}`;
 }
