@@ -68,6 +68,7 @@ typedef struct session {
   char *counts_path;
   atomic_ullong req_count[CNT_N], js_count[CNT_N];
   atomic_int counts_stop;
+  pthread_mutex_t counts_lock;  // one writer of the file at a time (the thread, the session's end)
   int loop_done, finished, loop_rc;
   int clone_fd;
   unsigned max_threads, max_idle;
@@ -526,7 +527,14 @@ static const struct fuse_lowlevel_ops ll_ops = {
 
 // Writes {"requests": {kind: n}, "js": {kind: n}} (non-zero kinds only) to a temp file and renames
 // it over counts_path, so a reader sees one whole snapshot or the previous one.
+static void counts_write_locked(session_t *s);
 static void counts_write(session_t *s) {
+  pthread_mutex_lock(&s->counts_lock);
+  counts_write_locked(s);
+  pthread_mutex_unlock(&s->counts_lock);
+}
+
+static void counts_write_locked(session_t *s) {
   size_t plen = strlen(s->counts_path);
   char *tmp = malloc(plen + 8);
   if (!tmp) return;
@@ -1107,6 +1115,7 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   const char *counts = getenv("STRATUM_FUSE_COUNTS");
   if (counts && *counts) {
     pthread_t ct;
+    pthread_mutex_init(&s->counts_lock, NULL);
     s->counts_path = strdup(counts);
     if (s->counts_path && pthread_create(&ct, NULL, counts_main, s) == 0) pthread_detach(ct);
   }
