@@ -21,7 +21,9 @@ export interface Way { name: string; root: string; countsFile?: string }
 
 interface Figure {
   key: string; what: string; unit: string; amount: number; per: string; items: number;
-  run: string; cold?: boolean; clear?: string;
+  run: string; cold?: boolean;
+  /** each run writes into a dir of its own, `${fresh}-<n>` in place of {dir} in `run`; all removed after the figure */
+  fresh?: string;
 }
 
 const dropCaches = () => spawnSync('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
@@ -50,7 +52,7 @@ function figures(entries: number, tarball: string): Figure[] {
     { key: 'readWarm', what: '1 GiB read warm', unit: 'MB/s', amount: BIG / 1e6, per: 'MiB', items: MIB, run: 'cat big > /dev/null' },
     { key: 'read4Cold', what: '1 GiB read cold, 4 readers', unit: 'MB/s', amount: BIG / 1e6, per: 'MiB', items: MIB, run: read4, cold: true },
     { key: 'read4Warm', what: '1 GiB read warm, 4 readers', unit: 'MB/s', amount: BIG / 1e6, per: 'MiB', items: MIB, run: read4 },
-    { key: 'untar', what: `untar ${k}k files`, unit: 'k entries/s', amount: (SMALL_FILES + 100) / 1000, per: 'entry', items: SMALL_FILES + 100, run: `mkdir untar && tar -xf ${tarball} -C untar`, clear: 'untar' },
+    { key: 'untar', what: `untar ${k}k files`, unit: 'k entries/s', amount: (SMALL_FILES + 100) / 1000, per: 'entry', items: SMALL_FILES + 100, run: `mkdir {dir} && tar -xf ${tarball} -C {dir}`, fresh: 'untar' },
   ];
 }
 
@@ -110,23 +112,26 @@ export async function issue15(ways: Way[], o: { entries: number; tarball: string
   log(`| figure | ${ways.map((w) => w.name).join(' | ')} | ${ways.slice(1).map((w) => `${w.name} / kernel`).join(' | ')} | Stratum requests |`);
   log(`|---|${ways.map(() => '---|').join('')}${ways.slice(1).map(() => '---|').join('')}---|`);
   for (const f of figures(o.entries, o.tarball)) {
-    // each way removes only its own output, just before its run: removing all of them before the
-    // first way's run made that way pay for the others' freeing (kernel untar 2.9k/s, not ~25k/s)
-    const clear = (w: Way) => {
-      if (!f.clear) return;
-      fs.rmSync(join(w.root, f.clear), { recursive: true, force: true });
+    // A run that writes gets a fresh dir: following the removal of an earlier run's 20k files
+    // (freed, maybe discarded, in the background) made kernel overlayfs untar 3-6k entries/s
+    // instead of ~25-50k, and whichever way came first paid for the others' removals.
+    let n = 0;
+    const cmd = (): string => (f.fresh ? f.run.replaceAll('{dir}', `${f.fresh}-${n++}`) : f.run);
+    const clear = () => {
+      if (!f.fresh) return;
+      for (const w of ways) for (const e of fs.readdirSync(w.root)) if (e.startsWith(`${f.fresh}-`)) fs.rmSync(join(w.root, e), { recursive: true, force: true });
       spawnSync('sync');
     };
-    // warm figures start from a run on every way; untar too (after a removal, like every timed run)
-    if (!f.cold) for (const w of ways) { clear(w); sh(f.run, w.root); }
+    // warm figures start from a run on every way; a writing one too (the same for every run)
+    if (!f.cold) { const c = cmd(); for (const w of ways) sh(c, w.root); }
     const byWay = new Map(ways.map((w) => [w.name, [] as number[]]));
     const runCounts: { t: number; c: Counts }[] = [];
     for (let i = 0; i < runs; i++) {
+      const c = cmd();  // one dir name per round: each way has its own root
       for (const w of ways) {
-        clear(w);
         if (f.cold) dropCaches();
         const before = w.countsFile ? await settledCounts(w.countsFile) : undefined;
-        const t = sh(f.run, w.root);
+        const t = sh(c, w.root);
         byWay.get(w.name)!.push(t);
         const after = w.countsFile ? await settledCounts(w.countsFile) : undefined;
         if (after) runCounts.push({ t, c: countsDiff(after, before) });
@@ -136,7 +141,7 @@ export async function issue15(ways: Way[], o: { entries: number; tarball: string
     // work evicted makes more requests: a different kind of run)
     const median = runCounts.sort((a, b) => a.t - b.t)[Math.floor(runCounts.length / 2)];
     if (median) counts.set(f.key, median.c);
-    for (const w of ways) clear(w);
+    clear();
     times.set(f.key, byWay);
     const rate = (t: number): string => (f.amount / t).toFixed(f.unit === 'MB/s' ? 0 : 1);
     const show = (ts: number[]): string => `${rate(mid(ts))} ${f.unit} (${rate(Math.max(...ts))}-${rate(Math.min(...ts))})`;
