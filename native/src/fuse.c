@@ -6,6 +6,8 @@
 // and queues it on a napi_threadsafe_function; the JS dispatcher (src/native/fuse.ts) calls the TS
 // handler and answers through the fuseReply* functions below, which call fuse_reply_* on the JS
 // thread. The worker never waits for JS.
+// With STRATUM_FUSE_COUNTS=<file> in the environment, one more thread writes the request counts
+// to <file> (counts_main; docs/fuse-binding.md).
 //
 // Lifetime: the loop ends when the kernel connection goes away (unmount from us or from outside).
 // The loop thread queues OP_EXIT; the session is destroyed on the JS thread once every request
