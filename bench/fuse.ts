@@ -240,8 +240,8 @@ async function main(): Promise<void> {
     t = Date.now();
     const countsFile = join(base, 'fuse-counts.json');
     process.env.STRATUM_FUSE_COUNTS = countsFile;  // the server inherits it: its request counts
-    const e = await startMount({ store: store.root, label: 'f', mountpoint: smnt, state });
-    delete process.env.STRATUM_FUSE_COUNTS;
+    const e = await startMount({ store: store.root, label: 'f', mountpoint: smnt, state })
+      .finally(() => { delete process.env.STRATUM_FUSE_COUNTS; });
     fusePid = e.pid;
     log(`stratum mount ready in ${Date.now() - t} ms`);
     const last15 = () => issue15([
