@@ -24,7 +24,7 @@ import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { syncfs } from '../native/files.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { applyHead } from '../store/commands/apply.js';
-import { commitHead } from '../store/commands/commit.js';
+import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
 import { type MountTarget, checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
@@ -174,15 +174,27 @@ export async function serve(o: ServeOptions): Promise<number> {
           const { ref, discard, keep } = parseApplyRequest(args, label);
           await checkCommitImage(store, (await resolveRef(store, parseRef(ref))).id, ref);
           const r = await fs!.frozen(() => applyHead(store, ref, { discard, keep }),
-            (res) => ({ imagePath: store.commits.imagePath(res.to), viewChanged: true }), { setAside: false });
+            (res) => ({ imagePath: store.commits.imagePath(res.to), upperDir: paths.upper, viewChanged: true }));
           await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.to } : e)));
           log(`applied ${ref}: HEAD on ${r.to} (changes ${r.changesWere})`);
           return `${label} ${r.to} ${r.changesWere}\n`;
         } : undefined,
         commit: head ? async (tag: string) => {
-          const r = await fs!.frozen(() => commitHead(store, { label, tag: tag === '' ? undefined : tag }), (res) => ({ imagePath: store.commits.imagePath(res.id) }));
+          // the upper is split (docs/fuse.md "Live commit"): requests wait only for the two view switches
+          const held: number[] = [];
+          const r = await commitLive(store, {
+            label, tag: tag === '' ? undefined : tag,
+            mount: {
+              layer: async (_base, upper, next) => {
+                held.push(await fs!.layer(upper, next));
+                // every write goes through this server, which no longer reaches the old upper
+                return { sealed: true };
+              },
+              rebase: async (id, upper) => { held.push(await fs!.rebase(store.commits.imagePath(id), upper)); },
+            },
+          });
           await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.id } : e)));
-          log(`committed ${label}:${r.tag} ${r.id} (${r.changedPaths} changed paths)`);
+          log(`committed ${label}:${r.tag} ${r.id} (${r.changedPaths} changed paths${r.keptWriters > 0 ? `, ${r.keptWriters} files open for writing went on into the new HEAD` : ''}; requests held ${held.map((ms) => `${ms.toFixed(1)} ms`).join(' + ')})`);
           return `${label}:${r.tag} ${r.id}\n`;
         } : undefined,
       },
