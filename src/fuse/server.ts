@@ -24,7 +24,7 @@ import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { syncfs } from '../native/files.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { applyHead } from '../store/commands/apply.js';
-import { commitLive } from '../store/commands/live-commit.js';
+import { commitInChild } from './commit-process.js';
 import { StratumError } from '../store/error.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
 import { type MountTarget, checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
@@ -182,8 +182,8 @@ export async function serve(o: ServeOptions): Promise<number> {
         commit: head ? async (tag: string) => {
           // the upper is split (docs/fuse.md "Live commit"): requests wait only for the two view switches
           const held: number[] = [];
-          const r = await commitLive(store, {
-            label, tag: tag === '' ? undefined : tag,
+          const r = await commitInChild({
+            store: storeRoot, label, tag: tag === '' ? undefined : tag, state,
             mount: {
               layer: async (_base, upper, next) => {
                 held.push(await fs!.layer(upper, next));
