@@ -5,7 +5,7 @@
 // describes the inode numbers, caching and the live commit.
 //
 // Public surface: UnionFs, UnionFsOptions.
-import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -80,6 +80,8 @@ interface Node {
   links: Link[];
   u: UnionNode | undefined;
   stamp: number;
+  /** The epoch its key was computed in: keys of earlier epochs are brought up to date when met (switchBase). */
+  keyEpoch: number;
   isDir: boolean;
   /** write handles open on this node (TS knows every HEAD open) */
   writers: number;
@@ -131,7 +133,7 @@ export class UnionFs implements FuseHandlers {
     this.lowerTimeout = opts.lowerTimeout ?? 86_400;
     this.upperTimeout = opts.upperTimeout ?? 1;
     const u = this.view.root();
-    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, isDir: true, writers: 0 };
+    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, keyEpoch: Infinity, isDir: true, writers: 0 };
     this.byId.set(1, this.root);
   }
 
@@ -188,6 +190,7 @@ export class UnionFs implements FuseHandlers {
   private rekey(n: Node, u: UnionNode): void {
     if (n === this.root) return;
     const key = this.keyOfNode(n, u);
+    n.keyEpoch = this.epoch;
     if (key === n.key) return;
     if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
     n.key = key;
@@ -206,10 +209,10 @@ export class UnionFs implements FuseHandlers {
   /** Counts one lookup of parent/name (resolved as u); returns its Entry. */
   private remember(parent: Node, name: ByteString, u: UnionNode): Entry {
     const key = this.keyOf(u, parent, name);
-    let n = this.byKey.get(key);
+    let n = this.nodeFor(key, parent, name);
     if (!n) {
       const isDir = (this.view.getattr(u).mode & S_IFMT) === S_IFDIR;
-      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, isDir, writers: 0 };
+      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, keyEpoch: this.epoch, isDir, writers: 0 };
       this.byId.set(n.id, n);
       this.byKey.set(key, n);
     }
@@ -222,6 +225,41 @@ export class UnionFs implements FuseHandlers {
     const attr = this.attrOf(n, u);
     const t = this.timeoutOf(u);
     return { ino: n.id, entryTimeout: t, attrTimeout: t, attr };
+  }
+
+  /**
+   * The table node with `key` (parent/name resolved to it), if any. After a switch of base, keys
+   * are recomputed when met rather than all at once (the switch holds requests): a node keyed in
+   * an earlier epoch is brought up to date first, and the node linked at parent/name is checked
+   * too, so a file the kernel knows keeps its node id and st_ino.
+   */
+  private nodeFor(key: string, parent: Node, name: ByteString): Node | undefined {
+    let n = this.byKey.get(key);
+    if (n && n.keyEpoch < this.epoch) {
+      this.freshKey(n);
+      if (n.key !== key) n = undefined;
+    }
+    if (!n) {
+      const linked = parent.kids?.get(name);
+      if (linked && linked.keyEpoch < this.epoch) {
+        this.freshKey(linked);
+        if (linked.key === key) n = linked;
+      }
+    }
+    return n;
+  }
+
+  /** Recomputes a node's key in the current epoch (see nodeFor). */
+  private freshKey(n: Node): void {
+    n.keyEpoch = this.epoch;
+    if (n.detached) return;
+    try {
+      this.rekey(n, this.resolve(n));
+    } catch {
+      if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
+      n.u = undefined;
+      n.key = `gone${n.id}`;
+    }
   }
 
   private timeoutOf(u: UnionNode): number {
@@ -374,8 +412,13 @@ export class UnionFs implements FuseHandlers {
 
   /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
   private copyUp(n: Node): UnionNode {
-    const u = this.resolve(n);
+    let u = this.resolve(n);
     if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    if (this.view.layered) {
+      // a live commit's second probe may have made this dir in the upper meanwhile (keepInUpper)
+      u = this.refresh(n);
+      if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    }
     const w = this.writable();
     this.notOpenable(n);  // from now on its opens go to TS, which serves the upper file
     if (n === this.root) fail('EIO', 'HEAD has no upper root');
@@ -548,7 +591,7 @@ export class UnionFs implements FuseHandlers {
           const attr = entry.attr as Float64Array;
           out.push({ name, next: i + 1, ino: attr[0]!, mode: attr[1]!, entry });
         } else {
-          const known = this.byKey.get(this.keyOf(u, p, e.name));
+          const known = this.nodeFor(this.keyOf(u, p, e.name), p, e.name);
           out.push({ name, next: i + 1, ino: known ? known.stIno : this.stInoOf(u), mode: this.view.getattr(u).mode });
         }
       }
@@ -799,10 +842,7 @@ export class UnionFs implements FuseHandlers {
         if (top) { try { orphanFd = at(top.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: u!, orphanFd };
       }
-      if (this.inLower(pu, s)) this.writer!.whiteout(path);
-      else if (u!.upper) {
-        if (isDir) this.writer!.remove(path); else at(path, (p) => unlinkSync(p));
-      }
+      this.writer!.removeName(path, { below: this.inLower(pu, s), inUpper: u!.upper !== undefined, isDir });
       this.removeLink(p, s);
       if (victim && !victim.detached) this.refreshQuiet(victim);
     });
@@ -845,19 +885,6 @@ export class UnionFs implements FuseHandlers {
       const npu = this.copyUp(np);
       const from = upperChild(pu.upper!.path, s);
       const to = upperChild(npu.upper!.path, ns);
-      const destCoversLower = this.inLower(npu, ns);
-      if (srcDir) {
-        if (lowerPath !== undefined && this.view.hasBelow(mu)) w.setRedirect(from, lowerPath);
-        else if (destCoversLower) w.setOpaque(from);
-      }
-      // what is at the destination in the upper: a whiteout, an emptied dir, a file
-      const v = new Float64Array(ATTR_LEN);
-      if (at(to, (p) => backing.statInto(p, -1, v)) === 0) {
-        const type = v[1]! & S_IFMT;
-        if (type === S_IFDIR) {
-          if (srcDir) w.clearDir(to); else w.remove(to);
-        } else if (srcDir) at(to, (p) => unlinkSync(p));
-      }
       const victim = du ? this.linkedTo(np, ns) : undefined;
       if (victim && !victim.isDir && victim.links.length === 1 && victim.nlookup > 0) {
         let orphanFd = -1;
@@ -865,7 +892,7 @@ export class UnionFs implements FuseHandlers {
         if (top) { try { orphanFd = at(top.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: du!, orphanFd };
       }
-      w.rename(from, to, this.inLower(pu, s));
+      w.moveName(from, to, { srcDir, lowerPath, hasBelow: this.view.hasBelow(mu), destBelow: this.inLower(npu, ns), srcBelow: this.inLower(pu, s) });
       // the table follows
       if (victim) this.removeLink(np, ns);
       const i = moved.links.findIndex((l) => l.parent === p && l.name === s);
@@ -906,15 +933,8 @@ export class UnionFs implements FuseHandlers {
     const pu = this.resolve(p), npu = this.resolve(np);
     const from = upperChild(pu.upper!.path, s);
     const to = upperChild(npu.upper!.path, ns);
-    if (srcDir) {
-      if (aLower !== undefined && this.view.hasBelow(au)) w.setRedirect(from, aLower);
-      else if (this.inLower(npu, ns)) w.setOpaque(from);
-    }
-    if (dstDir) {
-      if (bLower !== undefined && this.view.hasBelow(bu)) w.setRedirect(to, bLower);
-      else if (this.inLower(pu, s)) w.setOpaque(to);
-    }
-    w.rename(from, to, false, RENAME_EXCHANGE);
+    w.exchangeNames({ path: from, dir: srcDir, lowerPath: aLower, hasBelow: this.view.hasBelow(au), landsBelow: this.inLower(npu, ns) },
+      { path: to, dir: dstDir, lowerPath: bLower, hasBelow: this.view.hasBelow(bu), landsBelow: this.inLower(pu, s) });
     // the table follows: a is now np/ns, b is p/s (add first: a dir must not drop out meanwhile)
     this.addLink(a, np, ns);
     this.addLink(b, p, s);
@@ -1107,21 +1127,9 @@ export class UnionFs implements FuseHandlers {
     this.view = new UnionView(reader, upperDir, this.opts.ns);
     this.epoch++;
     this.stamp++;
-    this.byKey.clear();
-    const nodes = [...this.byId.values()].sort((a, b) => a.id - b.id);
-    for (const n of nodes) {
-      this.notOpenable(n);  // the new base may have other data at this name
-      if (n === this.root) { n.u = undefined; continue; }
-      if (n.detached) continue;
-      try {
-        const u = this.resolve(n);
-        n.key = this.keyOfNode(n, u);
-        this.byKey.set(n.key, n);
-      } catch {
-        n.u = undefined;
-        n.key = `gone${n.id}`;
-      }
-    }
+    // keys are recomputed when met (nodeFor): this switch holds requests, and the table may be large
+    for (const n of this.byId.values()) this.notOpenable(n);  // the new base may have other data at this name
+    this.root.u = undefined;
   }
 
   /**
