@@ -22,7 +22,7 @@ import type { ByteString, Xattr } from '../store/image/tree.js';
 import { UnionView, type UnionNode } from '../store/union.js';
 import { UpperWriter, upperChild, type CopyUpAttrs, type CopyUpData } from '../store/union-write.js';
 import { storedXattrName, type XattrNamespace } from '../store/upper.js';
-import { CONTROL_DIR_NAME, ControlFiles, type ControlHooks } from './control.js';
+import { CONTROL_DIR_NAME, ControlFiles, type ControlHooks } from '../mount/control.js';
 
 export interface UnionFsOptions {
   /** The commit image to serve. */
