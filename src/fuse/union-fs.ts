@@ -5,7 +5,7 @@
 // describes the inode numbers, caching and the live commit.
 //
 // Public surface: UnionFs, UnionFsOptions.
-import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -22,7 +22,7 @@ import type { ByteString, Xattr } from '../store/image/tree.js';
 import { UnionView, type UnionNode } from '../store/union.js';
 import { UpperWriter, upperChild, type CopyUpAttrs, type CopyUpData } from '../store/union-write.js';
 import { storedXattrName, type XattrNamespace } from '../store/upper.js';
-import { CONTROL_DIR_NAME, ControlFiles, type ControlHooks } from './control.js';
+import { CONTROL_DIR_NAME, ControlFiles, type ControlHooks } from '../mount/control.js';
 
 export interface UnionFsOptions {
   /** The commit image to serve. */
@@ -80,6 +80,8 @@ interface Node {
   links: Link[];
   u: UnionNode | undefined;
   stamp: number;
+  /** The epoch its key was computed in: keys of earlier epochs are brought up to date when met (switchBase). */
+  keyEpoch: number;
   isDir: boolean;
   /** write handles open on this node (TS knows every HEAD open) */
   writers: number;
@@ -89,8 +91,6 @@ interface Node {
   detached?: { u: UnionNode; orphanFd: number };
 }
 interface Handle { node: Node; fd: number; write: boolean; bytes?: Uint8Array }
-/** A file set aside by a live commit: the open inode at keptAt, its names relative to the upper root. */
-interface Kept { node: Node; keptAt: Buffer; names: Buffer[] }
 interface DirHandle { entries: Array<{ name: ByteString; nid?: number }> }
 
 export class UnionFs implements FuseHandlers {
@@ -120,6 +120,8 @@ export class UnionFs implements FuseHandlers {
   private readonly copiedUp = new Map<number, number>();
   /** While set, every request but forget/release/control waits for it (live commit). */
   private gate: Promise<void> | undefined;
+  /** Dirs the view uses through /proc/self/fd during and after a live commit (layer, rebase). */
+  private dirFds: number[] = [];
 
   constructor(private readonly opts: UnionFsOptions) {
     this.readOnly = opts.upperDir === undefined;
@@ -131,7 +133,7 @@ export class UnionFs implements FuseHandlers {
     this.lowerTimeout = opts.lowerTimeout ?? 86_400;
     this.upperTimeout = opts.upperTimeout ?? 1;
     const u = this.view.root();
-    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, isDir: true, writers: 0 };
+    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, keyEpoch: Infinity, isDir: true, writers: 0 };
     this.byId.set(1, this.root);
   }
 
@@ -173,7 +175,8 @@ export class UnionFs implements FuseHandlers {
    * kernel overlayfs without index.
    */
   private keyOf(u: UnionNode, parent: Node | undefined, name: ByteString | undefined): string {
-    if (u.upper) return `U${u.upper.entry.stat.ino}`;
+    const top = this.view.top(u);
+    if (top) return `U${top.entry.stat.ino}`;
     const a = this.reader.getattr(u.lower!);
     if (a.nlink > 1 && (a.mode & S_IFMT) !== S_IFDIR) return `L${this.epoch}:${u.lower}:${parent?.id}/${name}`;
     return `L${this.epoch}:${u.lower}`;
@@ -187,6 +190,7 @@ export class UnionFs implements FuseHandlers {
   private rekey(n: Node, u: UnionNode): void {
     if (n === this.root) return;
     const key = this.keyOfNode(n, u);
+    n.keyEpoch = this.epoch;
     if (key === n.key) return;
     if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
     n.key = key;
@@ -194,8 +198,9 @@ export class UnionFs implements FuseHandlers {
   }
 
   private stInoOf(u: UnionNode): number {
-    if (u.upper) {
-      const ino = Number(u.upper.entry.stat.ino);
+    const top = this.view.top(u);
+    if (top) {
+      const ino = Number(top.entry.stat.ino);
       return this.copiedUp.get(ino) ?? UPPER_INO_BASE + ino;
     }
     return this.epoch * 2 ** 32 + this.reader.getattr(u.lower!).ino + 1;
@@ -204,10 +209,10 @@ export class UnionFs implements FuseHandlers {
   /** Counts one lookup of parent/name (resolved as u); returns its Entry. */
   private remember(parent: Node, name: ByteString, u: UnionNode): Entry {
     const key = this.keyOf(u, parent, name);
-    let n = this.byKey.get(key);
+    let n = this.nodeFor(key, parent, name);
     if (!n) {
       const isDir = (this.view.getattr(u).mode & S_IFMT) === S_IFDIR;
-      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, isDir, writers: 0 };
+      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, keyEpoch: this.epoch, isDir, writers: 0 };
       this.byId.set(n.id, n);
       this.byKey.set(key, n);
     }
@@ -222,8 +227,43 @@ export class UnionFs implements FuseHandlers {
     return { ino: n.id, entryTimeout: t, attrTimeout: t, attr };
   }
 
+  /**
+   * The table node with `key` (parent/name resolved to it), if any. After a switch of base, keys
+   * are recomputed when met rather than all at once (the switch holds requests): a node keyed in
+   * an earlier epoch is brought up to date first, and the node linked at parent/name is checked
+   * too, so a file the kernel knows keeps its node id and st_ino.
+   */
+  private nodeFor(key: string, parent: Node, name: ByteString): Node | undefined {
+    let n = this.byKey.get(key);
+    if (n && n.keyEpoch < this.epoch) {
+      this.freshKey(n);
+      if (n.key !== key) n = undefined;
+    }
+    if (!n) {
+      const linked = parent.kids?.get(name);
+      if (linked && linked.keyEpoch < this.epoch) {
+        this.freshKey(linked);
+        if (linked.key === key) n = linked;
+      }
+    }
+    return n;
+  }
+
+  /** Recomputes a node's key in the current epoch (see nodeFor). */
+  private freshKey(n: Node): void {
+    n.keyEpoch = this.epoch;
+    if (n.detached) return;
+    try {
+      this.rekey(n, this.resolve(n));
+    } catch {
+      if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
+      n.u = undefined;
+      n.key = `gone${n.id}`;
+    }
+  }
+
   private timeoutOf(u: UnionNode): number {
-    return u.upper ? this.upperTimeout : this.lowerTimeout;
+    return this.view.top(u) ? this.upperTimeout : this.lowerTimeout;
   }
 
   private addLink(n: Node, parent: Node, name: ByteString): void {
@@ -275,15 +315,16 @@ export class UnionFs implements FuseHandlers {
 
   private attrOf(n: Node, u: UnionNode, fd = -1): Float64Array {
     const v = new Float64Array(ATTR_LEN);
-    if (fd >= 0 || u.upper || (n.detached && n.detached.orphanFd >= 0)) {
-      const rc = fd >= 0 ? backing.statInto(null, fd, v) : n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : at(u.upper!.path, (p) => backing.statInto(p, -1, v));
+    const top = this.view.top(u);
+    if (fd >= 0 || top || (n.detached && n.detached.orphanFd >= 0)) {
+      const rc = fd >= 0 ? backing.statInto(null, fd, v) : n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : at(top!.path, (p) => backing.statInto(p, -1, v));
       if (rc < 0) throw new FuseError(-rc);
-      if (u.upper?.entry.kind === 'metacopy' && u.lower !== undefined) {
+      if (top?.entry.kind === 'metacopy' && u.lower !== undefined) {
         const size = this.reader.getattr(u.lower).size;
         v[6] = size;
         v[7] = Math.ceil(size / 512);
       }
-      if ((v[1]! & S_IFMT) === S_IFDIR && u.lower !== undefined) v[2] = 1;  // merged dir: overlayfs reports 1
+      if ((v[1]! & S_IFMT) === S_IFDIR && (u.upper ? this.view.hasBelow(u) : u.lower !== undefined)) v[2] = 1;  // merged dir: overlayfs reports 1
     } else {
       const a = this.reader.getattr(u.lower!);
       v[1] = a.mode; v[2] = a.nlink; v[3] = a.uid; v[4] = a.gid; v[5] = a.rdev; v[6] = a.size;
@@ -312,11 +353,13 @@ export class UnionFs implements FuseHandlers {
    * also the order a kernel copy-up writes them in.
    */
   private xattrsOf(u: UnionNode): Xattr[] {
-    if (u.upper) return this.view.xattrs(u);
+    if (this.view.top(u)) return this.view.xattrs(u);
     return this.reader.xattrsAsListed(u.lower!);
   }
 
   private dataOf(u: UnionNode): CopyUpData {
+    // a live commit's middle layer holds full files (not objects) too
+    if (u.middle && u.middle.entry.kind !== 'metacopy' && !(u.upper && u.upper.entry.kind !== 'metacopy')) return { kind: 'file', path: u.middle.path };
     const nid = u.lower!;
     const digest = this.reader.objectOf(nid);
     if (digest) return { kind: 'file', path: join(this.opts.objectsDir, digest.slice(0, 2), digest.slice(2)) };
@@ -352,7 +395,7 @@ export class UnionFs implements FuseHandlers {
 
   /** A copy-up takes an object's bytes into the upper, where nothing checks them again: check first (EIO). */
   private checkedForCopy(data: CopyUpData): CopyUpData {
-    if (data.kind !== 'file' || this.opts.verifyObjects === false) return data;
+    if (data.kind !== 'file' || this.opts.verifyObjects === false || !data.path.toString().startsWith(`${this.opts.objectsDir}/`)) return data;
     const name = objectNameOf(data.path);
     let good = this.objectsChecked.get(name);
     if (good === undefined) {
@@ -369,8 +412,13 @@ export class UnionFs implements FuseHandlers {
 
   /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
   private copyUp(n: Node): UnionNode {
-    const u = this.resolve(n);
+    let u = this.resolve(n);
     if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    if (this.view.layered) {
+      // a live commit's second probe may have made this dir in the upper meanwhile (keepInUpper)
+      u = this.refresh(n);
+      if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    }
     const w = this.writable();
     this.notOpenable(n);  // from now on its opens go to TS, which serves the upper file
     if (n === this.root) fail('EIO', 'HEAD has no upper root');
@@ -384,10 +432,10 @@ export class UnionFs implements FuseHandlers {
     else {
       const a = this.lowerAttrs(u);
       const type = a.mode & S_IFMT;
-      w.copyUp(dest, a, type === S_IFREG ? this.checkedForCopy(this.dataOf(u)) : undefined, type === S_IFLNK ? Buffer.from(this.reader.readlink(u.lower!), 'latin1') : undefined);
+      w.copyUp(dest, a, type === S_IFREG ? this.checkedForCopy(this.dataOf(u)) : undefined, type === S_IFLNK ? Buffer.from(this.view.readlink(u), 'latin1') : undefined);
     }
     at(pu.upper!.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
-    const lowerNlink = u.upper ? 1 : this.reader.getattr(u.lower!).nlink;
+    const lowerNlink = u.upper ? 1 : this.view.getattr(u).nlink;
     const fresh = this.refresh(n);
     // a lower dir's attributes were given out with the long lower timeout; merged, its link
     // count is 1 (as the kernel's overlay says), so the kernel must ask again
@@ -430,7 +478,7 @@ export class UnionFs implements FuseHandlers {
 
   /** Whether `name` in p's lower (merged part) exists: removing it then needs a whiteout. */
   private inLower(pu: UnionNode, name: ByteString): boolean {
-    return pu.lower !== undefined && this.reader.lookup(pu.lower, name) !== undefined;
+    return this.view.inBelow(pu, name);
   }
 
   private childOf(p: Node, name: ByteString): UnionNode | undefined {
@@ -441,7 +489,7 @@ export class UnionFs implements FuseHandlers {
   /** A lower path for a redirect: where the lower dir merged into u lives in the base image. */
   private lowerPathOf(n: Node): ByteString | undefined {
     const u = this.resolve(n);
-    if (u.lower === undefined) return undefined;
+    if (!this.view.hasBelow(u)) return undefined;
     if (n === this.root) return '';
     const redirect = u.upper?.entry.redirect;
     if (redirect !== undefined && redirect.startsWith('/')) return redirect;
@@ -505,7 +553,7 @@ export class UnionFs implements FuseHandlers {
       const n = this.node(ino);
       const u = this.resolve(n);
       let entries: DirHandle['entries'];
-      if (!u.upper && u.lower !== undefined) {
+      if (!u.upper && !u.middle && u.lower !== undefined) {
         entries = [];
         for (let off = 0; ;) {
           const batch = this.reader.readdir(u.lower, off, 1024);
@@ -543,7 +591,7 @@ export class UnionFs implements FuseHandlers {
           const attr = entry.attr as Float64Array;
           out.push({ name, next: i + 1, ino: attr[0]!, mode: attr[1]!, entry });
         } else {
-          const known = this.byKey.get(this.keyOf(u, p, e.name));
+          const known = this.nodeFor(this.keyOf(u, p, e.name), p, e.name);
           out.push({ name, next: i + 1, ino: known ? known.stIno : this.stInoOf(u), mode: this.view.getattr(u).mode });
         }
       }
@@ -584,8 +632,9 @@ export class UnionFs implements FuseHandlers {
       }
       const fh = this.nextFh++;
       const f = flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY | C.O_DIRECT);
-      if (u.upper && u.upper.entry.kind !== 'metacopy') {
-        const fd = at(u.upper.path, (p) => backing.open(p, f | C.O_NOFOLLOW));
+      const top = this.view.top(u);
+      if (top && top.entry.kind !== 'metacopy') {
+        const fd = at(top.path, (p) => backing.open(p, f | C.O_NOFOLLOW));
         this.handles.set(fh, { node: n, fd, write });
         if (write) n.writers++;
         return { fh, fd, keepCache: true };
@@ -789,13 +838,11 @@ export class UnionFs implements FuseHandlers {
       if (victim && !isDir && victim.links.length === 1 && victim.nlookup > 0) {
         // the kernel may still use it through an open file: keep what fstat needs
         let orphanFd = -1;
-        if (u!.upper) { try { orphanFd = at(u!.upper.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
+        const top = this.view.top(u!);
+        if (top) { try { orphanFd = at(top.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: u!, orphanFd };
       }
-      if (this.inLower(pu, s)) this.writer!.whiteout(path);
-      else if (u!.upper) {
-        if (isDir) this.writer!.remove(path); else at(path, (p) => unlinkSync(p));
-      }
+      this.writer!.removeName(path, { below: this.inLower(pu, s), inUpper: u!.upper !== undefined, isDir });
       this.removeLink(p, s);
       if (victim && !victim.detached) this.refreshQuiet(victim);
     });
@@ -826,8 +873,7 @@ export class UnionFs implements FuseHandlers {
         if (!srcDir && dstDir) fail('EISDIR');
         if (dstDir && this.view.readdir(du).length > 0) fail('ENOTEMPTY');
         // two names of one file: rename(2) does nothing
-        if (!srcDir && su!.upper && du.upper && su!.upper.entry.stat.ino === du.upper.entry.stat.ino) return;
-        if (!srcDir && !su!.upper && !du.upper && su!.lower === du.lower) return;  // two names of one file: nothing to do
+        if (!srcDir && this.sameFile(su!, du)) return;
       }
       if (p === np && s === ns) return;
       const w = this.writer!;
@@ -839,26 +885,14 @@ export class UnionFs implements FuseHandlers {
       const npu = this.copyUp(np);
       const from = upperChild(pu.upper!.path, s);
       const to = upperChild(npu.upper!.path, ns);
-      const destCoversLower = this.inLower(npu, ns);
-      if (srcDir) {
-        if (lowerPath !== undefined && mu.lower !== undefined) w.setRedirect(from, lowerPath);
-        else if (destCoversLower) w.setOpaque(from);
-      }
-      // what is at the destination in the upper: a whiteout, an emptied dir, a file
-      const v = new Float64Array(ATTR_LEN);
-      if (at(to, (p) => backing.statInto(p, -1, v)) === 0) {
-        const type = v[1]! & S_IFMT;
-        if (type === S_IFDIR) {
-          if (srcDir) w.clearDir(to); else w.remove(to);
-        } else if (srcDir) at(to, (p) => unlinkSync(p));
-      }
       const victim = du ? this.linkedTo(np, ns) : undefined;
       if (victim && !victim.isDir && victim.links.length === 1 && victim.nlookup > 0) {
         let orphanFd = -1;
-        if (du!.upper) { try { orphanFd = at(du!.upper.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
+        const top = this.view.top(du!);
+        if (top) { try { orphanFd = at(top.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: du!, orphanFd };
       }
-      w.rename(from, to, this.inLower(pu, s));
+      w.moveName(from, to, { srcDir, lowerPath, hasBelow: this.view.hasBelow(mu), destBelow: this.inLower(npu, ns), srcBelow: this.inLower(pu, s) });
       // the table follows
       if (victim) this.removeLink(np, ns);
       const i = moved.links.findIndex((l) => l.parent === p && l.name === s);
@@ -887,8 +921,7 @@ export class UnionFs implements FuseHandlers {
     const srcDir = (this.view.getattr(su!).mode & S_IFMT) === S_IFDIR;
     const dstDir = (this.view.getattr(du!).mode & S_IFMT) === S_IFDIR;
     // two names of one file: nothing to do (as vfs_rename)
-    if (!srcDir && !dstDir && su!.upper && du!.upper && su!.upper.entry.stat.ino === du!.upper.entry.stat.ino) return;
-    if (!srcDir && !dstDir && !su!.upper && !du!.upper && su!.lower === du!.lower) return;
+    if (!srcDir && !dstDir && this.sameFile(su!, du!)) return;
     const w = this.writer!;
     const a = this.linkedTo(p, s) ?? this.tempNode(p, s, su!);
     const b = this.linkedTo(np, ns) ?? this.tempNode(np, ns, du!);
@@ -900,15 +933,8 @@ export class UnionFs implements FuseHandlers {
     const pu = this.resolve(p), npu = this.resolve(np);
     const from = upperChild(pu.upper!.path, s);
     const to = upperChild(npu.upper!.path, ns);
-    if (srcDir) {
-      if (aLower !== undefined && au.lower !== undefined) w.setRedirect(from, aLower);
-      else if (this.inLower(npu, ns)) w.setOpaque(from);
-    }
-    if (dstDir) {
-      if (bLower !== undefined && bu.lower !== undefined) w.setRedirect(to, bLower);
-      else if (this.inLower(pu, s)) w.setOpaque(to);
-    }
-    w.rename(from, to, false, RENAME_EXCHANGE);
+    w.exchangeNames({ path: from, dir: srcDir, lowerPath: aLower, hasBelow: this.view.hasBelow(au), landsBelow: this.inLower(npu, ns) },
+      { path: to, dir: dstDir, lowerPath: bLower, hasBelow: this.view.hasBelow(bu), landsBelow: this.inLower(pu, s) });
     // the table follows: a is now np/ns, b is p/s (add first: a dir must not drop out meanwhile)
     this.addLink(a, np, ns);
     this.addLink(b, p, s);
@@ -918,6 +944,13 @@ export class UnionFs implements FuseHandlers {
     if (j >= 0) this.delLink(b, j);
     this.stamp++;
     for (const n of [a, b]) if (n.nlookup === 0 && n.children === 0) this.maybeDrop(n);
+  }
+
+  /** Two names of one file (rename(2) then does nothing): one upper or middle inode, or one image inode. */
+  private sameFile(a: UnionNode, b: UnionNode): boolean {
+    const ta = this.view.top(a), tb = this.view.top(b);
+    if (ta || tb) return ta !== undefined && tb !== undefined && ta.entry.stat.ino === tb.entry.stat.ino;
+    return a.lower === b.lower;
   }
 
   /** A table node for an entry the kernel never looked up (rename needs its links). */
@@ -963,25 +996,16 @@ export class UnionFs implements FuseHandlers {
   // ------------------------------------------------------------------ live commit support
 
   /**
-   * Freezes the tree for a commit: every request waits until `fn` is done. Files open for writing
-   * are set aside first (docs/fuse.md "Live commit"): a copy takes their place in the upper for the
-   * commit to store, the open inode itself is kept in the scratch dir and comes back into the new
-   * upper afterwards, so later writes through open handles land in the new HEAD.
+   * Freezes the tree for an apply: every request waits until `fn` is done, then the view switches
+   * to the new base (`after`) and, when the tree changed, the kernel's caches are invalidated.
    */
-  async frozen<T>(fn: () => Promise<T>, after: (result: T) => { imagePath: string; viewChanged?: boolean } | undefined, options: { setAside?: boolean } = {}): Promise<T> {
+  async frozen<T>(fn: () => Promise<T>, after: (result: T) => { imagePath: string; upperDir: string; viewChanged?: boolean } | undefined): Promise<T> {
     while (this.gate) await this.gate;
     let open!: () => void;
     this.gate = new Promise((r) => { open = r; });
     let inval: Array<[number, Buffer | undefined]> = [];
     try {
-      const kept = options.setAside === false ? [] : this.setAsideWriters();
-      let result: T;
-      try {
-        result = await fn();
-      } catch (err) {
-        this.restoreWriters(kept, false);
-        throw err;
-      }
+      const result = await fn();
       const next = after(result);
       if (next) {
         // the kernel's caches of a view that changed: every name and inode it may hold
@@ -989,9 +1013,9 @@ export class UnionFs implements FuseHandlers {
           inval.push([n.id, undefined]);
           for (const l of n.links) inval.push([l.parent.id, Buffer.from(l.name, 'latin1')]);
         }
-        this.switchBase(next.imagePath);
+        this.switchBase(next.imagePath, next.upperDir);
+        this.setDirFds([]);
       }
-      this.restoreWriters(kept, true);
       return result;
     } finally {
       this.gate = undefined;
@@ -1011,66 +1035,51 @@ export class UnionFs implements FuseHandlers {
   }
 
   /**
-   * Sets aside every upper file open for writing: a copy (one inode) takes each of its names in the
-   * upper, so a hardlinked file is committed as one file with all its names; the open inode is
-   * kept in the scratch dir.
+   * A live commit's split (LiveMount.layer, docs/fuse.md "Live commit"): from now on the view is
+   * the same base with `middle` (the upper being committed) as a read-only layer under `next`,
+   * where writes go. The tree shown does not change, so node keys and the kernel's caches stay.
+   * Returns the time requests were held (ms).
    */
-  private setAsideWriters(): Kept[] {
-    const kept: Kept[] = [];
-    const scratch = Buffer.from(this.opts.scratchDir!);
-    let i = 0;
-    for (const n of new Set([...this.handles.values()].filter((h) => h.write && h.fd >= 0).map((h) => h.node))) {
-      if (n.detached || n.links.length === 0) continue;
-      const u = this.refresh(n);
-      if (!u.upper) continue;
-      const keptAt = upperChild(scratch, `kept.${process.pid}.${i++}`);
-      // a copy with the same attributes takes the file's place (every name of it); the open inode moves aside
-      const copy = upperChild(scratch, `copy.${process.pid}.${i}`);
-      const names = this.upperNamesOf(u.upper.path);
-      const a = { ...this.lowerAttrs(u) };
-      this.writer!.copyUp(copy, a, { kind: 'file', path: u.upper.path });
-      at(u.upper.path, (p) => linkSync(p, keptAt));
-      for (const name of names) {
-        this.keepingParentTimes(upperChild(Buffer.from(this.opts.upperDir!), name), (dest) => this.writer!.linkOver(copy, dest));
-      }
-      unlinkSync(copy);
-      kept.push({ node: n, keptAt, names });
-    }
-    // for a person, should the server die before the files are back: which file was which
-    if (kept.length > 0) {
-      writeFileSync(join(this.opts.scratchDir!, 'kept.json'), JSON.stringify(kept.map((k) => ({
-        file: k.keptAt.toString('latin1'), path: '/' + k.names[0]!.toString('latin1'),
-        ...(k.names.length > 1 ? { also: k.names.slice(1).map((x) => '/' + x.toString('latin1')) } : {}),
-      })), null, 1));
-    }
-    return kept;
+  async layer(middle: string, next: string): Promise<number> {
+    return this.switching(() => {
+      const m = this.dirFd(middle), u = this.dirFd(next);
+      this.view = new UnionView(this.reader, u.path, this.opts.ns, m.path);
+      this.setDirFds([m.fd, u.fd]);
+      this.stamp++;
+    });
+  }
+
+  /** The commit point of a live commit (LiveMount.rebase): the new commit under `upper` (what was `next`). Returns the time requests were held (ms). */
+  async rebase(imagePath: string, upper: string): Promise<number> {
+    return this.switching(() => {
+      const u = this.dirFd(upper);
+      this.switchBase(imagePath, u.path);
+      this.setDirFds([u.fd]);
+    });
+  }
+
+  /** Runs a synchronous switch of the view once no apply holds the gate; the time it took (ms). */
+  private async switching(fn: () => void): Promise<number> {
+    while (this.gate) await this.gate;
+    const t = process.hrtime.bigint();
+    fn();
+    return Number(process.hrtime.bigint() - t) / 1e6;
   }
 
   /**
-   * Every name (relative to the upper root) of the upper file at `path`: the path itself first,
-   * then, for a file with more links, the others found by walking the upper.
+   * A dir of a live commit, held by an fd and reached through /proc/self/fd: the commit engine
+   * exchanges head/ and head.swap by rename while the view uses them, and the view must follow
+   * the dirs, not their names.
    */
-  private upperNamesOf(path: Buffer): Buffer[] {
-    const upperDir = Buffer.from(this.opts.upperDir!);
-    const first = path.subarray(upperDir.length + 1);
-    const st = at(path, (p) => lstatSync(p, { bigint: true }));
-    if (st.nlink <= 1n) return [first];
-    const out: Buffer[] = [first];
-    const walk = (dir: Buffer, rel: Buffer | undefined): void => {
-      for (const d of at(dir, (p) => readdirSync(p, { withFileTypes: true, encoding: 'buffer' }))) {
-        if (out.length >= Number(st.nlink)) return;
-        const name = d.name as unknown as Buffer;
-        const r = rel ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
-        const abs = upperChild(dir, name);
-        if (d.isDirectory()) walk(abs, r);
-        else if (d.isFile() && !r.equals(first)) {
-          const s = at(abs, (p) => lstatSync(p, { bigint: true }));
-          if (s.ino === st.ino && s.dev === st.dev) out.push(r);
-        }
-      }
-    };
-    walk(upperDir, undefined);
-    return out;
+  private dirFd(path: string): { fd: number; path: string } {
+    const fd = openSync(path, C.O_RDONLY | C.O_DIRECTORY);
+    // `/.`: the dir itself (lstat of the magic link alone would see a symlink)
+    return { fd, path: `/proc/self/fd/${fd}/.` };
+  }
+
+  private setDirFds(fds: number[]): void {
+    for (const fd of this.dirFds) closeSync(fd);
+    this.dirFds = fds;
   }
 
   /** Runs fn(path) and puts back the times of path's parent dir, as a copy-up does. */
@@ -1108,46 +1117,19 @@ export class UnionFs implements FuseHandlers {
     }
   }
 
-  private restoreWriters(kept: Kept[], committed: boolean): void {
-    const upperDir = Buffer.from(this.opts.upperDir!);
-    for (const k of kept) {
-      if (!committed) {
-        // the commit failed: the open inode goes back where it was, at every name
-        for (const name of k.names.slice(1)) this.keepingParentTimes(upperChild(upperDir, name), (d) => this.writer!.linkOver(k.keptAt, d));
-        this.keepingParentTimes(upperChild(upperDir, k.names[0]!), (d) => this.writer!.rename(k.keptAt, d, false));
-      } else {
-        this.placeAt(k.keptAt, k.names.map((x) => x.toString('latin1')));
-      }
-      this.refreshQuiet(k.node);
-    }
-    if (kept.length > 0) rmSync(join(this.opts.scratchDir!, 'kept.json'), { force: true });
-  }
-
-  /** After a commit or apply: serve the new base under the (new, emptied) upper; node ids and st_ino stay. */
-  private switchBase(imagePath: string): void {
+  /** After a commit or apply: serve the new base under `upperDir` (new or kept); node ids and st_ino stay. */
+  private switchBase(imagePath: string, upperDir: string): void {
     const source = new FileSource(imagePath, { cacheBlocks: 8192 });
     const reader = ImageReader.open(source);
     this.source.close();
     this.source = source;
     this.reader = reader;
-    this.view = new UnionView(reader, this.opts.upperDir!, this.opts.ns);
+    this.view = new UnionView(reader, upperDir, this.opts.ns);
     this.epoch++;
     this.stamp++;
-    this.byKey.clear();
-    const nodes = [...this.byId.values()].sort((a, b) => a.id - b.id);
-    for (const n of nodes) {
-      this.notOpenable(n);  // the new base may have other data at this name
-      if (n === this.root) { n.u = undefined; continue; }
-      if (n.detached) continue;
-      try {
-        const u = this.resolve(n);
-        n.key = this.keyOfNode(n, u);
-        this.byKey.set(n.key, n);
-      } catch {
-        n.u = undefined;
-        n.key = `gone${n.id}`;
-      }
-    }
+    // keys are recomputed when met (nodeFor): this switch holds requests, and the table may be large
+    for (const n of this.byId.values()) this.notOpenable(n);  // the new base may have other data at this name
+    this.root.u = undefined;
   }
 
   /**
@@ -1185,6 +1167,7 @@ export class UnionFs implements FuseHandlers {
   }
 
   close(): void {
+    this.setDirFds([]);
     this.source.close();
   }
 }

@@ -2,7 +2,7 @@
 // mountpoint, or end one. The server does the mounting; these wait for it like `stratum mount`.
 //
 // Public surface: kernelMount, KernelMountOptions, kernelUnmount.
-import { startMount, stopMount } from '../fuse/client.js';
+import { startMount, stopMount } from '../mount/client.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
 import { checkKernelMode } from './support.js';
 

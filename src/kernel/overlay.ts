@@ -23,6 +23,7 @@
 import { closeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CONTROL_DIR_NAME } from '../mount/control.js';
 import {
   AT_FDCWD, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MS_NODEV, MS_NOSUID, MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_RDONLY, MS_REMOUNT, OPEN_TREE_CLONE,
   fsconfigCreate, fsconfigString, fsmount, fsopen, mount, moveMount, openTree, umount2,
@@ -45,7 +46,8 @@ export interface OverlaySpec {
   allowDev?: boolean;
 }
 
-export const CONTROL_NAME = '.stratum';
+/** The control files' dir at the mount's root: the one name both servers use. */
+export const CONTROL_NAME = CONTROL_DIR_NAME;
 
 export class KernelOverlay {
   private seq = 0;

@@ -2,7 +2,7 @@
 // `stratum mount --mode kernel` like the FUSE server and with the same command line. The kernel
 // serves every read and write; this process owns the mount around them: it mounts the overlay
 // (overlay.ts), serves the control files on <mountpoint>/.stratum (a small FUSE filesystem,
-// src/fuse/control.ts), commits and applies live by replacing the overlay, and unmounts on
+// src/mount/control.ts), commits and applies live by replacing the overlay, and unmounts on
 // SIGTERM. When the control files' mount goes away (unmount, umount -l), the server takes the
 // overlay down too and exits 0.
 //
@@ -12,8 +12,8 @@
 import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ControlFs, controlMountOptions } from '../fuse/control-fs.js';
-import { type ServeOptions, checkMountFlags, mountStatus, parseApplyRequest, serverMain } from '../fuse/server.js';
+import { ControlFs, controlMountOptions } from '../mount/control-fs.js';
+import { type ServeOptions, checkMountFlags, log, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
 import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
@@ -34,10 +34,6 @@ function timed(fn: () => void): number {
   const t = process.hrtime.bigint();
   fn();
   return Number(process.hrtime.bigint() - t) / 1e6;
-}
-
-function log(message: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }
 
 /** Serves one kernel mount until it goes away; resolves with 0 after a clean end. */

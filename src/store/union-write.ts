@@ -203,6 +203,56 @@ export class UpperWriter {
     for (const name of at(path, (p) => readdirSync(p, { encoding: 'buffer' }) as Buffer[])) this.remove(child(path, name));
   }
 
+  /**
+   * Removes a name from the merged view, the upper path `dest` standing for it (its parent copied
+   * up): a name that exists below the upper (`below`) must stay deleted there, so it becomes a
+   * whiteout; otherwise its upper entry (`inUpper`) simply goes (a dir with the whiteouts it holds).
+   */
+  removeName(dest: Buffer, o: { below: boolean; inUpper: boolean; isDir: boolean }): void {
+    if (o.below) this.whiteout(dest);
+    else if (o.inUpper) {
+      if (o.isDir) this.remove(dest);
+      else at(dest, (d) => unlinkSync(d));
+    }
+  }
+
+  /**
+   * rename(2) of a merged-view name whose entry is copied up at `from` to the upper path `to` (its
+   * parent copied up), as overlayfs does it: a dir merging a lower dir gets an absolute redirect to
+   * it (`lowerPath`, when `hasBelow`), a pure upper dir landing on a name that exists below
+   * (`destBelow`) gets opaque; whatever the upper holds at `to` (a whiteout, a dir of whiteouts
+   * the view shows empty, a file) makes way; a whiteout stays at `from` when the source name
+   * exists below (`srcBelow`). Table and caches are the caller's.
+   */
+  moveName(from: Buffer, to: Buffer, o: { srcDir: boolean; lowerPath: ByteString | undefined; hasBelow: boolean; destBelow: boolean; srcBelow: boolean }): void {
+    if (o.srcDir) {
+      if (o.lowerPath !== undefined && o.hasBelow) this.setRedirect(from, o.lowerPath);
+      else if (o.destBelow) this.setOpaque(from);
+    }
+    const v = new Float64Array(15);
+    if (at(to, (t) => backing.statInto(t, -1, v)) === 0) {
+      if ((v[1]! & S_IFMT) === S_IFDIR) {
+        if (o.srcDir) this.clearDir(to);
+        else this.remove(to);
+      } else if (o.srcDir) at(to, (t) => unlinkSync(t));
+    }
+    this.rename(from, to, o.srcBelow);
+  }
+
+  /**
+   * rename(2) with RENAME_EXCHANGE of two copied-up entries: each dir merging a lower dir gets an
+   * absolute redirect to it, a pure upper dir landing on a name that exists below gets opaque;
+   * both names stay occupied, so no whiteout is needed.
+   */
+  exchangeNames(a: { path: Buffer; dir: boolean; lowerPath: ByteString | undefined; hasBelow: boolean; landsBelow: boolean }, b: { path: Buffer; dir: boolean; lowerPath: ByteString | undefined; hasBelow: boolean; landsBelow: boolean }): void {
+    for (const x of [a, b]) {
+      if (!x.dir) continue;
+      if (x.lowerPath !== undefined && x.hasBelow) this.setRedirect(x.path, x.lowerPath);
+      else if (x.landsBelow) this.setOpaque(x.path);
+    }
+    this.rename(a.path, b.path, false, RENAME_EXCHANGE);
+  }
+
   /** rename(2) leaving a whiteout where the source was, when the name must stay deleted below. */
   rename(from: Buffer, to: Buffer, leaveWhiteout: boolean, flags = 0): void {
     at(from, (f) => at(to, (t) => renameat2(f, t, flags | (leaveWhiteout ? RENAME_WHITEOUT : 0))));

@@ -141,28 +141,124 @@ export interface UnionNode {
   /** The upper entry that decides this path, if the upper has one. */
   upper?: { path: Buffer; entry: UpperEntry };
   /**
+   * The read-only middle layer's entry below the upper (a live commit's old upper, while it is
+   * committed), if there is a middle layer and it has one: for dirs the middle dir merged in,
+   * for metacopy upper files the middle file with the data, for entries the upper lacks the
+   * entry itself.
+   */
+  middle?: { path: Buffer; entry: UpperEntry };
+  /**
    * Image nid: for directories the lower dir merged in (none when opaque or new), for metacopy
    * files the lower file with the data, for lower-only entries the entry itself.
    */
   lower?: number;
 }
 
-export class UnionView {
-  private readonly lower: Lower<number>;
-  private readonly upperRoot: Buffer;
+/** What lies below the upper at one path: the middle layer's entry and the image's (either may be absent). */
+interface Below {
+  middle?: { path: Buffer; entry: UpperEntry };
+  lower?: number;
+}
 
+export class UnionView {
+  private readonly image: Lower<number>;
+  /** The layers below the upper (middle over image), as one lower: redirects and opaque dirs resolve through it. */
+  private readonly below: Lower<Below>;
+  private readonly upperRoot: Buffer;
+  private readonly middleRoot: Buffer | undefined;
+
+  /**
+   * `middleDir`: a read-only upper-format dir between the upper and the image (a live commit's
+   * old upper): kernel overlayfs' rules for a lower dir layer (whiteouts, opaque dirs, redirects
+   * into the image, metacopy files with their data in the image). The upper's redirects and
+   * opaque dirs speak about middle and image together, as overlayfs' do about all lower layers.
+   */
   constructor(
     readonly reader: ImageReader,
     upperDir: string,
     readonly ns: XattrNamespace,
+    middleDir?: string,
   ) {
-    this.lower = imageLower(reader);
+    this.image = imageLower(reader);
     this.upperRoot = Buffer.from(upperDir);
+    this.middleRoot = middleDir === undefined ? undefined : Buffer.from(middleDir);
+    const rootBelow: Below = { lower: reader.rootNid };
+    if (this.middleRoot) {
+      const stat = lstatOrUndefined(this.middleRoot);
+      if (stat && (Number(stat.mode) & S_IFMT) === S_IFDIR) rootBelow.middle = { path: this.middleRoot, entry: readUpperEntry(this.middleRoot, stat, ns, 'overlay') };
+    }
+    this.below = {
+      root: rootBelow,
+      child: (dir, name) => this.childBelow(dir, name),
+      isDir: (b) => (this.modeBelow(b) & S_IFMT) === S_IFDIR,
+      isReg: (b) => (this.modeBelow(b) & S_IFMT) === S_IFREG,
+    };
+  }
+
+  /** Whether this view has a middle layer (a live commit is under way). */
+  get layered(): boolean {
+    return this.middleRoot !== undefined;
+  }
+
+  private modeBelow(b: Below): number {
+    if (b.middle) return Number(b.middle.entry.stat.mode);
+    return b.lower === undefined ? 0 : this.reader.getattr(b.lower).mode;
+  }
+
+  /** `name` in the layers below the upper (middle over image), from what lies below its parent. */
+  private childBelow(dir: Below, name: ByteString): Below | undefined {
+    if (dir.middle) {
+      if (dir.middle.entry.kind !== 'dir') return undefined;
+      const path = join(dir.middle.path, name);
+      const stat = lstatOrUndefined(path);
+      if (stat) {
+        const entry = readUpperEntry(path, stat, this.ns, 'overlay');
+        if (entry.kind === 'whiteout') return undefined;
+        const b: Below = { middle: { path, entry } };
+        const lower = entry.kind === 'dir' ? lowerDirOf(this.image, entry, name, dir.lower) : entry.kind === 'metacopy' ? lowerDataOf(this.image, entry, name, dir.lower) : undefined;
+        if (entry.kind === 'metacopy' && lower === undefined) throw new StratumError('CORRUPT_STORE', `${display(path)} is a metacopy upper file whose data is not in the base commit`);
+        if (lower !== undefined) b.lower = lower;
+        return b;
+      }
+    }
+    if (dir.lower === undefined) return undefined;
+    const nid = this.reader.lookup(dir.lower, name);
+    return nid === undefined ? undefined : { lower: nid };
+  }
+
+  private static belowOf(node: UnionNode): Below | undefined {
+    if (node.middle === undefined && node.lower === undefined) return undefined;
+    const b: Below = {};
+    if (node.middle) b.middle = node.middle;
+    if (node.lower !== undefined) b.lower = node.lower;
+    return b;
+  }
+
+  private static withBelow(node: UnionNode, b: Below | undefined): UnionNode {
+    if (b?.middle) node.middle = b.middle;
+    if (b?.lower !== undefined) node.lower = b.lower;
+    return node;
+  }
+
+  /** The entry of the topmost dir layer that has one (upper, else middle): it decides attributes and data. */
+  top(node: UnionNode): { path: Buffer; entry: UpperEntry } | undefined {
+    return node.upper ?? node.middle;
+  }
+
+  /** Whether `name` exists below the upper in dir (middle or image): removing it then needs a whiteout. */
+  inBelow(dir: UnionNode, name: ByteString): boolean {
+    const b = UnionView.belowOf(dir);
+    return b !== undefined && this.below.isDir(b) && this.childBelow(b, name) !== undefined;
+  }
+
+  /** Whether anything lies below the upper at this node (a dir merged with a lower one, a lower file). */
+  hasBelow(node: UnionNode): boolean {
+    return node.middle !== undefined || node.lower !== undefined;
   }
 
   root(): UnionNode {
     const stat = lstatOrUndefined(this.upperRoot);
-    const node: UnionNode = { path: '/', lower: this.reader.rootNid };
+    const node = UnionView.withBelow({ path: '/' }, this.below.root);
     if (stat && (Number(stat.mode) & S_IFMT) === S_IFDIR) node.upper = { path: this.upperRoot, entry: readUpperEntry(this.upperRoot, stat, this.ns, 'overlay') };
     return node;
   }
@@ -178,6 +274,7 @@ export class UnionView {
     if (name.length > NAME_MAX) throw Object.assign(new Error(`ENAMETOOLONG: a name of ${name.length} bytes`), { code: 'ENAMETOOLONG', errno: -osConstants.errno.ENAMETOOLONG });
     if (!this.isDir(dir)) return undefined;
     const path = dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
+    const dirBelow = dir.upper && dir.upper.entry.kind !== 'dir' ? undefined : UnionView.belowOf(dir);
     if (dir.upper) {
       const upperPath = join(dir.upper.path, name);
       const stat = lstatOrUndefined(upperPath);
@@ -185,15 +282,14 @@ export class UnionView {
         const entry = readUpperEntry(upperPath, stat, this.ns, 'overlay');
         if (entry.kind === 'whiteout') return undefined;
         const node: UnionNode = { path, upper: { path: upperPath, entry } };
-        const lower = entry.kind === 'dir' ? lowerDirOf(this.lower, entry, name, dir.lower) : entry.kind === 'metacopy' ? lowerDataOf(this.lower, entry, name, dir.lower) : undefined;
-        if (entry.kind === 'metacopy' && lower === undefined) throw new StratumError('CORRUPT_STORE', `${display(upperPath)} is a metacopy upper file whose data is not in the base commit`);
-        if (lower !== undefined) node.lower = lower;
-        return node;
+        const below = entry.kind === 'dir' ? lowerDirOf(this.below, entry, name, dirBelow) : entry.kind === 'metacopy' ? lowerDataOf(this.below, entry, name, dirBelow) : undefined;
+        if (entry.kind === 'metacopy' && below === undefined) throw new StratumError('CORRUPT_STORE', `${display(upperPath)} is a metacopy upper file whose data is not in the base commit`);
+        return UnionView.withBelow(node, below);
       }
     }
-    if (dir.lower === undefined) return undefined;
-    const nid = this.reader.lookup(dir.lower, name);
-    return nid === undefined ? undefined : { path, lower: nid };
+    if (dirBelow === undefined) return undefined;
+    const b = this.childBelow(dirBelow, name);
+    return b === undefined ? undefined : UnionView.withBelow({ path }, b);
   }
 
   /** Resolves a `/`-separated path from the root. */
@@ -208,8 +304,9 @@ export class UnionView {
   }
 
   getattr(node: UnionNode): UnionAttr {
-    if (node.upper) {
-      const s = node.upper.entry.stat;
+    const top = this.top(node);
+    if (top) {
+      const s = top.entry.stat;
       return { mode: Number(s.mode), uid: Number(s.uid), gid: Number(s.gid), nlink: Number(s.nlink), size: Number(s.size), rdev: Number(s.rdev), ...mtimeOf(s) };
     }
     const a: InodeAttr = this.reader.getattr(node.lower!);
@@ -220,14 +317,19 @@ export class UnionView {
   readdir(dir: UnionNode): ByteString[] {
     const names = new Set<ByteString>();
     const shadowed = new Set<ByteString>();
-    if (dir.upper && dir.upper.entry.kind === 'dir') {
-      for (const name of readdirBytes(dir.upper.path)) {
+    // each dir layer, top down: its entries hide the same names below; its whiteouts show nothing
+    const layers = [dir.upper, dir.middle].filter((l) => l !== undefined);
+    let opaque = false;
+    for (const layer of layers) {
+      if (layer.entry.kind !== 'dir') { opaque = true; break; }
+      for (const name of readdirBytes(layer.path)) {
+        if (shadowed.has(name)) continue;
         shadowed.add(name);
-        const stat = lstatOrUndefined(join(dir.upper.path, name));
-        if (stat && readUpperEntry(join(dir.upper.path, name), stat, this.ns, 'overlay').kind !== 'whiteout') names.add(name);
+        const stat = lstatOrUndefined(join(layer.path, name));
+        if (stat && readUpperEntry(join(layer.path, name), stat, this.ns, 'overlay').kind !== 'whiteout') names.add(name);
       }
     }
-    if (dir.lower !== undefined && (!dir.upper || dir.upper.entry.kind === 'dir')) {
+    if (dir.lower !== undefined && !opaque) {
       for (let offset = 0; ;) {
         const batch = this.reader.readdir(dir.lower, offset, 1024);
         if (batch.length === 0) break;
@@ -239,18 +341,21 @@ export class UnionView {
   }
 
   readlink(node: UnionNode): ByteString {
-    if (node.upper) return readlinkBytes(node.upper.path);
+    const top = this.top(node);
+    if (top) return readlinkBytes(top.path);
     return this.reader.readlink(node.lower!);
   }
 
   xattrs(node: UnionNode): Xattr[] {
-    if (node.upper) return visibleXattrs(node.upper.entry.raw, this.ns);
+    const top = this.top(node);
+    if (top) return visibleXattrs(top.entry.raw, this.ns);
     return this.reader.xattrs(node.lower!);
   }
 
   content(node: UnionNode): ContentSource {
     if ((this.getattr(node).mode & S_IFMT) !== S_IFREG) throw new StratumError('USAGE', `${display(Buffer.from(node.path, 'latin1'))} is not a regular file`);
     if (node.upper && node.upper.entry.kind !== 'metacopy') return { kind: 'upper', path: node.upper.path };
+    if (node.middle && node.middle.entry.kind !== 'metacopy') return { kind: 'upper', path: node.middle.path };
     const nid = node.lower!;
     const digest = this.reader.objectOf(nid);
     if (digest) return { kind: 'object', digest };

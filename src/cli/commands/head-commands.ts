@@ -9,7 +9,7 @@ import { commitHead } from '../../store/commands/commit.js';
 import { initLabel } from '../../store/commands/init.js';
 import { StratumError } from '../../store/error.js';
 import { checkLabel, parseRef } from '../../store/names.js';
-import { applyThroughMount, commitThroughMount, mountedHead } from '../../fuse/client.js';
+import { applyThroughMount, commitThroughMount, mountedHead } from '../../mount/client.js';
 import { checkMode, checkMountpoint, mountIn } from './mount.js';
 import { requireLabel } from './store-commands.js';
 import type { Context } from '../context.js';

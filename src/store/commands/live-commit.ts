@@ -19,6 +19,7 @@ import { promises as fsp } from 'node:fs';
 import { StratumError } from '../error.js';
 import { checkLabel, checkTag } from '../names.js';
 import { keepInUpper, mergeKept, openWriters } from '../open-writers.js';
+import type { MountState } from '../mount-state.js';
 import type { Store } from '../store.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lgetxattr, llistxattr } from '../../native/xattr.js';
@@ -44,13 +45,19 @@ export interface LiveCommitResult extends CommitResult {
   keptWriters: number;
 }
 
-export async function commitLive(store: Store, options: { label: string; tag?: string | undefined; mount: LiveMount }): Promise<LiveCommitResult> {
+/**
+ * `server`: the serving process this commit runs for, when it runs in a process of its own (the
+ * FUSE server commits in a child, so its requests are not held by the commit's CPU work): HEAD
+ * must be that server's, recorded live in `state`.
+ */
+export async function commitLive(store: Store, options: { label: string; tag?: string | undefined; mount: LiveMount; server?: { pid: number; state: MountState } }): Promise<LiveCommitResult> {
   const label = checkLabel(options.label);
   if (options.tag !== undefined) checkTag(options.tag);
   const { mount } = options;
   return store.lock.with('exclusive', async () => {
     const paths = headPaths(store, label);
-    await refuseMountedUpper(paths, label, store.root);
+    if (options.server === undefined) await refuseMountedUpper(paths, label, store.root);
+    else await servedBy(store, label, options.server);
     await finishPending(store, label, mount);
     const head = await store.heads.read(label);
     if (!head) throw new StratumError('NOT_FOUND', `label ${label} has no HEAD`);
@@ -84,6 +91,12 @@ export async function commitLive(store: Store, options: { label: string; tag?: s
     const result = await finishLiveCommit(store, paths, { ...journal, kept, switched: true }, rebaseAt(store, label, mount), { linkObjects: sealed });
     return { ...result, keptWriters: kept.length };
   });
+}
+
+/** HEAD of `label` is served by `server` (alive, recorded in its mount state): else BUSY. */
+async function servedBy(store: Store, label: string, server: { pid: number; state: MountState }): Promise<void> {
+  const heads = (await server.state.live(store.root, label)).filter((e) => e.ref === 'HEAD');
+  if (!heads.some((e) => e.pid === server.pid)) throw new StratumError('BUSY', `HEAD of ${label} is not served by process ${server.pid} any more`);
 }
 
 /** The step hook that puts the overlay on the new commit at the commit point. */

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { lgetxattr, lsetxattr } from '../../src/native/xattr.js';
 import { UpperWriter } from '../../src/store/union-write.js';
 import { readUpperEntry } from '../../src/store/upper.js';
-import { tempDir } from './mounts.js';
+import { tmpdir } from 'node:os';
 
 // UpperWriter without a mount: each change leaves exactly what kernel overlayfs would read back.
 const isRoot = process.getuid?.() === 0;
@@ -17,7 +17,7 @@ const B = (p: string) => Buffer.from(p);
 const entry = (p: string) => readUpperEntry(B(p), fs.lstatSync(p, { bigint: true }), ns, 'overlay');
 
 test.before.each(() => {
-  dir = tempDir('stratum-uw-');
+  dir = fs.mkdtempSync(join(tmpdir(), 'stratum-uw-'));
   upper = join(dir, 'upper');
   fs.mkdirSync(upper);
   w = new UpperWriter(ns, join(dir, 'work', 'fuse'));
@@ -92,6 +92,58 @@ test('files a live commit set aside survive a restart: the scratch dir moves ins
   assert.ok(again.preserved);
   assert.is(fs.readFileSync(join(again.preserved!, 'kept.1.0'), 'utf8'), 'late writes');
   assert.equal(fs.readdirSync(scratch), []);
+});
+
+test('removeName: a name that exists below becomes a whiteout; an upper-only file or dir (with its whiteouts) just goes', () => {
+  fs.writeFileSync(join(upper, 'below'), 'x');
+  w.removeName(B(join(upper, 'below')), { below: true, inUpper: true, isDir: false });
+  if (isRoot) assert.is(entry(join(upper, 'below')).kind, 'whiteout');
+  w.removeName(B(join(upper, 'lower-only')), { below: true, inUpper: false, isDir: false });
+  if (isRoot) assert.is(entry(join(upper, 'lower-only')).kind, 'whiteout', 'a lower-only name gets a whiteout too');
+  fs.writeFileSync(join(upper, 'mine'), 'x');
+  w.removeName(B(join(upper, 'mine')), { below: false, inUpper: true, isDir: false });
+  assert.not.ok(fs.existsSync(join(upper, 'mine')), 'an upper-only file leaves no trace');
+  fs.mkdirSync(join(upper, 'd'));
+  if (isRoot) w.whiteout(B(join(upper, 'd', 'gone')));
+  w.removeName(B(join(upper, 'd')), { below: false, inUpper: true, isDir: true });
+  assert.not.ok(fs.existsSync(join(upper, 'd')), 'an upper-only dir goes with the whiteouts it held');
+});
+
+test('moveName: a merged dir gets an absolute redirect, a pure upper dir over a lower name gets opaque, the source name a whiteout when it exists below', () => {
+  fs.mkdirSync(join(upper, 'merged'));
+  fs.mkdirSync(join(upper, 'fresh'));
+  w.moveName(B(join(upper, 'merged')), B(join(upper, 'merged2')), { srcDir: true, lowerPath: '/merged', hasBelow: true, destBelow: false, srcBelow: true });
+  assert.is(entry(join(upper, 'merged2')).redirect, '/merged');
+  assert.not.ok(entry(join(upper, 'merged2')).opaque);
+  if (isRoot) assert.is(entry(join(upper, 'merged')).kind, 'whiteout', 'the old name stays deleted below');
+  w.moveName(B(join(upper, 'fresh')), B(join(upper, 'over')), { srcDir: true, lowerPath: undefined, hasBelow: false, destBelow: true, srcBelow: false });
+  assert.ok(entry(join(upper, 'over')).opaque, 'a new dir landing on a lower name hides it');
+  assert.is(entry(join(upper, 'over')).redirect, undefined);
+  assert.not.ok(fs.existsSync(join(upper, 'fresh')), 'no whiteout for an upper-only source');
+  // a file over a file the upper has: replaced; over a dir the view shows empty (whiteouts only): cleared
+  fs.writeFileSync(join(upper, 'a'), 'a');
+  fs.writeFileSync(join(upper, 'b'), 'b');
+  w.moveName(B(join(upper, 'a')), B(join(upper, 'b')), { srcDir: false, lowerPath: undefined, hasBelow: false, destBelow: false, srcBelow: false });
+  assert.is(fs.readFileSync(join(upper, 'b'), 'utf8'), 'a');
+  if (isRoot) {
+    fs.mkdirSync(join(upper, 'src'));
+    fs.mkdirSync(join(upper, 'emptied'));
+    w.whiteout(B(join(upper, 'emptied', 'x')));
+    w.moveName(B(join(upper, 'src')), B(join(upper, 'emptied')), { srcDir: true, lowerPath: undefined, hasBelow: false, destBelow: true, srcBelow: false });
+    assert.equal(fs.readdirSync(join(upper, 'emptied')), [], 'the whiteouts of the dir it replaced are gone');
+    assert.ok(entry(join(upper, 'emptied')).opaque);
+  }
+});
+
+test('exchangeNames: both names stay occupied (no whiteout); each merged dir gets its redirect', () => {
+  fs.mkdirSync(join(upper, 'x'));
+  fs.writeFileSync(join(upper, 'x', 'in-x'), '');
+  fs.mkdirSync(join(upper, 'y'));
+  w.exchangeNames({ path: B(join(upper, 'x')), dir: true, lowerPath: '/x', hasBelow: true, landsBelow: true },
+    { path: B(join(upper, 'y')), dir: true, lowerPath: undefined, hasBelow: false, landsBelow: true });
+  assert.ok(fs.existsSync(join(upper, 'y', 'in-x')), 'x is at y now');
+  assert.is(entry(join(upper, 'y')).redirect, '/x', 'and still merges the lower /x');
+  assert.ok(entry(join(upper, 'x')).opaque, 'the pure upper dir landing on x (a lower name) hides it');
 });
 
 test.run();
