@@ -88,7 +88,11 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
     const first = Buffer.from(writers[0]!.names[0]!, 'hex').toString();
     throw new StratumError('BUSY', `${writers.length} file${writers.length === 1 ? '' : 's'} of HEAD's upper ${writers.length === 1 ? 'is' : 'are'} open for writing outside a stratum mount (e.g. /${first}, through a mount that was detached while busy); close ${writers.length === 1 ? 'it' : 'them'} and commit again`);
   }
-  let prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
+  // The base's Merkle cache, read once: both paths start from it, and a missing one costs time only.
+  const baseMeta = await store.commits.metadata(head.base);
+  const cached = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
+  if (!cached && process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write('no usable Merkle cache for the base: the full path hashes every leaf\n');
+  let prepared = (cached && (await prepareFast(store, head, paths, baseMeta, cached))) ?? (await prepareFull(store, head, paths, cached));
   if (prepared.upperEntries === 0 && rootOwnerOnly(store, head, prepared.root)) prepared = await unchangedBase(store, head.base, paths, prepared);
   fastPath = prepared.fast;
   await step('merged');
@@ -147,8 +151,8 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   await step('image');
   await rollForward(store, paths, (await readJournal(paths))!, step);
   await ensureUpper(store, { ...head, base: id });
-  // the next commit's fast path starts from this cache (a cache: no fsync, checked when read)
-  await writeMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
+  // the next commit starts from this cache (checked when read; a failure here costs only time)
+  await writeMerkleCache(store.tmp, join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
   return result;
 }
 
@@ -187,21 +191,16 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
 }
 
 /** The general path: base tree ⊕ upper, laid out and written whole. */
-async function prepareFull(store: Store, head: HeadState, paths: HeadPaths): Promise<Prepared> {
-  const merged = mergeUpper(baseTree(store, head.base), paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
+async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
+  const base = baseTree(store, head.base);
+  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
   const contents = await hashContents(merged.pending);
-  const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base);
+  const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
   return { id, meta, image, cache, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
 }
 
 /** The edits-only path (head-patch.ts), or undefined when it does not apply. */
-async function prepareFast(store: Store, head: HeadState, paths: HeadPaths): Promise<Prepared | undefined> {
-  const baseMeta = await store.commits.metadata(head.base);
-  const cache = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
-  if (!cache) {
-    if (process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write('fast path refused: no Merkle cache for the base\n');
-    return undefined;
-  }
+async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, baseMeta: CommitMetadata, cache: MerkleCache): Promise<Prepared | undefined> {
   const baseImage = readFileSync(store.commits.imagePath(head.base));
   const reader = ImageReader.open(bufferSource(baseImage));
   const scan = scanEdits(reader, paths.upper, head.xattrNamespace);

@@ -75,6 +75,9 @@ export interface PlanNode {
   nameFilter: number;
   /** First data block, when nBlocks > 0. */
   blkaddr: number;
+  /** The tree inode this node was made from (none for the root's whiteout stubs): lets a commit
+   * recognise a subtree it already knows the Merkle leaves of (head/build.ts). */
+  source: Inode | undefined;
 }
 
 export interface Plan {
@@ -156,7 +159,15 @@ function newPlanNode(n: Inode): PlanNode {
     symlink: type === S_IFLNK ? bytesOf(n.symlinkTarget!) : undefined,
     external, chunkBits, chunkCount, xattrs: [], dirents: undefined,
     ino: 0, nid: 0, compact: false, ipad: 0, nBlocks: 0, tailSize: 0, xattrSize: 0, nShared: 0, nameFilter: 0, blkaddr: 0,
+    source: n,
   };
+}
+
+/** A whiteout stub of the root: made by the writer, from no inode of the tree. */
+function stubNode(n: Inode): PlanNode {
+  const p = newPlanNode(n);
+  p.source = undefined;
+  return p;
 }
 
 /** Builds working nodes for every primary entry and applies the overlayfs rewrite. */
@@ -235,7 +246,7 @@ function rewrite(tree: Tree, version: number): Work {
     if (names.has(name)) continue;
     const r = root.plan;
     const stub: Work = {
-      plan: newPlanNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
+      plan: stubNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
       xattrs: new Map(),
       children: [],
       budget: 0,
