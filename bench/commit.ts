@@ -1,6 +1,7 @@
 // npm run bench:commit — commit of 1, 100 and 10 000 changed files on HEADs of 10k and 100k files,
 // beside a full re-import of the merged tree (what the seed's mkcomposefs approach costs: read,
-// hash and lay out every file). Per size: the full import, then per change count the median
+// hash and lay out every file). Commits of new, deleted or renamed names take the full path, with
+// the leaves of untouched files from the base's Merkle cache. Per size: the full import, then per change count the median
 // commit time (of 3, 1 for 10 000), its phases, and the ratio to the full import. The changes are
 // edits of existing files (new content), so after the first commit they take the fast path
 // (head-patch.ts); the first commit after the import is timed apart (full path), and so are
@@ -87,7 +88,7 @@ try {
     console.log(`HEAD of ${n.toLocaleString('en')} files: full import ${ms(importMs)}, full re-import (objects present) ${ms(reimportMs)}`);
     await ensureUpper(store, (await store.heads.read('app'))!);
     const upper = headPaths(store, 'app').upper;
-    // The first commit after an import has no Merkle cache and takes the full path; time it apart.
+    // The first commit after an import (its new file takes the full path, from the Merkle cache the import left); timed apart.
     writeFileSync(join(upper, 'warm-up'), 'x');
     const tw = performance.now();
     const warm = await commitHead(store, { label: 'app' });

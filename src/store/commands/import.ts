@@ -7,7 +7,10 @@ import { StratumError } from '../error.js';
 import { objectPath, type Tree } from '../image/tree.js';
 import type { CommitMetadata } from '../metadata.js';
 import { ImportCache } from '../import-cache.js';
+import { join } from 'node:path';
 import { buildHeadCommit } from '../head/build.js';
+import { MERKLE_CACHE_FILE, writeMerkleCache } from '../head/edits.js';
+import { headPaths } from '../head/paths.js';
 import { checkLabel, checkTag } from '../names.js';
 import { display } from '../paths.js';
 import { readSourceTree, splitNs, type PendingFile } from '../source.js';
@@ -57,7 +60,7 @@ export async function importDirectory(store: Store, dir: string, options: Import
   // shared: imports may run side by side; gc takes the lock exclusively and waits for them
   return store.lock.with('shared', async () => {
     const newObjects = await storeContents(store, source.pending, options.onProgress);
-    const { id, meta, image } = buildCommit(source.tree);
+    const { id, meta, image, cache } = buildHeadCommit(source.tree);
     if (taken?.kind === 'id' && taken.id !== id) throw tagTaken();
     const newCommit = await store.commits.add(image, meta);
     const tags = [id];
@@ -67,6 +70,8 @@ export async function importDirectory(store: Store, dir: string, options: Import
       tags.push(tag);
     }
     const head = await store.heads.createIfAbsent(label, id);
+    // the new HEAD's first commit starts from its base's Merkle cache (a failure costs only time)
+    if (head) await writeMerkleCache(store.tmp, join(headPaths(store, label).labelDir, MERKLE_CACHE_FILE), cache).catch(() => undefined);
     return { id, label, tags, newCommit, newObjects, files: meta.files.count, bytes: meta.files.totalSize, head };
   });
 }
