@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { buildHeadCommit } from '../head/build.js';
 import { MERKLE_CACHE_FILE, writeMerkleCache } from '../head/edits.js';
 import { headPaths } from '../head/paths.js';
+import { TREE_CACHE_FILE, writeTreeCache } from '../head/tree-cache.js';
 import { checkLabel, checkTag } from '../names.js';
 import { display } from '../paths.js';
 import { readSourceTree, splitNs, type PendingFile } from '../source.js';
@@ -71,7 +72,11 @@ export async function importDirectory(store: Store, dir: string, options: Import
     }
     const head = await store.heads.createIfAbsent(label, id);
     // the new HEAD's first commit starts from its base's Merkle cache (a failure costs only time)
-    if (head) await writeMerkleCache(store.tmp, join(headPaths(store, label).labelDir, MERKLE_CACHE_FILE), cache).catch(() => undefined);
+    if (head) {
+      const labelDir = headPaths(store, label).labelDir;
+      await writeMerkleCache(store.tmp, join(labelDir, MERKLE_CACHE_FILE), cache).catch(() => undefined);
+      await writeTreeCache(store.tmp, join(labelDir, TREE_CACHE_FILE), id, source.tree).catch(() => undefined);
+    }
     return { id, label, tags, newCommit, newObjects, files: meta.files.count, bytes: meta.files.totalSize, head };
   });
 }

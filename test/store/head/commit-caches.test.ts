@@ -11,6 +11,8 @@ import { importDirectory } from '../../../src/store/commands/import.js';
 import { verify } from '../../../src/store/commands/verify.js';
 import { buildHeadCommit } from '../../../src/store/head/build.js';
 import { MERKLE_CACHE_FILE, readMerkleCache } from '../../../src/store/head/edits.js';
+import { TREE_CACHE_FILE, decodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
+import { writeImage } from '../../../src/store/image/write.js';
 import { mergeUpper } from '../../../src/store/union.js';
 import { S_IFCHR, mknod } from '../../../src/native/files.js';
 import { lsetxattr } from '../../../src/native/xattr.js';
@@ -19,11 +21,12 @@ import type { CommitMetadata } from '../../../src/store/metadata.js';
 import { Store } from '../../../src/store/store.js';
 import { commitByReadBack } from '../../helpers/readback.js';
 
-// The base's Merkle cache (refs/<label>/head.merkle) lets a full-path commit (new, deleted or
-// renamed names) take the leaves of every untouched path from the base instead of hashing them.
-// What it must never do: change what a commit is. Each test commits the same change with a good
-// cache, a bad cache or none, and holds the result to the reference (image written, read back
-// and hashed the way `verify` does) and to `verify`.
+// HEAD's caches of its base: the Merkle cache (refs/<label>/head.merkle) lets a full-path commit
+// (new, deleted or renamed names) take the leaves of every untouched path from the base instead
+// of hashing them; the tree cache (head.tree) spares it parsing the base image. What they must
+// never do: change what a commit is. Each test commits the same change with good caches, a bad
+// cache or none, and holds the result to the reference (image written, read back and hashed the
+// way `verify` does) and to `verify`.
 
 function makeSource(dir: string): void {
   for (let d = 0; d < 4; d++) {
@@ -50,7 +53,7 @@ function pinTimes(dir: string): void {
 }
 
 /** A store with HEAD `app` on the imported source, one commit made so the cache exists. */
-async function setup(work: string, name: string): Promise<{ store: Store; upper: string; cacheFile: string }> {
+async function setup(work: string, name: string): Promise<{ store: Store; upper: string; cacheFile: string; treeFile: string }> {
   const store = await Store.open(join(work, name), { create: true });
   await importDirectory(store, join(work, 'src'), { label: 'app' });
   await ensureUpper(store, (await store.heads.read('app'))!);
@@ -59,8 +62,13 @@ async function setup(work: string, name: string): Promise<{ store: Store; upper:
   pinTimes(upper);
   await commitHead(store, { label: 'app' });
   const cacheFile = join(headPaths(store, 'app').labelDir, MERKLE_CACHE_FILE);
+  const treeFile = join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE);
   assert.ok(existsSync(cacheFile), 'a commit leaves the Merkle cache of its commit');
-  return { store, upper, cacheFile };
+  const base = (await store.heads.read('app'))!.base;
+  const cached = readTreeCache(treeFile, base);
+  assert.ok(cached, 'a full-path commit leaves the tree cache of its commit');
+  assert.ok(Buffer.from(writeImage(cached!)).equals(readFileSync(store.commits.imagePath(base))), 'the cached tree writes the commit image');
+  return { store, upper, cacheFile, treeFile };
 }
 
 /** One added, one deleted and one renamed file, as the kernel leaves them in the upper. */
@@ -101,6 +109,7 @@ test('added, deleted and renamed files: the commit through the cache is the comm
     const a = await setup(work, 'a');
     const b = await setup(work, 'b');
     rmSync(b.cacheFile);
+    rmSync(b.treeFile);
     const parent = (await a.store.heads.read('app'))!.base;
     await change(a.store, a.upper);
     await change(b.store, b.upper);
@@ -115,36 +124,64 @@ test('added, deleted and renamed files: the commit through the cache is the comm
     writeFileSync(join(a.upper, 'd0', 'another.dat'), 'x'.repeat(200));
     const again = await commitHead(a.store, { label: 'app' });
     await expectReference(a.store, again.id, ra.id, 'second commit through the cache');
+    assert.ok(Buffer.from(writeImage(readTreeCache(a.treeFile, again.id)!)).equals(readFileSync(a.store.commits.imagePath(again.id))), 'the tree cache follows HEAD');
   }));
 
 for (const [what, damage] of [
   ['a flipped byte', (f: string): void => { const b = readFileSync(f); b[b.length - 40] ^= 1; writeFileSync(f, b); }],
   ['a truncated file', (f: string): void => truncateSync(f, Math.floor(statSync(f).size / 2))],
   ['an empty file', (f: string): void => truncateSync(f, 0)],
-  ['a header only', (f: string): void => truncateSync(f, 72)],
+  ['72 bytes left (a Merkle cache header)', (f: string): void => truncateSync(f, 72)],
+  ['68 bytes left (a tree cache header)', (f: string): void => truncateSync(f, 68)],
 ] as const) {
-  test(`a cache with ${what} is refused, and the commit is still the reference`, () =>
-    withWork(async (work) => {
-      const { store, upper, cacheFile } = await setup(work, 'store');
-      const parent = (await store.heads.read('app'))!.base;
-      damage(cacheFile);
-      assert.is(readMerkleCache(cacheFile, parent, await store.commits.metadata(parent)), undefined, 'refused');
-      await change(store, upper);
-      const r = await commitHead(store, { label: 'app' });
-      await expectReference(store, r.id, parent, what);
-      assert.ok(readMerkleCache(cacheFile, r.id, await store.commits.metadata(r.id)), 'a good cache replaces it');
-    }));
+  for (const which of ['Merkle', 'tree'] as const) {
+    test(`a ${which} cache with ${what} is refused, and the commit is still the reference`, () =>
+      withWork(async (work) => {
+        const { store, upper, cacheFile, treeFile } = await setup(work, 'store');
+        const parent = (await store.heads.read('app'))!.base;
+        if (which === 'Merkle') {
+          damage(cacheFile);
+          assert.is(readMerkleCache(cacheFile, parent, await store.commits.metadata(parent)), undefined, 'refused');
+        } else {
+          damage(treeFile);
+          assert.is(readTreeCache(treeFile, parent), undefined, 'refused');
+        }
+        await change(store, upper);
+        const r = await commitHead(store, { label: 'app' });
+        await expectReference(store, r.id, parent, what);
+        assert.ok(readMerkleCache(cacheFile, r.id, await store.commits.metadata(r.id)), 'a good Merkle cache replaces it');
+        assert.ok(readTreeCache(treeFile, r.id), 'a good tree cache replaces it');
+      }));
+  }
 }
 
-test("another commit's cache is not used", () =>
+test('a tree cache whose body is changed and its checksum fixed up is still caught by its structure, or writes the same image', () =>
+  withWork(async (work) => {
+    // not a defence against a hostile cache (the checksum is for accidents), but decoding must
+    // stay bounded: any byte changed gives a miss or a tree, never a hang or a crash
+    const { store, treeFile } = await setup(work, 'store');
+    const base = (await store.heads.read('app'))!.base;
+    const good = readFileSync(treeFile);
+    for (let i = 68; i < good.length; i += Math.max(1, Math.floor(good.length / 300))) {
+      const bad = Buffer.from(good);
+      bad[i] ^= 0xff;
+      createHash('sha256').update(bad.subarray(68)).digest().copy(bad, 36);
+      decodeTree(bad, base);
+    }
+  }));
+
+test("another commit's caches are not used", () =>
   withWork(async (work) => {
     const { store, upper, cacheFile } = await setup(work, 'store');
     const parent = (await store.heads.read('app'))!.base;
     const stale = readFileSync(cacheFile);
+    const staleTree = readFileSync(join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE));
     // one more commit: the saved cache now belongs to HEAD's previous base
     writeFileSync(join(upper, 'second'), 'second commit');
     const second = await commitHead(store, { label: 'app' });
     writeFileSync(cacheFile, stale);
+    writeFileSync(join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE), staleTree);
+    assert.is(readTreeCache(join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE), second.id), undefined, 'tree cache refused: written for another commit');
     assert.is(readMerkleCache(cacheFile, second.id, await store.commits.metadata(second.id)), undefined, 'refused: written for another commit');
     assert.not.equal(second.id, parent);
     await change(store, upper);
@@ -176,29 +213,35 @@ test('the cache is taken for untouched files only, never for directories', () =>
     assert.is(build(tamper('/d3')), good, 'a changed directory: hashed again');
   }));
 
-test('kill -9 while the cache is written leaves no half file that is used later', async () => {
+for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} cache is written leaves no half file that is used later`, async () => {
   const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-kill-'));
   try {
     const store = await Store.open(join(work, 'store'), { create: true });
-    const dest = join(work, 'head.merkle');
+    const dest = join(work, kind === 'merkle' ? MERKLE_CACHE_FILE : TREE_CACHE_FILE);
     const id = 'ab'.repeat(32);
     const n = 200_000;
     const paths = Array.from({ length: n }, (_, i) => `/dir/file-${String(i).padStart(8, '0')}`);
     const summary = summaryOf(merkleLevels(paths.map((p) => createHash('sha256').update(p).digest())));
     const meta: CommitMetadata = { merkleRoot: summary.root, metadataHash: id, timestamp: '', files: { count: n, totalSize: 0 }, merkle: { leafCount: n, treeDepth: summary.depth } };
-    const worker = join(dirname(fileURLToPath(import.meta.url)), 'merkle-cache-worker.js');
+    const worker = join(dirname(fileURLToPath(import.meta.url)), 'cache-worker.js');
     let sawFile = 0;
     for (let round = 0; round < 6; round++) {
-      const child = spawn(process.execPath, [worker, store.root, dest, id, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [worker, store.root, kind, dest, id, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
       await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
       await new Promise((r) => setTimeout(r, 50 + round * 97));
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
       if (existsSync(dest)) {
         sawFile++;
-        const got = readMerkleCache(dest, id, meta);
-        assert.ok(got, `round ${round}: the file in place is whole`);
-        assert.is(got!.paths.length, n);
+        if (kind === 'merkle') {
+          const got = readMerkleCache(dest, id, meta);
+          assert.ok(got, `round ${round}: the file in place is whole`);
+          assert.is(got!.paths.length, n);
+        } else {
+          const got = readTreeCache(dest, id);
+          assert.ok(got, `round ${round}: the file in place is whole`);
+          assert.is(got!.root.children!.size, n);
+        }
       }
     }
     assert.ok(sawFile > 0, 'the worker got to write at least once');
