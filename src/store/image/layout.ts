@@ -265,17 +265,26 @@ function hasSourceWhiteout(inode: Inode, seen: Set<Inode>): boolean {
   return false;
 }
 
-function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>): PlanXattr[] {
+/** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
+interface NameInfo { index: number; suffix: Uint8Array; filterBit: number }
+
+function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString, NameInfo>): PlanXattr[] {
   const out: PlanXattr[] = [];
   for (const [name, value] of xattrs) {
     if (value.length > 0xffff) bad(`xattr ${JSON.stringify(name)} value too long`);
-    let index = 0;
-    let rest = name;
-    for (const [prefix, i] of XATTR_PREFIXES) {
-      if (name.startsWith(prefix)) { index = i; rest = name.slice(prefix.length); break; }
+    let info = names.get(name);
+    if (info === undefined) {
+      let index = 0;
+      let rest = name;
+      for (const [prefix, i] of XATTR_PREFIXES) {
+        if (name.startsWith(prefix)) { index = i; rest = name.slice(prefix.length); break; }
+      }
+      if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
+      const suffix = bytesOf(rest);
+      info = { index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
+      names.set(name, info);
     }
-    if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
-    out.push({ name, value, index, suffix: bytesOf(rest), sharedOffset: -1 });
+    out.push({ name, value, index: info.index, suffix: info.suffix, sharedOffset: -1 });
   }
   return out.sort(byName);
 }
@@ -298,13 +307,14 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   let minSec = root.plan.mtimeSec;
   let minNsec = root.plan.mtimeNsec;
   let hasAcl = false;
+  const names = new Map<ByteString, NameInfo>();
   for (let qi = 0; qi < queue.length; qi++) {
     const { work, parent } = queue[qi]!;
     const p = work.plan;
     p.ino = qi;
     nodes.push(p);
     if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) { minSec = p.mtimeSec; minNsec = p.mtimeNsec; }
-    p.xattrs = toPlanXattrs(work.xattrs);
+    p.xattrs = toPlanXattrs(work.xattrs, names);
     if (work.xattrs.has('system.posix_acl_access') || work.xattrs.has('system.posix_acl_default')) hasAcl = true;
     if ((p.mode & S_IFMT) === S_IFDIR) {
       const entries: Array<{ name: ByteString; plan: PlanNode; queued: Work | undefined }> = [
@@ -330,13 +340,16 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   if (nodes.length > 0xffffffff) bad('too many inodes');
 
   // Shared xattrs: every (name, value) used by more than one inode, in descending canonical order.
-  const counts = new Map<string, { x: PlanXattr; count: number; offset: number }>();
+  type Count = { x: PlanXattr; count: number; offset: number };
+  const counts = new Map<string, Count>();
+  const countOf: Count[] = []; // per xattr of every node, in order: its (name, value) pair's count
   for (const p of nodes) {
     for (const x of p.xattrs) {
       const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
-      const e = counts.get(key);
+      let e = counts.get(key);
       if (e) e.count++;
-      else counts.set(key, { x, count: 1, offset: -1 });
+      else counts.set(key, (e = { x, count: 1, offset: -1 }));
+      countOf.push(e);
     }
   }
   const shared = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => {
@@ -347,12 +360,12 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   let sharedXattrSize = 0;
   for (const e of shared) { e.offset = sharedXattrSize; sharedXattrSize += entrySize(e.x); }
   if (shared.length > 0) {
+    let k = 0;
     for (const p of nodes) {
       let n = 0;
       for (const x of p.xattrs) {
-        if (n >= EROFS_XATTR_LONG_PREFIX) break;
-        const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
-        const e = counts.get(key)!;
+        const e = countOf[k++]!;
+        if (n >= EROFS_XATTR_LONG_PREFIX) continue;
         if (e.count > 1) { x.sharedOffset = e.offset; n++; }
       }
     }
@@ -372,7 +385,7 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
     for (const x of p.xattrs) {
       if (x.sharedOffset >= 0) p.nShared++;
       else unsharedSize += entrySize(x);
-      filter |= 1 << (xxh32(x.suffix, (EROFS_XATTR_FILTER_SEED + x.index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1));
+      filter |= names.get(x.name)!.filterBit;
     }
     p.nameFilter = (~filter) >>> 0;
     p.xattrSize = p.nShared === 0 && unsharedSize === 0 ? 0 : roundUp(EROFS_XATTR_IBODY_HEADER_SIZE + p.nShared * 4 + unsharedSize, 4);

@@ -16,8 +16,7 @@ const paths = Array.from({ length: n }, (_, i) => `/dir/file-${String(i).padStar
 const levels = merkleLevels(paths.map((p) => createHash('sha256').update(p).digest()));
 const tree = { root: newInode({ mode: S_IFDIR | 0o755 }) };
 for (const p of paths) tree.root.children!.set(p.slice(5), { inode: newInode({ mode: S_IFREG | 0o644, content: Buffer.from(p) }), hardlink: false });
+const write = (): Promise<void> => (kind === 'merkle' ? writeMerkleCache(store.tmp, dest!, { id: id!, paths, levels }) : writeTreeCache(store.tmp, dest!, id!, tree));
+await write(); // one whole file in place: what follows are replacements, killed somewhere in them
 process.stdout.write('ready\n');
-for (;;) {
-  if (kind === 'merkle') await writeMerkleCache(store.tmp, dest!, { id: id!, paths, levels });
-  else await writeTreeCache(store.tmp, dest!, id!, tree);
-}
+for (;;) await write();
