@@ -23,7 +23,7 @@ import { type PendingContent, mergeUpper } from '../union.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { anyLengthAsync } from '../../native/files.js';
 import { digestBuffer, digestFd } from '../../native/verity.js';
-import { baseTree, commitRoot } from './base.js';
+import { baseTree, commitRoot, requireImage } from './base.js';
 import { buildHeadCommit } from './build.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './edits.js';
 import { type CommitStep, readJournal, rollForward, writeJournal } from './journal.js';
@@ -89,6 +89,7 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
     const first = Buffer.from(writers[0]!.names[0]!, 'hex').toString();
     throw new StratumError('BUSY', `${writers.length} file${writers.length === 1 ? '' : 's'} of HEAD's upper ${writers.length === 1 ? 'is' : 'are'} open for writing outside a stratum mount (e.g. /${first}, through a mount that was detached while busy); close ${writers.length === 1 ? 'it' : 'them'} and commit again`);
   }
+  requireImage(store, head.base);
   // The base's Merkle cache, read once: both paths start from it, and a missing one costs time only.
   const baseMeta = await store.commits.metadata(head.base);
   const cached = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
