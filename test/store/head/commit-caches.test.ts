@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { existsSync, linkSync, lstatSync, lutimesSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, lutimesSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -20,6 +20,7 @@ import { merkleLevels, summaryOf } from '../../../src/store/merkle.js';
 import type { CommitMetadata } from '../../../src/store/metadata.js';
 import { Store } from '../../../src/store/store.js';
 import { commitByReadBack } from '../../helpers/readback.js';
+import { giveTo, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../../helpers/user.js';
 
 // HEAD's caches of its base: the Merkle cache (refs/<label>/head.merkle) lets a full-path commit
 // (new, deleted or renamed names) take the leaves of every untouched path from the base instead
@@ -241,6 +242,49 @@ for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} 
         assert.is(got!.root.children!.size, n);
       }
     }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
+const noUser = userTestsUnavailable();
+(noUser ? test.skip : test)('as an ordinary user: the caches are the user\'s own, and commits through them verify', async () => {
+  if (noUser) return console.log(`skipped: ${noUser}`);
+  const user = testUser();
+  const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-user-'));
+  try {
+    chmodSync(work, 0o755);
+    makeSource(join(work, 'src'));
+    giveTo(user, work);
+    const storeDir = join(work, 'store');
+    const env = { env: { STRATUM_STORE: storeDir } };
+    const run = (args: string[]): string => {
+      const r = stratumAsUser(user, args, env);
+      assert.is(r.status, 0, `stratum ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    run(['import', join(work, 'src'), '--label', 'app']);
+    const store = await Store.open(storeDir);
+    const labelDir = headPaths(store, 'app').labelDir;
+    for (const f of [MERKLE_CACHE_FILE, TREE_CACHE_FILE]) {
+      const st = statSync(join(labelDir, f));
+      assert.is(st.uid, user.uid, `${f} is the user's`);
+      assert.is(st.mode & 0o777, 0o600, `${f} is private`);
+    }
+    await ensureUpper(store, (await store.heads.read('app'))!);
+    giveTo(user, labelDir);
+    for (const round of [1, 2]) {
+      const made = shAsUser(user, `mkdir -p ${labelDir}/head/d${round} && echo added ${round} > ${labelDir}/head/d${round}/new-${round}.txt && head -c 300 /dev/urandom > ${labelDir}/head/big-${round}`);
+      assert.is(made.status, 0, made.stderr);
+      run(['commit', 'app']);
+      const base = (await store.heads.read('app'))!.base;
+      const tree = readTreeCache(join(labelDir, TREE_CACHE_FILE), base);
+      assert.ok(tree, `round ${round}: the tree cache names the new base`);
+      assert.ok(Buffer.from(writeImage(tree!)).equals(readFileSync(store.commits.imagePath(base))), `round ${round}: and writes its image`);
+      assert.ok(readMerkleCache(join(labelDir, MERKLE_CACHE_FILE), base, await store.commits.metadata(base)), `round ${round}: the Merkle cache names the new base`);
+    }
+    const verified = stratumAsUser(user, ['verify'], env);
+    assert.is(verified.status, 0, verified.stdout + verified.stderr);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
