@@ -227,7 +227,10 @@ for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} 
     const worker = join(dirname(fileURLToPath(import.meta.url)), 'cache-worker.js');
     for (let round = 0; round < 6; round++) {
       const child = spawn(process.execPath, [worker, store.root, kind, dest, id, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.once('data', () => resolve());
+        child.once('exit', (code) => reject(new Error(`the cache worker exited (${code}) before it was ready`)));
+      });
       await new Promise((r) => setTimeout(r, 50 + round * 97));
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
