@@ -1,6 +1,8 @@
 // npm run bench:commit — commit of 1, 100 and 10 000 changed files on HEADs of 10k and 100k files,
 // beside a full re-import of the merged tree (what the seed's mkcomposefs approach costs: read,
-// hash and lay out every file). Per size: the full import, then per change count the median
+// hash and lay out every file). Full-path commits also print their CPU time (this process: the
+// figure to compare on a shared, loaded machine). Commits of new, deleted or renamed names take the full path, with
+// the leaves of untouched files from the base's Merkle cache. Per size: the full import, then per change count the median
 // commit time (of 3, 1 for 10 000), its phases, and the ratio to the full import. The changes are
 // edits of existing files (new content), so after the first commit they take the fast path
 // (head-patch.ts); the first commit after the import is timed apart (full path), and so are
@@ -53,6 +55,11 @@ async function makeSource(root: string, n: number): Promise<string[]> {
   return paths;
 }
 
+/** CPU time of this process since `from` (user + system): steadier than wall time on a shared machine. */
+const cpuMs = (from: NodeJS.CpuUsage): number => {
+  const u = process.cpuUsage(from);
+  return (u.user + u.system) / 1000;
+};
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number): string => (x < 10 ? x.toFixed(1) : x.toFixed(0)).padStart(6) + ' ms';
 
@@ -87,7 +94,7 @@ try {
     console.log(`HEAD of ${n.toLocaleString('en')} files: full import ${ms(importMs)}, full re-import (objects present) ${ms(reimportMs)}`);
     await ensureUpper(store, (await store.heads.read('app'))!);
     const upper = headPaths(store, 'app').upper;
-    // The first commit after an import has no Merkle cache and takes the full path; time it apart.
+    // The first commit after an import (its new file takes the full path, from the Merkle cache the import left); timed apart.
     writeFileSync(join(upper, 'warm-up'), 'x');
     const tw = performance.now();
     const warm = await commitHead(store, { label: 'app' });
@@ -120,19 +127,22 @@ try {
     }
     for (const added of [1, 100]) {
       const times: number[] = [];
+      const cpus: number[] = [];
       let phases = '';
       for (let r = 0; r < 3; r++) {
         round++;
         for (let i = 0; i < added; i++) writeFileSync(join(upper, `new-${round}-${i}.dat`), bytes(500, round * 7 + i));
+        const cpu0 = process.cpuUsage();
         const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
         const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
         times.push(performance.now() - marks[0]![1]);
+        cpus.push(cpuMs(cpu0));
         const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
         phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
         if (result.fastPath) throw new Error('a new name took the fast path');
       }
       const t = median(times);
-      console.log(`  commit of ${String(added).padStart(6)} added:   ${ms(t)} [full path] (${phases})  ratio to full re-import ${(t / reimportMs).toFixed(3)}, to full import ${(t / importMs).toFixed(3)}`);
+      console.log(`  commit of ${String(added).padStart(6)} added:   ${ms(t)} (cpu ${ms(median(cpus)).trim()}) [full path] (${phases})  ratio to full re-import ${(t / reimportMs).toFixed(3)}, to full import ${(t / importMs).toFixed(3)}`);
     }
     // One deleted and one renamed file, as the kernel leaves them in the upper: a whiteout (char
     // 0/0) for the old name; for a rename, a metacopy file at the new name redirecting to the old.
@@ -140,6 +150,7 @@ try {
     let victim = 0;
     for (const kind of ['deleted', 'renamed'] as const) {
       const times: number[] = [];
+      const cpus: number[] = [];
       let phases = '';
       for (let r = 0; r < 3; r++) {
         round++;
@@ -154,15 +165,17 @@ try {
           lsetxattr(to, `${ns}.overlay.metacopy`, new Uint8Array(0));
           lsetxattr(to, `${ns}.overlay.redirect`, Buffer.from(`/${p}`));
         }
+        const cpu0 = process.cpuUsage();
         const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
         const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
         times.push(performance.now() - marks[0]![1]);
+        cpus.push(cpuMs(cpu0));
         const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
         phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
         if (result.deletions !== 1 || result.unchanged) throw new Error(`expected one deletion, got ${result.deletions}`);
       }
       const t = median(times);
-      console.log(`  commit of      1 ${kind}: ${ms(t)} [full path] (${phases})  ratio to full re-import ${(t / reimportMs).toFixed(3)}, to full import ${(t / importMs).toFixed(3)}`);
+      console.log(`  commit of      1 ${kind}: ${ms(t)} (cpu ${ms(median(cpus)).trim()}) [full path] (${phases})  ratio to full re-import ${(t / reimportMs).toFixed(3)}, to full import ${(t / importMs).toFixed(3)}`);
     }
     rmSync(src, { recursive: true, force: true });
     rmSync(store.root, { recursive: true, force: true });

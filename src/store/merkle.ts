@@ -9,8 +9,9 @@
 // docs/commits.md has the exact leaf encoding.
 //
 // Three producers, one definition: `verify` and bundles walk the image as read back
-// (merkleOfImage), a commit hashes the leaves of the writer's plan (head-image.ts) and an
-// edits-only commit updates the base's cached levels (updateLeaf).
+// (merkleOfImage), a commit hashes the leaves of the writer's plan (head/build.ts; those of
+// untouched files come from the base's Merkle cache) and an edits-only commit updates the base's
+// cached levels (updateLeaf).
 //
 // Public surface: LeafAttr, leafData, leafHash, merkleLevels, summaryOf, updateLeaf, merkleRoot,
 // merkleOfImage, MerkleSummary, TreeStats.

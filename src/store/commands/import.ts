@@ -7,7 +7,11 @@ import { StratumError } from '../error.js';
 import { objectPath, type Tree } from '../image/tree.js';
 import type { CommitMetadata } from '../metadata.js';
 import { ImportCache } from '../import-cache.js';
+import { join } from 'node:path';
 import { buildHeadCommit } from '../head/build.js';
+import { MERKLE_CACHE_FILE, writeMerkleCache } from '../head/edits.js';
+import { headPaths } from '../head/paths.js';
+import { TREE_CACHE_FILE, writeTreeCache } from '../head/tree-cache.js';
 import { checkLabel, checkTag } from '../names.js';
 import { display } from '../paths.js';
 import { readSourceTree, splitNs, type PendingFile } from '../source.js';
@@ -57,7 +61,7 @@ export async function importDirectory(store: Store, dir: string, options: Import
   // shared: imports may run side by side; gc takes the lock exclusively and waits for them
   return store.lock.with('shared', async () => {
     const newObjects = await storeContents(store, source.pending, options.onProgress);
-    const { id, meta, image } = buildCommit(source.tree);
+    const { id, meta, image, cache } = buildHeadCommit(source.tree);
     if (taken?.kind === 'id' && taken.id !== id) throw tagTaken();
     const newCommit = await store.commits.add(image, meta);
     const tags = [id];
@@ -67,6 +71,12 @@ export async function importDirectory(store: Store, dir: string, options: Import
       tags.push(tag);
     }
     const head = await store.heads.createIfAbsent(label, id);
+    // the new HEAD's first commit starts from its base's Merkle cache (a failure costs only time)
+    if (head) {
+      const labelDir = headPaths(store, label).labelDir;
+      await writeMerkleCache(store.tmp, join(labelDir, MERKLE_CACHE_FILE), cache).catch(() => undefined);
+      await writeTreeCache(store.tmp, join(labelDir, TREE_CACHE_FILE), id, source.tree).catch(() => undefined);
+    }
     return { id, label, tags, newCommit, newObjects, files: meta.files.count, bytes: meta.files.totalSize, head };
   });
 }

@@ -1,8 +1,8 @@
 // HEAD's base commit, read: as a whole Tree (what a full commit merges the upper into) or just
 // its root's attributes (what a fresh upper must carry).
 //
-// Public surface: baseTree, commitRoot.
-import { readFileSync } from 'node:fs';
+// Public surface: baseTree, commitRoot, requireImage.
+import { readFileSync, statSync } from 'node:fs';
 import { IMAGE_FILE } from '../commits.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import { imageTreeFromBytes } from '../image/image-tree.js';
@@ -28,8 +28,24 @@ export function baseTree(store: Store, id: string): Tree {
   try {
     bytes = readFileSync(store.commits.imagePath(id));
   } catch (err) {
-    if (isSystemError(err, 'ENOENT')) throw new StratumError('NOT_FOUND', `commit ${id} has no image (${IMAGE_FILE} is missing); restore it from where the store was synced, or \`stratum verify\``);
-    throw wrapSystemError(err, `reading commit ${id}`);
+    throw missingImage(err, id);
   }
   return imageTreeFromBytes(bytes);  // the reader's whole mode: bounds- and cycle-checked
+}
+
+/**
+ * NOT_FOUND (one line) when the base commit's image is gone: a commit refuses to build on it
+ * even when HEAD's caches would let it (the store needs repair first).
+ */
+export function requireImage(store: Store, id: string): void {
+  try {
+    statSync(store.commits.imagePath(id));
+  } catch (err) {
+    throw missingImage(err, id);
+  }
+}
+
+function missingImage(err: unknown, id: string): StratumError {
+  if (isSystemError(err, 'ENOENT')) return new StratumError('NOT_FOUND', `commit ${id} has no image (${IMAGE_FILE} is missing); restore it from where the store was synced, or \`stratum verify\``);
+  return wrapSystemError(err, `reading commit ${id}`);
 }

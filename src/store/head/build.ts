@@ -2,26 +2,37 @@
 // the counts come straight from the writer's plan (every position decided), with the leaves the
 // image reader would give (src/store/merkle.ts defines them and the tree; `verify` recomputes them from the
 // image, and the tests hold both to the same result). Same output as import's buildCommit, at a
-// fraction of the cost on large trees.
+// fraction of the cost on large trees. Given the base's Merkle cache, the leaves of untouched
+// files come from it (KnownLeaves), so a commit hashes only what changed, plus the directories.
 //
-// Public surface: buildHeadCommit.
+// Public surface: buildHeadCommit, KnownLeaves.
 import { digestBuffer } from '../../native/verity.js';
 import { fsverityDigest } from '../digest.js';
 import { OVERLAY_METACOPY, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isWhiteout, shownXattrName } from '../image/erofs.js';
 import { type Plan, type PlanNode, layout } from '../image/layout.js';
-import type { ByteString, Tree } from '../image/tree.js';
+import type { ByteString, Inode, Tree } from '../image/tree.js';
 import { emit, storedSize } from '../image/write.js';
 import { type MerkleSummary, type TreeStats, leafHash, merkleLevels, summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
-import type { MerkleCache } from './edits.js';
+import { type MerkleCache, findPath } from './edits.js';
 
 const EMPTY_DIGEST = fsverityDigest(new Uint8Array(0));
 
-export function buildHeadCommit(tree: Tree, parent?: string): { id: string; meta: CommitMetadata; image: Uint8Array; cache: MerkleCache } {
+/**
+ * What a commit already knows of its base: the base tree as merged into `tree` (mergeUpper shares
+ * the inodes of every subtree the upper did not touch) and the base's Merkle cache. A leaf whose
+ * inode is the very inode the base had at the same path is taken from the cache, not rehashed.
+ */
+export interface KnownLeaves {
+  base: Tree;
+  cache: MerkleCache;
+}
+
+export function buildHeadCommit(tree: Tree, parent?: string, known?: KnownLeaves): { id: string; meta: CommitMetadata; image: Uint8Array; cache: MerkleCache } {
   const plan = layout(tree);
   const image = emit(plan);
   const id = digestBuffer(image);
-  const { merkle, stats, paths, levels } = planMerkle(plan);
+  const { merkle, stats, paths, levels } = planMerkle(plan, known);
   const meta: CommitMetadata = {
     merkleRoot: merkle.root,
     metadataHash: id,
@@ -63,34 +74,51 @@ function contentDigest(p: PlanNode): string {
   return p.content && p.content.length > 0 ? fsverityDigest(p.content) : EMPTY_DIGEST;
 }
 
-function planMerkle(plan: Plan): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
+function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
   const leaves: Array<{ path: ByteString; hash: Buffer }> = [];
   const counted = new Set<PlanNode>();
   let totalSize = 0;
-  const leaf = (path: ByteString, p: PlanNode): void => {
+  const cachedPaths = known?.cache.paths;
+  const cachedLeaves = known?.cache.levels[0];
+  /**
+   * The base's leaf for `path` if the base had this very inode there: its leaf is then unchanged.
+   * Never for a directory: its i_size (in its leaf) depends on where the layout puts its tail,
+   * which moves with any change before it in the image.
+   */
+  const cachedLeaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): Buffer | undefined => {
+    if (baseInode === undefined || p.source !== baseInode || !cachedPaths || (p.mode & S_IFMT) === S_IFDIR) return undefined;
+    const i = findPath(cachedPaths, path);
+    return i < 0 ? undefined : cachedLeaves![i];
+  };
+  const leaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): void => {
     const type = p.mode & S_IFMT;
-    let digest = '';
-    if (type === S_IFREG) {
-      digest = contentDigest(p);
-      if (!counted.has(p)) {
-        counted.add(p);
-        totalSize += p.size;
-      }
+    if (type === S_IFREG && !counted.has(p)) {
+      counted.add(p);
+      totalSize += p.size;
     }
+    const hit = cachedLeaf(path, p, baseInode);
+    if (hit) {
+      leaves.push({ path, hash: hit });
+      return;
+    }
+    const digest = type === S_IFREG ? contentDigest(p) : '';
     const target = type === S_IFLNK ? Buffer.from(p.symlink!).toString('latin1') : '';
     leaves.push({ path, hash: leafHash(path, attrOf(p), target, visible(p), digest) });
   };
   const root = plan.nodes[0]!;
-  leaf('/', root);
-  const stack: Array<{ p: PlanNode; path: ByteString }> = [{ p: root, path: '' }];
+  leaf('/', root, undefined); // the root always differs (its whiteout stubs, the upper's root)
+  // Each directory is walked beside the base directory at the same path, if any.
+  const stack: Array<{ p: PlanNode; path: ByteString; base: Inode | undefined }> = [{ p: root, path: '', base: known?.base.root }];
   while (stack.length > 0) {
-    const { p, path } = stack.pop()!;
+    const { p, path, base } = stack.pop()!;
     for (const d of p.dirents!) {
       const n = d.name;
       if ((n.length === 1 && n[0] === 0x2e) || (n.length === 2 && n[0] === 0x2e && n[1] === 0x2e) || isHidden(d.node)) continue;
-      const childPath = `${path}/${Buffer.from(n.buffer, n.byteOffset, n.byteLength).toString('latin1')}`;
-      leaf(childPath, d.node);
-      if ((d.node.mode & S_IFMT) === S_IFDIR) stack.push({ p: d.node, path: childPath });
+      const name = Buffer.from(n.buffer, n.byteOffset, n.byteLength).toString('latin1');
+      const childPath = `${path}/${name}`;
+      const baseChild = base?.children?.get(name)?.inode;
+      leaf(childPath, d.node, baseChild);
+      if ((d.node.mode & S_IFMT) === S_IFDIR) stack.push({ p: d.node, path: childPath, base: baseChild });
     }
   }
   leaves.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

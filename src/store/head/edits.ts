@@ -8,14 +8,17 @@
 // both paths on random edits.
 //
 // The Merkle cache (refs/<label>/head.merkle) belongs to HEAD's current base: sorted leaf paths
-// and every level of the Merkle tree. It is a cache: not fsynced, checked against the commit's
-// metadata before use, rewritten after every commit.
+// and every level of the Merkle tree. Both paths use it: this one updates its levels along the
+// edited leaves, the full one (build.ts) takes every leaf the change did not touch from it. It
+// is written whole (tmp/, fsync, rename) and checked before use: the commit id in its header,
+// a sha256 of its body, and its root against the commit's metadata; any doubt and it is ignored.
 //
 // Public surface: scanEdits, EditScan, Edit, patchImage, MerkleCache, readMerkleCache,
 // writeMerkleCache, MERKLE_CACHE_FILE.
 import { lstatSync, readFileSync, readdirSync, type BigIntStats } from 'node:fs';
 import { anyLength } from '../../native/files.js';
-import { writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { type TmpArea, writeFileAtomic } from '../tmp.js';
 import { LCFS_RECOMMENDED_INLINE_CONTENT_MAX, S_IFDIR, S_IFMT, S_IFREG } from '../image/erofs.js';
 import { type InodePatch, patchInode } from '../image/patch.js';
 import { type ImageReader } from '../image/read.js';
@@ -31,7 +34,10 @@ function refuse(why: string): undefined {
   if (process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write(`fast path refused: ${why}\n`);
   return undefined;
 }
-const MAGIC = 0x314b4d53; // "SMK1"
+const MAGIC = 0x324b4d53; // "SMK2"
+/** magic u32, leaf count u32, commit id (32 bytes), sha256 of the rest (32 bytes). */
+const HEADER = 72;
+const sha256 = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
 
 /** One edited path: its base inode and what the upper says now. */
 export interface Edit {
@@ -121,6 +127,11 @@ export interface MerkleCache {
   levels: Buffer[][];
 }
 
+/**
+ * The cache of commit `id`, or undefined when it is missing, of another commit, truncated or
+ * corrupt (its checksum covers every byte after the header), or does not end in the root that
+ * `meta` records. A cache that is undefined costs time, never correctness: the caller hashes.
+ */
 export function readMerkleCache(path: string, id: string, meta: CommitMetadata): MerkleCache | undefined {
   let buf: Buffer;
   try {
@@ -129,9 +140,10 @@ export function readMerkleCache(path: string, id: string, meta: CommitMetadata):
     return undefined;
   }
   try {
-    if (buf.readUInt32LE(0) !== MAGIC || buf.toString('hex', 8, 40) !== id) return undefined;
+    if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.toString('hex', 8, 40) !== id) return undefined;
+    if (!sha256(buf.subarray(HEADER)).equals(buf.subarray(40, HEADER))) return undefined;
     const n = buf.readUInt32LE(4);
-    let pos = 40;
+    let pos = HEADER;
     const paths: ByteString[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const len = buf.readUInt16LE(pos);
@@ -147,28 +159,30 @@ export function readMerkleCache(path: string, id: string, meta: CommitMetadata):
       if (len <= 1) break;
     }
     const root = levels[levels.length - 1]![0];
-    if (n !== meta.merkle.leafCount || !root || root.toString('hex') !== meta.merkleRoot) return undefined;
+    if (pos !== buf.length || n !== meta.merkle.leafCount || !root || root.toString('hex') !== meta.merkleRoot) return undefined;
     return { id, paths, levels };
   } catch {
     return undefined;
   }
 }
 
-export async function writeMerkleCache(path: string, cache: MerkleCache): Promise<void> {
-  const parts: Buffer[] = [];
-  const head = Buffer.alloc(40);
-  head.writeUInt32LE(MAGIC, 0);
-  head.writeUInt32LE(cache.paths.length, 4);
-  head.write(cache.id, 8, 'hex');
-  parts.push(head);
+/** Writes the cache whole through the store's tmp/ (durable, then renamed): never a half file. */
+export async function writeMerkleCache(tmp: TmpArea, path: string, cache: MerkleCache): Promise<void> {
+  let size = HEADER;
+  for (const p of cache.paths) size += 2 + p.length;
+  for (const level of cache.levels) size += 32 * level.length;
+  const file = Buffer.alloc(size);
+  file.writeUInt32LE(MAGIC, 0);
+  file.writeUInt32LE(cache.paths.length, 4);
+  file.write(cache.id, 8, 'hex');
+  let pos = HEADER;
   for (const p of cache.paths) {
-    const b = Buffer.allocUnsafe(2 + p.length);
-    b.writeUInt16LE(p.length, 0);
-    b.write(p, 2, 'latin1');
-    parts.push(b);
+    file.writeUInt16LE(p.length, pos);
+    pos += 2 + file.write(p, pos + 2, 'latin1');
   }
-  for (const level of cache.levels) parts.push(...level);
-  await writeFile(path, Buffer.concat(parts), { mode: 0o600 });
+  for (const level of cache.levels) for (const node of level) pos += node.copy(file, pos);
+  sha256(file.subarray(HEADER)).copy(file, 40);
+  await writeFileAtomic(tmp, path, file, { mode: 0o600 });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,7 +220,8 @@ export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], ca
   return { levels, sizeDelta };
 }
 
-function findPath(paths: ByteString[], path: ByteString): number {
+/** Index of `path` in sorted `paths`, or -1. */
+export function findPath(paths: ByteString[], path: ByteString): number {
   let lo = 0;
   let hi = paths.length - 1;
   while (lo <= hi) {

@@ -13,7 +13,7 @@ import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
 import { ImageReader, bufferSource } from '../image/read.js';
-import { type Inode, newInode, objectPath } from '../image/tree.js';
+import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
 import { summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { openWriters } from '../open-writers.js';
@@ -23,11 +23,12 @@ import { type PendingContent, mergeUpper } from '../union.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { anyLengthAsync } from '../../native/files.js';
 import { digestBuffer, digestFd } from '../../native/verity.js';
-import { baseTree, commitRoot } from './base.js';
+import { baseTree, commitRoot, requireImage } from './base.js';
 import { buildHeadCommit } from './build.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './edits.js';
 import { type CommitStep, readJournal, rollForward, writeJournal } from './journal.js';
 import type { HeadPaths } from './paths.js';
+import { TREE_CACHE_FILE, readTreeCache, writeTreeCache } from './tree-cache.js';
 import { ensureUpper, removeTree } from './upper-dir.js';
 import { pool } from '../pool.js';
 
@@ -88,7 +89,12 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
     const first = Buffer.from(writers[0]!.names[0]!, 'hex').toString();
     throw new StratumError('BUSY', `${writers.length} file${writers.length === 1 ? '' : 's'} of HEAD's upper ${writers.length === 1 ? 'is' : 'are'} open for writing outside a stratum mount (e.g. /${first}, through a mount that was detached while busy); close ${writers.length === 1 ? 'it' : 'them'} and commit again`);
   }
-  let prepared = (await prepareFast(store, head, paths)) ?? (await prepareFull(store, head, paths));
+  requireImage(store, head.base);
+  // The base's Merkle cache, read once: both paths start from it, and a missing one costs time only.
+  const baseMeta = await store.commits.metadata(head.base);
+  const cached = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
+  if (!cached && process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write('no usable Merkle cache for the base: the full path hashes every leaf\n');
+  let prepared = (cached && (await prepareFast(store, head, paths, baseMeta, cached))) ?? (await prepareFull(store, head, paths, cached));
   if (prepared.upperEntries === 0 && rootOwnerOnly(store, head, prepared.root)) prepared = await unchangedBase(store, head.base, paths, prepared);
   fastPath = prepared.fast;
   await step('merged');
@@ -147,8 +153,9 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   await step('image');
   await rollForward(store, paths, (await readJournal(paths))!, step);
   await ensureUpper(store, { ...head, base: id });
-  // the next commit's fast path starts from this cache (a cache: no fsync, checked when read)
-  await writeMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
+  // the next commit starts from this cache (checked when read; a failure here costs only time)
+  await writeMerkleCache(store.tmp, join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
+  if (prepared.tree && !result.unchanged) await writeTreeCache(store.tmp, join(paths.labelDir, TREE_CACHE_FILE), id, prepared.tree).catch(() => undefined);
   return result;
 }
 
@@ -158,6 +165,8 @@ interface Prepared {
   meta: CommitMetadata;
   image: Uint8Array;
   cache: MerkleCache;
+  /** The new commit's tree, when the full path built one (the next commit's base tree cache). */
+  tree?: Tree;
   /** Attributes of the new root, for the fresh upper. */
   root: Pick<Inode, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'>;
   pending: PendingContent[];
@@ -187,21 +196,16 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
 }
 
 /** The general path: base tree ⊕ upper, laid out and written whole. */
-async function prepareFull(store: Store, head: HeadState, paths: HeadPaths): Promise<Prepared> {
-  const merged = mergeUpper(baseTree(store, head.base), paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
+async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
+  const base = readTreeCache(join(paths.labelDir, TREE_CACHE_FILE), head.base) ?? baseTree(store, head.base);
+  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
   const contents = await hashContents(merged.pending);
-  const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base);
-  return { id, meta, image, cache, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
+  const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
+  return { id, meta, image, cache, tree: merged.tree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
 }
 
 /** The edits-only path (head-patch.ts), or undefined when it does not apply. */
-async function prepareFast(store: Store, head: HeadState, paths: HeadPaths): Promise<Prepared | undefined> {
-  const baseMeta = await store.commits.metadata(head.base);
-  const cache = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
-  if (!cache) {
-    if (process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write('fast path refused: no Merkle cache for the base\n');
-    return undefined;
-  }
+async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, baseMeta: CommitMetadata, cache: MerkleCache): Promise<Prepared | undefined> {
   const baseImage = readFileSync(store.commits.imagePath(head.base));
   const reader = ImageReader.open(bufferSource(baseImage));
   const scan = scanEdits(reader, paths.upper, head.xattrNamespace);

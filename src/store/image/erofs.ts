@@ -251,7 +251,7 @@ export const LCFS_RECOMMENDED_INLINE_CONTENT_MAX = 64;
 
 /** The writer's chunking of an external file: fewest chunks, each at least one block (chunkbits = ilog2(size - 1) + 1, clamped). */
 export function chunking(size: number): [bits: number, count: number] {
-  let bits = 0;
+  let bits = size - 1 < 2 ** 31 ? 32 - Math.clz32(size - 1) : 31; // ilog2(size - 1) + 1 (0 for size 1)
   while (2 ** bits <= size - 1) bits++;
   if (bits < EROFS_BLKSIZ_BITS) bits = EROFS_BLKSIZ_BITS;
   if (bits - EROFS_BLKSIZ_BITS > EROFS_CHUNK_FORMAT_BLKBITS_MASK) bits = EROFS_CHUNK_FORMAT_BLKBITS_MASK + EROFS_BLKSIZ_BITS;

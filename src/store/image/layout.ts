@@ -75,6 +75,9 @@ export interface PlanNode {
   nameFilter: number;
   /** First data block, when nBlocks > 0. */
   blkaddr: number;
+  /** The tree inode this node was made from (none for the root's whiteout stubs): lets a commit
+   * recognise a subtree it already knows the Merkle leaves of (head/build.ts). */
+  source: Inode | undefined;
 }
 
 export interface Plan {
@@ -156,7 +159,15 @@ function newPlanNode(n: Inode): PlanNode {
     symlink: type === S_IFLNK ? bytesOf(n.symlinkTarget!) : undefined,
     external, chunkBits, chunkCount, xattrs: [], dirents: undefined,
     ino: 0, nid: 0, compact: false, ipad: 0, nBlocks: 0, tailSize: 0, xattrSize: 0, nShared: 0, nameFilter: 0, blkaddr: 0,
+    source: n,
   };
+}
+
+/** A whiteout stub of the root: made by the writer, from no inode of the tree. */
+function stubNode(n: Inode): PlanNode {
+  const p = newPlanNode(n);
+  p.source = undefined;
+  return p;
 }
 
 /** Builds working nodes for every primary entry and applies the overlayfs rewrite. */
@@ -235,7 +246,7 @@ function rewrite(tree: Tree, version: number): Work {
     if (names.has(name)) continue;
     const r = root.plan;
     const stub: Work = {
-      plan: newPlanNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
+      plan: stubNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
       xattrs: new Map(),
       children: [],
       budget: 0,
@@ -254,17 +265,26 @@ function hasSourceWhiteout(inode: Inode, seen: Set<Inode>): boolean {
   return false;
 }
 
-function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>): PlanXattr[] {
+/** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
+interface NameInfo { index: number; suffix: Uint8Array; filterBit: number }
+
+function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString, NameInfo>): PlanXattr[] {
   const out: PlanXattr[] = [];
   for (const [name, value] of xattrs) {
     if (value.length > 0xffff) bad(`xattr ${JSON.stringify(name)} value too long`);
-    let index = 0;
-    let rest = name;
-    for (const [prefix, i] of XATTR_PREFIXES) {
-      if (name.startsWith(prefix)) { index = i; rest = name.slice(prefix.length); break; }
+    let info = names.get(name);
+    if (info === undefined) {
+      let index = 0;
+      let rest = name;
+      for (const [prefix, i] of XATTR_PREFIXES) {
+        if (name.startsWith(prefix)) { index = i; rest = name.slice(prefix.length); break; }
+      }
+      if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
+      const suffix = bytesOf(rest);
+      info = { index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
+      names.set(name, info);
     }
-    if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
-    out.push({ name, value, index, suffix: bytesOf(rest), sharedOffset: -1 });
+    out.push({ name, value, index: info.index, suffix: info.suffix, sharedOffset: -1 });
   }
   return out.sort(byName);
 }
@@ -287,13 +307,14 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   let minSec = root.plan.mtimeSec;
   let minNsec = root.plan.mtimeNsec;
   let hasAcl = false;
+  const names = new Map<ByteString, NameInfo>();
   for (let qi = 0; qi < queue.length; qi++) {
     const { work, parent } = queue[qi]!;
     const p = work.plan;
     p.ino = qi;
     nodes.push(p);
     if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) { minSec = p.mtimeSec; minNsec = p.mtimeNsec; }
-    p.xattrs = toPlanXattrs(work.xattrs);
+    p.xattrs = toPlanXattrs(work.xattrs, names);
     if (work.xattrs.has('system.posix_acl_access') || work.xattrs.has('system.posix_acl_default')) hasAcl = true;
     if ((p.mode & S_IFMT) === S_IFDIR) {
       const entries: Array<{ name: ByteString; plan: PlanNode; queued: Work | undefined }> = [
@@ -319,13 +340,16 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   if (nodes.length > 0xffffffff) bad('too many inodes');
 
   // Shared xattrs: every (name, value) used by more than one inode, in descending canonical order.
-  const counts = new Map<string, { x: PlanXattr; count: number; offset: number }>();
+  type Count = { x: PlanXattr; count: number; offset: number };
+  const counts = new Map<string, Count>();
+  const countOf: Count[] = []; // per xattr of every node, in order: its (name, value) pair's count
   for (const p of nodes) {
     for (const x of p.xattrs) {
       const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
-      const e = counts.get(key);
+      let e = counts.get(key);
       if (e) e.count++;
-      else counts.set(key, { x, count: 1, offset: -1 });
+      else counts.set(key, (e = { x, count: 1, offset: -1 }));
+      countOf.push(e);
     }
   }
   const shared = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => {
@@ -336,12 +360,12 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   let sharedXattrSize = 0;
   for (const e of shared) { e.offset = sharedXattrSize; sharedXattrSize += entrySize(e.x); }
   if (shared.length > 0) {
+    let k = 0;
     for (const p of nodes) {
       let n = 0;
       for (const x of p.xattrs) {
-        if (n >= EROFS_XATTR_LONG_PREFIX) break;
-        const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
-        const e = counts.get(key)!;
+        const e = countOf[k++]!;
+        if (n >= EROFS_XATTR_LONG_PREFIX) continue;
         if (e.count > 1) { x.sharedOffset = e.offset; n++; }
       }
     }
@@ -361,7 +385,7 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
     for (const x of p.xattrs) {
       if (x.sharedOffset >= 0) p.nShared++;
       else unsharedSize += entrySize(x);
-      filter |= 1 << (xxh32(x.suffix, (EROFS_XATTR_FILTER_SEED + x.index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1));
+      filter |= names.get(x.name)!.filterBit;
     }
     p.nameFilter = (~filter) >>> 0;
     p.xattrSize = p.nShared === 0 && unsharedSize === 0 ? 0 : roundUp(EROFS_XATTR_IBODY_HEADER_SIZE + p.nShared * 4 + unsharedSize, 4);

@@ -1,0 +1,148 @@
+// The base tree cache (refs/<label>/head.tree): HEAD's base commit as a Tree in a compact form,
+// so a full-path commit does not parse the whole base image again. Written by the import that
+// creates a HEAD and by every full-path commit, from the very tree the image was written from;
+// read back only when its header names the base commit and a sha256 of its body matches, and
+// anything unexpected while decoding is a miss: the caller then parses the image, so a bad
+// cache costs time, never a wrong commit. docs/commit.md.
+//
+// Layout after the header: the root inode, then depth first, each directory's entries as
+// name, hardlink flag, and either a new inode (tag 0) or the index of one met before (tag 1).
+//
+// Public surface: TREE_CACHE_FILE, readTreeCache, writeTreeCache, encodeTree, decodeTree.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { S_IFDIR, S_IFMT } from '../image/erofs.js';
+import { type Inode, type Tree, objectPath } from '../image/tree.js';
+import { type TmpArea, writeFileAtomic } from '../tmp.js';
+
+export const TREE_CACHE_FILE = 'head.tree';
+
+const MAGIC = 0x31525453; // "STR1"
+/** magic u32, commit id (32 bytes), sha256 of the rest (32 bytes). */
+const HEADER = 68;
+const HAS_CONTENT = 1;
+const HAS_DIGEST = 2;
+const OWN_PAYLOAD = 4; // a payload other than objectPath(digest)
+const HAS_SYMLINK = 8;
+
+class Writer {
+  buf = Buffer.allocUnsafe(1 << 20);
+  pos = HEADER;
+  room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(bigger, 0, 0, this.pos);
+    this.buf = bigger;
+  }
+  u8(v: number): void { this.room(1); this.buf[this.pos++] = v; }
+  u32(v: number): void { this.room(4); this.buf.writeUInt32LE(v, this.pos); this.pos += 4; }
+  f64(v: number): void { this.room(8); this.buf.writeDoubleLE(v, this.pos); this.pos += 8; }
+  str(s: string): void { this.u32(s.length); this.room(s.length); this.pos += this.buf.write(s, this.pos, 'latin1'); }
+  bytes(b: Uint8Array): void { this.u32(b.length); this.room(b.length); this.buf.set(b, this.pos); this.pos += b.length; }
+}
+
+/** The cache file's bytes for commit `id` whose tree is `tree`. */
+export function encodeTree(id: string, tree: Tree): Buffer {
+  const w = new Writer();
+  const index = new Map<Inode, number>();
+  const inode = (n: Inode): void => {
+    index.set(n, index.size);
+    const isDir = (n.mode & S_IFMT) === S_IFDIR;
+    let subdirs = 0;
+    if (isDir) for (const e of n.children!.values()) if (!e.hardlink && (e.inode.mode & S_IFMT) === S_IFDIR) subdirs++;
+    w.u32(n.mode); w.u32(n.uid); w.u32(n.gid);
+    w.u32(isDir ? 2 + subdirs : n.nlink); // what the image records (the writer counts a dir's links)
+    w.f64(n.mtimeSec); w.u32(n.mtimeNsec); w.f64(n.size); w.f64(n.rdev);
+    const own = n.payload !== undefined && (n.digest === undefined || n.payload !== objectPath(n.digest));
+    w.u8((n.content ? HAS_CONTENT : 0) | (n.digest !== undefined ? HAS_DIGEST : 0) | (own ? OWN_PAYLOAD : 0) | (n.symlinkTarget !== undefined ? HAS_SYMLINK : 0));
+    if (n.content) w.bytes(n.content);
+    if (n.digest !== undefined) w.str(n.digest);
+    if (own) w.str(n.payload!);
+    if (n.symlinkTarget !== undefined) w.str(n.symlinkTarget);
+    w.u32(n.xattrs.length);
+    for (const x of n.xattrs) { w.str(x.name); w.bytes(x.value); }
+    if (!isDir) return;
+    w.u32(n.children!.size);
+    for (const [name, e] of n.children!) {
+      w.str(name);
+      w.u8(e.hardlink ? 1 : 0);
+      const known = index.get(e.inode);
+      if (known !== undefined) { w.u8(1); w.u32(known); } else { w.u8(0); inode(e.inode); }
+    }
+  };
+  inode(tree.root);
+  const file = w.buf.subarray(0, w.pos);
+  file.writeUInt32LE(MAGIC, 0);
+  file.write(id, 4, 'hex');
+  createHash('sha256').update(file.subarray(HEADER)).digest().copy(file, 36);
+  return file;
+}
+
+class Miss extends Error {}
+
+/** The tree in a cache file of commit `id`, or undefined (another commit, damaged, truncated). */
+export function decodeTree(buf: Buffer, id: string): Tree | undefined {
+  if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.toString('hex', 4, 36) !== id) return undefined;
+  if (!createHash('sha256').update(buf.subarray(HEADER)).digest().equals(buf.subarray(36, HEADER))) return undefined;
+  let pos = HEADER;
+  const need = (n: number): void => { if (pos + n > buf.length) throw new Miss(); };
+  const u8 = (): number => { need(1); return buf[pos++]!; };
+  const u32 = (): number => { need(4); const v = buf.readUInt32LE(pos); pos += 4; return v; };
+  const f64 = (): number => { need(8); const v = buf.readDoubleLE(pos); pos += 8; return v; };
+  const str = (): string => { const n = u32(); need(n); const s = buf.toString('latin1', pos, pos + n); pos += n; return s; };
+  const bytes = (): Uint8Array => { const n = u32(); need(n); const b = buf.subarray(pos, pos + n); pos += n; return b; };
+  const inodes: Inode[] = [];
+  const inode = (): Inode => {
+    const mode = u32();
+    const n: Inode = { mode, uid: u32(), gid: u32(), nlink: u32(), mtimeSec: f64(), mtimeNsec: u32(), size: f64(), rdev: f64(), xattrs: [] };
+    inodes.push(n);
+    const flags = u8();
+    if (flags & HAS_CONTENT) n.content = bytes();
+    if (flags & HAS_DIGEST) { n.digest = str(); n.payload = objectPath(n.digest); }
+    if (flags & OWN_PAYLOAD) n.payload = str();
+    if (flags & HAS_SYMLINK) n.symlinkTarget = str();
+    for (let i = u32(); i > 0; i--) n.xattrs.push({ name: str(), value: bytes() });
+    if ((mode & S_IFMT) !== S_IFDIR) return n;
+    const children = new Map();
+    n.children = children;
+    for (let i = u32(); i > 0; i--) {
+      const name = str();
+      const hardlink = u8() === 1;
+      const tag = u8();
+      let child: Inode;
+      if (tag === 1) {
+        const k = u32();
+        if (k >= inodes.length || (inodes[k]!.mode & S_IFMT) === S_IFDIR) throw new Miss(); // only files are met twice
+        child = inodes[k]!;
+      } else if (tag === 0) child = inode();
+      else throw new Miss();
+      if (children.has(name)) throw new Miss();
+      children.set(name, { inode: child, hardlink });
+    }
+    return n;
+  };
+  try {
+    const root = inode();
+    if (pos !== buf.length || (root.mode & S_IFMT) !== S_IFDIR) return undefined;
+    return { root };
+  } catch (err) {
+    if (err instanceof Miss || err instanceof RangeError) return undefined;
+    throw err;
+  }
+}
+
+/** The cached tree of commit `id`, or undefined when there is none that passes the checks. */
+export function readTreeCache(path: string, id: string): Tree | undefined {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  return decodeTree(buf, id);
+}
+
+/** Writes the cache whole through the store's tmp/ (durable, then renamed): never a half file. */
+export async function writeTreeCache(tmp: TmpArea, path: string, id: string, tree: Tree): Promise<void> {
+  await writeFileAtomic(tmp, path, encodeTree(id, tree), { mode: 0o600 });
+}

@@ -1,0 +1,296 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, linkSync, lstatSync, lutimesSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { baseTree, commitHead, ensureUpper, headPaths } from '../../../src/store/commands/commit.js';
+import { importDirectory } from '../../../src/store/commands/import.js';
+import { verify } from '../../../src/store/commands/verify.js';
+import { buildHeadCommit } from '../../../src/store/head/build.js';
+import { MERKLE_CACHE_FILE, readMerkleCache } from '../../../src/store/head/edits.js';
+import { TREE_CACHE_FILE, decodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
+import { writeImage } from '../../../src/store/image/write.js';
+import { mergeUpper } from '../../../src/store/union.js';
+import { S_IFCHR, mknod } from '../../../src/native/files.js';
+import { lsetxattr } from '../../../src/native/xattr.js';
+import { merkleLevels, summaryOf } from '../../../src/store/merkle.js';
+import type { CommitMetadata } from '../../../src/store/metadata.js';
+import { Store } from '../../../src/store/store.js';
+import { commitByReadBack } from '../../helpers/readback.js';
+import { giveTo, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../../helpers/user.js';
+
+// HEAD's caches of its base: the Merkle cache (refs/<label>/head.merkle) lets a full-path commit
+// (new, deleted or renamed names) take the leaves of every untouched path from the base instead
+// of hashing them; the tree cache (head.tree) spares it parsing the base image. What they must
+// never do: change what a commit is. Each test commits the same change with good caches, a bad
+// cache or none, and holds the result to the reference (image written, read back and hashed the
+// way `verify` does) and to `verify`.
+
+function makeSource(dir: string): void {
+  for (let d = 0; d < 4; d++) {
+    mkdirSync(join(dir, `d${d}`, 'sub'), { recursive: true });
+    for (let f = 0; f < 30; f++) {
+      const p = join(dir, `d${d}`, f % 3 === 0 ? 'sub' : '', `f${f}.dat`);
+      writeFileSync(p, `content ${d}/${f} `.repeat(1 + f));
+      utimesSync(p, 1_600_000_000 + d * 100 + f, 1_600_000_000 + d * 100 + f);
+    }
+  }
+  symlinkSync('d0/f1.dat', join(dir, 'link'));
+  writeFileSync(join(dir, 'shared'), 'hardlinked content '.repeat(10));
+  linkSync(join(dir, 'shared'), join(dir, 'd3', 'hardlink'));
+}
+
+/** Every upper entry gets the same times, so two stores given the same change commit the same tree. */
+function pinTimes(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (lstatSync(p).isDirectory()) pinTimes(p);
+    lutimesSync(p, 1_700_000_000, 1_700_000_000);
+  }
+  lutimesSync(dir, 1_700_000_000, 1_700_000_000);
+}
+
+/** A store with HEAD `app` on the imported source, one commit made so the cache exists. */
+async function setup(work: string, name: string): Promise<{ store: Store; upper: string; cacheFile: string; treeFile: string }> {
+  const store = await Store.open(join(work, name), { create: true });
+  await importDirectory(store, join(work, 'src'), { label: 'app' });
+  await ensureUpper(store, (await store.heads.read('app'))!);
+  const upper = headPaths(store, 'app').upper;
+  writeFileSync(join(upper, 'first'), 'first commit');
+  pinTimes(upper);
+  await commitHead(store, { label: 'app' });
+  const cacheFile = join(headPaths(store, 'app').labelDir, MERKLE_CACHE_FILE);
+  const treeFile = join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE);
+  assert.ok(existsSync(cacheFile), 'a commit leaves the Merkle cache of its commit');
+  const base = (await store.heads.read('app'))!.base;
+  const cached = readTreeCache(treeFile, base);
+  assert.ok(cached, 'a full-path commit leaves the tree cache of its commit');
+  assert.ok(Buffer.from(writeImage(cached!)).equals(readFileSync(store.commits.imagePath(base))), 'the cached tree writes the commit image');
+  return { store, upper, cacheFile, treeFile };
+}
+
+/** One added, one deleted and one renamed file, as the kernel leaves them in the upper. */
+async function change(store: Store, upper: string): Promise<void> {
+  const ns = (await store.heads.read('app'))!.xattrNamespace;
+  mkdirSync(join(upper, 'd1', 'sub'), { recursive: true });
+  writeFileSync(join(upper, 'd1', 'added.dat'), 'a new file, long enough to be an object '.repeat(3));
+  mknod(join(upper, 'd2'), S_IFCHR | 0o644, 0, 0); // a whole directory deleted
+  mknod(join(upper, 'd1', 'f1.dat'), S_IFCHR | 0o644, 0, 0);
+  const to = join(upper, 'd1', 'sub', 'renamed.dat');
+  writeFileSync(to, '');
+  truncateSync(to, Buffer.byteLength('content 1/1 '.repeat(2)));
+  lsetxattr(to, `${ns}.overlay.metacopy`, new Uint8Array(0));
+  lsetxattr(to, `${ns}.overlay.redirect`, Buffer.from('/d1/f1.dat'));
+  pinTimes(upper);
+}
+
+async function expectReference(store: Store, id: string, parent: string, what: string): Promise<void> {
+  const meta = await store.commits.metadata(id);
+  const reference = commitByReadBack(baseTree(store, id), parent);
+  assert.is(id, reference.id, `${what}: the image is what the writer makes of the tree`);
+  assert.equal({ ...meta, timestamp: '' }, { ...reference.meta, timestamp: '' }, `${what}: metadata (Merkle root, counts)`);
+  assert.equal((await verify(store, undefined)).problems, [], `${what}: verify`);
+}
+
+async function withWork(fn: (work: string) => Promise<void>): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-'));
+  try {
+    makeSource(join(work, 'src'));
+    await fn(work);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+test('added, deleted and renamed files: the commit through the cache is the commit without it, and the reference', () =>
+  withWork(async (work) => {
+    const a = await setup(work, 'a');
+    const b = await setup(work, 'b');
+    rmSync(b.cacheFile);
+    rmSync(b.treeFile);
+    const parent = (await a.store.heads.read('app'))!.base;
+    await change(a.store, a.upper);
+    await change(b.store, b.upper);
+    const ra = await commitHead(a.store, { label: 'app' });
+    const rb = await commitHead(b.store, { label: 'app' });
+    assert.is(ra.fastPath, false);
+    assert.is(ra.id, rb.id, 'same commit id with and without the cache');
+    assert.equal({ ...(await a.store.commits.metadata(ra.id)), timestamp: '' }, { ...(await b.store.commits.metadata(rb.id)), timestamp: '' });
+    await expectReference(a.store, ra.id, parent, 'through the cache');
+    // and the cache it leaves serves the next commit just as well
+    mkdirSync(join(a.upper, 'd0'));
+    writeFileSync(join(a.upper, 'd0', 'another.dat'), 'x'.repeat(200));
+    const again = await commitHead(a.store, { label: 'app' });
+    await expectReference(a.store, again.id, ra.id, 'second commit through the cache');
+    assert.ok(Buffer.from(writeImage(readTreeCache(a.treeFile, again.id)!)).equals(readFileSync(a.store.commits.imagePath(again.id))), 'the tree cache follows HEAD');
+  }));
+
+for (const [what, damage] of [
+  ['a flipped byte', (f: string): void => { const b = readFileSync(f); b[b.length - 40] ^= 1; writeFileSync(f, b); }],
+  ['a truncated file', (f: string): void => truncateSync(f, Math.floor(statSync(f).size / 2))],
+  ['an empty file', (f: string): void => truncateSync(f, 0)],
+  ['72 bytes left (a Merkle cache header)', (f: string): void => truncateSync(f, 72)],
+  ['68 bytes left (a tree cache header)', (f: string): void => truncateSync(f, 68)],
+] as const) {
+  for (const which of ['Merkle', 'tree'] as const) {
+    test(`a ${which} cache with ${what} is refused, and the commit is still the reference`, () =>
+      withWork(async (work) => {
+        const { store, upper, cacheFile, treeFile } = await setup(work, 'store');
+        const parent = (await store.heads.read('app'))!.base;
+        if (which === 'Merkle') {
+          damage(cacheFile);
+          assert.is(readMerkleCache(cacheFile, parent, await store.commits.metadata(parent)), undefined, 'refused');
+        } else {
+          damage(treeFile);
+          assert.is(readTreeCache(treeFile, parent), undefined, 'refused');
+        }
+        await change(store, upper);
+        const r = await commitHead(store, { label: 'app' });
+        await expectReference(store, r.id, parent, what);
+        assert.ok(readMerkleCache(cacheFile, r.id, await store.commits.metadata(r.id)), 'a good Merkle cache replaces it');
+        assert.ok(readTreeCache(treeFile, r.id), 'a good tree cache replaces it');
+      }));
+  }
+}
+
+test('a tree cache whose body is changed and its checksum fixed up is still caught by its structure, or writes the same image', () =>
+  withWork(async (work) => {
+    // not a defence against a hostile cache (the checksum is for accidents), but decoding must
+    // stay bounded: any byte changed gives a miss or a tree, never a hang or a crash
+    const { store, treeFile } = await setup(work, 'store');
+    const base = (await store.heads.read('app'))!.base;
+    const good = readFileSync(treeFile);
+    for (let i = 68; i < good.length; i += Math.max(1, Math.floor(good.length / 300))) {
+      const bad = Buffer.from(good);
+      bad[i] ^= 0xff;
+      createHash('sha256').update(bad.subarray(68)).digest().copy(bad, 36);
+      decodeTree(bad, base);
+    }
+  }));
+
+test("another commit's caches are not used", () =>
+  withWork(async (work) => {
+    const { store, upper, cacheFile } = await setup(work, 'store');
+    const parent = (await store.heads.read('app'))!.base;
+    const stale = readFileSync(cacheFile);
+    const staleTree = readFileSync(join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE));
+    // one more commit: the saved cache now belongs to HEAD's previous base
+    writeFileSync(join(upper, 'second'), 'second commit');
+    const second = await commitHead(store, { label: 'app' });
+    writeFileSync(cacheFile, stale);
+    writeFileSync(join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE), staleTree);
+    assert.is(readTreeCache(join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE), second.id), undefined, 'tree cache refused: written for another commit');
+    assert.is(readMerkleCache(cacheFile, second.id, await store.commits.metadata(second.id)), undefined, 'refused: written for another commit');
+    assert.not.equal(second.id, parent);
+    await change(store, upper);
+    const r = await commitHead(store, { label: 'app' });
+    await expectReference(store, r.id, second.id, 'stale cache');
+  }));
+
+test('the cache is taken for untouched files only, never for directories', () =>
+  withWork(async (work) => {
+    const { store, upper, cacheFile } = await setup(work, 'store');
+    const base = (await store.heads.read('app'))!.base;
+    const cache = readMerkleCache(cacheFile, base, await store.commits.metadata(base))!;
+    const ns = (await store.heads.read('app'))!.xattrNamespace;
+    const build = (c: typeof cache): string => {
+      const baseT = baseTree(store, base);
+      const merged = mergeUpper(baseT, upper, { ns, style: 'overlay' });
+      return buildHeadCommit(merged.tree, base, { base: baseT, cache: c }).meta.merkleRoot;
+    };
+    mkdirSync(join(upper, 'd3'), { recursive: true });
+    writeFileSync(join(upper, 'd3', 'new.dat'), 'new');
+    const good = build(cache);
+    const tamper = (path: string): typeof cache => {
+      const levels = cache.levels.map((l) => l.slice());
+      levels[0]![cache.paths.indexOf(path)] = createHash('sha256').update('not this leaf').digest();
+      return { ...cache, levels };
+    };
+    assert.is.not(build(tamper('/d0/f1.dat')), good, 'an untouched file: its leaf comes from the cache');
+    assert.is(build(tamper('/d0')), good, 'a directory: hashed again (its size moves with the layout)');
+    assert.is(build(tamper('/d3')), good, 'a changed directory: hashed again');
+  }));
+
+for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} cache is written leaves no half file that is used later`, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-kill-'));
+  try {
+    const store = await Store.open(join(work, 'store'), { create: true });
+    const dest = join(work, kind === 'merkle' ? MERKLE_CACHE_FILE : TREE_CACHE_FILE);
+    const id = 'ab'.repeat(32);
+    const n = kind === 'merkle' ? 200_000 : 50_000;
+    const paths = Array.from({ length: n }, (_, i) => `/dir/file-${String(i).padStart(8, '0')}`);
+    const summary = summaryOf(merkleLevels(paths.map((p) => createHash('sha256').update(p).digest())));
+    const meta: CommitMetadata = { merkleRoot: summary.root, metadataHash: id, timestamp: '', files: { count: n, totalSize: 0 }, merkle: { leafCount: n, treeDepth: summary.depth } };
+    const worker = join(dirname(fileURLToPath(import.meta.url)), 'cache-worker.js');
+    for (let round = 0; round < 6; round++) {
+      const child = spawn(process.execPath, [worker, store.root, kind, dest, id, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.once('data', () => resolve());
+        child.once('exit', (code) => reject(new Error(`the cache worker exited (${code}) before it was ready`)));
+      });
+      await new Promise((r) => setTimeout(r, 50 + round * 97));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      assert.ok(existsSync(dest), `round ${round}: the file written before is still there`);
+      if (kind === 'merkle') {
+        const got = readMerkleCache(dest, id, meta);
+        assert.ok(got, `round ${round}: the file in place is whole`);
+        assert.is(got!.paths.length, n);
+      } else {
+        const got = readTreeCache(dest, id);
+        assert.ok(got, `round ${round}: the file in place is whole`);
+        assert.is(got!.root.children!.size, n);
+      }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
+const noUser = userTestsUnavailable();
+(noUser ? test.skip : test)('as an ordinary user: the caches are the user\'s own, and commits through them verify', async () => {
+  if (noUser) return console.log(`skipped: ${noUser}`);
+  const user = testUser();
+  const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-user-'));
+  try {
+    chmodSync(work, 0o755);
+    makeSource(join(work, 'src'));
+    giveTo(user, work);
+    const storeDir = join(work, 'store');
+    const env = { env: { STRATUM_STORE: storeDir } };
+    const run = (args: string[]): string => {
+      const r = stratumAsUser(user, args, env);
+      assert.is(r.status, 0, `stratum ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    run(['import', join(work, 'src'), '--label', 'app']);
+    const store = await Store.open(storeDir);
+    const labelDir = headPaths(store, 'app').labelDir;
+    for (const f of [MERKLE_CACHE_FILE, TREE_CACHE_FILE]) {
+      const st = statSync(join(labelDir, f));
+      assert.is(st.uid, user.uid, `${f} is the user's`);
+      assert.is(st.mode & 0o777, 0o600, `${f} is private`);
+    }
+    await ensureUpper(store, (await store.heads.read('app'))!);
+    giveTo(user, labelDir);
+    for (const round of [1, 2]) {
+      const made = shAsUser(user, `mkdir -p ${labelDir}/head/d${round} && echo added ${round} > ${labelDir}/head/d${round}/new-${round}.txt && head -c 300 /dev/urandom > ${labelDir}/head/big-${round}`);
+      assert.is(made.status, 0, made.stderr);
+      run(['commit', 'app']);
+      const base = (await store.heads.read('app'))!.base;
+      const tree = readTreeCache(join(labelDir, TREE_CACHE_FILE), base);
+      assert.ok(tree, `round ${round}: the tree cache names the new base`);
+      assert.ok(Buffer.from(writeImage(tree!)).equals(readFileSync(store.commits.imagePath(base))), `round ${round}: and writes its image`);
+      assert.ok(readMerkleCache(join(labelDir, MERKLE_CACHE_FILE), base, await store.commits.metadata(base)), `round ${round}: the Merkle cache names the new base`);
+    }
+    const verified = stratumAsUser(user, ['verify'], env);
+    assert.is(verified.status, 0, verified.stdout + verified.stderr);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test.run();
