@@ -179,6 +179,17 @@ export async function mountedHead(storeRoot: string, label: string, state = new 
   return (await state.live(storeRoot, label)).find((e) => e.ref === 'HEAD');
 }
 
+/** The code of a control-file write's errno, as the store would have said it in-process. */
+function controlErrorCode(errno: string | undefined): ErrorCode {
+  switch (errno) {
+    case 'ENOENT': return 'NOT_FOUND';
+    case 'EBUSY': return 'BUSY';
+    case 'ENOSPC': case 'EDQUOT': return 'NO_SPACE';
+    case 'EACCES': case 'EPERM': return 'PERMISSION';
+    default: return 'IO';
+  }
+}
+
 /** Commits a mounted HEAD through `/.stratum/commit`; returns `label:tag id` as the mount reports it. */
 export async function commitThroughMount(entry: MountEntry, tag: string | undefined): Promise<{ tag: string; id: string }> {
   const file = join(entry.mountpoint, '.stratum', 'commit');
@@ -191,7 +202,7 @@ export async function commitThroughMount(entry: MountEntry, tag: string | undefi
       const last = (await fsp.readFile(file, 'utf8').catch(() => '')).replace(/^error: /, '').trim();
       if (code === 'EEXIST') throw new StratumError('TAG_EXISTS', last || `tag ${entry.label}:${tag} exists; choose another tag (nothing was committed)`);
       if (code === 'EINVAL') throw new StratumError('BAD_NAME', last || `bad tag name ${JSON.stringify(tag)}`);
-      throw new StratumError('IO', `commit through ${entry.mountpoint} failed: ${last || code}`);
+      throw new StratumError(controlErrorCode(code), `commit through ${entry.mountpoint} failed: ${last || code}`);
     }
   } finally {
     await handle.close();
@@ -213,7 +224,7 @@ export async function applyThroughMount(entry: MountEntry, ref: string, options:
   } catch (err) {
     const last = (await fsp.readFile(file, 'utf8').catch(() => '')).replace(/^error: /, '').trim();
     const code = (err as NodeJS.ErrnoException).code;
-    throw new StratumError(code === 'ENOENT' ? 'NOT_FOUND' : code === 'EBUSY' ? 'BUSY' : code === 'EINVAL' ? 'USAGE' : 'IO', last || `apply through ${entry.mountpoint} failed: ${code}`);
+    throw new StratumError(code === 'EINVAL' ? 'USAGE' : controlErrorCode(code), last || `apply through ${entry.mountpoint} failed: ${code}`);
   } finally {
     await handle.close();
   }

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { ensureUpper } from '../../src/store/commands/commit.js';
+import { commitThroughMount } from '../../src/mount/client.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { fuseUnavailable, tempDir, withMount } from './mounts.js';
@@ -57,7 +58,7 @@ mountTest('echo tag > .stratum/commit on a full disk fails with ENOSPC; after fr
       await ensureUpper(store, (await store.heads.read('app'))!);
       const mnt = join(work, 'mnt');
       const data = Buffer.alloc(300_000, 2);
-      await withMount(storeDir, 'app', undefined, mnt, async () => {
+      await withMount(storeDir, 'app', undefined, mnt, async (entry) => {
         fs.writeFileSync(join(mnt, 'data'), data);
         fs.appendFileSync(join(mnt, 'dir/small'), 'more\n');
         fs.unlinkSync(join(mnt, 'base'));
@@ -67,6 +68,8 @@ mountTest('echo tag > .stratum/commit on a full disk fails with ENOSPC; after fr
         assert.is.not(r.status, 0);
         assert.match(r.stderr, /No space left on device/, r.stderr + fs.readFileSync(join(mnt, '.stratum/commit'), 'utf8'));
         assert.match(fs.readFileSync(join(mnt, '.stratum/commit'), 'utf8'), /^error: .*no space/i);
+        // what `stratum commit` says through the mount: NO_SPACE, not IO
+        assert.is(await commitThroughMount(entry, 'v2').then(() => 'ok', (err: { code?: string }) => err.code), 'NO_SPACE');
         // nothing lost: HEAD still shows every change
         assert.equal(fs.readFileSync(join(mnt, 'data')), data);
         assert.is(fs.readFileSync(join(mnt, 'dir/small'), 'utf8'), 'small\nmore\n');
