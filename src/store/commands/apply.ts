@@ -19,7 +19,7 @@ import { resolveRef } from '../resolve.js';
 import type { Store } from '../store.js';
 import { makeFreshUpper } from '../upper.js';
 import { defaultXattrNamespace } from '../head.js';
-import { commitRoot, countUpper, refuseMountedUpper, ensureUpper, headPaths, recoverHead, upperRootChanged, writeJournal } from '../head/index.js';
+import { commitRoot, countUpper, refuseMountedUpper, ensureUpper, headPaths, recoverHead, removeTree, upperRootChanged, writeJournal } from '../head/index.js';
 
 export interface ApplyOptions {
   discard?: boolean;
@@ -63,7 +63,7 @@ export async function applyHead(store: Store, what: string, options: ApplyOption
       return { label, from: head.base, to, changes, changesWere: 'kept' };
     }
     // A fresh upper carrying the new base's root attributes, swapped in through the journal.
-    await fsp.rm(paths.swap, { recursive: true, force: true });
+    await removeTree(store, paths.swap);
     await makeFreshUpper(paths.swap, commitRoot(store, to), head.xattrNamespace);
     const freshIno = String((await fsp.lstat(paths.swap, { bigint: true })).ino);
     await writeJournal(store, paths, { op: 'apply', label, from: head.base, to, tag: '', explicitTag: false, freshIno, linked: [] });

@@ -25,7 +25,7 @@ import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { lgetxattr, llistxattr } from '../../native/xattr.js';
 import {
   type CommitOptions, type CommitResult, type LiveJournal, finishLiveCommit, headPaths, recoverHead, refuseMountedUpper, refuseTakenTag,
-  writeLiveJournal,
+  removeTree, writeLiveJournal,
 } from '../head/index.js';
 
 /** What the serving process does to its mount; both resolve once the new overlay is in place. */
@@ -64,7 +64,7 @@ export async function commitLive(store: Store, options: { label: string; tag?: s
     await refuseTakenTag(store, label, options.tag);
 
     // the next upper, looking like the current one at the root (the merged root's attributes)
-    await fsp.rm(paths.swap, { recursive: true, force: true });
+    await removeTree(store, paths.swap);
     await makeFreshUpper(paths.swap, await rootOf(paths.upper), head.xattrNamespace);
     const first = openWriters(paths.upper);
     keepInUpper(paths.upper, paths.swap, first);
@@ -77,7 +77,7 @@ export async function commitLive(store: Store, options: { label: string; tag?: s
       ({ sealed } = await mount.layer(head.base, paths.upper, paths.swap));
     } catch (err) {
       await fsp.rm(paths.live, { force: true });
-      await fsp.rm(paths.swap, { recursive: true, force: true });
+      await removeTree(store, paths.swap);
       throw err;
     }
     // The old overlay was made read-only before it went (when the kernel allowed it): no new

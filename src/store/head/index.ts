@@ -12,4 +12,4 @@ export { type CommitOptions, type CommitResult, commitUpper, refuseTakenTag } fr
 export { type CommitStep, type Journal, type LiveJournal, readLiveJournal, writeJournal, writeLiveJournal } from './journal.js';
 export { type HeadPaths, headPaths } from './paths.js';
 export { finishLiveCommit, recoverHead } from './recover.js';
-export { countUpper, ensureUpper, refuseMountedUpper, swapUpper, upperRootChanged } from './upper-dir.js';
+export { countUpper, ensureUpper, refuseMountedUpper, removeTree, swapUpper, upperRootChanged } from './upper-dir.js';
