@@ -119,8 +119,11 @@ export async function serverMain(argv: string[], serveFn: (o: ServeOptions) => P
   } catch (err) {
     const msg = err instanceof StratumError ? err.message : (err as Error)?.stack ?? String(err);
     log(`error: ${msg}`);
+    // libfuse prints its reason to our stderr (the log); the user gets one line naming the log
+    const line = (err as { code?: unknown })?.code === 'EMOUNT'
+      ? `cannot mount at ${mountpoint}: the FUSE mount was refused (libfuse's reason is in ${get('--log') ?? 'stderr'})` : msg.split('\n')[0];
     if (readyFd !== undefined) {
-      try { writeSync(Number(readyFd), `error ${err instanceof StratumError ? err.code : 'IO'} ${msg.split('\n')[0]}\n`); } catch { /* gone */ }
+      try { writeSync(Number(readyFd), `error ${err instanceof StratumError ? err.code : 'IO'} ${line}\n`); } catch { /* gone */ }
     }
     process.exit(1);
   }

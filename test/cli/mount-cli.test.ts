@@ -116,7 +116,7 @@ mountTest('apply label:tag <mountpoint>: mounts there when HEAD is not mounted, 
     assert.match(cli(['status', 'app', ...s]).stdout, /HEAD on/, 'HEAD is still there');
   }));
 
-(why === undefined && userTestsUnavailable() === undefined ? test : test.skip)('an ordinary user mounting where it cannot create the mountpoint gets one line naming the dir, nothing mounted', () => {
+(why === undefined && userTestsUnavailable() === undefined ? test : test.skip)('an ordinary user mounting where it cannot create the mountpoint gets one line naming the dir, nothing mounted; a dir not its own or / gets one line too', () => {
   const user = testUser();
   const dir = fs.mkdtempSync('/tmp/stratum-mountcli-user-');
   fs.chmodSync(dir, 0o755);
@@ -132,6 +132,19 @@ mountTest('apply label:tag <mountpoint>: mounts there when HEAD is not mounted, 
     assert.is(r.status, 1, r.stderr);
     assert.is(r.stderr, `stratum: cannot create the mountpoint ${target}: /etc is not writable for you; mount onto a directory of yours\n`);
     assert.not.ok(fs.existsSync(target));
+    // a dir that is not the user's: libfuse refuses; one line naming the log, not libfuse's raw error
+    const theirs = fs.mkdtempSync('/tmp/stratum-mountcli-root-');
+    try {
+      const refused = stratumAsUser(user, ['mount', 'app:v1', theirs, '--mode', 'fuse'], { env, runtimeDir });
+      assert.is(refused.status, 1, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`^stratum: cannot mount at ${theirs}: the FUSE mount was refused \\(libfuse's reason is in \\S+\\.log\\)\\n$`));
+      assert.is(fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(theirs), false);
+    } finally {
+      fs.rmdirSync(theirs);
+    }
+    const overRoot = stratumAsUser(user, ['mount', 'app:v1', '/'], { env, runtimeDir });
+    assert.is(overRoot.status, 2, overRoot.stderr);
+    assert.is(overRoot.stderr, 'stratum: refusing to mount over /: it would hide the whole system; mount onto a directory\n');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -52,6 +52,7 @@ export async function mountIn(store: Store, o: { label: string; tag?: string | u
 
 /** A mountpoint is a directory, or absent (the server makes it); anything else is one clear line. */
 export async function checkMountpoint(path: string): Promise<void> {
+  if (resolve(path) === '/') throw new StratumError('BAD_PATH', 'refusing to mount over /: it would hide the whole system; mount onto a directory');
   const st = await fsp.stat(path).catch((err: NodeJS.ErrnoException) => err);
   if (st instanceof Error) {
     if (st.code === 'ENOENT') return checkCanCreate(path);
