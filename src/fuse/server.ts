@@ -11,14 +11,14 @@
 // benchmark baselines.
 //
 // Public surface: serve, stratumMountsAt, lazyUnmount.
-import { closeSync, mkdirSync, openSync, rmdirSync } from 'node:fs';
+import { closeSync, openSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { syncfs } from '../native/files.js';
 import { lazyUnmount, stratumMountsAt } from '../mount/client.js';
 import { commitInChild } from '../mount/commit-process.js';
-import { type ServeOptions, checkMountFlags, log, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
+import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
 import { applyHead } from '../store/commands/apply.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
 import { checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
@@ -49,7 +49,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   let session: FuseSession | undefined;
   let madeMountpoint = false;
   try {
-    madeMountpoint = mkdirSync(mountpoint, { recursive: true }) !== undefined;
+    madeMountpoint = makeMountpoint(mountpoint);
     const scratch = join(paths.work, 'fuse');
     fs = new UnionFs({
       imagePath: store.commits.imagePath(commit),

@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from '
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ControlFs, controlMountOptions } from '../mount/control-fs.js';
-import { type ServeOptions, checkMountFlags, log, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
+import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
 import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
@@ -72,7 +72,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     await makeFreshUpper(stub, root, 'trusted');
     mkdirSync(join(stub, CONTROL_NAME), { mode: 0o555 });
     setMtime(stub, root.mtimeSec, root.mtimeNsec);
-    madeMountpoint = mkdirSync(mountpoint, { recursive: true }) !== undefined;
+    madeMountpoint = makeMountpoint(mountpoint);
     overlay = new KernelOverlay({
       source: `${KERNEL_SOURCE_PREFIX}${label}${head ? '' : `:${ref}`}`,
       mountpoint, stub, objects: store.objects.root, workRoot: head ? paths.work : undefined,

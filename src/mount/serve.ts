@@ -9,8 +9,9 @@
 // Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
 // command waits for it, then checks the mount answers); a failure writes "error <CODE> <message>".
 //
-// Public surface: ServeOptions, checkMountFlags, mountStatus, parseApplyRequest, serverMain, log.
-import { closeSync, lstatSync, readdirSync, writeSync } from 'node:fs';
+// Public surface: ServeOptions, checkMountFlags, makeMountpoint, mountStatus, parseApplyRequest, serverMain, log.
+import { closeSync, lstatSync, mkdirSync, readdirSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { StratumError } from '../store/error.js';
 import type { MountState } from '../store/mount-state.js';
 import type { MountTarget } from '../store/mount-target.js';
@@ -91,6 +92,29 @@ function upperCounts(upper: string): { paths: number; deletions: number } {
 }
 
 /** One line of the server's log (its stderr, which `stratum mount` points at the log file). */
+/**
+ * Makes a missing mountpoint and its missing parents, one mkdir each; true when the mountpoint
+ * itself was made (the server removes it again). Not mkdirSync's recursive mode: under /proc it
+ * retries ENOENT forever, so a server asked for `/proc/x/y` never answered.
+ */
+export function makeMountpoint(path: string): boolean {
+  const missing: string[] = [];
+  const absent = (p: string): boolean => {
+    try { return lstatSync(p, { throwIfNoEntry: false }) === undefined; } catch { return false; }
+  };
+  for (let p = path; absent(p) && p !== dirname(p); p = dirname(p)) missing.unshift(p);
+  for (const p of missing) {
+    try {
+      mkdirSync(p);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') continue;
+      throw new StratumError(code === 'EACCES' || code === 'EPERM' ? 'PERMISSION' : 'BAD_PATH', `cannot create the mountpoint ${path}: mkdir ${p}: ${code}`);
+    }
+  }
+  return missing.length > 0;
+}
+
 export function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }
