@@ -27,7 +27,7 @@ async function main(argv: string[]): Promise<number> {
     await cli.runMatchedCommand();
     return typeof process.exitCode === 'number' ? process.exitCode : 0;  // a command that found problems (verify) set 1
   } catch (err) {
-    return report(err);
+    return report(err, argv.includes('--json'));
   }
 }
 
@@ -39,7 +39,23 @@ const USER_SYSTEM_ERRORS: Readonly<Record<string, string>> = {
   EACCES: 'permission denied', EPERM: 'operation not permitted', EROFS: 'read-only file system', ENOSPC: 'no space left', EDQUOT: 'disk quota exceeded',
 };
 
-function report(err: unknown): number {
+/**
+ * One line on stderr for the user; with --json also `{"error": {code, message}}` on stdout, so a
+ * script reads the stable code rather than parsing the message.
+ */
+function report(err: unknown, json: boolean): number {
+  const status = reportLine(err);
+  if (json && status !== EPIPE_STATUS) {
+    const code = err instanceof StratumError ? err.code
+      : isSystemError(err) ? (err.code === 'ENOSPC' || err.code === 'EDQUOT' ? 'NO_SPACE' : err.code === 'EACCES' || err.code === 'EPERM' ? 'PERMISSION' : 'IO')
+      : err instanceof Error && err.name === 'CACError' ? 'USAGE' : 'INTERNAL';
+    const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    process.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);
+  }
+  return status;
+}
+
+function reportLine(err: unknown): number {
   if (isSystemError(err, 'EPIPE')) return EPIPE_STATUS;
   // e.g. another user's store: its lock file is not ours to open
   if (isSystemError(err) && USER_SYSTEM_ERRORS[err.code]) {

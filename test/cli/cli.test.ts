@@ -23,6 +23,27 @@ test('usage mistakes exit 2 with one line and no stack trace', () => {
   assert.match(stratum(['list', 'a/b']).stderr, /^stratum: bad label name "a\/b"/);
 });
 
+test('with --json an error is also {"error": {code, message}} on stdout, with the stable code and the exit status', () =>
+  withTempDir(async (dir) => {
+    const a = join(dir, 'a');
+    const tree = makeTree(join(dir, 'tree'), { 'f.txt': 'hello' });
+    assert.is(stratum(['import', tree, '--label', 'app', '--tag', 'v1', '--store', a]).status, 0);
+    const cases: Array<[string[], string, number]> = [
+      [['list', 'other'], 'NOT_FOUND', 1],
+      [['tag', 'app:v1', 'app:v1'], 'TAG_EXISTS', 1],
+      [['list', 'a/b'], 'BAD_NAME', 2],
+      [['list', '--frob'], 'USAGE', 2],
+    ];
+    for (const [args, code, status] of cases) {
+      const r = stratum([...args, '--json', '--store', a]);
+      assert.is(r.status, status, args.join(' '));
+      const out = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+      assert.is(out.error.code, code, args.join(' '));
+      assert.is(`stratum: ${out.error.message}`, r.stderr.split(/;? see `stratum --help`\n|\n/)[0], 'the same message as on stderr');
+    }
+    assert.is(stratum(['list', 'other', '--store', a]).stdout, '', 'without --json stdout stays empty');
+  }));
+
 test('the store comes from --store, else $STRATUM_STORE', () =>
   withTempDir(async (dir) => {
     const a = join(dir, 'a');
