@@ -19,6 +19,8 @@ export const OBJECT_TYPE = 'application/vnd.stratum.object.v1';
 export const IMAGE_DIGEST_KEY = 'composefs.merged.erofs.v1.fsverity-sha256-12';
 export const OBJECT_DIGEST_KEY = 'org.stratum.object.fsverity-sha256-12';
 export const COMMIT_KEY = 'org.stratum.commit';
+/** On a pack layer: the smallest object digest in it (packs follow the sorted digests), so a pull skips packs it needs nothing from. */
+export const PACK_FIRST_KEY = 'org.stratum.pack.first';
 export const PARENT_KEY = 'org.stratum.commit.parent';
 export const CREATED_KEY = 'org.opencontainers.image.created';
 /** distribution and most registries refuse larger manifests. */
@@ -34,6 +36,8 @@ export interface Descriptor {
 export interface PackBlobs {
   pack: Descriptor;
   index: Descriptor;
+  /** The pack's smallest object digest (hex); manifests before it was added lack it. */
+  first?: string;
 }
 
 export interface CommitManifest {
@@ -57,7 +61,7 @@ export function buildManifest(m: CommitManifest): Buffer {
     { mediaType: IMAGE_TYPE, digest: m.image.digest, size: m.image.size, annotations: { [IMAGE_DIGEST_KEY]: m.id } },
   ];
   for (const p of m.packs) {
-    layers.push({ mediaType: PACK_TYPE, digest: p.pack.digest, size: p.pack.size });
+    layers.push({ mediaType: PACK_TYPE, digest: p.pack.digest, size: p.pack.size, ...(p.first ? { annotations: { [PACK_FIRST_KEY]: p.first } } : {}) });
     layers.push({ mediaType: INDEX_TYPE, digest: p.index.digest, size: p.index.size });
   }
   for (const o of m.objects) layers.push({ mediaType: OBJECT_TYPE, digest: o.digest, size: o.size, annotations: { [OBJECT_DIGEST_KEY]: o.object } });
@@ -106,7 +110,9 @@ export function parseManifest(bytes: Uint8Array): CommitManifest {
     if (l.mediaType === PACK_TYPE) {
       const index = layers[i + 1];
       if (!index || index.mediaType !== INDEX_TYPE) throw bad(`pack layer ${i} is not followed by its index`);
-      packs.push({ pack: l, index });
+      const first = l.annotations?.[PACK_FIRST_KEY];
+      if (first !== undefined && !isDigest(first)) throw bad(`pack layer ${i} has a malformed ${PACK_FIRST_KEY} annotation`);
+      packs.push({ pack: l, index, ...(first ? { first } : {}) });
       i++;
     } else if (l.mediaType === OBJECT_TYPE) {
       const object = l.annotations?.[OBJECT_DIGEST_KEY];

@@ -4,7 +4,7 @@
 // the image) and staged in one object batch; only when all of it is present does the batch
 // commit, then the commit dir, then the tags. A failed or killed pull leaves the store as it was.
 //
-// Public surface: pullCommit, PullResult, PullProgress.
+// Public surface: pullCommit, packsToRead, PullResult, PullProgress.
 import { Readable } from 'node:stream';
 import { setAnnotations } from '../store/annotations.js';
 import { fsverityDigest } from '../store/digest.js';
@@ -17,7 +17,7 @@ import type { Store } from '../store/store.js';
 import { fetchAnnotations } from './annotations.js';
 import { pool } from '../store/pool.js';
 import { usedObjects } from '../store/image/read.js';
-import { parseManifest, sha256Digest, type Descriptor } from './manifest.js';
+import { parseManifest, sha256Digest, type Descriptor, type PackBlobs } from './manifest.js';
 import { MAX_INDEX_BYTES, maxPackBytes, parseIndex, readEntry, type PackIndexEntry } from './pack.js';
 import { LARGE_OBJECT, PACK_MAX_BYTES, PACK_MAX_OBJECTS } from './plan.js';
 import type { RegistryClient } from './registry.js';
@@ -142,7 +142,7 @@ export async function pullCommit(
 
     // Packs: their indexes first, then only the entries still missing.
     if (received.size < missing.size) {
-      await pool(manifest.packs, IN_FLIGHT, async ({ pack, index }) => {
+      await pool(packsToRead(manifest.packs, [...missing.keys()].filter((d) => !received.has(d))), IN_FLIGHT, async ({ pack, index }) => {
         bounded(pack, MAX_PACK, 'a pack');
         const indexBytes = await client.getBlob(source.repo, bounded(index, MAX_INDEX_BYTES, 'a pack index'));
         const wanted = parseIndex(indexBytes, pack.size, LARGE_OBJECT).filter((e) => missing.has(e.digest) && !received.has(e.digest));
@@ -203,6 +203,25 @@ async function publishTags(store: Store, label: string, tag: string, id: string,
   }
   await store.heads.createIfAbsent(label, id);
   return tags;
+}
+
+/**
+ * The packs that may hold one of `wanted`: with every pack's first digest known (and ascending, as
+ * push writes them), pack i covers [first_i, first_i+1), so the others' indexes are not fetched. A
+ * manifest that lies only makes the pull miss an object, which it reports; it never takes a wrong one.
+ */
+export function packsToRead(packs: PackBlobs[], wanted: string[]): PackBlobs[] {
+  const firsts = packs.map((p) => p.first);
+  if (firsts.some((f) => f === undefined) || firsts.some((f, i) => i > 0 && !(firsts[i - 1]! < f!))) return packs;
+  const sorted = [...wanted].sort();
+  const out: PackBlobs[] = [];
+  let j = 0;
+  for (let i = 0; i < packs.length; i++) {
+    const end = firsts[i + 1];
+    while (j < sorted.length && sorted[j]! < firsts[i]!) j++;
+    if (j < sorted.length && (end === undefined || sorted[j]! < end)) out.push(packs[i]!);
+  }
+  return out;
 }
 
 /** Consecutive index entries whose gaps are small become one Range read. */

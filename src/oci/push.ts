@@ -168,7 +168,7 @@ async function pushManifest(
   const cachedObjects = plan.large.map((o) => cache.objects[o.digest]);
   if (cachedPacks.every(Boolean) && cachedObjects.every(Boolean)) {
     const manifest = manifestOf(
-      cachedPacks.map((c) => ({ pack: { mediaType: PACK_TYPE, ...c!.pack }, index: { mediaType: INDEX_TYPE, ...c!.index } })),
+      cachedPacks.map((c, i) => ({ pack: { mediaType: PACK_TYPE, ...c!.pack }, index: { mediaType: INDEX_TYPE, ...c!.index }, first: plan.packs[i]![0]!.digest })),
       plan.large.map((o, i) => ({ mediaType: OBJECT_TYPE, digest: cachedObjects[i]!, size: o.size, object: o.digest })),
     );
     if ((await client.manifestDigest(repo, tag)) === sha256Digest(manifest)) {
@@ -208,7 +208,7 @@ async function pushManifest(
     await sendBlob(refs.pack, () => bytes().pack);
     await sendBlob(refs.index, () => bytes().indexBytes);
     cache.packs[key] = refs;
-    packs[i] = { pack: { mediaType: PACK_TYPE, ...refs.pack }, index: { mediaType: INDEX_TYPE, ...refs.index } };
+    packs[i] = { pack: { mediaType: PACK_TYPE, ...refs.pack }, index: { mediaType: INDEX_TYPE, ...refs.index }, first: objects[0]!.digest };
     built = undefined;
     report(objects.length, objects.reduce((n, o) => n + o.size, 0));
   });

@@ -10,6 +10,7 @@ import { StratumError } from '../../src/store/error.js';
 import { buildManifest, parseManifest, sha256Digest, type CommitManifest } from '../../src/oci/manifest.js';
 import { formatIndex, parseIndex, readEntry, writePack } from '../../src/oci/pack.js';
 import { LARGE_OBJECT, planObjects, type PlannedObject } from '../../src/oci/plan.js';
+import { packsToRead } from '../../src/oci/pull.js';
 import { withTempDir } from '../helpers/dirs.js';
 
 function objects(n: number, size: (i: number) => number): Array<{ digest: string; data: Buffer }> {
@@ -125,7 +126,7 @@ test('the manifest is deterministic, round-trips, and stays well under 4 MB for 
     created: '2026-12-06T00:00:00Z',
     config: { mediaType: 'x', digest: d('config'), size: 10 },
     image: { mediaType: 'x', digest: d('image'), size: 5 },
-    packs: plan.packs.map((_p, i) => ({ pack: { mediaType: 'x', digest: d(`p${i}`), size: 1 << 20 }, index: { mediaType: 'x', digest: d(`i${i}`), size: 20000 } })),
+    packs: plan.packs.map((p, i) => ({ pack: { mediaType: 'x', digest: d(`p${i}`), size: 1 << 20 }, index: { mediaType: 'x', digest: d(`i${i}`), size: 20000 }, first: p[0]!.digest })),
     objects: [{ mediaType: 'x', digest: d('big'), size: LARGE_OBJECT, object: id }],
   };
   const bytes = buildManifest(m);
@@ -136,9 +137,30 @@ test('the manifest is deterministic, round-trips, and stays well under 4 MB for 
   assert.is(back.parent, m.parent);
   assert.is(back.created, m.created);
   assert.is(back.packs.length, plan.packs.length);
+  assert.equal(back.packs.map((p) => p.first), plan.packs.map((p) => p[0]!.digest));
   assert.is(back.objects[0]!.object, id);
   assert.is(code(() => parseManifest(Buffer.from('{"schemaVersion":2,"artifactType":"application/vnd.oci.image.config.v1+json"}'))), 'NOT_FOUND');
   assert.is(code(() => parseManifest(Buffer.from('not json'))), 'CORRUPT_FRAME');
+});
+
+test('a pull reads the indexes of just the packs whose digest range holds a wanted object; without first digests, all', () => {
+  const list: PlannedObject[] = [];
+  for (let i = 0; i < 5000; i++) list.push({ digest: fsverityDigest(Buffer.from(`o${i}`)), size: 4096 });
+  const plan = planObjects(list);
+  assert.ok(plan.packs.length >= 10, `${plan.packs.length} packs`);
+  const packs = plan.packs.map((p, i) => ({ pack: { mediaType: 'x', digest: `p${i}`, size: 1 }, index: { mediaType: 'x', digest: `i${i}`, size: 1 }, first: p[0]!.digest }));
+  const holding = (digest: string) => plan.packs.findIndex((p) => p.some((o) => o.digest === digest));
+  // wanted: the first object of pack 3, the last of pack 7, one in the middle of pack 7
+  const wanted = [plan.packs[3]![0]!.digest, plan.packs[7]!.at(-1)!.digest, plan.packs[7]![1]!.digest];
+  assert.equal(packsToRead(packs, wanted).map((p) => p.pack.digest), ['p3', 'p7']);
+  assert.equal(wanted.map(holding), [3, 7, 7]);
+  assert.equal(packsToRead(packs, []), []);
+  // every object wanted: every pack; a digest below the first pack: no pack (the pull then says it is missing)
+  assert.is(packsToRead(packs, list.map((o) => o.digest)).length, packs.length);
+  assert.equal(packsToRead(packs, ['0'.repeat(64)]).map((p) => p.pack.digest), plan.packs[0]![0]!.digest === '0'.repeat(64) ? ['p0'] : []);
+  // an old manifest (no first digests) or one out of order: every index is read
+  assert.is(packsToRead(packs.map(({ first: _f, ...p }) => p), wanted).length, packs.length);
+  assert.is(packsToRead([...packs].reverse(), wanted).length, packs.length);
 });
 
 test.run();

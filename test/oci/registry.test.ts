@@ -133,6 +133,11 @@ it('one changed file: push uploads a small fraction, and a pull into a store wit
   assert.is(pulled.id, v2.id);
   assert.is(pulled.missing, 1);
   assert.ok(pulled.receivedBytes < 0.2 * v1.bytes, `pull received ${pulled.receivedBytes} of ${v1.bytes} bytes`);
+  // only the index of the pack the new object falls in is fetched, not all of them
+  assert.ok(m2!.packs.every((p) => p.first !== undefined), 'every pack names its first digest');
+  const allIndexes = m2!.packs.reduce((n, p) => n + p.index.size, 0);
+  assert.ok(pulled.receivedBytes < m2!.config.size + m2!.image.size + allIndexes / 2,
+    `pull received ${pulled.receivedBytes} bytes: config ${m2!.config.size}, image ${m2!.image.size}, all ${m2!.packs.length} indexes ${allIndexes}`);
   assert.match(ok(b, 'verify'), /ok/);
 });
 
