@@ -112,9 +112,8 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
   while (stack.length > 0) {
     const { p, path, base } = stack.pop()!;
     for (const d of p.dirents!) {
-      const n = d.name;
-      if ((n.length === 1 && n[0] === 0x2e) || (n.length === 2 && n[0] === 0x2e && n[1] === 0x2e) || isHidden(d.node)) continue;
-      const name = Buffer.from(n.buffer, n.byteOffset, n.byteLength).toString('latin1');
+      const name = d.name;
+      if (name === '.' || name === '..' || isHidden(d.node)) continue;
       const childPath = `${path}/${name}`;
       const baseChild = base?.children?.get(name)?.inode;
       leaf(childPath, d.node, baseChild);

@@ -42,7 +42,8 @@ export interface PlanXattr {
 }
 
 export interface PlanDirent {
-  name: Uint8Array;
+  /** A byte string: its length is its length in bytes. */
+  name: ByteString;
   node: PlanNode;
 }
 
@@ -170,8 +171,15 @@ function stubNode(n: Inode): PlanNode {
   return p;
 }
 
-/** Builds working nodes for every primary entry and applies the overlayfs rewrite. */
-function rewrite(tree: Tree, version: number): Work {
+/** Thrown by `rewrite` at the first source whiteout when the version must rise to 1 first. */
+const NEEDS_VERSION_1 = Symbol('needs composefs version 1');
+
+/**
+ * Builds working nodes for every primary entry and applies the overlayfs rewrite. A source
+ * whiteout needs version 1 when `bump` allows it: the walk then stops (NEEDS_VERSION_1) and the
+ * caller starts again at version 1; trees without whiteouts (nearly all) are walked once.
+ */
+function rewrite(tree: Tree, version: number, bump: boolean): Work {
   const byInode = new Map<Inode, Work>();
   const links: Array<{ dir: Work; name: ByteString; inode: Inode }> = [];
 
@@ -192,7 +200,7 @@ function rewrite(tree: Tree, version: number): Work {
     if (p.external) {
       let metacopy = EMPTY;
       if (inode.digest !== undefined) {
-        if (!/^[0-9a-f]{64}$/.test(inode.digest)) bad(`bad digest ${inode.digest}`);
+        if (!isDigest(inode.digest)) bad(`bad digest ${inode.digest}`);
         metacopy = new Uint8Array(36);
         metacopy.set([0, 36, 0, 1]); // version, length, flags, FS_VERITY_HASH_ALG_SHA256
         metacopy.set(Buffer.from(inode.digest, 'hex'), 4);
@@ -201,6 +209,7 @@ function rewrite(tree: Tree, version: number): Work {
       if (inode.payload) setXattr(work, OVERLAY_REDIRECT, bytesOf('/' + inode.payload));
     }
     if (isWhiteout(inode.mode, inode.rdev)) {
+      if (bump) throw NEEDS_VERSION_1;
       // A source whiteout becomes an empty regular file overlayfs shows as-is (escaped).
       p.size = 0;
       p.mode = S_IFREG | (p.mode & ~S_IFMT);
@@ -257,16 +266,18 @@ function rewrite(tree: Tree, version: number): Work {
   return root;
 }
 
-function hasSourceWhiteout(inode: Inode, seen: Set<Inode>): boolean {
-  if (seen.has(inode)) return false;
-  seen.add(inode);
-  if (isWhiteout(inode.mode, inode.rdev)) return true;
-  if (inode.children) for (const e of inode.children.values()) if (!e.hardlink && hasSourceWhiteout(e.inode, seen)) return true;
-  return false;
+/** 64 lowercase hex digits (a loop: a RegExp per file costs ~60 ms at 100k files). */
+function isDigest(s: string): boolean {
+  if (s.length !== 64) return false;
+  for (let i = 0; i < 64; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
 }
 
 /** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
-interface NameInfo { index: number; suffix: Uint8Array; filterBit: number }
+interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
 
 function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString, NameInfo>): PlanXattr[] {
   const out: PlanXattr[] = [];
@@ -281,12 +292,27 @@ function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString
       }
       if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
       const suffix = bytesOf(rest);
-      info = { index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
+      info = { id: names.size, index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
       names.set(name, info);
     }
     out.push({ name, value, index: info.index, suffix: info.suffix, sharedOffset: -1 });
   }
   return out.sort(byName);
+}
+
+/** FNV-1a over the value, seeded with the name's number in this layout. */
+function pairHash(x: PlanXattr, nameId: number): number {
+  let h = (0x811c9dc5 ^ nameId) >>> 0;
+  const v = x.value;
+  for (let i = 0; i < v.length; i++) h = Math.imul(h ^ v[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+function samePair(a: PlanXattr, b: PlanXattr): boolean {
+  if (a.name !== b.name || a.value.length !== b.value.length) return false;
+  if (a.value === b.value) return true;
+  for (let i = 0; i < a.value.length; i++) if (a.value[i] !== b.value[i]) return false;
+  return true;
 }
 
 const entrySize = (x: PlanXattr): number => xattrEntrySize(x.suffix.length, x.value.length);
@@ -297,19 +323,25 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   let maxVersion = options.maxVersion ?? 1;
   if (version > 1 || maxVersion > 1) bad('composefs version above 1');
   if (maxVersion < version) maxVersion = version;
-  if (version < 1 && maxVersion >= 1 && hasSourceWhiteout(tree.root, new Set())) version = 1;
-
-  const root = rewrite(tree, version);
+  let root: Work;
+  try {
+    root = rewrite(tree, version, version < 1 && maxVersion >= 1);
+  } catch (e) {
+    if (e !== NEEDS_VERSION_1) throw e;
+    version = 1;
+    root = rewrite(tree, version, false);
+  }
 
   // BFS with sorted children; `.` and `..` join the dirents but not the queue.
   const nodes: PlanNode[] = [];
-  const queue: Array<{ work: Work; parent: Work }> = [{ work: root, parent: root }];
+  const queue: Work[] = [root];
+  const parents: Work[] = [root];
   let minSec = root.plan.mtimeSec;
   let minNsec = root.plan.mtimeNsec;
   let hasAcl = false;
   const names = new Map<ByteString, NameInfo>();
   for (let qi = 0; qi < queue.length; qi++) {
-    const { work, parent } = queue[qi]!;
+    const work = queue[qi]!;
     const p = work.plan;
     p.ino = qi;
     nodes.push(p);
@@ -317,20 +349,24 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
     p.xattrs = toPlanXattrs(work.xattrs, names);
     if (work.xattrs.has('system.posix_acl_access') || work.xattrs.has('system.posix_acl_default')) hasAcl = true;
     if ((p.mode & S_IFMT) === S_IFDIR) {
-      const entries: Array<{ name: ByteString; plan: PlanNode; queued: Work | undefined }> = [
-        { name: '.', plan: p, queued: undefined },
-        { name: '..', plan: parent.plan, queued: undefined },
-      ];
-      for (const c of work.children) entries.push({ name: c.name, plan: c.work.plan, queued: c.hardlink ? undefined : c.work });
-      entries.sort(byName);
+      const kids = work.children.sort(byName);
+      const dirents: PlanDirent[] = new Array(kids.length + 2);
+      // `.` and `..` go where strcmp puts them among the (sorted, distinct) names.
+      let at = 0;
+      let dots = 0;
       let subdirs = 0;
-      const dirents: PlanDirent[] = new Array(entries.length);
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!;
-        dirents[i] = { name: bytesOf(e.name), node: e.plan };
-        if (e.queued) {
-          if ((e.plan.mode & S_IFMT) === S_IFDIR) subdirs++;
-          queue.push({ work: e.queued, parent: work });
+      for (let i = 0; i <= kids.length; i++) {
+        const c = kids[i];
+        while (dots < 2 && (c === undefined || (dots === 0 ? '.' : '..') < c.name)) {
+          dirents[at++] = dots === 0 ? { name: '.', node: p } : { name: '..', node: parents[qi]!.plan };
+          dots++;
+        }
+        if (c === undefined) break;
+        dirents[at++] = { name: c.name, node: c.work.plan };
+        if (!c.hardlink) {
+          if ((c.work.plan.mode & S_IFMT) === S_IFDIR) subdirs++;
+          queue.push(c.work);
+          parents.push(work);
         }
       }
       p.dirents = dirents;
@@ -340,33 +376,50 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   if (nodes.length > 0xffffffff) bad('too many inodes');
 
   // Shared xattrs: every (name, value) used by more than one inode, in descending canonical order.
-  type Count = { x: PlanXattr; count: number; offset: number };
-  const counts = new Map<string, Count>();
-  const countOf: Count[] = []; // per xattr of every node, in order: its (name, value) pair's count
-  for (const p of nodes) {
-    for (const x of p.xattrs) {
-      const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
-      let e = counts.get(key);
-      if (e) e.count++;
-      else counts.set(key, (e = { x, count: 1, offset: -1 }));
-      countOf.push(e);
+  // Pairs are told apart by a hash of name and value and compared on collision, so no key is
+  // built per xattr: `first[k]` is the index (in `all`) of the first xattr equal to xattr k, and
+  // `count[f]` how many there are, for each first one f.
+  const all: PlanXattr[] = [];
+  for (const p of nodes) for (const x of p.xattrs) all.push(x);
+  const first = new Int32Array(all.length);
+  const count = new Int32Array(all.length);
+  const chain = new Int32Array(all.length).fill(-1); // the next first-xattr of the same hash
+  const byHash = new Map<number, number>();
+  let nShared = 0;
+  for (let k = 0; k < all.length; k++) {
+    const x = all[k]!;
+    const h = pairHash(x, names.get(x.name)!.id);
+    let f = byHash.get(h) ?? -1;
+    let last = -1;
+    while (f >= 0 && !samePair(all[f]!, x)) { last = f; f = chain[f]!; }
+    if (f < 0) {
+      f = k;
+      if (last >= 0) chain[last] = k;
+      else byHash.set(h, k);
     }
+    first[k] = f;
+    if (++count[f] === 2) nShared++;
   }
-  const shared = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => {
-    if (a.x.name !== b.x.name) return a.x.name < b.x.name ? 1 : -1;
-    if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
-    return Buffer.compare(b.x.value, a.x.value);
-  });
+  const shared: PlanXattr[] = [];
+  const offsetOf = new Map<PlanXattr, number>();
+  if (nShared > 0) {
+    for (let k = 0; k < all.length; k++) if (first[k] === k && count[k]! > 1) shared.push(all[k]!);
+    shared.sort((a, b) => {
+      if (a.name !== b.name) return a.name < b.name ? 1 : -1;
+      if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+      return Buffer.compare(b.value, a.value);
+    });
+  }
   let sharedXattrSize = 0;
-  for (const e of shared) { e.offset = sharedXattrSize; sharedXattrSize += entrySize(e.x); }
+  for (const x of shared) { offsetOf.set(x, sharedXattrSize); sharedXattrSize += entrySize(x); }
   if (shared.length > 0) {
     let k = 0;
     for (const p of nodes) {
       let n = 0;
       for (const x of p.xattrs) {
-        const e = countOf[k++]!;
+        const f = first[k++]!;
         if (n >= EROFS_XATTR_LONG_PREFIX) continue;
-        if (e.count > 1) { x.sharedOffset = e.offset; n++; }
+        if (count[f]! > 1) { x.sharedOffset = offsetOf.get(all[f]!)!; n++; }
       }
     }
   }
@@ -411,7 +464,7 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   if (blk > 0xffffffff) bad('image larger than 2^32 blocks');
   return {
     nodes, composefsVersion: version, hasAcl, minMtimeSec: minSec, minMtimeNsec: minNsec, inodesEnd,
-    sharedXattrs: shared.map((e) => e.x), sharedXattrSize, dataBlockStart, nDataBlocks,
+    sharedXattrs: shared, sharedXattrSize, dataBlockStart, nDataBlocks,
     size: dataBlockStart + nDataBlocks * EROFS_BLKSIZ,
   };
 }
