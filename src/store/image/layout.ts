@@ -109,11 +109,14 @@ function validMode(mode: number): boolean {
 }
 
 
-/** Working node while rewriting: xattrs keyed by name so `set` replaces, like lcfs_node_set_xattr. */
+/**
+ * Working node while rewriting. Its xattrs are its plan's (a few per inode: a list searched by
+ * name, so `set` replaces, like lcfs_node_set_xattr; prefix index and suffix are filled in later).
+ */
 interface Work {
   plan: PlanNode;
-  xattrs: Map<ByteString, Uint8Array>;
-  children: Array<{ name: ByteString; work: Work; hardlink: boolean }>;
+  /** Directories only. */
+  children: Array<{ name: ByteString; work: Work; hardlink: boolean }> | undefined;
   /** lcfs' running worst-case xattr size estimate; mkcomposefs refuses a set beyond XATTR_BUDGET. */
   budget: number;
 }
@@ -122,18 +125,27 @@ const XATTR_BUDGET = 0xffff >> 1;
 
 /** lcfs_node_set_xattr: replace any value of that name, refuse to grow past the budget. */
 function setXattr(work: Work, name: ByteString, value: Uint8Array): void {
-  const old = work.xattrs.get(name);
-  if (old !== undefined) {
-    work.xattrs.delete(name);
-    work.budget = work.xattrs.size > 0 ? work.budget - (7 + name.length + old.length) : 0;
+  const xattrs = work.plan.xattrs;
+  const i = findXattr(xattrs, name);
+  if (i >= 0) {
+    const old = xattrs[i]!.value;
+    xattrs.splice(i, 1);
+    work.budget = xattrs.length > 0 ? work.budget - (7 + name.length + old.length) : 0;
   }
   // lcfs subtracts the current (possibly escaped, longer) name length on replace, so its size_t
   // estimate can wrap below zero; the comparison below then fails just as the C one does.
-  const sum = work.budget + 7 + name.length + value.length + (work.xattrs.size === 0 ? 12 : 0);
+  const sum = work.budget + 7 + name.length + value.length + (xattrs.length === 0 ? 12 : 0);
   if (sum > XATTR_BUDGET || sum < 0) bad(`xattrs of one inode exceed mkcomposefs' size estimate limit (${XATTR_BUDGET})`);
   work.budget = sum;
-  work.xattrs.set(name, value);
+  xattrs.push(newXattr(name, value));
 }
+
+function findXattr(xattrs: PlanXattr[], name: ByteString): number {
+  for (let i = 0; i < xattrs.length; i++) if (xattrs[i]!.name === name) return i;
+  return -1;
+}
+
+const newXattr = (name: ByteString, value: Uint8Array): PlanXattr => ({ name, value, index: 0, suffix: EMPTY, sharedOffset: -1 });
 
 const EMPTY = new Uint8Array(0);
 const Y = Uint8Array.of(0x79);
@@ -186,27 +198,33 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
   const make = (inode: Inode, parent: Work | undefined): Work => {
     if (!validMode(inode.mode)) bad(`invalid mode ${inode.mode.toString(8)}`);
     if (byInode.has(inode)) bad('an inode has more than one primary entry (mark the others as hardlinks)');
-    const work: Work = { plan: newPlanNode(inode), xattrs: new Map(), children: [], budget: 0 };
+    const work: Work = { plan: newPlanNode(inode), children: inode.children || (inode.mode & S_IFMT) === S_IFDIR ? [] : undefined, budget: 0 };
     byInode.set(inode, work);
     // Escape the source's overlay xattrs so overlayfs passes them through instead of obeying them.
     // The budget starts at 0: lcfs writes a deep clone of the tree, and the clone does not carry
     // the source's size estimate over.
+    const p = work.plan;
     for (const x of inode.xattrs) {
       const name = x.name.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + x.name.slice(OVERLAY_PREFIX.length) : x.name;
-      if (work.xattrs.has(name)) bad(`duplicate xattr ${JSON.stringify(x.name)}`);
-      work.xattrs.set(name, x.value);
+      if (findXattr(p.xattrs, name) >= 0) bad(`duplicate xattr ${JSON.stringify(x.name)}`);
+      p.xattrs.push(newXattr(name, x.value));
     }
-    const p = work.plan;
     if (p.external) {
-      let metacopy = EMPTY;
+      let metacopy: Uint8Array = EMPTY;
       if (inode.digest !== undefined) {
         if (!isDigest(inode.digest)) bad(`bad digest ${inode.digest}`);
-        metacopy = new Uint8Array(36);
-        metacopy.set([0, 36, 0, 1]); // version, length, flags, FS_VERITY_HASH_ALG_SHA256
-        metacopy.set(Buffer.from(inode.digest, 'hex'), 4);
+        const m = Buffer.allocUnsafe(36);
+        m[0] = 0; m[1] = 36; m[2] = 0; m[3] = 1; // version, length, flags, FS_VERITY_HASH_ALG_SHA256
+        m.write(inode.digest, 4, 'hex');
+        metacopy = m;
       }
       setXattr(work, OVERLAY_METACOPY, metacopy);
-      if (inode.payload) setXattr(work, OVERLAY_REDIRECT, bytesOf('/' + inode.payload));
+      if (inode.payload) {
+        const r = Buffer.allocUnsafe(1 + inode.payload.length);
+        r[0] = 0x2f; // '/'
+        r.write(inode.payload, 1, 'latin1');
+        setXattr(work, OVERLAY_REDIRECT, r);
+      }
     }
     if (isWhiteout(inode.mode, inode.rdev)) {
       if (bump) throw NEEDS_VERSION_1;
@@ -232,7 +250,7 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
           if ((entry.inode.mode & S_IFMT) === S_IFDIR) bad('directories cannot be hardlinked');
           links.push({ dir: work, name, inode: entry.inode });
         } else {
-          work.children.push({ name, work: make(entry.inode, work), hardlink: false });
+          work.children!.push({ name, work: make(entry.inode, work), hardlink: false });
         }
       }
     }
@@ -244,24 +262,24 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
   for (const l of links) {
     const target = byInode.get(l.inode);
     if (!target) bad(`hardlink ${JSON.stringify(l.name)} points at an inode with no primary entry`);
-    l.dir.children.push({ name: l.name, work: target, hardlink: true });
+    l.dir.children!.push({ name: l.name, work: target, hardlink: true });
   }
 
   setXattr(root, OVERLAY_OPAQUE, Y);
-  const names = new Set(root.children.map((c) => c.name));
-  const selinux = root.xattrs.get('security.selinux');
+  const names = new Set(root.children!.map((c) => c.name));
+  const selinuxAt = findXattr(root.plan.xattrs, 'security.selinux');
+  const selinux = selinuxAt >= 0 ? root.plan.xattrs[selinuxAt]!.value : undefined;
   for (let i = 0; i < 256; i++) {
     const name = i.toString(16).padStart(2, '0');
     if (names.has(name)) continue;
     const r = root.plan;
     const stub: Work = {
       plan: stubNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
-      xattrs: new Map(),
-      children: [],
+      children: undefined,
       budget: 0,
     };
     if (selinux) setXattr(stub, 'security.selinux', selinux);
-    root.children.push({ name, work: stub, hardlink: false });
+    root.children!.push({ name, work: stub, hardlink: false });
   }
   return root;
 }
@@ -279,9 +297,10 @@ function isDigest(s: string): boolean {
 /** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
 interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
 
-function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString, NameInfo>): PlanXattr[] {
-  const out: PlanXattr[] = [];
-  for (const [name, value] of xattrs) {
+/** Fills in each xattr's prefix index and suffix, and sorts them by name. */
+function encodeXattrs(xattrs: PlanXattr[], names: Map<ByteString, NameInfo>): void {
+  for (const x of xattrs) {
+    const { name, value } = x;
     if (value.length > 0xffff) bad(`xattr ${JSON.stringify(name)} value too long`);
     let info = names.get(name);
     if (info === undefined) {
@@ -295,9 +314,10 @@ function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString
       info = { id: names.size, index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
       names.set(name, info);
     }
-    out.push({ name, value, index: info.index, suffix: info.suffix, sharedOffset: -1 });
+    x.index = info.index;
+    x.suffix = info.suffix;
   }
-  return out.sort(byName);
+  if (xattrs.length > 1) xattrs.sort(byName);
 }
 
 /** FNV-1a over the value, seeded with the name's number in this layout. */
@@ -346,10 +366,10 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
     p.ino = qi;
     nodes.push(p);
     if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) { minSec = p.mtimeSec; minNsec = p.mtimeNsec; }
-    p.xattrs = toPlanXattrs(work.xattrs, names);
-    if (work.xattrs.has('system.posix_acl_access') || work.xattrs.has('system.posix_acl_default')) hasAcl = true;
+    encodeXattrs(p.xattrs, names);
+    if (findXattr(p.xattrs, 'system.posix_acl_access') >= 0 || findXattr(p.xattrs, 'system.posix_acl_default') >= 0) hasAcl = true;
     if ((p.mode & S_IFMT) === S_IFDIR) {
-      const kids = work.children.sort(byName);
+      const kids = work.children!.sort(byName);
       const dirents: PlanDirent[] = new Array(kids.length + 2);
       // `.` and `..` go where strcmp puts them among the (sorted, distinct) names.
       let at = 0;
