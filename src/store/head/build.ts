@@ -121,7 +121,7 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
     }
   }
   leaves.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const levels = merkleLevels(leaves.map((l) => l.hash));
+  const levels = merkleLevels(leaves.map((l) => l.hash), known?.cache.levels);
   const merkle = summaryOf(levels);
   return { merkle, stats: { count: leaves.length, totalSize }, paths: leaves.map((l) => l.path), levels };
 }
