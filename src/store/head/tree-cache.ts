@@ -37,7 +37,15 @@ class Writer {
   u8(v: number): void { this.room(1); this.buf[this.pos++] = v; }
   u32(v: number): void { this.room(4); this.buf.writeUInt32LE(v, this.pos); this.pos += 4; }
   f64(v: number): void { this.room(8); this.buf.writeDoubleLE(v, this.pos); this.pos += 8; }
-  str(s: string): void { this.u32(s.length); this.room(s.length); this.pos += this.buf.write(s, this.pos, 'latin1'); }
+  /** A byte string (a loop: Buffer#write's per-call cost dominates for names this short). */
+  str(s: string): void {
+    this.u32(s.length);
+    this.room(s.length);
+    const b = this.buf;
+    let at = this.pos;
+    for (let i = 0; i < s.length; i++) b[at++] = s.charCodeAt(i);
+    this.pos = at;
+  }
   bytes(b: Uint8Array): void { this.u32(b.length); this.room(b.length); this.buf.set(b, this.pos); this.pos += b.length; }
 }
 
@@ -53,7 +61,7 @@ export function encodeTree(id: string, tree: Tree): Buffer {
     w.u32(n.mode); w.u32(n.uid); w.u32(n.gid);
     w.u32(isDir ? 2 + subdirs : n.nlink); // what the image records (the writer counts a dir's links)
     w.f64(n.mtimeSec); w.u32(n.mtimeNsec); w.f64(n.size); w.f64(n.rdev);
-    const own = n.payload !== undefined && (n.digest === undefined || n.payload !== objectPath(n.digest));
+    const own = n.payload !== undefined && (n.digest === undefined || !isObjectPathOf(n.payload, n.digest));
     w.u8((n.content ? HAS_CONTENT : 0) | (n.digest !== undefined ? HAS_DIGEST : 0) | (own ? OWN_PAYLOAD : 0) | (n.symlinkTarget !== undefined ? HAS_SYMLINK : 0));
     if (n.content) w.bytes(n.content);
     if (n.digest !== undefined) w.str(n.digest);
@@ -76,6 +84,12 @@ export function encodeTree(id: string, tree: Tree): Buffer {
   file.write(id, 4, 'hex');
   createHash('sha256').update(file.subarray(HEADER)).digest().copy(file, 36);
   return file;
+}
+
+/** payload === objectPath(digest), without building the path. */
+function isObjectPathOf(payload: string, digest: string): boolean {
+  return payload.length === digest.length + 1 && payload.charCodeAt(0) === digest.charCodeAt(0) && payload.charCodeAt(1) === digest.charCodeAt(1)
+    && payload.charCodeAt(2) === 0x2f && payload.startsWith(digest.slice(2), 3);
 }
 
 class Miss extends Error {}

@@ -212,17 +212,17 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
     if (p.external) {
       let metacopy: Uint8Array = EMPTY;
       if (inode.digest !== undefined) {
-        if (!isDigest(inode.digest)) bad(`bad digest ${inode.digest}`);
         const m = Buffer.allocUnsafe(36);
         m[0] = 0; m[1] = 36; m[2] = 0; m[3] = 1; // version, length, flags, FS_VERITY_HASH_ALG_SHA256
-        m.write(inode.digest, 4, 'hex');
+        if (!putDigest(m, 4, inode.digest)) bad(`bad digest ${inode.digest}`);
         metacopy = m;
       }
       setXattr(work, OVERLAY_METACOPY, metacopy);
       if (inode.payload) {
-        const r = Buffer.allocUnsafe(1 + inode.payload.length);
+        const payload = inode.payload;
+        const r = Buffer.allocUnsafe(1 + payload.length);
         r[0] = 0x2f; // '/'
-        r.write(inode.payload, 1, 'latin1');
+        for (let i = 0; i < payload.length; i++) r[1 + i] = payload.charCodeAt(i);
         setXattr(work, OVERLAY_REDIRECT, r);
       }
     }
@@ -284,15 +284,22 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
   return root;
 }
 
-/** 64 lowercase hex digits (a loop: a RegExp per file costs ~60 ms at 100k files). */
-function isDigest(s: string): boolean {
+/**
+ * Writes a digest of 64 lowercase hex digits as 32 bytes at `at`; false if it is not one. A plain
+ * loop: a RegExp test and Buffer#write per file cost ~150 ms at 100k files.
+ */
+function putDigest(b: Uint8Array, at: number, s: string): boolean {
   if (s.length !== 64) return false;
-  for (let i = 0; i < 64; i++) {
-    const c = s.charCodeAt(i);
-    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  for (let i = 0; i < 32; i++) {
+    const hi = nibble(s.charCodeAt(2 * i));
+    const lo = nibble(s.charCodeAt(2 * i + 1));
+    if (hi < 0 || lo < 0) return false;
+    b[at + i] = (hi << 4) | lo;
   }
   return true;
 }
+
+const nibble = (c: number): number => (c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1);
 
 /** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
 interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
