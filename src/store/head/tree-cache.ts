@@ -106,13 +106,22 @@ export function decodeTree(buf: Buffer, id: string): Tree | undefined {
   const str = (): string => { const n = u32(); need(n); const s = buf.toString('latin1', pos, pos + n); pos += n; return s; };
   const bytes = (): Uint8Array => { const n = u32(); need(n); const b = buf.subarray(pos, pos + n); pos += n; return b; };
   const inodes: Inode[] = [];
+  // objectPath(digest) for the digest just read at buf[at, at + n), built in one flat string: a
+  // concatenation would be flattened again by each later reader of every payload.
+  const scratch = Buffer.allocUnsafe(256);
+  const objectPathAt = (at: number, n: number): string => {
+    if (n < 2 || n + 1 > scratch.length) return objectPath(buf.toString('latin1', at, at + n));
+    scratch[0] = buf[at]!; scratch[1] = buf[at + 1]!; scratch[2] = 0x2f;
+    buf.copy(scratch, 3, at + 2, at + n);
+    return scratch.toString('latin1', 0, n + 1);
+  };
   const inode = (): Inode => {
     const mode = u32();
     const n: Inode = { mode, uid: u32(), gid: u32(), nlink: u32(), mtimeSec: f64(), mtimeNsec: u32(), size: f64(), rdev: f64(), xattrs: [] };
     inodes.push(n);
     const flags = u8();
     if (flags & HAS_CONTENT) n.content = bytes();
-    if (flags & HAS_DIGEST) { n.digest = str(); n.payload = objectPath(n.digest); }
+    if (flags & HAS_DIGEST) { n.digest = str(); n.payload = objectPathAt(pos - n.digest.length, n.digest.length); }
     if (flags & OWN_PAYLOAD) n.payload = str();
     if (flags & HAS_SYMLINK) n.symlinkTarget = str();
     for (let i = u32(); i > 0; i--) n.xattrs.push({ name: str(), value: bytes() });
