@@ -10,7 +10,7 @@
 //   - tail data (dirents, inline content, symlink target, chunk map) packed after the inode unless
 //     it would straddle a block, with mkcomposefs' padding and fallback-to-block rules.
 //
-// Public surface: layout, Plan, PlanNode, PlanXattr, WriteOptions.
+// Public surface: layout, Plan, PlanNode, PlanDirent, PlanXattr, WriteOptions.
 import { StratumError } from '../error.js';
 import {
   EROFS_BLKSIZ, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
