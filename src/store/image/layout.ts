@@ -19,7 +19,7 @@ import {
   LCFS_INLINE_CONTENT_MAX, LCFS_MAX_NONINLINE_CHUNKS, OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT,
   OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY, OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE,
   OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, S_IFIFO,
-  XATTR_PREFIXES, chunking, isWhiteout, xattrEntrySize,
+  XATTR_PREFIXES, chunkBits as chunkBitsOf, isWhiteout, xattrEntrySize,
 } from './erofs.js';
 import { type ByteString, type Inode, type Tree, bytesOf } from './tree.js';
 import { xxh32 } from './xxhash.js';
@@ -157,7 +157,8 @@ function newPlanNode(n: Inode): PlanNode {
   let chunkBits = 0;
   let chunkCount = 0;
   if (external) {
-    [chunkBits, chunkCount] = chunking(n.size);
+    chunkBits = chunkBitsOf(n.size);
+    chunkCount = Math.ceil(n.size / 2 ** chunkBits);
     if (chunkCount > LCFS_MAX_NONINLINE_CHUNKS) bad(`file of ${n.size} bytes is too large`);
   }
   if (type === S_IFREG && n.content !== undefined && (n.content.length !== n.size || n.content.length > LCFS_INLINE_CONTENT_MAX)) {
