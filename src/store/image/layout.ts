@@ -300,7 +300,10 @@ function putDigest(b: Uint8Array, at: number, s: string): boolean {
   return true;
 }
 
-const nibble = (c: number): number => (c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1);
+/** Value of each lowercase hex digit by char code, -1 for any other char below 128. */
+const HEX = new Int8Array(128).fill(-1);
+for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c;
+const nibble = (c: number): number => (c < 128 ? HEX[c]! : -1);
 
 /** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
 interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
