@@ -76,7 +76,7 @@ function contentDigest(p: PlanNode): string {
 
 function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
   const leaves: Array<{ path: ByteString; hash: Buffer }> = [];
-  const counted = new Set<PlanNode>();
+  const counted = new Uint8Array(plan.nodes.length); // by ino (each plan node's own): a hardlinked file counts once
   let totalSize = 0;
   const cachedPaths = known?.cache.paths;
   const cachedLeaves = known?.cache.levels[0];
@@ -95,8 +95,8 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
   };
   const leaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): void => {
     const type = p.mode & S_IFMT;
-    if (type === S_IFREG && !counted.has(p)) {
-      counted.add(p);
+    if (type === S_IFREG && counted[p.ino] === 0) {
+      counted[p.ino] = 1;
       totalSize += p.size;
     }
     const hit = cachedLeaf(path, p, baseInode);
