@@ -13,7 +13,8 @@
 // untouched files come from the base's Merkle cache) and an edits-only commit updates the base's
 // cached levels (updateLeaf).
 //
-// Public surface: LeafAttr, leafData, leafHash, merkleLevels, summaryOf, updateLeaf, merkleRoot,
+// Public surface: LeafAttr, leafData, leafHash, merkleLevels (optionally reusing a base tree's
+// nodes), summaryOf, updateLeaf, merkleRoot,
 // merkleOfImage, MerkleSummary, TreeStats.
 import { hash } from 'node:crypto';
 import { fsverityDigest } from './digest.js';
@@ -110,14 +111,23 @@ export function leafHash(path: ByteString, attr: LeafAttr, symlinkTarget: ByteSt
 }
 
 /** Every level of the tree over leaf hashes: levels[0] the leaves, the last one the root. */
-export function merkleLevels(leaves: Buffer[]): Buffer[][] {
+export function merkleLevels(leaves: Buffer[], base?: Buffer[][]): Buffer[][] {
   const levels: Buffer[][] = [leaves];
   const scratch = Buffer.allocUnsafe(65);
   scratch[0] = 1;
   let level = leaves;
-  while (level.length > 1) {
+  for (let k = 0; level.length > 1; k++) {
     const next: Buffer[] = new Array(Math.ceil(level.length / 2));
+    // A node whose two children are, byte for byte, the children of the base's node at the same
+    // place is that node: everything left of the first changed leaf (bar the root's own path) is.
+    const was = base?.[k];
+    const wasNext = base?.[k + 1];
+    const reusable = was !== undefined && wasNext !== undefined ? Math.min(level.length, was.length - (was.length % 2)) : 0;
     for (let i = 0; i + 1 < level.length; i += 2) {
+      if (i + 1 < reusable && level[i]!.equals(was![i]!) && level[i + 1]!.equals(was![i + 1]!)) {
+        next[i / 2] = wasNext![i / 2]!;
+        continue;
+      }
       level[i]!.copy(scratch, 1);
       level[i + 1]!.copy(scratch, 33);
       next[i / 2] = sha256(scratch);

@@ -76,7 +76,7 @@ function contentDigest(p: PlanNode): string {
 
 function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
   const leaves: Array<{ path: ByteString; hash: Buffer }> = [];
-  const counted = new Set<PlanNode>();
+  const counted = new Uint8Array(plan.nodes.length); // by ino (each plan node's own): a hardlinked file counts once
   let totalSize = 0;
   const cachedPaths = known?.cache.paths;
   const cachedLeaves = known?.cache.levels[0];
@@ -85,15 +85,18 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
    * Never for a directory: its i_size (in its leaf) depends on where the layout puts its tail,
    * which moves with any change before it in the image.
    */
+  let hint = 0; // the walk below meets paths nearly in byte order: the next cached path is most often the one
   const cachedLeaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): Buffer | undefined => {
     if (baseInode === undefined || p.source !== baseInode || !cachedPaths || (p.mode & S_IFMT) === S_IFDIR) return undefined;
-    const i = findPath(cachedPaths, path);
-    return i < 0 ? undefined : cachedLeaves![i];
+    const i = cachedPaths[hint] === path ? hint : findPath(cachedPaths, path);
+    if (i < 0) return undefined;
+    hint = i + 1;
+    return cachedLeaves![i];
   };
   const leaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): void => {
     const type = p.mode & S_IFMT;
-    if (type === S_IFREG && !counted.has(p)) {
-      counted.add(p);
+    if (type === S_IFREG && counted[p.ino] === 0) {
+      counted[p.ino] = 1;
       totalSize += p.size;
     }
     const hit = cachedLeaf(path, p, baseInode);
@@ -107,22 +110,27 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
   };
   const root = plan.nodes[0]!;
   leaf('/', root, undefined); // the root always differs (its whiteout stubs, the upper's root)
-  // Each directory is walked beside the base directory at the same path, if any.
-  const stack: Array<{ p: PlanNode; path: ByteString; base: Inode | undefined }> = [{ p: root, path: '', base: known?.base.root }];
+  // Each directory is walked beside the base directory at the same path, if any; depth first in
+  // name order, so the leaves come nearly sorted by path (only a name with a byte below '/' after
+  // a name it extends is out of place) and the sort below has little to do.
+  const stack: Array<{ p: PlanNode; path: ByteString; base: Inode | undefined; next: number }> = [{ p: root, path: '', base: known?.base.root, next: 0 }];
   while (stack.length > 0) {
-    const { p, path, base } = stack.pop()!;
-    for (const d of p.dirents!) {
-      const n = d.name;
-      if ((n.length === 1 && n[0] === 0x2e) || (n.length === 2 && n[0] === 0x2e && n[1] === 0x2e) || isHidden(d.node)) continue;
-      const name = Buffer.from(n.buffer, n.byteOffset, n.byteLength).toString('latin1');
-      const childPath = `${path}/${name}`;
-      const baseChild = base?.children?.get(name)?.inode;
-      leaf(childPath, d.node, baseChild);
-      if ((d.node.mode & S_IFMT) === S_IFDIR) stack.push({ p: d.node, path: childPath, base: baseChild });
+    const top = stack[stack.length - 1]!;
+    const dirents = top.p.dirents!;
+    if (top.next >= dirents.length) {
+      stack.pop();
+      continue;
     }
+    const d = dirents[top.next++]!;
+    const name = d.name;
+    if (name === '.' || name === '..' || isHidden(d.node)) continue;
+    const childPath = `${top.path}/${name}`;
+    const baseChild = top.base?.children?.get(name)?.inode;
+    leaf(childPath, d.node, baseChild);
+    if ((d.node.mode & S_IFMT) === S_IFDIR) stack.push({ p: d.node, path: childPath, base: baseChild, next: 0 });
   }
   leaves.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const levels = merkleLevels(leaves.map((l) => l.hash));
+  const levels = merkleLevels(leaves.map((l) => l.hash), known?.cache.levels);
   const merkle = summaryOf(levels);
   return { merkle, stats: { count: leaves.length, totalSize }, paths: leaves.map((l) => l.path), levels };
 }

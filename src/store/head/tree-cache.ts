@@ -37,7 +37,15 @@ class Writer {
   u8(v: number): void { this.room(1); this.buf[this.pos++] = v; }
   u32(v: number): void { this.room(4); this.buf.writeUInt32LE(v, this.pos); this.pos += 4; }
   f64(v: number): void { this.room(8); this.buf.writeDoubleLE(v, this.pos); this.pos += 8; }
-  str(s: string): void { this.u32(s.length); this.room(s.length); this.pos += this.buf.write(s, this.pos, 'latin1'); }
+  /** A byte string (a loop: Buffer#write's per-call cost dominates for names this short). */
+  str(s: string): void {
+    this.u32(s.length);
+    this.room(s.length);
+    const b = this.buf;
+    let at = this.pos;
+    for (let i = 0; i < s.length; i++) b[at++] = s.charCodeAt(i);
+    this.pos = at;
+  }
   bytes(b: Uint8Array): void { this.u32(b.length); this.room(b.length); this.buf.set(b, this.pos); this.pos += b.length; }
 }
 
@@ -53,7 +61,7 @@ export function encodeTree(id: string, tree: Tree): Buffer {
     w.u32(n.mode); w.u32(n.uid); w.u32(n.gid);
     w.u32(isDir ? 2 + subdirs : n.nlink); // what the image records (the writer counts a dir's links)
     w.f64(n.mtimeSec); w.u32(n.mtimeNsec); w.f64(n.size); w.f64(n.rdev);
-    const own = n.payload !== undefined && (n.digest === undefined || n.payload !== objectPath(n.digest));
+    const own = n.payload !== undefined && (n.digest === undefined || !isObjectPathOf(n.payload, n.digest));
     w.u8((n.content ? HAS_CONTENT : 0) | (n.digest !== undefined ? HAS_DIGEST : 0) | (own ? OWN_PAYLOAD : 0) | (n.symlinkTarget !== undefined ? HAS_SYMLINK : 0));
     if (n.content) w.bytes(n.content);
     if (n.digest !== undefined) w.str(n.digest);
@@ -78,6 +86,12 @@ export function encodeTree(id: string, tree: Tree): Buffer {
   return file;
 }
 
+/** payload === objectPath(digest), without building the path. */
+function isObjectPathOf(payload: string, digest: string): boolean {
+  return payload.length === digest.length + 1 && payload.charCodeAt(0) === digest.charCodeAt(0) && payload.charCodeAt(1) === digest.charCodeAt(1)
+    && payload.charCodeAt(2) === 0x2f && payload.startsWith(digest.slice(2), 3);
+}
+
 class Miss extends Error {}
 
 /** The tree in a cache file of commit `id`, or undefined (another commit, damaged, truncated). */
@@ -92,13 +106,22 @@ export function decodeTree(buf: Buffer, id: string): Tree | undefined {
   const str = (): string => { const n = u32(); need(n); const s = buf.toString('latin1', pos, pos + n); pos += n; return s; };
   const bytes = (): Uint8Array => { const n = u32(); need(n); const b = buf.subarray(pos, pos + n); pos += n; return b; };
   const inodes: Inode[] = [];
+  // objectPath(digest) for the digest just read at buf[at, at + n), built in one flat string: a
+  // concatenation would be flattened again by each later reader of every payload.
+  const scratch = Buffer.allocUnsafe(256);
+  const objectPathAt = (at: number, n: number): string => {
+    if (n < 2 || n + 1 > scratch.length) return objectPath(buf.toString('latin1', at, at + n));
+    scratch[0] = buf[at]!; scratch[1] = buf[at + 1]!; scratch[2] = 0x2f;
+    buf.copy(scratch, 3, at + 2, at + n);
+    return scratch.toString('latin1', 0, n + 1);
+  };
   const inode = (): Inode => {
     const mode = u32();
     const n: Inode = { mode, uid: u32(), gid: u32(), nlink: u32(), mtimeSec: f64(), mtimeNsec: u32(), size: f64(), rdev: f64(), xattrs: [] };
     inodes.push(n);
     const flags = u8();
     if (flags & HAS_CONTENT) n.content = bytes();
-    if (flags & HAS_DIGEST) { n.digest = str(); n.payload = objectPath(n.digest); }
+    if (flags & HAS_DIGEST) { n.digest = str(); n.payload = objectPathAt(pos - n.digest.length, n.digest.length); }
     if (flags & OWN_PAYLOAD) n.payload = str();
     if (flags & HAS_SYMLINK) n.symlinkTarget = str();
     for (let i = u32(); i > 0; i--) n.xattrs.push({ name: str(), value: bytes() });

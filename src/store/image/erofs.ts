@@ -8,7 +8,7 @@
 // lcfs_erofs_header, erofs_super_block, erofs_inode_compact, erofs_inode_extended,
 // erofs_xattr_ibody_header, erofs_xattr_entry, erofs_dirent, erofs_inode_chunk_info; inodeLayout,
 // xattrIbodySize, xattrEntrySize; FileType, fileTypeOfMode, S_IF* mode bits; isWhiteout,
-// chunking, shownXattrName, LCFS_RECOMMENDED_INLINE_CONTENT_MAX.
+// chunking, chunkBits, shownXattrName, LCFS_RECOMMENDED_INLINE_CONTENT_MAX.
 
 /** composefs header at offset 0 (32 bytes): magic, version, flags, composefs_version, unused[4]. */
 export const LCFS_EROFS_MAGIC = 0xd078629a;
@@ -251,11 +251,17 @@ export const LCFS_RECOMMENDED_INLINE_CONTENT_MAX = 64;
 
 /** The writer's chunking of an external file: fewest chunks, each at least one block (chunkbits = ilog2(size - 1) + 1, clamped). */
 export function chunking(size: number): [bits: number, count: number] {
+  const bits = chunkBits(size);
+  return [bits, Math.ceil(size / 2 ** bits)];
+}
+
+/** chunking(size)[0], without the pair (the writer asks for every external file). */
+export function chunkBits(size: number): number {
   let bits = size - 1 < 2 ** 31 ? 32 - Math.clz32(size - 1) : 31; // ilog2(size - 1) + 1 (0 for size 1)
   while (2 ** bits <= size - 1) bits++;
   if (bits < EROFS_BLKSIZ_BITS) bits = EROFS_BLKSIZ_BITS;
   if (bits - EROFS_BLKSIZ_BITS > EROFS_CHUNK_FORMAT_BLKBITS_MASK) bits = EROFS_CHUNK_FORMAT_BLKBITS_MASK + EROFS_BLKSIZ_BITS;
-  return [bits, Math.ceil(size / 2 ** bits)];
+  return bits;
 }
 
 /**

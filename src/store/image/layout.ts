@@ -10,7 +10,7 @@
 //   - tail data (dirents, inline content, symlink target, chunk map) packed after the inode unless
 //     it would straddle a block, with mkcomposefs' padding and fallback-to-block rules.
 //
-// Public surface: layout, Plan, PlanNode, PlanXattr, WriteOptions.
+// Public surface: layout, Plan, PlanNode, PlanDirent, PlanXattr, WriteOptions.
 import { StratumError } from '../error.js';
 import {
   EROFS_BLKSIZ, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
@@ -19,7 +19,7 @@ import {
   LCFS_INLINE_CONTENT_MAX, LCFS_MAX_NONINLINE_CHUNKS, OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT,
   OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY, OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE,
   OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, S_IFIFO,
-  XATTR_PREFIXES, chunking, isWhiteout, xattrEntrySize,
+  XATTR_PREFIXES, chunkBits as chunkBitsOf, isWhiteout, xattrEntrySize,
 } from './erofs.js';
 import { type ByteString, type Inode, type Tree, bytesOf } from './tree.js';
 import { xxh32 } from './xxhash.js';
@@ -42,7 +42,8 @@ export interface PlanXattr {
 }
 
 export interface PlanDirent {
-  name: Uint8Array;
+  /** A byte string: its length is its length in bytes. */
+  name: ByteString;
   node: PlanNode;
 }
 
@@ -108,11 +109,14 @@ function validMode(mode: number): boolean {
 }
 
 
-/** Working node while rewriting: xattrs keyed by name so `set` replaces, like lcfs_node_set_xattr. */
+/**
+ * Working node while rewriting. Its xattrs are its plan's (a few per inode: a list searched by
+ * name, so `set` replaces, like lcfs_node_set_xattr; prefix index and suffix are filled in later).
+ */
 interface Work {
   plan: PlanNode;
-  xattrs: Map<ByteString, Uint8Array>;
-  children: Array<{ name: ByteString; work: Work; hardlink: boolean }>;
+  /** Directories only. */
+  children: Array<{ name: ByteString; work: Work; hardlink: boolean }> | undefined;
   /** lcfs' running worst-case xattr size estimate; mkcomposefs refuses a set beyond XATTR_BUDGET. */
   budget: number;
 }
@@ -121,18 +125,27 @@ const XATTR_BUDGET = 0xffff >> 1;
 
 /** lcfs_node_set_xattr: replace any value of that name, refuse to grow past the budget. */
 function setXattr(work: Work, name: ByteString, value: Uint8Array): void {
-  const old = work.xattrs.get(name);
-  if (old !== undefined) {
-    work.xattrs.delete(name);
-    work.budget = work.xattrs.size > 0 ? work.budget - (7 + name.length + old.length) : 0;
+  const xattrs = work.plan.xattrs;
+  const i = findXattr(xattrs, name);
+  if (i >= 0) {
+    const old = xattrs[i]!.value;
+    xattrs.splice(i, 1);
+    work.budget = xattrs.length > 0 ? work.budget - (7 + name.length + old.length) : 0;
   }
   // lcfs subtracts the current (possibly escaped, longer) name length on replace, so its size_t
   // estimate can wrap below zero; the comparison below then fails just as the C one does.
-  const sum = work.budget + 7 + name.length + value.length + (work.xattrs.size === 0 ? 12 : 0);
+  const sum = work.budget + 7 + name.length + value.length + (xattrs.length === 0 ? 12 : 0);
   if (sum > XATTR_BUDGET || sum < 0) bad(`xattrs of one inode exceed mkcomposefs' size estimate limit (${XATTR_BUDGET})`);
   work.budget = sum;
-  work.xattrs.set(name, value);
+  xattrs.push(newXattr(name, value));
 }
+
+function findXattr(xattrs: PlanXattr[], name: ByteString): number {
+  for (let i = 0; i < xattrs.length; i++) if (xattrs[i]!.name === name) return i;
+  return -1;
+}
+
+const newXattr = (name: ByteString, value: Uint8Array): PlanXattr => ({ name, value, index: 0, suffix: EMPTY, sharedOffset: -1 });
 
 const EMPTY = new Uint8Array(0);
 const Y = Uint8Array.of(0x79);
@@ -144,7 +157,8 @@ function newPlanNode(n: Inode): PlanNode {
   let chunkBits = 0;
   let chunkCount = 0;
   if (external) {
-    [chunkBits, chunkCount] = chunking(n.size);
+    chunkBits = chunkBitsOf(n.size);
+    chunkCount = Math.ceil(n.size / 2 ** chunkBits);
     if (chunkCount > LCFS_MAX_NONINLINE_CHUNKS) bad(`file of ${n.size} bytes is too large`);
   }
   if (type === S_IFREG && n.content !== undefined && (n.content.length !== n.size || n.content.length > LCFS_INLINE_CONTENT_MAX)) {
@@ -170,37 +184,51 @@ function stubNode(n: Inode): PlanNode {
   return p;
 }
 
-/** Builds working nodes for every primary entry and applies the overlayfs rewrite. */
-function rewrite(tree: Tree, version: number): Work {
+/** Thrown by `rewrite` at the first source whiteout when the version must rise to 1 first. */
+const NEEDS_VERSION_1 = Symbol('needs composefs version 1');
+
+/**
+ * Builds working nodes for every primary entry and applies the overlayfs rewrite. A source
+ * whiteout needs version 1 when `bump` allows it: the walk then stops (NEEDS_VERSION_1) and the
+ * caller starts again at version 1; trees without whiteouts (nearly all) are walked once.
+ */
+function rewrite(tree: Tree, version: number, bump: boolean): Work {
   const byInode = new Map<Inode, Work>();
   const links: Array<{ dir: Work; name: ByteString; inode: Inode }> = [];
 
   const make = (inode: Inode, parent: Work | undefined): Work => {
     if (!validMode(inode.mode)) bad(`invalid mode ${inode.mode.toString(8)}`);
     if (byInode.has(inode)) bad('an inode has more than one primary entry (mark the others as hardlinks)');
-    const work: Work = { plan: newPlanNode(inode), xattrs: new Map(), children: [], budget: 0 };
+    const work: Work = { plan: newPlanNode(inode), children: inode.children || (inode.mode & S_IFMT) === S_IFDIR ? [] : undefined, budget: 0 };
     byInode.set(inode, work);
     // Escape the source's overlay xattrs so overlayfs passes them through instead of obeying them.
     // The budget starts at 0: lcfs writes a deep clone of the tree, and the clone does not carry
     // the source's size estimate over.
+    const p = work.plan;
     for (const x of inode.xattrs) {
       const name = x.name.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + x.name.slice(OVERLAY_PREFIX.length) : x.name;
-      if (work.xattrs.has(name)) bad(`duplicate xattr ${JSON.stringify(x.name)}`);
-      work.xattrs.set(name, x.value);
+      if (findXattr(p.xattrs, name) >= 0) bad(`duplicate xattr ${JSON.stringify(x.name)}`);
+      p.xattrs.push(newXattr(name, x.value));
     }
-    const p = work.plan;
     if (p.external) {
-      let metacopy = EMPTY;
+      let metacopy: Uint8Array = EMPTY;
       if (inode.digest !== undefined) {
-        if (!/^[0-9a-f]{64}$/.test(inode.digest)) bad(`bad digest ${inode.digest}`);
-        metacopy = new Uint8Array(36);
-        metacopy.set([0, 36, 0, 1]); // version, length, flags, FS_VERITY_HASH_ALG_SHA256
-        metacopy.set(Buffer.from(inode.digest, 'hex'), 4);
+        const m = Buffer.allocUnsafe(36);
+        m[0] = 0; m[1] = 36; m[2] = 0; m[3] = 1; // version, length, flags, FS_VERITY_HASH_ALG_SHA256
+        if (!putDigest(m, 4, inode.digest)) bad(`bad digest ${inode.digest}`);
+        metacopy = m;
       }
       setXattr(work, OVERLAY_METACOPY, metacopy);
-      if (inode.payload) setXattr(work, OVERLAY_REDIRECT, bytesOf('/' + inode.payload));
+      if (inode.payload) {
+        const payload = inode.payload;
+        const r = Buffer.allocUnsafe(1 + payload.length);
+        r[0] = 0x2f; // '/'
+        for (let i = 0; i < payload.length; i++) r[1 + i] = payload.charCodeAt(i);
+        setXattr(work, OVERLAY_REDIRECT, r);
+      }
     }
     if (isWhiteout(inode.mode, inode.rdev)) {
+      if (bump) throw NEEDS_VERSION_1;
       // A source whiteout becomes an empty regular file overlayfs shows as-is (escaped).
       p.size = 0;
       p.mode = S_IFREG | (p.mode & ~S_IFMT);
@@ -223,7 +251,7 @@ function rewrite(tree: Tree, version: number): Work {
           if ((entry.inode.mode & S_IFMT) === S_IFDIR) bad('directories cannot be hardlinked');
           links.push({ dir: work, name, inode: entry.inode });
         } else {
-          work.children.push({ name, work: make(entry.inode, work), hardlink: false });
+          work.children!.push({ name, work: make(entry.inode, work), hardlink: false });
         }
       }
     }
@@ -235,42 +263,55 @@ function rewrite(tree: Tree, version: number): Work {
   for (const l of links) {
     const target = byInode.get(l.inode);
     if (!target) bad(`hardlink ${JSON.stringify(l.name)} points at an inode with no primary entry`);
-    l.dir.children.push({ name: l.name, work: target, hardlink: true });
+    l.dir.children!.push({ name: l.name, work: target, hardlink: true });
   }
 
   setXattr(root, OVERLAY_OPAQUE, Y);
-  const names = new Set(root.children.map((c) => c.name));
-  const selinux = root.xattrs.get('security.selinux');
+  const names = new Set(root.children!.map((c) => c.name));
+  const selinuxAt = findXattr(root.plan.xattrs, 'security.selinux');
+  const selinux = selinuxAt >= 0 ? root.plan.xattrs[selinuxAt]!.value : undefined;
   for (let i = 0; i < 256; i++) {
     const name = i.toString(16).padStart(2, '0');
     if (names.has(name)) continue;
     const r = root.plan;
     const stub: Work = {
       plan: stubNode({ mode: S_IFCHR | 0o644, uid: r.uid, gid: r.gid, nlink: 1, mtimeSec: r.mtimeSec, mtimeNsec: r.mtimeNsec, size: 0, rdev: 0, xattrs: [] }),
-      xattrs: new Map(),
-      children: [],
+      children: undefined,
       budget: 0,
     };
     if (selinux) setXattr(stub, 'security.selinux', selinux);
-    root.children.push({ name, work: stub, hardlink: false });
+    root.children!.push({ name, work: stub, hardlink: false });
   }
   return root;
 }
 
-function hasSourceWhiteout(inode: Inode, seen: Set<Inode>): boolean {
-  if (seen.has(inode)) return false;
-  seen.add(inode);
-  if (isWhiteout(inode.mode, inode.rdev)) return true;
-  if (inode.children) for (const e of inode.children.values()) if (!e.hardlink && hasSourceWhiteout(e.inode, seen)) return true;
-  return false;
+/**
+ * Writes a digest of 64 lowercase hex digits as 32 bytes at `at`; false if it is not one. A plain
+ * loop: a RegExp test and Buffer#write per file cost ~150 ms at 100k files.
+ */
+function putDigest(b: Uint8Array, at: number, s: string): boolean {
+  if (s.length !== 64) return false;
+  for (let i = 0; i < 32; i++) {
+    const hi = nibble(s.charCodeAt(2 * i));
+    const lo = nibble(s.charCodeAt(2 * i + 1));
+    if (hi < 0 || lo < 0) return false;
+    b[at + i] = (hi << 4) | lo;
+  }
+  return true;
 }
 
-/** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
-interface NameInfo { index: number; suffix: Uint8Array; filterBit: number }
+/** Value of each lowercase hex digit by char code, -1 for any other char below 128. */
+const HEX = new Int8Array(128).fill(-1);
+for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c;
+const nibble = (c: number): number => (c < 128 ? HEX[c]! : -1);
 
-function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString, NameInfo>): PlanXattr[] {
-  const out: PlanXattr[] = [];
-  for (const [name, value] of xattrs) {
+/** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
+interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
+
+/** Fills in each xattr's prefix index and suffix, and sorts them by name. */
+function encodeXattrs(xattrs: PlanXattr[], names: Map<ByteString, NameInfo>): void {
+  for (const x of xattrs) {
+    const { name, value } = x;
     if (value.length > 0xffff) bad(`xattr ${JSON.stringify(name)} value too long`);
     let info = names.get(name);
     if (info === undefined) {
@@ -281,12 +322,28 @@ function toPlanXattrs(xattrs: Map<ByteString, Uint8Array>, names: Map<ByteString
       }
       if (rest.length > 255) bad(`xattr name ${JSON.stringify(name)} too long`);
       const suffix = bytesOf(rest);
-      info = { index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
+      info = { id: names.size, index, suffix, filterBit: 1 << (xxh32(suffix, (EROFS_XATTR_FILTER_SEED + index) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1)) };
       names.set(name, info);
     }
-    out.push({ name, value, index: info.index, suffix: info.suffix, sharedOffset: -1 });
+    x.index = info.index;
+    x.suffix = info.suffix;
   }
-  return out.sort(byName);
+  if (xattrs.length > 1) xattrs.sort(byName);
+}
+
+/** FNV-1a over the value, seeded with the name's number in this layout. */
+function pairHash(x: PlanXattr, nameId: number): number {
+  let h = (0x811c9dc5 ^ nameId) >>> 0;
+  const v = x.value;
+  for (let i = 0; i < v.length; i++) h = Math.imul(h ^ v[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+function samePair(a: PlanXattr, b: PlanXattr): boolean {
+  if (a.name !== b.name || a.value.length !== b.value.length) return false;
+  if (a.value === b.value) return true;
+  for (let i = 0; i < a.value.length; i++) if (a.value[i] !== b.value[i]) return false;
+  return true;
 }
 
 const entrySize = (x: PlanXattr): number => xattrEntrySize(x.suffix.length, x.value.length);
@@ -297,40 +354,50 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   let maxVersion = options.maxVersion ?? 1;
   if (version > 1 || maxVersion > 1) bad('composefs version above 1');
   if (maxVersion < version) maxVersion = version;
-  if (version < 1 && maxVersion >= 1 && hasSourceWhiteout(tree.root, new Set())) version = 1;
-
-  const root = rewrite(tree, version);
+  let root: Work;
+  try {
+    root = rewrite(tree, version, version < 1 && maxVersion >= 1);
+  } catch (e) {
+    if (e !== NEEDS_VERSION_1) throw e;
+    version = 1;
+    root = rewrite(tree, version, false);
+  }
 
   // BFS with sorted children; `.` and `..` join the dirents but not the queue.
   const nodes: PlanNode[] = [];
-  const queue: Array<{ work: Work; parent: Work }> = [{ work: root, parent: root }];
+  const queue: Work[] = [root];
+  const parents: Work[] = [root];
   let minSec = root.plan.mtimeSec;
   let minNsec = root.plan.mtimeNsec;
   let hasAcl = false;
   const names = new Map<ByteString, NameInfo>();
   for (let qi = 0; qi < queue.length; qi++) {
-    const { work, parent } = queue[qi]!;
+    const work = queue[qi]!;
     const p = work.plan;
     p.ino = qi;
     nodes.push(p);
     if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) { minSec = p.mtimeSec; minNsec = p.mtimeNsec; }
-    p.xattrs = toPlanXattrs(work.xattrs, names);
-    if (work.xattrs.has('system.posix_acl_access') || work.xattrs.has('system.posix_acl_default')) hasAcl = true;
+    encodeXattrs(p.xattrs, names);
+    if (findXattr(p.xattrs, 'system.posix_acl_access') >= 0 || findXattr(p.xattrs, 'system.posix_acl_default') >= 0) hasAcl = true;
     if ((p.mode & S_IFMT) === S_IFDIR) {
-      const entries: Array<{ name: ByteString; plan: PlanNode; queued: Work | undefined }> = [
-        { name: '.', plan: p, queued: undefined },
-        { name: '..', plan: parent.plan, queued: undefined },
-      ];
-      for (const c of work.children) entries.push({ name: c.name, plan: c.work.plan, queued: c.hardlink ? undefined : c.work });
-      entries.sort(byName);
+      const kids = work.children!.sort(byName);
+      const dirents: PlanDirent[] = new Array(kids.length + 2);
+      // `.` and `..` go where strcmp puts them among the (sorted, distinct) names.
+      let at = 0;
+      let dots = 0;
       let subdirs = 0;
-      const dirents: PlanDirent[] = new Array(entries.length);
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!;
-        dirents[i] = { name: bytesOf(e.name), node: e.plan };
-        if (e.queued) {
-          if ((e.plan.mode & S_IFMT) === S_IFDIR) subdirs++;
-          queue.push({ work: e.queued, parent: work });
+      for (let i = 0; i <= kids.length; i++) {
+        const c = kids[i];
+        while (dots < 2 && (c === undefined || (dots === 0 ? '.' : '..') < c.name)) {
+          dirents[at++] = dots === 0 ? { name: '.', node: p } : { name: '..', node: parents[qi]!.plan };
+          dots++;
+        }
+        if (c === undefined) break;
+        dirents[at++] = { name: c.name, node: c.work.plan };
+        if (!c.hardlink) {
+          if ((c.work.plan.mode & S_IFMT) === S_IFDIR) subdirs++;
+          queue.push(c.work);
+          parents.push(work);
         }
       }
       p.dirents = dirents;
@@ -340,33 +407,50 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   if (nodes.length > 0xffffffff) bad('too many inodes');
 
   // Shared xattrs: every (name, value) used by more than one inode, in descending canonical order.
-  type Count = { x: PlanXattr; count: number; offset: number };
-  const counts = new Map<string, Count>();
-  const countOf: Count[] = []; // per xattr of every node, in order: its (name, value) pair's count
-  for (const p of nodes) {
-    for (const x of p.xattrs) {
-      const key = `${x.name}\0${Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength).toString('latin1')}`;
-      let e = counts.get(key);
-      if (e) e.count++;
-      else counts.set(key, (e = { x, count: 1, offset: -1 }));
-      countOf.push(e);
+  // Pairs are told apart by a hash of name and value and compared on collision, so no key is
+  // built per xattr: `first[k]` is the index (in `all`) of the first xattr equal to xattr k, and
+  // `count[f]` how many there are, for each first one f.
+  const all: PlanXattr[] = [];
+  for (const p of nodes) for (const x of p.xattrs) all.push(x);
+  const first = new Int32Array(all.length);
+  const count = new Int32Array(all.length);
+  const chain = new Int32Array(all.length).fill(-1); // the next first-xattr of the same hash
+  const byHash = new Map<number, number>();
+  let nShared = 0;
+  for (let k = 0; k < all.length; k++) {
+    const x = all[k]!;
+    const h = pairHash(x, names.get(x.name)!.id);
+    let f = byHash.get(h) ?? -1;
+    let last = -1;
+    while (f >= 0 && !samePair(all[f]!, x)) { last = f; f = chain[f]!; }
+    if (f < 0) {
+      f = k;
+      if (last >= 0) chain[last] = k;
+      else byHash.set(h, k);
     }
+    first[k] = f;
+    if (++count[f] === 2) nShared++;
   }
-  const shared = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => {
-    if (a.x.name !== b.x.name) return a.x.name < b.x.name ? 1 : -1;
-    if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
-    return Buffer.compare(b.x.value, a.x.value);
-  });
+  const shared: PlanXattr[] = [];
+  const offsetOf = new Map<PlanXattr, number>();
+  if (nShared > 0) {
+    for (let k = 0; k < all.length; k++) if (first[k] === k && count[k]! > 1) shared.push(all[k]!);
+    shared.sort((a, b) => {
+      if (a.name !== b.name) return a.name < b.name ? 1 : -1;
+      if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+      return Buffer.compare(b.value, a.value);
+    });
+  }
   let sharedXattrSize = 0;
-  for (const e of shared) { e.offset = sharedXattrSize; sharedXattrSize += entrySize(e.x); }
+  for (const x of shared) { offsetOf.set(x, sharedXattrSize); sharedXattrSize += entrySize(x); }
   if (shared.length > 0) {
     let k = 0;
     for (const p of nodes) {
       let n = 0;
       for (const x of p.xattrs) {
-        const e = countOf[k++]!;
+        const f = first[k++]!;
         if (n >= EROFS_XATTR_LONG_PREFIX) continue;
-        if (e.count > 1) { x.sharedOffset = e.offset; n++; }
+        if (count[f]! > 1) { x.sharedOffset = offsetOf.get(all[f]!)!; n++; }
       }
     }
   }
@@ -411,7 +495,7 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   if (blk > 0xffffffff) bad('image larger than 2^32 blocks');
   return {
     nodes, composefsVersion: version, hasAcl, minMtimeSec: minSec, minMtimeNsec: minNsec, inodesEnd,
-    sharedXattrs: shared.map((e) => e.x), sharedXattrSize, dataBlockStart, nDataBlocks,
+    sharedXattrs: shared, sharedXattrSize, dataBlockStart, nDataBlocks,
     size: dataBlockStart + nDataBlocks * EROFS_BLKSIZ,
   };
 }

@@ -24,6 +24,8 @@ class Out {
     this.buf = Buffer.alloc(size); // zero-filled: padding is skipping ahead
   }
   bytes(b: Uint8Array): void { this.buf.set(b, this.pos); this.pos += b.length; }
+  /** A byte string, one byte per char. */
+  latin1(s: string): void { this.pos += this.buf.write(s, this.pos, 'latin1'); }
   skip(n: number): void { this.pos += n; }
   align(to: number): void { this.pos = Math.ceil(this.pos / to) * to; }
   fill(byte: number, n: number): void { this.buf.fill(byte, this.pos, this.pos + n); this.pos += n; }
@@ -165,7 +167,7 @@ function direntChunk(out: Out, p: PlanNode, from: number, to: number, block: boo
     out.skip(D.sizeof);
     nameoff += e.name.length;
   }
-  for (let i = from; i < to; i++) out.bytes(d[i]!.name);
+  for (let i = from; i < to; i++) out.latin1(d[i]!.name);
   if (block) out.align(EROFS_BLKSIZ);
 }
 

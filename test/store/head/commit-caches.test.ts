@@ -204,10 +204,12 @@ test('the cache is taken for untouched files only, never for directories', () =>
     mkdirSync(join(upper, 'd3'), { recursive: true });
     writeFileSync(join(upper, 'd3', 'new.dat'), 'new');
     const good = build(cache);
+    // A cache whose leaf at `path` is another, its levels above built from its leaves (a commit
+    // also takes from the cache the nodes above leaves it did not change).
     const tamper = (path: string): typeof cache => {
-      const levels = cache.levels.map((l) => l.slice());
-      levels[0]![cache.paths.indexOf(path)] = createHash('sha256').update('not this leaf').digest();
-      return { ...cache, levels };
+      const leaves = cache.levels[0]!.slice();
+      leaves[cache.paths.indexOf(path)] = createHash('sha256').update('not this leaf').digest();
+      return { ...cache, levels: merkleLevels(leaves) };
     };
     assert.is.not(build(tamper('/d0/f1.dat')), good, 'an untouched file: its leaf comes from the cache');
     assert.is(build(tamper('/d0')), good, 'a directory: hashed again (its size moves with the layout)');

@@ -46,7 +46,7 @@ test('layout: root first, stubs 00-ff, BFS order, compact only at the minimum mt
   const plan = layout({ root });
   assert.is(plan.nodes.length, 1 + 2 + 256 + 1);
   assert.is(plan.nodes[0]!.ino, 0);
-  const rootNames = plan.nodes[0]!.dirents!.map((d) => Buffer.from(d.name).toString('latin1'));
+  const rootNames = plan.nodes[0]!.dirents!.map((d) => d.name);
   assert.equal(rootNames.slice(0, 3), ['-early', '.', '..']);
   assert.ok(rootNames.includes('00') && rootNames.includes('ff'));
   const late = plan.nodes[plan.nodes.length - 1]!;
@@ -56,6 +56,31 @@ test('layout: root first, stubs 00-ff, BFS order, compact only at the minimum mt
   assert.is(early.compact, false); // uid > 65535
   assert.is(plan.minMtimeSec, 100);
   assert.is(emit(plan).length, plan.size);
+});
+
+test("a directory's entries, `.` and `..` among them, are in strcmp order whatever the bytes of the names", () => {
+  const root = newInode({ mode: 0o40755 });
+  const dir = newInode({ mode: 0o40755 });
+  addEntry(root, 'dir', dir);
+  const names = ['a', '..a', '.-', '!', '.a', '-', '\xff', '.\x01', ' '];
+  for (const n of names) addEntry(dir, n, newInode({ mode: 0o100644, content: Buffer.from(n, 'latin1') }));
+  const plan = layout({ root });
+  const got = plan.nodes.find((p) => p.source === dir)!.dirents!.map((d) => d.name);
+  const want = [...names, '.', '..'].sort((x, y) => Buffer.compare(Buffer.from(x, 'latin1'), Buffer.from(y, 'latin1')));
+  assert.equal(got, want);
+});
+
+test('a source whiteout deep in the tree bumps the version as one at the top does, with the opaque marks of version 1', () => {
+  const build = (): ReturnType<typeof newInode> => {
+    const root = newInode({ mode: 0o40755 });
+    let d = root;
+    for (let i = 0; i < 5; i++) { const n = newInode({ mode: 0o40755 }); addEntry(d, `d${i}`, n); addEntry(d, `f${i}`, newInode({ mode: 0o100644, size: 9000, digest: 'ab'.repeat(32) })); d = n; }
+    addEntry(d, 'wh', newInode({ mode: 0o20000, rdev: 0 }));
+    return root;
+  };
+  const img = writeImage({ root: build() });
+  assert.is(Buffer.from(img).readUInt32LE(12), 1);
+  assert.is(sha256(img), sha256(writeImage({ root: build() }, { minVersion: 1 })), 'the same bytes as asking for version 1');
 });
 
 test('a source whiteout bumps composefs_version to 1 unless maxVersion is 0', () => {
