@@ -110,6 +110,7 @@ typedef struct {
   int fd;          // backing fd served in C, or -1: the TS handlers serve this handle
   int notify;      // tell TS about the release (handles TS opened)
   double jsfh;     // TS's own handle number
+  struct bfd *bfd; // a read-only handle sharing the inode's backing fd (fd is bfd->fd), or NULL
 } fhandle_t;
 
 #define FH(fi) ((fhandle_t *)(uintptr_t)(fi)->fh)
@@ -281,10 +282,37 @@ static openable_t *openable_find(session_t *s, fuse_ino_t ino) {
   }
 }
 
+static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino);
+static void bfd_put(session_t *s, bfd_t *b);
+
+// A read-only open (no O_TRUNC) of an inode whose backing fd the table holds, or can open: the
+// handle shares that fd (reads are pread at the kernel's offsets), so an open costs no syscall
+// but the first; 1 = answered, 0 = not this way.
+static int open_shared(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return 0;
+  bfd_t *b = inode_fd_get(s, ino);
+  if (!b) return 0;
+  unsigned oflags = 0;
+  pthread_rwlock_rdlock(&s->open_lock);
+  openable_t *o = openable_find(s, ino);
+  if (o) oflags = o->flags;
+  pthread_rwlock_unlock(&s->open_lock);
+  fhandle_t *h = malloc(sizeof *h);
+  if (!h) { bfd_put(s, b); fuse_reply_err(req, ENOMEM); return 1; }
+  h->fd = b->fd; h->notify = 0; h->jsfh = -1; h->bfd = b;
+  fi->fh = (uint64_t)(uintptr_t)h;
+  fi->keep_cache = !!(oflags & OPENABLE_KEEP_CACHE);
+  fi->noflush = s->no_flush;
+  atomic_fetch_add(&s->c_ops, 1);
+  if (fuse_reply_open(req, fi) < 0) { bfd_put(s, b); free(h); }
+  return 1;
+}
+
 // Serve open in C when TS registered the inode's backing path and it still leads to the same
 // backing inode; 1 = answered, 0 = go to TS.
 static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if (!s->open_used) return 0;
+  if (open_shared(s, req, ino, fi)) return 1;
   char path[PATH_MAX];
   double bino;
   unsigned oflags;
@@ -307,7 +335,7 @@ static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_f
   if ((fi->flags & O_TRUNC) && ftruncate(fd, 0) < 0) { int e = errno; close(fd); fuse_reply_err(req, e); return 1; }
   fhandle_t *h = malloc(sizeof *h);
   if (!h) { close(fd); fuse_reply_err(req, ENOMEM); return 1; }
-  h->fd = fd; h->notify = 0; h->jsfh = -1;
+  h->fd = fd; h->notify = 0; h->jsfh = -1; h->bfd = NULL;
   fi->fh = (uint64_t)(uintptr_t)h;
   fi->keep_cache = !!(oflags & OPENABLE_KEEP_CACHE);
   fi->noflush = s->no_flush;
@@ -408,7 +436,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                          struct fuse_file_info *fi) {
   COUNT(req, OP_WRITE);
-  static fhandle_t no_handle = {-1, 0, -1};  // handle-less write (zero-message open): TS
+  static fhandle_t no_handle = {-1, 0, -1, NULL};  // handle-less write (zero-message open): TS
   fhandle_t *h = fi->fh ? FH(fi) : &no_handle;
   size_t size = fuse_buf_size(in);
   if (h->fd >= 0) {
@@ -456,10 +484,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   session_t *s = SESSION(req);
   double jsfh = h->jsfh;
   int fd = h->fd, notify = h->notify;
+  bfd_t *shared = h->bfd;
   free(h);
   if (fd < 0) { SIMPLE(OP_RELEASE, req, ino, NULL, NULL, jsfh, fi->flags, 0, 0); return; }
   atomic_fetch_add(&s->c_ops, 1);
-  close(fd);
+  if (shared) bfd_put(s, shared); else close(fd);
   fuse_reply_err(req, 0);
   if (!notify) return;
   msg_t *m = msg_new(OP_RELEASE, NULL, ino, NULL, NULL, 0);  // TS learns about it, no reply
@@ -809,6 +838,7 @@ static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv
   fh->fd = fd < 0 ? -1 : fd;
   fh->notify = 1;
   fh->jsfh = h;
+  fh->bfd = NULL;
   fi->fh = (uint64_t)(uintptr_t)fh;
   return 0;
 }
