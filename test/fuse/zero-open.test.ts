@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
+import { MountState } from '../../src/store/mount-state.js';
+import { NOBODY, asNobody, fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Zero-message open on tag mounts (docs/fuse.md "Zero-message open"): the kernel sends no open
 // or release for files once the server answered ENOSYS, reads carry no handle and C finds the
@@ -85,6 +87,42 @@ print(len(m), m[0], m[len(m)-1], bytes(m).count(7))`, join(e.mountpoint, 'big')]
   } finally {
     if (saved === undefined) delete process.env.STRATUM_FUSE_COUNTS; else process.env.STRATUM_FUSE_COUNTS = saved;
     fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+const userWhy = why ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+(userWhy === undefined ? test : test.skip)('an ordinary user mounts a tag (fusermount3): files and status read back without opens', async () => {
+  const dir = tempDir('stratum-zero-open-user-');
+  const mnt = join(dir, 'mnt');
+  const env = { STRATUM_STATE: join(dir, 'run', 'state') };
+  try {
+    fs.mkdirSync(join(dir, 'src'), { recursive: true });
+    for (let i = 0; i < 5; i++) fs.writeFileSync(join(dir, 'src', `f${i}`), body(i));
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(join(dir, 'run'));
+    spawnSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, dir]);
+    const store = join(dir, 'store');
+    let r = asNobody(['--store', store, 'import', join(dir, 'src'), '--label', 'mine', '--tag', 'v1'], env);
+    assert.is(r.status, 0, r.stderr);
+    r = asNobody(['--store', store, 'mount', 'mine:v1', mnt], env);
+    assert.is(r.status, 0, r.stderr);
+    const sh = (cmd: string) => spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `cd '${mnt}' && ${cmd}`], { encoding: 'utf8' });
+    const want = [0, 1, 2, 3, 4].map(body).join('');
+    for (let pass = 0; pass < 2; pass++) {
+      const s = sh('cat f0 f1 f2 f3 f4');
+      assert.is(s.status, 0, s.stderr);
+      assert.is(s.stdout, want, `pass ${pass + 1}`);
+    }
+    const st = sh('cat .stratum/status');
+    assert.match(st.stdout, /^label mine$/m);
+    r = asNobody(['--store', store, 'unmount', mnt], env);
+    assert.is(r.status, 0, r.stderr);
+  } finally {
+    for (const e of await new MountState(env.STRATUM_STATE).list().catch(() => [])) {
+      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
