@@ -244,17 +244,22 @@ async function main(): Promise<void> {
       .finally(() => { delete process.env.STRATUM_FUSE_COUNTS; });
     fusePid = e.pid;
     log(`stratum mount ready in ${Date.now() - t} ms`);
+    // a tag mount of the same commit: zero-message open (docs/fuse.md), counted apart
+    const tmnt = join(base, 't-mnt');
+    const tagCounts = join(base, 'fuse-counts-tag.json');
+    process.env.STRATUM_FUSE_COUNTS = tagCounts;
+    tagPid = (await startMount({ store: store.root, label: 'f', tag: `@${id}`, mountpoint: tmnt, state })
+      .finally(() => { delete process.env.STRATUM_FUSE_COUNTS; })).pid;
     const last15 = () => issue15([
       { name: 'kernel overlayfs', root: kmnt },
       ...(hasFuseOverlayfs ? [{ name: 'fuse-overlayfs', root: fo }] : []),
       { name: 'stratum FUSE HEAD', root: smnt, countsFile },
+      { name: 'stratum FUSE tag', root: tmnt, countsFile: tagCounts, readOnly: true },
     ], { entries, tarball, runs: RUNS, scratch: base, log });
     if (only === '15') {
       await last15();
       return;
     }
-    const tmnt = join(base, 't-mnt');
-    tagPid = (await startMount({ store: store.root, label: 'f', tag: `@${id}`, mountpoint: tmnt, state })).pid;
 
     const rows: Row[] = [];
     rows.push(measure('kernel overlayfs', kmnt, entries, tarball));

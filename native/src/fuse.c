@@ -76,18 +76,31 @@ typedef struct session {
   unsigned max_threads, max_idle;
   unsigned caps_want, caps_clear, capable, want;
   int no_flush;            // handles with a backing fd are opened FOPEN_NOFLUSH
+  // Zero-message open (docs/fuse-binding.md): open answers ENOSYS, the kernel stops sending
+  // open/release for files, and reads (fh 0) find their backing fd by inode (inode_fd_*).
+  int no_open;
+  atomic_int inode_fds;    // backing fds the inode table holds (bounded by INODE_FD_MAX)
+  atomic_ullong open_gen;  // generation of openable entries (a registration replaced meanwhile)
   // Open fast path: inodes TS registered with a backing path; C opens them without JS.
   pthread_rwlock_t open_lock;
   struct openable *open_tab;  // open addressing, key ino (0 = empty)
   size_t open_cap, open_used;
 } session_t;
 
+// A backing fd shared by every reader of one inode: the table holds one reference, each read in
+// flight one more; the last put closes it (outside any lock).
+typedef struct bfd { atomic_int refs; int fd; } bfd_t;
+
 typedef struct openable {
   fuse_ino_t ino;
   double backing_ino;  // st_ino the path must still lead to
   unsigned flags;      // OPENABLE_*
   char *path;
+  bfd_t *bfd;          // opened on the first handle-less read; NULL until then
+  unsigned long long gen;
 } openable_t;
+// Fds the inode table keeps open at most; past it a handle-less read opens and closes its own.
+#define INODE_FD_MAX 4096
 #define OPENABLE_KEEP_CACHE 1
 #define OPENABLE_WRITEBACK 2  // O_WRONLY -> O_RDWR, no O_APPEND (kernel writeback cache)
 #define OPENABLE_READONLY 4   // only opens without write access and without O_TRUNC; others go to TS
@@ -97,6 +110,7 @@ typedef struct {
   int fd;          // backing fd served in C, or -1: the TS handlers serve this handle
   int notify;      // tell TS about the release (handles TS opened)
   double jsfh;     // TS's own handle number
+  struct bfd *bfd; // a read-only handle sharing the inode's backing fd (fd is bfd->fd), or NULL
 } fhandle_t;
 
 #define FH(fi) ((fhandle_t *)(uintptr_t)(fi)->fh)
@@ -164,7 +178,7 @@ static msg_t *req_msg(fuse_req_t req, int op, fuse_ino_t ino, const char *name, 
     to_js(SESSION(req), m_);                                                     \
   } while (0)
 
-static double jsfh_of(struct fuse_file_info *fi) { return fi ? FH(fi)->jsfh : -1; }
+static double jsfh_of(struct fuse_file_info *fi) { return fi && fi->fh ? FH(fi)->jsfh : -1; }
 
 static void op_init(void *ud, struct fuse_conn_info *conn) {
   session_t *s = ud;
@@ -268,10 +282,37 @@ static openable_t *openable_find(session_t *s, fuse_ino_t ino) {
   }
 }
 
+static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino);
+static void bfd_put(session_t *s, bfd_t *b);
+
+// A read-only open (no O_TRUNC) of an inode whose backing fd the table holds, or can open: the
+// handle shares that fd (reads are pread at the kernel's offsets), so an open costs no syscall
+// but the first; 1 = answered, 0 = not this way.
+static int open_shared(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return 0;
+  bfd_t *b = inode_fd_get(s, ino);
+  if (!b) return 0;
+  unsigned oflags = 0;
+  pthread_rwlock_rdlock(&s->open_lock);
+  openable_t *o = openable_find(s, ino);
+  if (o) oflags = o->flags;
+  pthread_rwlock_unlock(&s->open_lock);
+  fhandle_t *h = malloc(sizeof *h);
+  if (!h) { bfd_put(s, b); fuse_reply_err(req, ENOMEM); return 1; }
+  h->fd = b->fd; h->notify = 0; h->jsfh = -1; h->bfd = b;
+  fi->fh = (uint64_t)(uintptr_t)h;
+  fi->keep_cache = !!(oflags & OPENABLE_KEEP_CACHE);
+  fi->noflush = s->no_flush;
+  atomic_fetch_add(&s->c_ops, 1);
+  if (fuse_reply_open(req, fi) < 0) { bfd_put(s, b); free(h); }
+  return 1;
+}
+
 // Serve open in C when TS registered the inode's backing path and it still leads to the same
 // backing inode; 1 = answered, 0 = go to TS.
 static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if (!s->open_used) return 0;
+  if (open_shared(s, req, ino, fi)) return 1;
   char path[PATH_MAX];
   double bino;
   unsigned oflags;
@@ -294,7 +335,7 @@ static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_f
   if ((fi->flags & O_TRUNC) && ftruncate(fd, 0) < 0) { int e = errno; close(fd); fuse_reply_err(req, e); return 1; }
   fhandle_t *h = malloc(sizeof *h);
   if (!h) { close(fd); fuse_reply_err(req, ENOMEM); return 1; }
-  h->fd = fd; h->notify = 0; h->jsfh = -1;
+  h->fd = fd; h->notify = 0; h->jsfh = -1; h->bfd = NULL;
   fi->fh = (uint64_t)(uintptr_t)h;
   fi->keep_cache = !!(oflags & OPENABLE_KEEP_CACHE);
   fi->noflush = s->no_flush;
@@ -305,6 +346,8 @@ static int open_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_f
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   COUNT(req, OP_OPEN);
+  // the kernel sets no_open for the whole connection on ENOSYS: no more open/release for files
+  if (SESSION(req)->no_open) { fuse_reply_err(req, ENOSYS); return; }
   if (open_in_c(SESSION(req), req, ino, fi)) return;
   SIMPLE(OP_OPEN, req, ino, NULL, NULL, fi->flags, 0, 0, 0);
 }
@@ -316,8 +359,70 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 // ---- data plane: served here when the handle has a backing fd
 
+static void bfd_put(session_t *s, bfd_t *b) {
+  if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
+  close(b->fd);
+  free(b);
+  atomic_fetch_sub(&s->inode_fds, 1);
+}
+
+// The inode's backing fd with a reference for the caller (bfd_put after use), opening it on first
+// use; NULL when TS registered no backing for ino (the read goes to TS). The table lock is held
+// only to look up or install, never across open/fstat/close: readers of many inodes, or of one,
+// run in parallel.
+static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino) {
+  if (!s->open_used) return NULL;
+  char path[PATH_MAX];
+  double bino = 0;
+  unsigned long long gen = 0;
+  bfd_t *b = NULL;
+  int found = 0;
+  pthread_rwlock_rdlock(&s->open_lock);
+  openable_t *o = openable_find(s, ino);
+  if (o && o->bfd) { b = o->bfd; atomic_fetch_add(&b->refs, 1); }
+  else if (o && strlen(o->path) < sizeof path) { found = 1; strcpy(path, o->path); bino = o->backing_ino; gen = o->gen; }
+  pthread_rwlock_unlock(&s->open_lock);
+  if (b || !found) return b;
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || (double)st.st_ino != bino || !S_ISREG(st.st_mode)) { close(fd); return NULL; }
+  b = malloc(sizeof *b);
+  if (!b) { close(fd); return NULL; }
+  b->fd = fd;
+  atomic_init(&b->refs, 1);  // the caller's
+  atomic_fetch_add(&s->inode_fds, 1);
+  bfd_t *drop = NULL;
+  pthread_rwlock_wrlock(&s->open_lock);
+  o = openable_find(s, ino);
+  if (o && o->gen == gen) {
+    if (o->bfd) { drop = b; b = o->bfd; atomic_fetch_add(&b->refs, 1); }  // another reader was first
+    else if (atomic_load(&s->inode_fds) <= INODE_FD_MAX) { o->bfd = b; atomic_fetch_add(&b->refs, 1); }
+    // else: over the bound, this read uses the fd alone and closes it
+  }
+  // a registration replaced meanwhile: serve this read from what was checked, keep nothing
+  pthread_rwlock_unlock(&s->open_lock);
+  bfd_put(s, drop);
+  return b;
+}
+
+// A read without a handle (zero-message open): from the inode's backing fd in C, else in TS
+// (which checks the object, registers it, and answers from its own bytes).
+static void read_by_inode(session_t *s, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  bfd_t *b = inode_fd_get(s, ino);
+  if (!b) { SIMPLE(OP_READ, req, ino, NULL, NULL, -1, (double)size, (double)off, 0); return; }
+  atomic_fetch_add(&s->c_ops, 1);
+  struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+  buf.buf[0].fd = b->fd;
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  bfd_put(s, b);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   COUNT(req, OP_READ);
+  if (!fi->fh) { read_by_inode(SESSION(req), req, ino, size, off); return; }
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_READ, req, ino, NULL, NULL, h->jsfh, (double)size, (double)off, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -331,7 +436,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                          struct fuse_file_info *fi) {
   COUNT(req, OP_WRITE);
-  fhandle_t *h = FH(fi);
+  static fhandle_t no_handle = {-1, 0, -1, NULL};  // handle-less write (zero-message open): TS
+  fhandle_t *h = fi->fh ? FH(fi) : &no_handle;
   size_t size = fuse_buf_size(in);
   if (h->fd >= 0) {
     atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -358,6 +464,8 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   COUNT(req, OP_FLUSH);
+  // no handle: nothing of ours to flush; ENOSYS stops flushes for the connection
+  if (!fi->fh) { fuse_reply_err(req, ENOSYS); return; }
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_FLUSH, req, ino, NULL, NULL, h->jsfh, 0, 0, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -371,14 +479,16 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   COUNT(req, OP_RELEASE);
+  if (!fi->fh) { fuse_reply_err(req, 0); return; }
   fhandle_t *h = FH(fi);
   session_t *s = SESSION(req);
   double jsfh = h->jsfh;
   int fd = h->fd, notify = h->notify;
+  bfd_t *shared = h->bfd;
   free(h);
   if (fd < 0) { SIMPLE(OP_RELEASE, req, ino, NULL, NULL, jsfh, fi->flags, 0, 0); return; }
   atomic_fetch_add(&s->c_ops, 1);
-  close(fd);
+  if (shared) bfd_put(s, shared); else close(fd);
   fuse_reply_err(req, 0);
   if (!notify) return;
   msg_t *m = msg_new(OP_RELEASE, NULL, ino, NULL, NULL, 0);  // TS learns about it, no reply
@@ -389,6 +499,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   COUNT(req, OP_FSYNC);
+  if (!fi->fh) { fuse_reply_err(req, 0); return; }  // handle-less files here are read-only
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_FSYNC, req, ino, NULL, NULL, h->jsfh, datasync, 0, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -399,6 +510,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                          struct fuse_file_info *fi) {
   COUNT(req, OP_FALLOCATE);
+  if (!fi->fh) { fuse_reply_err(req, EROFS); return; }
   fhandle_t *h = FH(fi);
   if (h->fd < 0) {
     SIMPLE(OP_FALLOCATE, req, ino, NULL, NULL, h->jsfh, mode, (double)off, (double)len);
@@ -411,6 +523,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
   COUNT(req, OP_LSEEK);
+  if (!fi->fh) { fuse_reply_err(req, ENOSYS); return; }  // the kernel's generic lseek
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_LSEEK, req, ino, NULL, NULL, h->jsfh, (double)off, whence, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -423,6 +536,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
                                struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
                                struct fuse_file_info *fi_out, size_t len, int flags) {
   COUNT(req, CNT_COPY_FILE_RANGE);
+  if (!fi_in->fh || !fi_out->fh) { fuse_reply_err(req, EOPNOTSUPP); return; }
   fhandle_t *a = FH(fi_in), *b = FH(fi_out);
   // Without two backing fds the kernel falls back to a read/write copy on EOPNOTSUPP.
   if (a->fd < 0 || b->fd < 0) { fuse_reply_err(req, EOPNOTSUPP); return; }
@@ -596,11 +710,13 @@ static void session_finish(session_t *s) {
   fuse_session_destroy(s->se);
   s->se = NULL;
   pthread_rwlock_wrlock(&s->open_lock);
-  for (size_t i = 0; i < s->open_cap; i++) if (s->open_tab[i].ino) free(s->open_tab[i].path);
-  free(s->open_tab);
+  openable_t *tab = s->open_tab;
+  size_t cap = s->open_cap;
   s->open_tab = NULL;
   s->open_cap = s->open_used = 0;
   pthread_rwlock_unlock(&s->open_lock);
+  for (size_t i = 0; i < cap; i++) if (tab[i].ino) { free(tab[i].path); bfd_put(s, tab[i].bfd); }
+  free(tab);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
 }
 
@@ -722,6 +838,7 @@ static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv
   fh->fd = fd < 0 ? -1 : fd;
   fh->notify = 1;
   fh->jsfh = h;
+  fh->bfd = NULL;
   fi->fh = (uint64_t)(uintptr_t)fh;
   return 0;
 }
@@ -1053,8 +1170,8 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_string_utf8(env, argv[0], mnt, sizeof mnt, &len));
   uint32_t nopts = 0;
   CHECK(napi_get_array_length(env, argv[1], &nopts));
-  const double *cfg = f64(env, argv[3], 6);
-  if (!cfg) { napi_throw_type_error(env, NULL, "config must be a Float64Array(6)"); return NULL; }
+  const double *cfg = f64(env, argv[3], 7);
+  if (!cfg) { napi_throw_type_error(env, NULL, "config must be a Float64Array(7)"); return NULL; }
 
   char **fargv = calloc(nopts + 2, sizeof(char *));
   fargv[0] = strdup("stratum");
@@ -1078,6 +1195,7 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   s->caps_want = (unsigned)cfg[3];
   s->caps_clear = (unsigned)cfg[4];
   s->no_flush = cfg[5] != 0;
+  s->no_open = cfg[6] != 0;
   pthread_rwlock_init(&s->open_lock, NULL);
   s->mountpoint = strdup(mnt);
   s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
@@ -1200,14 +1318,20 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   napi_is_buffer(env, argv[2], &is_buf);
   if (is_buf) napi_get_buffer_info(env, argv[2], &p, &len);
   pthread_rwlock_wrlock(&s->open_lock);
+  // the inode's backing changed (or it is forgotten): its cached fd goes, closed after the unlock
+  openable_t *old = openable_find(s, ino);
+  bfd_t *drop = old ? old->bfd : NULL;
+  if (old) old->bfd = NULL;
   if (!is_buf || s->finished) openable_remove(s, ino);
   else {
-    openable_t e = {ino, num(env, argv[3]), (unsigned)num(env, argv[4]), malloc(len + 1)};
+    openable_t e = {ino, num(env, argv[3]), (unsigned)num(env, argv[4]), malloc(len + 1), NULL,
+                    atomic_fetch_add(&s->open_gen, 1) + 1};
     memcpy(e.path, p, len);
     e.path[len] = 0;
     openable_insert(s, e);
   }
   pthread_rwlock_unlock(&s->open_lock);
+  bfd_put(s, drop);
   return NULL;
 }
 

@@ -5,7 +5,7 @@
 // describes the inode numbers, caching and the live commit.
 //
 // Public surface: UnionFs, UnionFsOptions.
-import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, readSync, rmSync, symlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -96,6 +96,13 @@ interface DirHandle { entries: Array<{ name: ByteString; nid?: number }> }
 export class UnionFs implements FuseHandlers {
   session?: FuseSession;
   readonly readOnly: boolean;
+  /**
+   * Zero-message open (docs/fuse.md "Zero-message open"): tag mounts only. Their files never
+   * change, so the kernel may keep pages across opens without asking; a HEAD needs to know its
+   * open writers (live commit) and its opens decide copy-up, which a connection without opens
+   * cannot tell it.
+   */
+  readonly zeroOpen: boolean;
   private reader: ImageReader;
   private source: FileSource;
   private view: UnionView;
@@ -112,6 +119,8 @@ export class UnionFs implements FuseHandlers {
   /** Objects hashed by this mount: name -> content matches (verifyObjects). */
   private readonly objectsChecked = new Map<string, boolean>();
   private readonly objectsChecking = new Map<string, Promise<boolean>>();
+  /** Checked objects' st_ino: a lookup of a lower file whose object is here registers it with C at once. */
+  private readonly objectInos = new Map<string, number>();
   private readonly lowerTimeout: number;
   private readonly upperTimeout: number;
   private readonly vec = new Float64Array(ATTR_LEN);
@@ -125,11 +134,13 @@ export class UnionFs implements FuseHandlers {
 
   constructor(private readonly opts: UnionFsOptions) {
     this.readOnly = opts.upperDir === undefined;
+    this.zeroOpen = this.readOnly;
     this.source = new FileSource(opts.imagePath, { cacheBlocks: 8192 });
     this.reader = ImageReader.open(this.source);
     this.view = new UnionView(this.reader, opts.upperDir ?? '/nonexistent/stratum-no-upper', opts.ns);
     if (!this.readOnly) this.writer = new UpperWriter(opts.ns, opts.scratchDir!);
-    this.control = new ControlFiles(opts.control, { readOnly: this.readOnly, dirNode: CTL_DIR });
+    this.control = new ControlFiles(opts.control, { readOnly: this.readOnly, dirNode: CTL_DIR,
+      noHandles: this.zeroOpen ? { invalidate: (ino) => this.session?.invalInode(ino) ?? Promise.resolve() } : undefined });
     this.lowerTimeout = opts.lowerTimeout ?? 86_400;
     this.upperTimeout = opts.upperTimeout ?? 1;
     const u = this.view.root();
@@ -217,6 +228,7 @@ export class UnionFs implements FuseHandlers {
       this.byKey.set(key, n);
     }
     n.nlookup++;
+    if (!n.openable) this.openableIfChecked(n, u);
     if (!n.links.some((l) => l.parent === parent && l.name === name)) {
       if (n.isDir) this.dropLinks(n);
       this.addLink(n, parent, name);
@@ -446,6 +458,34 @@ export class UnionFs implements FuseHandlers {
     return fresh;
   }
 
+  /**
+   * A lower file whose object this mount already checked: C may open it from the first open (or
+   * zero-message read) on, without a JS round trip; after drop_caches the kernel forgets the
+   * node but the object stays checked.
+   */
+  private openableIfChecked(n: Node, u: UnionNode): void {
+    if (!this.session || n.isDir || n.detached || u.upper || u.middle || u.lower === undefined) return;
+    const digest = this.reader.objectOf(u.lower);
+    if (!digest) return;
+    const path = join(this.opts.objectsDir, digest.slice(0, 2), digest.slice(2));
+    const ino = this.objectInos.get(objectNameOf(path));
+    if (ino === undefined) return;
+    this.session.setOpenable(n.id, Buffer.from(path), ino, { keepCache: true, readOnly: !this.readOnly });
+    n.openable = true;
+  }
+
+  /** C may open n's object by itself from now on (checked: called after objectChecked). */
+  private registerOpenable(n: Node, path: Buffer, fd: number): void {
+    if (!this.session || n.detached) return;
+    const v = backing.stat(null, fd);
+    this.objectInos.set(objectNameOf(path.toString()), v[0]!);
+    // any open on a tag mount; on HEAD only opens without write access or O_TRUNC (a root
+    // server must never open an object for writing: those come here and copy up, which
+    // clears the registration)
+    this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
+    n.openable = true;
+  }
+
   /** Opens of n go to TS again (its data is no longer the object C would open). */
   private notOpenable(n: Node): void {
     if (!n.openable) return;
@@ -645,15 +685,7 @@ export class UnionFs implements FuseHandlers {
         const fd = backing.open(path, C.O_RDONLY);
         const served = (): OpenReply => {
           this.handles.set(fh, { node: n, fd, write: false });
-          // C may open this object by itself from now on (checked: registered after objectChecked):
-          // any open on a tag mount; on HEAD only opens without write access or O_TRUNC (a root
-          // server must never open an object for writing: those come here and copy up, which
-          // clears the registration)
-          if (this.session && !n.detached) {
-            const v = backing.stat(null, fd);
-            this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
-            n.openable = true;
-          }
+          this.registerOpenable(n, path, fd);
           return { fh, fd, keepCache: true };
         };
         const checking = this.objectChecked(data.path as string, fd);
@@ -696,11 +728,41 @@ export class UnionFs implements FuseHandlers {
     });
   }
 
-  read(_c: Caller, ino: number, fh: number, size: number, offset: number): Buffer {
-    if (this.control.isFile(ino)) return this.control.read(fh, size, offset);
+  read(_c: Caller, ino: number, fh: number, size: number, offset: number): Buffer | Promise<Buffer> {
+    if (this.control.isFile(ino)) return fh < 0 ? this.control.readByNode(ino, size, offset) : this.control.read(fh, size, offset);
+    if (fh < 0) return this.readByNode(ino, size, offset);
     const h = this.handles.get(fh);
     if (!h || !h.bytes) fail('EBADF');
     return Buffer.from(h!.bytes!.subarray(offset, offset + size));
+  }
+
+  /**
+   * A read without a handle (zero-message open) that C could not serve: the node's object is
+   * checked and registered (C serves its later reads), and this read is answered from it; inline
+   * and empty files are answered from the image.
+   */
+  private readByNode(ino: number, size: number, offset: number): Buffer | Promise<Buffer> {
+    return this.gated(() => {
+      const n = this.node(ino);
+      const u = this.resolve(n);
+      const top = this.view.top(u);
+      const data: CopyUpData = top && top.entry.kind !== 'metacopy' ? { kind: 'file', path: top.path } : this.dataOf(u);
+      if (data.kind === 'empty') return Buffer.alloc(0);
+      if (data.kind === 'bytes') return Buffer.from(data.bytes.subarray(offset, offset + size));
+      const path = Buffer.from(data.path as string);
+      const fd = at(path, (p) => backing.open(p, C.O_RDONLY | C.O_NOFOLLOW));
+      const served = (): Buffer => {
+        try {
+          if (!top) this.registerOpenable(n, path, fd);
+          const b = Buffer.alloc(size);
+          return b.subarray(0, readSync(fd, b, 0, size, offset));
+        } finally {
+          backing.close(fd);
+        }
+      };
+      const checking = top ? undefined : this.objectChecked(data.path as string, fd);
+      return checking === undefined ? served() : checking.then(served, (err: unknown) => { backing.close(fd); throw err; });
+    });
   }
 
   release(ino: number, fh: number): void {

@@ -45,9 +45,9 @@ export class ControlFs implements FuseHandlers {
   /** The nodes are fixed: nothing to drop. */
   forget(): void {}
 
-  getattr(_c: Caller, ino: number): AttrReply { return this.control.getattr(ino); }
+  getattr(_c: Caller, ino: number): AttrReply | Promise<AttrReply> { return this.control.getattr(ino); }
 
-  setattr(_c: Caller, ino: number, set: SetAttr): AttrReply { return this.control.setattr(ino, set); }
+  setattr(_c: Caller, ino: number, set: SetAttr): AttrReply | Promise<AttrReply> { return this.control.setattr(ino, set); }
 
   open(_c: Caller, ino: number, flags: number): Promise<OpenReply> { return this.control.open(ino, flags); }
 

@@ -29,6 +29,12 @@ export interface ControlFilesOptions {
   readOnly: boolean;
   /** The node id the host gives the dir; the files are nodes 3, 4 and 5 in every host. */
   dirNode: number;
+  /**
+   * A host with zero-message open (no open, no handles, no direct_io: the kernel caches pages):
+   * getattr reads the file's text as of now and gives its size, reads serve that text by node,
+   * and `invalidate` (awaited before getattr answers) drops the kernel's pages when it changed.
+   */
+  noHandles?: { invalidate(ino: number): Promise<void> };
 }
 
 type ControlFile = 'commit' | 'status' | 'apply';
@@ -74,10 +80,14 @@ export class ControlFiles {
   private lastApply = '';
   private readonly uid: number;
   private readonly gid: number;
+  private readonly noHandles: ControlFilesOptions['noHandles'];
+  /** noHandles: each file's text as its last getattr gave it (what reads serve). */
+  private readonly texts = new Map<number, Buffer>();
 
   constructor(private readonly hooks: ControlHooks, options: ControlFilesOptions) {
     this.readOnly = options.readOnly;
     this.dirNode = options.dirNode;
+    this.noHandles = options.noHandles;
     const asRoot = process.getuid?.() === 0;
     this.uid = asRoot ? 0 : (process.getuid?.() ?? 0);
     this.gid = asRoot ? 0 : (process.getgid?.() ?? 0);
@@ -106,7 +116,7 @@ export class ControlFiles {
     const mode = dir ? S_IFDIR | 0o555 : file !== 'status' && !this.readOnly ? S_IFREG | 0o644 : S_IFREG | 0o444;
     return { ino, entryTimeout: 0, attrTimeout: 0, attr: {
       ino: VIRTUAL_INO_BASE + (dir ? DIR_KEY : ino), mode, nlink: dir ? 2 : 1, uid: this.uid, gid: this.gid, rdev: 0,
-      size: 0, blocks: 0, blksize: 4096, atime: now, atimeNsec: 0, mtime: now, mtimeNsec: 0, ctime: now, ctimeNsec: 0 } };
+      size: this.texts.get(ino)?.length ?? 0, blocks: 0, blksize: 4096, atime: now, atimeNsec: 0, mtime: now, mtimeNsec: 0, ctime: now, ctimeNsec: 0 } };
   }
 
   /** `name` in the dir: a file's entry, or a negative entry the kernel does not keep. */
@@ -115,12 +125,30 @@ export class ControlFiles {
     return { ino: 0, entryTimeout: 0, attrTimeout: 0, attr: NO_ATTR };
   }
 
-  getattr(ino: number): AttrReply {
-    return { attr: this.entry(ino).attr, timeout: 0 };
+  getattr(ino: number): AttrReply | Promise<AttrReply> {
+    if (!this.noHandles || !FILE_OF.has(ino)) return { attr: this.entry(ino).attr, timeout: 0 };
+    return this.snapshot(ino).then(() => ({ attr: this.entry(ino).attr, timeout: 0 }));
+  }
+
+  /** noHandles: takes the file's text as of now; the kernel's cached pages go when it changed. */
+  private async snapshot(ino: number): Promise<Buffer> {
+    const file = FILE_OF.get(ino)!;
+    const bytes = Buffer.from(file === 'status' ? await this.hooks.status() : file === 'apply' ? this.lastApply : this.lastCommit);
+    const old = this.texts.get(ino);
+    this.texts.set(ino, bytes);
+    if (old && !old.equals(bytes)) await this.noHandles!.invalidate(ino).catch(() => undefined);
+    return bytes;
+  }
+
+  /** noHandles: a read by node, from the text the last getattr took (the size the kernel knows). */
+  async readByNode(ino: number, size: number, offset: number): Promise<Buffer> {
+    if (!FILE_OF.has(ino)) return fail('EBADF');
+    const bytes = this.texts.get(ino) ?? await this.snapshot(ino);
+    return Buffer.from(bytes.subarray(offset, offset + size));
   }
 
   /** Only the truncation of `commit` or `apply` that O_TRUNC on open sends; anything else EPERM. */
-  setattr(ino: number, set: SetAttr): AttrReply {
+  setattr(ino: number, set: SetAttr): AttrReply | Promise<AttrReply> {
     const file = FILE_OF.get(ino);
     if (set.size !== undefined && (file === 'commit' || file === 'apply')) return this.getattr(ino);
     return fail('EPERM');
@@ -162,6 +190,7 @@ export class ControlFiles {
    * `error: <message>`) becomes what the file reads, through this handle and later opens.
    */
   async write(fh: number, data: Buffer): Promise<number> {
+    if (fh < 0 && this.noHandles) return this.writeByNode(data);
     const h = this.handles.get(fh);
     if (!h || h.file === 'status') return fail('EBADF');
     const file = h.file;
@@ -178,6 +207,11 @@ export class ControlFiles {
     this.remember(file, text);
     h.bytes = Buffer.from(text);
     return data.length;
+  }
+
+  /** noHandles hosts are tag mounts (read-only): `commit` answers EROFS, `status` EBADF. */
+  private writeByNode(_data: Buffer): never {
+    return fail(this.readOnly ? 'EROFS' : 'EBADF');
   }
 
   release(fh: number): void {

@@ -153,6 +153,13 @@ export interface MountOptions {
   /** Open every handle that has a backing fd with FOPEN_NOFLUSH: close(2) does not wait for a flush
    * round trip (flush is close(dup(fd)) on the backing file, which local filesystems do not need). */
   noFlush?: boolean;
+  /** Zero-message open (FUSE_CAP_NO_OPEN_SUPPORT): every open of a file answers ENOSYS, after
+   * which the kernel sends no open, release or flush for files on this connection. Reads carry
+   * no handle (`fh` -1 in `read`/`write`): C serves them from the inode's backing fd when
+   * `setOpenable` registered one, else TS's `read` answers by inode. The kernel keeps the page
+   * cache across opens (FOPEN_KEEP_CACHE) and never uses direct_io: only for files whose content
+   * changes through this mount or with `invalInode`. */
+  noOpen?: boolean;
   /** Extra FUSE_CAP_* bits to want / to clear. */
   capsWant?: number;
   capsClear?: number;
@@ -323,7 +330,8 @@ export class FuseSession {
     else clear |= CAP.SPLICE_WRITE | CAP.SPLICE_MOVE | CAP.SPLICE_READ;
     if (opts.autoInvalData === false) clear |= CAP.AUTO_INVAL_DATA;
     if (opts.cacheSymlinks) want |= CAP.CACHE_SYMLINKS;
-    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0]);
+    if (opts.noOpen) want |= CAP.NO_OPEN_SUPPORT;
+    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0, opts.noOpen ? 1 : 0]);
     const args = opts.options?.length ? ['-o', opts.options.join(',')] : [];
     const onExit = opts.onExit;
     this.native = N.fuseMount(mountpoint, args, (op, req, ino, a0, a1, a2, a3, name, name2, data, uid, gid, pid, umask) => {
