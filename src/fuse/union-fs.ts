@@ -118,6 +118,11 @@ export class UnionFs implements FuseHandlers {
   private readonly control: ControlFiles;
   /** upper st_ino -> the number its entry had before copy-up, so a copy-up never renumbers */
   private readonly copiedUp = new Map<number, number>();
+  /**
+   * Copy-ups whose data is being copied on a pool thread (copyUpOffThread), by node; settled
+   * (never rejects). Requests that would copy up or change that node wait for it.
+   */
+  private readonly copying = new Map<Node, Promise<void>>();
   /** While set, every request but forget/release/control waits for it (live commit). */
   private gate: Promise<void> | undefined;
   /** Dirs the view uses through /proc/self/fd during and after a live commit (layer, rebase). */
@@ -410,21 +415,38 @@ export class UnionFs implements FuseHandlers {
     return data;
   }
 
-  /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
-  private copyUp(n: Node): UnionNode {
+  /**
+   * Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node.
+   * `prepared`: a scratch file already holding n's bytes (copyUpOffThread); consumed either way.
+   */
+  private copyUp(n: Node, prepared?: Buffer): UnionNode {
+    const drop = (): void => { if (prepared) rmSync(prepared, { force: true }); };
     let u = this.resolve(n);
-    if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    if (u.upper && u.upper.entry.kind !== 'metacopy') { drop(); return u; }
     if (this.view.layered) {
       // a live commit's second probe may have made this dir in the upper meanwhile (keepInUpper)
       u = this.refresh(n);
-      if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+      if (u.upper && u.upper.entry.kind !== 'metacopy') { drop(); return u; }
     }
-    const w = this.writable();
+    if (prepared && u.upper) { drop(); prepared = undefined; }  // a metacopy: filled in place
+    let w: UpperWriter;
+    try {
+      w = this.writable();
+      if (n === this.root) fail('EIO', 'HEAD has no upper root');
+      if (!n.links[0]) fail('ENOENT', 'copy-up of a file that has no name left');
+    } catch (err) {
+      drop();
+      throw err;
+    }
     this.notOpenable(n);  // from now on its opens go to TS, which serves the upper file
-    if (n === this.root) fail('EIO', 'HEAD has no upper root');
     const l = n.links[0];
-    if (!l) fail('ENOENT', 'copy-up of a file that has no name left');
-    const pu = this.copyUp(l!.parent);
+    let pu: UnionNode;
+    try {
+      pu = this.copyUp(l!.parent);
+    } catch (err) {
+      drop();
+      throw err;
+    }
     const dest = upperChild(pu.upper!.path, l!.name);
     // the kernel restores the parent's times after a copy-up: so do we
     const pv = at(pu.upper!.path, (p) => backing.stat(p));
@@ -432,7 +454,9 @@ export class UnionFs implements FuseHandlers {
     else {
       const a = this.lowerAttrs(u);
       const type = a.mode & S_IFMT;
-      w.copyUp(dest, a, type === S_IFREG ? this.checkedForCopy(this.dataOf(u)) : undefined, type === S_IFLNK ? Buffer.from(this.view.readlink(u), 'latin1') : undefined);
+      if (prepared && type !== S_IFREG) drop();
+      const data = type !== S_IFREG ? undefined : prepared ? { kind: 'prepared' as const, path: prepared } : this.checkedForCopy(this.dataOf(u));
+      w.copyUp(dest, a, data, type === S_IFLNK ? Buffer.from(this.view.readlink(u), 'latin1') : undefined);
     }
     at(pu.upper!.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
     const lowerNlink = u.upper ? 1 : this.view.getattr(u).nlink;
@@ -444,6 +468,65 @@ export class UnionFs implements FuseHandlers {
     if (!n.isDir && lowerNlink > 1) n.stIno = this.stInoOf(fresh);
     else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);
     return fresh;
+  }
+
+  /**
+   * Starts the copy-up of a lower regular file held as a file (an object, a live commit's middle
+   * layer) with its bytes copied on a pool thread: the JS thread serves every other request
+   * meanwhile. The object is checked first (EIO, nothing copied), the bytes go to a scratch file,
+   * and copyUp then gives it attributes and renames it into the upper, under the gate, as a copy-up
+   * on the JS thread would; a kill -9 meanwhile leaves only the scratch file (emptied at start).
+   * undefined: nothing to copy off the thread (dirs, upper files, small or inline files); the
+   * caller copies up on the JS thread as before. Requests on n wait for it (`copying`).
+   */
+  private copyUpOffThread(n: Node): Promise<void> | undefined {
+    if (n.isDir || this.copying.has(n)) return this.copying.get(n);
+    const u = this.resolve(n);
+    if (u.upper || this.view.layered || (this.view.getattr(u).mode & S_IFMT) !== S_IFREG) return undefined;
+    const data = this.dataOf(u);
+    if (data.kind !== 'file') return undefined;
+    const source = data.path.toString();
+    const tmp = this.writable().scratchFile();
+    const done = (async () => {
+      await this.checkedForCopyOffThread(source);
+      await backing.copyFile(Buffer.from(source), tmp);
+      await this.gated(() => {
+        // a live apply may have changed what n is meanwhile: copy what it is now
+        const now = this.resolve(n);
+        const still = !now.upper && !this.view.layered && (() => { const d = this.dataOf(now); return d.kind === 'file' && d.path.toString() === source; })();
+        if (still) this.copyUp(n, tmp);
+        else { rmSync(tmp, { force: true }); this.copyUp(n); }
+      });
+    })().catch((err: unknown) => { rmSync(tmp, { force: true }); throw err; });
+    const settled = done.then(() => undefined, () => undefined).finally(() => this.copying.delete(n));
+    this.copying.set(n, settled);
+    return done;
+  }
+
+  /** checkedForCopy for an object path, hashing on a pool thread (objectChecked). */
+  private async checkedForCopyOffThread(path: string): Promise<void> {
+    if (this.opts.verifyObjects === false || !path.startsWith(`${this.opts.objectsDir}/`)) return;
+    const fd = openSync(path, C.O_RDONLY);
+    let closed = false;
+    try {
+      let checking: Promise<void> | undefined;
+      try {
+        checking = this.objectChecked(path, fd);
+      } catch (err) {
+        closed = true;  // objectChecked closed it (known bad)
+        throw err;
+      }
+      await checking;
+    } finally {
+      if (!closed) closeSync(fd);
+    }
+  }
+
+  /** When a copy-up of ino runs off the JS thread: `again` once it is over (the request waits). */
+  private afterCopyUp<T>(ino: number, again: () => T | Promise<T>): Promise<T> | undefined {
+    const n = this.byId.get(ino);
+    const p = n && this.copying.get(n);
+    return p?.then(again);
   }
 
   /** Opens of n go to TS again (its data is no longer the object C would open). */
@@ -620,7 +703,7 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ handlers: opening files
 
-  open(_c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
+  open(c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
     if (this.control.isFile(ino)) return this.control.open(ino, flags);
     return this.gated(() => {
       const n = this.node(ino);
@@ -628,6 +711,9 @@ export class UnionFs implements FuseHandlers {
       let u = this.resolve(n);
       if (write) {
         if (this.readOnly) fail('EROFS');
+        // a big file's bytes are copied off the JS thread; this open is answered after
+        const copying = this.copyUpOffThread(n);
+        if (copying) return copying.then(() => this.open(c, ino, flags));
         u = this.copyUp(n);
       }
       const fh = this.nextFh++;
@@ -673,8 +759,9 @@ export class UnionFs implements FuseHandlers {
       if (this.childOf(p, s)) {
         if (flags & C.O_EXCL) fail('EEXIST');
         const e = this.lookup(c, parent, name) as Entry;
-        const o = this.open(c, e.ino, flags) as OpenReply;
-        return { entry: e, open: o };
+        const o = this.open(c, e.ino, flags);
+        // (a copy-up off the JS thread or an object check answers later)
+        return o instanceof Promise ? o.then((open) => ({ entry: e, open })) : { entry: e, open: o };
       }
       const { path, pu } = this.newEntryPath(p, s);
       const f = (flags & ~(C.O_DIRECT | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
@@ -723,8 +810,10 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ handlers: changing the tree
 
-  setattr(_c: Caller, ino: number, set: SetAttr, fh: number | undefined): AttrReply | Promise<AttrReply> {
+  setattr(c: Caller, ino: number, set: SetAttr, fh: number | undefined): AttrReply | Promise<AttrReply> {
     if (ino < FIRST_NODE && ino !== 1) return this.control.setattr(ino, set);
+    const later = this.afterCopyUp(ino, () => this.setattr(c, ino, set, fh));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -800,8 +889,10 @@ export class UnionFs implements FuseHandlers {
     });
   }
 
-  link(_c: Caller, ino: number, newParent: number, newName: Buffer): Entry | Promise<Entry> {
+  link(c: Caller, ino: number, newParent: number, newName: Buffer): Entry | Promise<Entry> {
     if (newParent < FIRST_NODE && newParent !== 1) fail('EACCES');
+    const later = this.afterCopyUp(ino, () => this.link(c, ino, newParent, newName));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -961,8 +1052,10 @@ export class UnionFs implements FuseHandlers {
     return n;
   }
 
-  setxattr(_c: Caller, ino: number, name: Buffer, value: Buffer, flags: number): void | Promise<void> {
+  setxattr(c: Caller, ino: number, name: Buffer, value: Buffer, flags: number): void | Promise<void> {
     if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    const later = this.afterCopyUp(ino, () => this.setxattr(c, ino, name, value, flags));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -972,8 +1065,10 @@ export class UnionFs implements FuseHandlers {
     });
   }
 
-  removexattr(_c: Caller, ino: number, name: Buffer): void | Promise<void> {
+  removexattr(c: Caller, ino: number, name: Buffer): void | Promise<void> {
     if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    const later = this.afterCopyUp(ino, () => this.removexattr(c, ino, name));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);

@@ -238,6 +238,7 @@ interface Native {
   backingLseek(fd: number, off: number, whence: number): number;
   backingFallocate(fd: number, mode: number, off: number, len: number): number;
   backingMmapCopy(fd: number, off: number, buf: Buffer, toFile: boolean): number;
+  backingCopyFile(src: Buffer, dst: Buffer): Promise<number> | number;
 }
 const N = addon as unknown as Native;
 
@@ -593,6 +594,14 @@ export const backing = {
   /** Copy between buf and a MAP_SHARED mapping of fd at offset (toFile: write through the mapping + msync). */
   mmapCopy: (fd: number, offset: number, buf: Buffer, toFile: boolean): void => {
     check(N.backingMmapCopy(fd, offset, buf, toFile), 'mmap');
+  },
+  /**
+   * Copies src's bytes into a new file dst (O_EXCL, mode 0600, fsync'd) on a pool thread:
+   * copy_file_range, read/write where that cannot work. On failure dst is removed and the promise
+   * rejects with the errno's error.
+   */
+  copyFile: async (src: Buffer, dst: Buffer): Promise<void> => {
+    check(await N.backingCopyFile(src, dst), 'copy');
   },
   /** Files created by this thread from now on belong to uid/gid (setfsuid/setfsgid; root servers). */
   setFsIds: (uid: number, gid: number): void => { N.backingSetFsIds(uid, gid); },
