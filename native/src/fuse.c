@@ -80,6 +80,13 @@ typedef struct session {
   pthread_rwlock_t open_lock;
   struct openable *open_tab;  // open addressing, key ino (0 = empty)
   size_t open_cap, open_used;
+  // getxattr(security.capability) answered in C (cap_*, below): inodes known to have none.
+  int cap_cache;
+  pthread_mutex_t cap_lock;
+  fuse_ino_t *cap_tab;        // open addressing, key ino (0 = empty)
+  size_t cap_cap, cap_used;
+  uint64_t cap_epoch;         // + 1 on every change that may give an inode a capability
+  struct cap_wait *cap_waits; // getxattr(security.capability) requests waiting for JS
 } session_t;
 
 typedef struct openable {
@@ -134,12 +141,13 @@ static msg_t *msg_new(int op, fuse_req_t req, fuse_ino_t ino, const char *name, 
   return m;
 }
 
+static void cap_answered(session_t *s, fuse_req_t req, int err);
 static void to_js(session_t *s, msg_t *m) {
   if (m->req) atomic_fetch_add(&s->pending, 1);
   atomic_fetch_add(&s->js_ops, 1);
   if (s->counts_path) atomic_fetch_add_explicit(&s->js_count[m->op], 1, memory_order_relaxed);
   if (napi_call_threadsafe_function(s->tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
-    if (m->req) { atomic_fetch_sub(&s->pending, 1); fuse_reply_err(m->req, EIO); }
+    if (m->req) { atomic_fetch_sub(&s->pending, 1); cap_answered(s, m->req, EIO); fuse_reply_err(m->req, EIO); }
     free(m);
   }
 }
@@ -180,9 +188,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   SIMPLE(OP_LOOKUP, req, parent, name, NULL, 0, 0, 0, 0);
 }
 
+static void cap_forget(session_t *s, fuse_ino_t ino);
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   COUNT(req, OP_FORGET);
   session_t *s = SESSION(req);
+  cap_forget(s, ino);
   msg_t *m = msg_new(OP_FORGET, NULL, ino, NULL, NULL, 0);
   fuse_reply_none(req);
   if (!m) return;  // a lost forget only leaks an inode entry
@@ -194,9 +204,11 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
   COUNT(req, OP_FORGET_MULTI);
   session_t *s = SESSION(req);
   msg_t *m = msg_new(OP_FORGET_MULTI, NULL, 0, NULL, NULL, count * 2 * sizeof(double));
+  if (!m) for (size_t i = 0; i < count; i++) cap_forget(s, forgets[i].ino);
   if (m) {
     double *d = (double *)m->data;  // tail is only char-aligned: copy through memcpy
     for (size_t i = 0; i < count; i++) {
+      cap_forget(s, forgets[i].ino);
       double pair[2] = {(double)forgets[i].ino, (double)forgets[i].nlookup};
       memcpy(d + 2 * i, pair, sizeof pair);
     }
@@ -460,9 +472,114 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   COUNT(req, OP_STATFS);
   SIMPLE(OP_STATFS, req, ino, NULL, NULL, 0, 0, 0, 0);
 }
+// ---- getxattr(security.capability) in C
+//
+// The kernel asks for security.capability before every write(2) and truncate of a file (to drop
+// file capabilities; FUSE does not cache the answer), almost always to hear ENODATA. With
+// capCache (mount option), C remembers per inode that it has none and answers ENODATA itself.
+// Learned from the filesystem's own answers: an ENODATA reply to a getxattr(security.capability)
+// that went to JS marks the inode, unless something may have given an inode a capability since
+// the request arrived (cap_epoch: setxattr/removexattr of that name, capForget from TS); TS may
+// also mark an inode it knows has none (a file it just created: capNone). An inode is unmarked at
+// setxattr/removexattr of the name, at forget (its node id may be reused), and all are when TS
+// says the view changed (capForget(0)).
+#define CAP_NAME "security.capability"
+
+typedef struct cap_wait {
+  fuse_req_t req;
+  fuse_ino_t ino;
+  uint64_t epoch;
+  struct cap_wait *next;
+} cap_wait_t;
+
+static fuse_ino_t *cap_slot(session_t *s, fuse_ino_t ino) {
+  size_t mask = s->cap_cap - 1;
+  for (size_t i = (size_t)(ino * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask)
+    if (s->cap_tab[i] == ino || s->cap_tab[i] == 0) return &s->cap_tab[i];
+}
+
+// cap_lock held
+static void cap_insert_locked(session_t *s, fuse_ino_t ino) {
+  if ((s->cap_used + 1) * 2 > s->cap_cap) {
+    size_t ocap = s->cap_cap, ncap = ocap ? ocap * 2 : 1024;
+    fuse_ino_t *old = s->cap_tab, *nt = calloc(ncap, sizeof *nt);
+    if (!nt) return;  // not remembered: the next ask goes to JS
+    s->cap_tab = nt;
+    s->cap_cap = ncap;
+    for (size_t i = 0; i < ocap; i++) if (old[i]) *cap_slot(s, old[i]) = old[i];
+    free(old);
+  }
+  fuse_ino_t *e = cap_slot(s, ino);
+  if (!*e) { *e = ino; s->cap_used++; }
+}
+
+// cap_lock held
+static void cap_remove_locked(session_t *s, fuse_ino_t ino) {
+  if (!s->cap_used) return;
+  fuse_ino_t *e = cap_slot(s, ino);
+  if (!*e) return;
+  *e = 0;
+  s->cap_used--;
+  size_t mask = s->cap_cap - 1;
+  for (size_t j = ((size_t)(e - s->cap_tab) + 1) & mask; s->cap_tab[j]; j = (j + 1) & mask) {
+    fuse_ino_t k = s->cap_tab[j];
+    s->cap_tab[j] = 0;
+    *cap_slot(s, k) = k;  // backward shift: re-place the rest of the cluster
+  }
+}
+
+static void cap_forget(session_t *s, fuse_ino_t ino) {
+  if (!s->cap_cache) return;
+  pthread_mutex_lock(&s->cap_lock);
+  cap_remove_locked(s, ino);
+  pthread_mutex_unlock(&s->cap_lock);
+}
+
+// setxattr/removexattr of security.capability is on its way to JS
+static void cap_changing(session_t *s, fuse_ino_t ino, const char *name) {
+  if (!s->cap_cache || strcmp(name, CAP_NAME) != 0) return;
+  pthread_mutex_lock(&s->cap_lock);
+  cap_remove_locked(s, ino);
+  s->cap_epoch++;
+  pthread_mutex_unlock(&s->cap_lock);
+}
+
+// 1: answered here (ENODATA); 0: goes to JS (recorded, so its ENODATA answer can be remembered)
+static int cap_getxattr(session_t *s, fuse_req_t req, fuse_ino_t ino, const char *name) {
+  if (!s->cap_cache || strcmp(name, CAP_NAME) != 0) return 0;
+  pthread_mutex_lock(&s->cap_lock);
+  int none = s->cap_used && *cap_slot(s, ino) == ino;
+  if (!none) {
+    cap_wait_t *w = malloc(sizeof *w);
+    if (w) { w->req = req; w->ino = ino; w->epoch = s->cap_epoch; w->next = s->cap_waits; s->cap_waits = w; }
+  }
+  pthread_mutex_unlock(&s->cap_lock);
+  if (!none) return 0;
+  atomic_fetch_add(&s->c_ops, 1);
+  fuse_reply_err(req, ENODATA);
+  return 1;
+}
+
+// Every JS answer to a request goes through here before it is sent (the req is still valid).
+static void cap_answered(session_t *s, fuse_req_t req, int err) {
+  if (!s->cap_cache) return;
+  pthread_mutex_lock(&s->cap_lock);
+  for (cap_wait_t **p = &s->cap_waits; *p; p = &(*p)->next) {
+    if ((*p)->req != req) continue;
+    cap_wait_t *w = *p;
+    *p = w->next;
+    if (err == ENODATA && w->epoch == s->cap_epoch) cap_insert_locked(s, w->ino);
+    free(w);
+    break;
+  }
+  pthread_mutex_unlock(&s->cap_lock);
+}
+
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags) {
   COUNT(req, OP_SETXATTR);
+  cap_changing(SESSION(req), ino, name);
   msg_t *m = req_msg(req, OP_SETXATTR, ino, name, NULL, size);
   if (!m) return;
   if (size) memcpy(m->data, value, size);
@@ -472,6 +589,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 }
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   COUNT(req, OP_GETXATTR);
+  if (cap_getxattr(SESSION(req), req, ino, name)) return;
   SIMPLE(OP_GETXATTR, req, ino, name, NULL, (double)size, 0, 0, 0);
 }
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -480,6 +598,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
   COUNT(req, OP_REMOVEXATTR);
+  cap_changing(SESSION(req), ino, name);
   SIMPLE(OP_REMOVEXATTR, req, ino, name, NULL, 0, 0, 0, 0);
 }
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
@@ -601,6 +720,12 @@ static void session_finish(session_t *s) {
   s->open_tab = NULL;
   s->open_cap = s->open_used = 0;
   pthread_rwlock_unlock(&s->open_lock);
+  pthread_mutex_lock(&s->cap_lock);
+  free(s->cap_tab);
+  s->cap_tab = NULL;
+  s->cap_cap = s->cap_used = 0;
+  while (s->cap_waits) { cap_wait_t *w = s->cap_waits; s->cap_waits = w->next; free(w); }
+  pthread_mutex_unlock(&s->cap_lock);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
 }
 
@@ -608,7 +733,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   session_t *s = context;
   msg_t *m = data;
   if (env == NULL || cb == NULL) {  // tearing down
-    if (m->req) { fuse_reply_err(m->req, EIO); atomic_fetch_sub(&s->pending, 1); }
+    if (m->req) { cap_answered(s, m->req, EIO); fuse_reply_err(m->req, EIO); atomic_fetch_sub(&s->pending, 1); }
     free(m);
     return;
   }
@@ -741,6 +866,7 @@ static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv
 // fuseReplyErr(req, errno)
 static napi_value reply_err(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
+  cap_answered(s, req, (int)num(env, argv[1]));
   int rc = fuse_reply_err(req, (int)num(env, argv[1]));
   REPLY_EPILOGUE(rc);
 }
@@ -803,6 +929,7 @@ static napi_value reply_create(napi_env env, napi_callback_info info) {
 // fuseReplyBuf(req, data: Buffer | Uint8Array): read, getxattr/listxattr contents
 static napi_value reply_buf(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
+  cap_answered(s, req, 0);
   void *data = NULL;
   size_t len = 0;
   int rc;
@@ -839,6 +966,7 @@ static napi_value reply_write(napi_env env, napi_callback_info info) {
 // fuseReplyXattr(req, size): answer to a size query (getxattr/listxattr with size 0)
 static napi_value reply_xattr(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
+  cap_answered(s, req, 0);
   int rc = fuse_reply_xattr(req, (size_t)num(env, argv[1]));
   REPLY_EPILOGUE(rc);
 }
@@ -1045,7 +1173,7 @@ static int fusermount_fd(const char *mnt, const char *opts) {
 }
 
 // fuseMount(mountpoint, options: string[], dispatcher, config: Float64Array
-//           [cloneFd, maxThreads, maxIdleThreads, capsWant, capsClear]) -> session
+//           [cloneFd, maxThreads, maxIdleThreads, capsWant, capsClear, noFlush, capCache]) -> session
 static napi_value mount_(napi_env env, napi_callback_info info) {
   ARGS(4);
   size_t len;
@@ -1053,8 +1181,8 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_string_utf8(env, argv[0], mnt, sizeof mnt, &len));
   uint32_t nopts = 0;
   CHECK(napi_get_array_length(env, argv[1], &nopts));
-  const double *cfg = f64(env, argv[3], 6);
-  if (!cfg) { napi_throw_type_error(env, NULL, "config must be a Float64Array(6)"); return NULL; }
+  const double *cfg = f64(env, argv[3], 7);
+  if (!cfg) { napi_throw_type_error(env, NULL, "config must be a Float64Array(7)"); return NULL; }
 
   char **fargv = calloc(nopts + 2, sizeof(char *));
   fargv[0] = strdup("stratum");
@@ -1079,6 +1207,8 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   s->caps_clear = (unsigned)cfg[4];
   s->no_flush = cfg[5] != 0;
   pthread_rwlock_init(&s->open_lock, NULL);
+  pthread_mutex_init(&s->cap_lock, NULL);
+  s->cap_cache = cfg[6] != 0;
   s->mountpoint = strdup(mnt);
   s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
   for (uint32_t i = 0; i < nopts + 1; i++) free(fargv[i]);
@@ -1211,6 +1341,28 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// fuseCapability(session, ino, none): none = true: ino has no security.capability (TS knows: it
+// just created the file); false: forget what is known about ino, or about every inode (ino 0).
+static napi_value cap_set(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
+  bool none = false;
+  napi_get_value_bool(env, argv[2], &none);
+  if (!s->cap_cache || s->finished) return NULL;
+  pthread_mutex_lock(&s->cap_lock);
+  if (none && ino) cap_insert_locked(s, ino);
+  else if (ino) { cap_remove_locked(s, ino); s->cap_epoch++; }
+  else {
+    if (s->cap_tab) memset(s->cap_tab, 0, s->cap_cap * sizeof *s->cap_tab);
+    s->cap_used = 0;
+    s->cap_epoch++;
+  }
+  pthread_mutex_unlock(&s->cap_lock);
+  return NULL;
+}
+
 // fuseStats(session) -> [requests to JS, requests served in C, pending in JS, capable, want]
 static napi_value stats(napi_env env, napi_callback_info info) {
   ARGS(1);
@@ -1230,6 +1382,7 @@ void fuse_register(napi_env env, napi_value exports) {
     {"fuseUnmount", NULL, unmount_, NULL, NULL, NULL, napi_default, NULL},
     {"fuseStats", NULL, stats, NULL, NULL, NULL, napi_default, NULL},
     {"fuseSetOpenable", NULL, set_openable, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseCapability", NULL, cap_set, NULL, NULL, NULL, napi_default, NULL},
     {"fuseNotify", NULL, notify, NULL, NULL, NULL, napi_default, NULL},
     {"fuseReplyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
     {"fuseReplyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},

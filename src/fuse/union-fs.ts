@@ -775,6 +775,7 @@ export class UnionFs implements FuseHandlers {
       }
       const entry = this.entryAfterCreate(p, s);
       const n = this.node(entry.ino);
+      this.session?.capabilityNone(n.id);  // a new file: the kernel's getxattr before each write is answered in C
       const fh = this.nextFh++;
       const write = (flags & O_ACCMODE) !== C.O_RDONLY;
       this.handles.set(fh, { node: n, fd, write });
@@ -1224,6 +1225,7 @@ export class UnionFs implements FuseHandlers {
     this.stamp++;
     // keys are recomputed when met (nodeFor): this switch holds requests, and the table may be large
     for (const n of this.byId.values()) this.notOpenable(n);  // the new base may have other data at this name
+    this.session?.capabilityForget();  // ... and other xattrs
     this.root.u = undefined;
   }
 

@@ -153,6 +153,14 @@ export interface MountOptions {
   /** Open every handle that has a backing fd with FOPEN_NOFLUSH: close(2) does not wait for a flush
    * round trip (flush is close(dup(fd)) on the backing file, which local filesystems do not need). */
   noFlush?: boolean;
+  /**
+   * Answer getxattr(security.capability) in C with ENODATA for inodes known to have none (the
+   * kernel asks before every write and truncate). Known from this filesystem's own ENODATA answers
+   * to that request, and from `capabilityNone`; forgotten at forget, at setxattr/removexattr of
+   * the name, and by `capabilityForget`. Only for filesystems whose xattrs change only through
+   * the mount (or that call capabilityForget when they change otherwise).
+   */
+  capabilityCache?: boolean;
   /** Extra FUSE_CAP_* bits to want / to clear. */
   capsWant?: number;
   capsClear?: number;
@@ -206,6 +214,7 @@ interface Native {
   fuseUnmount(s: object): number;
   fuseStats(s: object): number[];
   fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number): void;
+  fuseCapability(s: object, ino: number, none: boolean): void;
   fuseNotify(s: object, kind: number, ino: number, offOrChild: number, len: number, name: Buffer | undefined): Promise<number>;
   fuseReplyErr(req: number, errno: number): number;
   fuseReplyEntry(req: number, e: Float64Array): number;
@@ -324,7 +333,7 @@ export class FuseSession {
     else clear |= CAP.SPLICE_WRITE | CAP.SPLICE_MOVE | CAP.SPLICE_READ;
     if (opts.autoInvalData === false) clear |= CAP.AUTO_INVAL_DATA;
     if (opts.cacheSymlinks) want |= CAP.CACHE_SYMLINKS;
-    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0]);
+    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0, opts.capabilityCache ? 1 : 0]);
     const args = opts.options?.length ? ['-o', opts.options.join(',')] : [];
     const onExit = opts.onExit;
     this.native = N.fuseMount(mountpoint, args, (op, req, ino, a0, a1, a2, a3, name, name2, data, uid, gid, pid, umask) => {
@@ -377,6 +386,10 @@ export class FuseSession {
     N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0));
   }
   clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0); }
+  /** capabilityCache: ino has no security.capability (a file just created), C answers ENODATA. */
+  capabilityNone(ino: number): void { N.fuseCapability(this.native, ino, true); }
+  /** capabilityCache: forget what C knows about ino's security.capability; ino 0: about every inode. */
+  capabilityForget(ino = 0): void { N.fuseCapability(this.native, ino, false); }
 
   /** Requests that went to JS vs served in C so far, requests awaiting a JS reply, FUSE_CAP bits. */
   stats(): { jsRequests: number; cRequests: number; pending: number; capable: number; want: number; jsByOp: Record<string, number> } {
