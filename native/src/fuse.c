@@ -87,6 +87,10 @@ typedef struct session {
   size_t cap_cap, cap_used;
   uint64_t cap_epoch;         // + 1 on every change that may give an inode a capability
   struct cap_wait *cap_waits; // getxattr(security.capability) requests waiting for JS
+  // getattr answered in C (attrsrc_*, below): inodes TS registered with a backing path.
+  pthread_rwlock_t attr_lock;
+  struct attr_src *attr_tab;  // open addressing, key ino (0 = empty)
+  size_t attr_cap, attr_used;
 } session_t;
 
 typedef struct openable {
@@ -189,10 +193,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 }
 
 static void cap_forget(session_t *s, fuse_ino_t ino);
+static void attrsrc_forget(session_t *s, fuse_ino_t ino);
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   COUNT(req, OP_FORGET);
   session_t *s = SESSION(req);
   cap_forget(s, ino);
+  attrsrc_forget(s, ino);
   msg_t *m = msg_new(OP_FORGET, NULL, ino, NULL, NULL, 0);
   fuse_reply_none(req);
   if (!m) return;  // a lost forget only leaks an inode entry
@@ -204,11 +210,12 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
   COUNT(req, OP_FORGET_MULTI);
   session_t *s = SESSION(req);
   msg_t *m = msg_new(OP_FORGET_MULTI, NULL, 0, NULL, NULL, count * 2 * sizeof(double));
-  if (!m) for (size_t i = 0; i < count; i++) cap_forget(s, forgets[i].ino);
+  if (!m) for (size_t i = 0; i < count; i++) { cap_forget(s, forgets[i].ino); attrsrc_forget(s, forgets[i].ino); }
   if (m) {
     double *d = (double *)m->data;  // tail is only char-aligned: copy through memcpy
     for (size_t i = 0; i < count; i++) {
       cap_forget(s, forgets[i].ino);
+      attrsrc_forget(s, forgets[i].ino);
       double pair[2] = {(double)forgets[i].ino, (double)forgets[i].nlookup};
       memcpy(d + 2 * i, pair, sizeof pair);
     }
@@ -218,8 +225,10 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
   if (m) to_js(s, m);
 }
 
+static int getattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino);
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   COUNT(req, OP_GETATTR);
+  if (getattr_in_c(SESSION(req), req, ino)) return;
   SIMPLE(OP_GETATTR, req, ino, NULL, NULL, jsfh_of(fi), 0, 0, 0);
 }
 
@@ -236,6 +245,102 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   m->a[0] = to_set;
   m->a[1] = jsfh_of(fi);
   to_js(SESSION(req), m);
+}
+
+// ---- getattr in C
+//
+// After a create, mkdir or write the kernel drops the attributes it had of the file and of its
+// dir, and asks again at the next permission check or chown (untar: about 2 getattr per file).
+// TS registers inodes whose attributes are a backing file's (a HEAD's upper entries):
+// fuseSetAttrSource(ino, path, backingIno, stIno, timeout, flags). C then answers getattr itself:
+// lstat(path), and if it is still the inode backingIno, replies with its attributes, st_ino
+// replaced by stIno (the number the mount shows) and nlink by 1 for ATTRSRC_NLINK1 (a merged dir,
+// as overlayfs reports). If the path leads elsewhere (renamed, removed) the request goes to TS.
+// Forgotten at forget; TS clears an inode whose file it removes and everything at a view switch
+// (the write lock waits for C answers in progress).
+typedef struct attr_src {
+  fuse_ino_t ino;
+  double backing_ino, st_ino, timeout;
+  unsigned flags;
+  char *path;
+} attr_src_t;
+#define ATTRSRC_NLINK1 1
+
+static attr_src_t *attrsrc_slot(session_t *s, fuse_ino_t ino) {
+  size_t mask = s->attr_cap - 1;
+  for (size_t i = (size_t)(ino * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask)
+    if (s->attr_tab[i].ino == ino || s->attr_tab[i].ino == 0) return &s->attr_tab[i];
+}
+
+// attr_lock held for writing; takes e.path
+static void attrsrc_insert_locked(session_t *s, attr_src_t e) {
+  if ((s->attr_used + 1) * 2 > s->attr_cap) {
+    size_t ocap = s->attr_cap, ncap = ocap ? ocap * 2 : 1024;
+    attr_src_t *old = s->attr_tab, *nt = calloc(ncap, sizeof *nt);
+    if (!nt) { free(e.path); return; }
+    s->attr_tab = nt;
+    s->attr_cap = ncap;
+    for (size_t i = 0; i < ocap; i++) if (old[i].ino) *attrsrc_slot(s, old[i].ino) = old[i];
+    free(old);
+  }
+  attr_src_t *x = attrsrc_slot(s, e.ino);
+  if (x->ino) free(x->path);
+  else s->attr_used++;
+  *x = e;
+}
+
+// attr_lock held for writing
+static void attrsrc_remove_locked(session_t *s, fuse_ino_t ino) {
+  if (!s->attr_used) return;
+  attr_src_t *x = attrsrc_slot(s, ino);
+  if (!x->ino) return;
+  free(x->path);
+  memset(x, 0, sizeof *x);
+  s->attr_used--;
+  size_t mask = s->attr_cap - 1;
+  for (size_t j = ((size_t)(x - s->attr_tab) + 1) & mask; s->attr_tab[j].ino; j = (j + 1) & mask) {
+    attr_src_t e = s->attr_tab[j];
+    memset(&s->attr_tab[j], 0, sizeof e);
+    *attrsrc_slot(s, e.ino) = e;  // backward shift
+  }
+}
+
+static void attrsrc_clear_locked(session_t *s) {
+  for (size_t i = 0; i < s->attr_cap; i++) if (s->attr_tab[i].ino) free(s->attr_tab[i].path);
+  free(s->attr_tab);
+  s->attr_tab = NULL;
+  s->attr_cap = s->attr_used = 0;
+}
+
+static void attrsrc_forget(session_t *s, fuse_ino_t ino) {
+  if (!s->attr_used) return;
+  pthread_rwlock_wrlock(&s->attr_lock);
+  attrsrc_remove_locked(s, ino);
+  pthread_rwlock_unlock(&s->attr_lock);
+}
+
+// 1 = answered here, 0 = go to TS
+static int getattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino) {
+  if (!s->attr_used) return 0;
+  struct stat st;
+  double st_ino = 0, timeout = 0;
+  int ok = 0;
+  pthread_rwlock_rdlock(&s->attr_lock);
+  if (s->attr_used) {
+    attr_src_t *x = attrsrc_slot(s, ino);
+    if (x->ino && lstat(x->path, &st) == 0 && (double)st.st_ino == x->backing_ino) {
+      ok = 1;
+      st_ino = x->st_ino;
+      timeout = x->timeout;
+      if (x->flags & ATTRSRC_NLINK1) st.st_nlink = 1;
+    }
+  }
+  pthread_rwlock_unlock(&s->attr_lock);
+  if (!ok) return 0;
+  st.st_ino = (ino_t)st_ino;
+  atomic_fetch_add(&s->c_ops, 1);
+  fuse_reply_attr(req, &st, timeout);
+  return 1;
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -726,6 +831,9 @@ static void session_finish(session_t *s) {
   s->cap_cap = s->cap_used = 0;
   while (s->cap_waits) { cap_wait_t *w = s->cap_waits; s->cap_waits = w->next; free(w); }
   pthread_mutex_unlock(&s->cap_lock);
+  pthread_rwlock_wrlock(&s->attr_lock);
+  attrsrc_clear_locked(s);
+  pthread_rwlock_unlock(&s->attr_lock);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
 }
 
@@ -1208,6 +1316,7 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   s->no_flush = cfg[5] != 0;
   pthread_rwlock_init(&s->open_lock, NULL);
   pthread_mutex_init(&s->cap_lock, NULL);
+  pthread_rwlock_init(&s->attr_lock, NULL);
   s->cap_cache = cfg[6] != 0;
   s->mountpoint = strdup(mnt);
   s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
@@ -1363,6 +1472,34 @@ static napi_value cap_set(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// fuseSetAttrSource(session, ino, path: Buffer | null, backingIno, stIno, timeout, flags): with a
+// path, getattr(ino) is answered in C while path leads to backingIno; null removes ino; ino 0 and
+// null remove every inode (returns once no C answer from the old table is in progress).
+static napi_value set_attr_source(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
+  void *p = NULL;
+  size_t len = 0;
+  bool is_buf = false;
+  napi_is_buffer(env, argv[2], &is_buf);
+  if (is_buf) napi_get_buffer_info(env, argv[2], &p, &len);
+  pthread_rwlock_wrlock(&s->attr_lock);
+  if (!is_buf && ino == 0) attrsrc_clear_locked(s);
+  else if (!is_buf || s->finished || len >= PATH_MAX || memchr(p, 0, len)) attrsrc_remove_locked(s, ino);
+  else {
+    attr_src_t e = {ino, num(env, argv[3]), num(env, argv[4]), num(env, argv[5]), (unsigned)num(env, argv[6]), malloc(len + 1)};
+    if (e.path) {
+      memcpy(e.path, p, len);
+      e.path[len] = 0;
+      attrsrc_insert_locked(s, e);
+    }
+  }
+  pthread_rwlock_unlock(&s->attr_lock);
+  return NULL;
+}
+
 // fuseStats(session) -> [requests to JS, requests served in C, pending in JS, capable, want]
 static napi_value stats(napi_env env, napi_callback_info info) {
   ARGS(1);
@@ -1383,6 +1520,7 @@ void fuse_register(napi_env env, napi_value exports) {
     {"fuseStats", NULL, stats, NULL, NULL, NULL, napi_default, NULL},
     {"fuseSetOpenable", NULL, set_openable, NULL, NULL, NULL, napi_default, NULL},
     {"fuseCapability", NULL, cap_set, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseSetAttrSource", NULL, set_attr_source, NULL, NULL, NULL, napi_default, NULL},
     {"fuseNotify", NULL, notify, NULL, NULL, NULL, napi_default, NULL},
     {"fuseReplyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
     {"fuseReplyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},

@@ -229,6 +229,7 @@ export class UnionFs implements FuseHandlers {
     }
     const attr = this.attrOf(n, u);
     const t = this.timeoutOf(u);
+    this.attrsInC(n, u);
     return { ino: n.id, entryTimeout: t, attrTimeout: t, attr };
   }
 
@@ -529,6 +530,16 @@ export class UnionFs implements FuseHandlers {
     return p?.then(again);
   }
 
+  /**
+   * Lets C answer getattr of n while its attributes are its upper file's (HEAD, plain or dir,
+   * the upper on top: no live commit's layers): after a create or a write the kernel asks often.
+   */
+  private attrsInC(n: Node, u: UnionNode): void {
+    const up = u.upper;
+    if (!this.session || this.readOnly || this.view.layered || n.detached || !up || (up.entry.kind !== 'plain' && up.entry.kind !== 'dir')) return;
+    this.session.setAttrSource(n.id, up.path, Number(up.entry.stat.ino), n.stIno, this.upperTimeout, { nlink1: up.entry.kind === 'dir' && this.view.hasBelow(u) });
+  }
+
   /** Opens of n go to TS again (its data is no longer the object C would open). */
   private notOpenable(n: Node): void {
     if (!n.openable) return;
@@ -618,7 +629,9 @@ export class UnionFs implements FuseHandlers {
       const n = this.node(ino);
       const h = fh !== undefined ? this.handles.get(fh) : undefined;
       const u = this.resolve(n);
-      return { attr: this.attrOf(n, u, h && h.fd >= 0 ? h.fd : -1), timeout: this.timeoutOf(u) };
+      const attr = this.attrOf(n, u, h && h.fd >= 0 ? h.fd : -1);
+      this.attrsInC(n, u);
+      return { attr, timeout: this.timeoutOf(u) };
     });
   }
 
@@ -838,7 +851,9 @@ export class UnionFs implements FuseHandlers {
       }
       // mode, owner, size and times are read fresh from the upper; only a copy-up changes the node
       const fresh = n.detached ? n.detached.u : wasUpper ? u : this.refresh(n);
-      return { attr: this.attrOf(n, fresh, fd), timeout: this.timeoutOf(fresh) };
+      const attr = this.attrOf(n, fresh, fd);
+      this.attrsInC(n, fresh);
+      return { attr, timeout: this.timeoutOf(fresh) };
     });
   }
 
@@ -927,6 +942,7 @@ export class UnionFs implements FuseHandlers {
       const pu = this.copyUp(p);
       const path = upperChild(pu.upper!.path, s);
       const victim = this.linkedTo(p, s);
+      if (victim) this.session?.clearAttrSource(victim.id);  // its inode number may be reused
       if (victim && !isDir && victim.links.length === 1 && victim.nlookup > 0) {
         // the kernel may still use it through an open file: keep what fstat needs
         let orphanFd = -1;
@@ -978,6 +994,7 @@ export class UnionFs implements FuseHandlers {
       const from = upperChild(pu.upper!.path, s);
       const to = upperChild(npu.upper!.path, ns);
       const victim = du ? this.linkedTo(np, ns) : undefined;
+      if (victim) this.session?.clearAttrSource(victim.id);  // its inode number may be reused
       if (victim && !victim.isDir && victim.links.length === 1 && victim.nlookup > 0) {
         let orphanFd = -1;
         const top = this.view.top(du!);
@@ -1099,6 +1116,7 @@ export class UnionFs implements FuseHandlers {
     while (this.gate) await this.gate;
     let open!: () => void;
     this.gate = new Promise((r) => { open = r; });
+    this.session?.clearAttrSource();  // getattr waits at the gate too while the upper may change
     let inval: Array<[number, Buffer | undefined]> = [];
     try {
       const result = await fn();
@@ -1140,6 +1158,7 @@ export class UnionFs implements FuseHandlers {
     return this.switching(() => {
       const m = this.dirFd(middle), u = this.dirFd(next);
       this.view = new UnionView(this.reader, u.path, this.opts.ns, m.path);
+      this.session?.clearAttrSource();  // upper files are the middle layer's now
       this.setDirFds([m.fd, u.fd]);
       this.stamp++;
     });
@@ -1226,6 +1245,7 @@ export class UnionFs implements FuseHandlers {
     // keys are recomputed when met (nodeFor): this switch holds requests, and the table may be large
     for (const n of this.byId.values()) this.notOpenable(n);  // the new base may have other data at this name
     this.session?.capabilityForget();  // ... and other xattrs
+    this.session?.clearAttrSource();  // ... and another upper
     this.root.u = undefined;
   }
 

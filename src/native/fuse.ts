@@ -215,6 +215,7 @@ interface Native {
   fuseStats(s: object): number[];
   fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number): void;
   fuseCapability(s: object, ino: number, none: boolean): void;
+  fuseSetAttrSource(s: object, ino: number, path: Buffer | null, backingIno: number, stIno: number, timeout: number, flags: number): void;
   fuseNotify(s: object, kind: number, ino: number, offOrChild: number, len: number, name: Buffer | undefined): Promise<number>;
   fuseReplyErr(req: number, errno: number): number;
   fuseReplyEntry(req: number, e: Float64Array): number;
@@ -390,6 +391,17 @@ export class FuseSession {
   capabilityNone(ino: number): void { N.fuseCapability(this.native, ino, true); }
   /** capabilityCache: forget what C knows about ino's security.capability; ino 0: about every inode. */
   capabilityForget(ino = 0): void { N.fuseCapability(this.native, ino, false); }
+  /**
+   * Let C answer getattr(ino) by itself: lstat(path), and while that is still the inode
+   * `backingIno`, its attributes with st_ino = `stIno` (and nlink 1 with `nlink1`), `timeout`
+   * seconds; otherwise the request goes to TS as usual. Forgotten when the kernel forgets ino;
+   * clear it when the file is removed (its inode number may be reused).
+   */
+  setAttrSource(ino: number, path: Buffer, backingIno: number, stIno: number, timeout: number, opts: { nlink1?: boolean } = {}): void {
+    N.fuseSetAttrSource(this.native, ino, path, backingIno, stIno, timeout, opts.nlink1 ? 1 : 0);
+  }
+  /** Stop answering getattr(ino) in C; no ino: for every inode (returns once no C answer is in progress). */
+  clearAttrSource(ino = 0): void { N.fuseSetAttrSource(this.native, ino, null, 0, 0, 0, 0); }
 
   /** Requests that went to JS vs served in C so far, requests awaiting a JS reply, FUSE_CAP bits. */
   stats(): { jsRequests: number; cRequests: number; pending: number; capable: number; want: number; jsByOp: Record<string, number> } {
