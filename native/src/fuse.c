@@ -232,9 +232,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   SIMPLE(OP_GETATTR, req, ino, NULL, NULL, jsfh_of(fi), 0, 0, 0);
 }
 
+static int setattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set);
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi) {
   COUNT(req, OP_SETATTR);
+  if (setattr_in_c(SESSION(req), req, ino, attr, to_set)) return;
   msg_t *m = req_msg(req, OP_SETATTR, ino, NULL, NULL, 10 * sizeof(double));
   if (!m) return;
   double v[10] = {attr->st_mode, attr->st_uid, attr->st_gid, (double)attr->st_size,
@@ -265,6 +267,7 @@ typedef struct attr_src {
   char *path;
 } attr_src_t;
 #define ATTRSRC_NLINK1 1
+#define ATTRSRC_SETATTR 2
 
 static attr_src_t *attrsrc_slot(session_t *s, fuse_ino_t ino) {
   size_t mask = s->attr_cap - 1;
@@ -339,6 +342,55 @@ static int getattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino) {
   if (!ok) return 0;
   st.st_ino = (ino_t)st_ino;
   atomic_fetch_add(&s->c_ops, 1);
+  fuse_reply_attr(req, &st, timeout);
+  return 1;
+}
+
+// setattr of owner, mode and times of a registered inode (ATTRSRC_SETATTR: the filesystem does
+// nothing but apply them to the backing file, as the TS union does for upper entries), answered
+// in C: tar sets all three on every file it makes. The file is opened O_PATH|O_NOFOLLOW and
+// checked to be the inode backingIno, then changed through that fd, so a rename meanwhile cannot
+// redirect the change; all under the read lock, so a view switch (write lock) waits for it.
+// Size changes and anything else go to TS.
+#define SETATTR_IN_C (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME | \
+  FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME | \
+  FUSE_SET_ATTR_KILL_SUID | FUSE_SET_ATTR_KILL_SGID | FUSE_SET_ATTR_KILL_PRIV)
+
+static int setattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set) {
+  if (!s->attr_used || (to_set & ~SETATTR_IN_C)) return 0;
+  struct stat st;
+  double st_ino = 0, timeout = 0;
+  int done = 0, err = 0;
+  pthread_rwlock_rdlock(&s->attr_lock);
+  attr_src_t *x = s->attr_used ? attrsrc_slot(s, ino) : NULL;
+  int fd = x && x->ino && (x->flags & ATTRSRC_SETATTR) ? open(x->path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+  if (fd >= 0 && fstat(fd, &st) == 0 && (double)st.st_ino == x->backing_ino && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+    done = 1;
+    st_ino = x->st_ino;
+    timeout = x->timeout;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
+        fchownat(fd, "", (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
+                 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1, AT_EMPTY_PATH) < 0) err = errno;
+    if (!err && (to_set & FUSE_SET_ATTR_MODE) && chmod(proc, attr->st_mode & 07777) < 0) err = errno;
+    if (!err && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
+      struct timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+      if (to_set & FUSE_SET_ATTR_ATIME_NOW) ts[0].tv_nsec = UTIME_NOW;
+      else if (to_set & FUSE_SET_ATTR_ATIME) ts[0] = attr->st_atim;
+      if (to_set & FUSE_SET_ATTR_MTIME_NOW) ts[1].tv_nsec = UTIME_NOW;
+      else if (to_set & FUSE_SET_ATTR_MTIME) ts[1] = attr->st_mtim;
+      if (utimensat(AT_FDCWD, proc, ts, 0) < 0) err = errno;
+    }
+    if (!err && fstat(fd, &st) < 0) err = errno;
+    if (x->flags & ATTRSRC_NLINK1) st.st_nlink = 1;
+  }
+  pthread_rwlock_unlock(&s->attr_lock);
+  if (fd >= 0) close(fd);
+  if (!done) return 0;
+  atomic_fetch_add(&s->c_ops, 1);
+  if (err) { fuse_reply_err(req, err); return 1; }
+  st.st_ino = (ino_t)st_ino;
   fuse_reply_attr(req, &st, timeout);
   return 1;
 }

@@ -531,13 +531,15 @@ export class UnionFs implements FuseHandlers {
   }
 
   /**
-   * Lets C answer getattr of n while its attributes are its upper file's (HEAD, plain or dir,
-   * the upper on top: no live commit's layers): after a create or a write the kernel asks often.
+   * Lets C answer getattr of n, and setattr of owner, mode and times, while its attributes are its
+   * upper file's (HEAD, plain or dir, the upper on top: no live commit's layers): after a create
+   * or a write the kernel asks often, and tar sets owner, mode and times of every file.
    */
   private attrsInC(n: Node, u: UnionNode): void {
     const up = u.upper;
     if (!this.session || this.readOnly || this.view.layered || n.detached || !up || (up.entry.kind !== 'plain' && up.entry.kind !== 'dir')) return;
-    this.session.setAttrSource(n.id, up.path, Number(up.entry.stat.ino), n.stIno, this.upperTimeout, { nlink1: up.entry.kind === 'dir' && this.view.hasBelow(u) });
+    // setattr of an upper entry only applies owner, mode and times to its file: C can do that too
+    this.session.setAttrSource(n.id, up.path, Number(up.entry.stat.ino), n.stIno, this.upperTimeout, { nlink1: up.entry.kind === 'dir' && this.view.hasBelow(u), setattr: true });
   }
 
   /** Opens of n go to TS again (its data is no longer the object C would open). */

@@ -394,11 +394,13 @@ export class FuseSession {
   /**
    * Let C answer getattr(ino) by itself: lstat(path), and while that is still the inode
    * `backingIno`, its attributes with st_ino = `stIno` (and nlink 1 with `nlink1`), `timeout`
-   * seconds; otherwise the request goes to TS as usual. Forgotten when the kernel forgets ino;
-   * clear it when the file is removed (its inode number may be reused).
+   * seconds; otherwise the request goes to TS as usual. `setattr`: C also answers setattr of
+   * owner, mode and times (not size) by applying them to that file (regular files and dirs), for
+   * filesystems whose setattr does nothing else. Forgotten when the kernel forgets ino; clear it
+   * when the file is removed (its inode number may be reused).
    */
-  setAttrSource(ino: number, path: Buffer, backingIno: number, stIno: number, timeout: number, opts: { nlink1?: boolean } = {}): void {
-    N.fuseSetAttrSource(this.native, ino, path, backingIno, stIno, timeout, opts.nlink1 ? 1 : 0);
+  setAttrSource(ino: number, path: Buffer, backingIno: number, stIno: number, timeout: number, opts: { nlink1?: boolean; setattr?: boolean } = {}): void {
+    N.fuseSetAttrSource(this.native, ino, path, backingIno, stIno, timeout, (opts.nlink1 ? 1 : 0) | (opts.setattr ? 2 : 0));
   }
   /** Stop answering getattr(ino) in C; no ino: for every inode (returns once no C answer is in progress). */
   clearAttrSource(ino = 0): void { N.fuseSetAttrSource(this.native, ino, null, 0, 0, 0, 0); }

@@ -42,11 +42,25 @@ if (why) console.log(`getattr-in-C tests skipped: ${why}`);
       assert.ok((d.requests.getattr ?? 0) >= N, `the kernel asked: ${JSON.stringify(d)}`);
       assert.is(d.js.getattr ?? 0, 0, `C answered: ${JSON.stringify(d)}`);
 
+      // owner, mode and times (what tar sets on every file) are applied in C too
+      const before2 = await settledCounts(countsFile);
       fs.chmodSync(f, 0o640);
       fs.chownSync(f, 123, 456);
+      fs.utimesSync(f, new Date(1_000_000_000_000), new Date(1_500_000_000_000));
+      const d2 = countsDiff((await settledCounts(countsFile))!, before2);
+      assert.ok((d2.requests.setattr ?? 0) >= 3, JSON.stringify(d2));
+      assert.is(d2.js.setattr ?? 0, 0, `setattr answered in C: ${JSON.stringify(d2)}`);
       let st = fs.statSync(f);
       assert.is(st.mode & 0o7777, 0o640);
       assert.is([st.uid, st.gid].join(':'), '123:456');
+      assert.is(st.mtimeMs, 1_500_000_000_000);
+      assert.is(st.atimeMs, 1_000_000_000_000);
+      const inUpper = fs.statSync(join(store, 'refs/app/head/sub/new'));
+      assert.is([inUpper.mode & 0o7777, inUpper.uid, inUpper.gid, inUpper.mtimeMs].join(' '), `${0o640} 123 456 1500000000000`, 'the upper file has them');
+      // a size change still goes to TS and works
+      fs.truncateSync(f, 3);
+      assert.is(fs.statSync(f).size, 3);
+      fs.writeFileSync(f, 'x'.repeat(1 + 4 * N));
       assert.ok(st.ino >= 2 ** 48, 'an upper entry\'s number (2^48 + upper st_ino)');
       assert.is(fs.statSync(join(mnt, 'sub')).nlink, 1, 'a merged dir reports nlink 1');
 
