@@ -62,6 +62,9 @@ const objectNameOf = (path: string | Buffer): string => path.slice(-65).toString
 /** `at` (anyLength: upper paths may be longer than PATH_MAX) for a call that takes a path or an fd. */
 const atOrFd = <T>(path: Buffer | null, fn: (p: Buffer | null) => T): T => (path === null ? fn(null) : at(path, fn));
 
+/** A write-open's copy-up of a file this big or bigger copies its bytes off the JS thread. */
+const OFF_THREAD_COPY_MIN = 1 << 20;
+
 /** Node id of /.stratum (its files are ControlFiles' nodes 3 to 5); real nodes start at FIRST_NODE. */
 const CTL_DIR = 2, FIRST_NODE = 16;
 /** st_ino ranges: lower entries epoch * 2^32 + image ino + 1; upper entries 2^48 + upper st_ino; control files 2^50 + k. */
@@ -477,13 +480,16 @@ export class UnionFs implements FuseHandlers {
    * meanwhile. The object is checked first (EIO, nothing copied), the bytes go to a scratch file,
    * and copyUp then gives it attributes and renames it into the upper, under the gate, as a copy-up
    * on the JS thread would; a kill -9 meanwhile leaves only the scratch file (emptied at start).
-   * undefined: nothing to copy off the thread (dirs, upper files, small or inline files); the
+   * undefined: nothing to copy off the thread (dirs, upper files, files under 1 MiB); the
    * caller copies up on the JS thread as before. Requests on n wait for it (`copying`).
    */
   private copyUpOffThread(n: Node): Promise<void> | undefined {
     if (n.isDir || this.copying.has(n)) return this.copying.get(n);
     const u = this.resolve(n);
-    if (u.upper || this.view.layered || (this.view.getattr(u).mode & S_IFMT) !== S_IFREG) return undefined;
+    if (u.upper || this.view.layered) return undefined;  // (a middle layer exists only while layered)
+    const a = this.view.getattr(u);
+    // below 1 MiB the copy takes less than the two pool hops would
+    if ((a.mode & S_IFMT) !== S_IFREG || a.size < OFF_THREAD_COPY_MIN) return undefined;
     const data = this.dataOf(u);
     if (data.kind !== 'file') return undefined;
     const source = data.path.toString();

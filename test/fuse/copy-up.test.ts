@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { MountState } from '../../src/store/mount-state.js';
+import { digestBuffer } from '../../src/native/verity.js';
 import { S, ok, withCliMount } from '../kernel/mounts.js';
 import { fuseUnavailable, tempDir } from './mounts.js';
 
@@ -51,7 +52,7 @@ function hashFile(path: string): string {
   return h.digest('hex');
 }
 
-let work = '', store = '', bigHash = '';
+let work = '', store = '', bigHash = '', badObject = '';
 const scratch = (): string => join(store, 'refs/app/work/fuse');
 const copying = (): boolean => { try { return fs.readdirSync(scratch()).some((n) => n.startsWith('t')); } catch { return false; } };
 const upper = (name: string): string => join(store, 'refs/app/head', name);
@@ -70,8 +71,11 @@ test.before(() => {
   fs.mkdirSync(join(src, 'many'), { recursive: true });
   bigHash = writeBig(join(src, 'big'), BIG_SIZE, 1);
   writeBig(join(src, 'big2'), BIG2_SIZE, 2);
+  writeBig(join(src, 'bad'), 2 * MiB, 3);
+  const bad = digestBuffer(fs.readFileSync(join(src, 'bad')));
   for (let i = 0; i < SMALL; i++) fs.writeFileSync(join(src, 'many', `f${i}`), `file ${i} `.repeat(i % 3 === 0 ? 20 : 1));
   ok(S(store, 'import', src, '--label', 'app', '--tag', 'v1'), 'import');
+  badObject = join(store, 'objects', bad.slice(0, 2), bad.slice(2));
   fs.rmSync(src, { recursive: true, force: true });
 });
 
@@ -175,6 +179,29 @@ test.after(() => {
   assert.is(b.subarray(0, 4).toString(), 'AAAA');
   assert.is(b.readUInt32LE(4), block(0, 2).readUInt32LE(4), 'bytes after the write are the lower ones');
   assert.is(fs.statSync(upper('big2')).size, BIG2_SIZE);
+});
+
+(why === undefined ? test : test.skip)('a corrupt object copied up off the JS thread: EIO, nothing in the upper or left in scratch', async () => {
+  const fd = fs.openSync(badObject, 'r+');
+  const b = Buffer.alloc(1);
+  fs.readSync(fd, b, 0, 1, MiB + 5);
+  fs.writeSync(fd, Buffer.from([b[0]! ^ 0x40]), 0, 1, MiB + 5);
+  try {
+    const mnt = join(work, 'mnt-bad');
+    await withCliMount(store, 'app', mnt, 'fuse', () => {
+      for (let i = 0; i < 2; i++) {
+        let code: string | undefined;
+        try { fs.appendFileSync(join(mnt, 'bad'), 'more'); } catch (err) { code = (err as NodeJS.ErrnoException).code; }
+        assert.is(code, 'EIO', `append ${i + 1} to a corrupt lower file`);
+      }
+      assert.not.ok(fs.existsSync(upper('bad')), 'nothing in the upper');
+      assert.not.ok(copying(), 'no scratch file left');
+      assert.is(fs.readFileSync(join(mnt, 'many/f1'), 'utf8'), 'file 1 ', 'the mount serves on');
+    });
+  } finally {
+    fs.writeSync(fd, b, 0, 1, MiB + 5);
+    fs.closeSync(fd);
+  }
 });
 
 test.run();
