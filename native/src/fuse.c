@@ -85,6 +85,17 @@ typedef struct session {
   pthread_rwlock_t open_lock;
   struct openable *open_tab;  // open addressing, key ino (0 = empty)
   size_t open_cap, open_used;
+  // getxattr(security.capability) answered in C (cap_*, below): inodes known to have none.
+  int cap_cache;
+  pthread_mutex_t cap_lock;
+  fuse_ino_t *cap_tab;        // open addressing, key ino (0 = empty)
+  size_t cap_cap, cap_used;
+  uint64_t cap_epoch;         // + 1 on every change that may give an inode a capability
+  struct cap_wait *cap_waits; // getxattr(security.capability) requests waiting for JS
+  // getattr answered in C (attrsrc_*, below): inodes TS registered with a backing path.
+  pthread_rwlock_t attr_lock;
+  struct attr_src *attr_tab;  // open addressing, key ino (0 = empty)
+  size_t attr_cap, attr_used;
 } session_t;
 
 // A backing fd shared by every reader of one inode: the table holds one reference, each read in
@@ -148,12 +159,13 @@ static msg_t *msg_new(int op, fuse_req_t req, fuse_ino_t ino, const char *name, 
   return m;
 }
 
+static void cap_answered(session_t *s, fuse_req_t req, int err);
 static void to_js(session_t *s, msg_t *m) {
   if (m->req) atomic_fetch_add(&s->pending, 1);
   atomic_fetch_add(&s->js_ops, 1);
   if (s->counts_path) atomic_fetch_add_explicit(&s->js_count[m->op], 1, memory_order_relaxed);
   if (napi_call_threadsafe_function(s->tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
-    if (m->req) { atomic_fetch_sub(&s->pending, 1); fuse_reply_err(m->req, EIO); }
+    if (m->req) { atomic_fetch_sub(&s->pending, 1); cap_answered(s, m->req, EIO); fuse_reply_err(m->req, EIO); }
     free(m);
   }
 }
@@ -194,9 +206,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   SIMPLE(OP_LOOKUP, req, parent, name, NULL, 0, 0, 0, 0);
 }
 
+static void cap_forget(session_t *s, fuse_ino_t ino);
+static void attrsrc_forget(session_t *s, fuse_ino_t ino);
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   COUNT(req, OP_FORGET);
   session_t *s = SESSION(req);
+  cap_forget(s, ino);
+  attrsrc_forget(s, ino);
   msg_t *m = msg_new(OP_FORGET, NULL, ino, NULL, NULL, 0);
   fuse_reply_none(req);
   if (!m) return;  // a lost forget only leaks an inode entry
@@ -208,9 +224,12 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
   COUNT(req, OP_FORGET_MULTI);
   session_t *s = SESSION(req);
   msg_t *m = msg_new(OP_FORGET_MULTI, NULL, 0, NULL, NULL, count * 2 * sizeof(double));
+  if (!m) for (size_t i = 0; i < count; i++) { cap_forget(s, forgets[i].ino); attrsrc_forget(s, forgets[i].ino); }
   if (m) {
     double *d = (double *)m->data;  // tail is only char-aligned: copy through memcpy
     for (size_t i = 0; i < count; i++) {
+      cap_forget(s, forgets[i].ino);
+      attrsrc_forget(s, forgets[i].ino);
       double pair[2] = {(double)forgets[i].ino, (double)forgets[i].nlookup};
       memcpy(d + 2 * i, pair, sizeof pair);
     }
@@ -220,14 +239,18 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
   if (m) to_js(s, m);
 }
 
+static int getattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino);
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   COUNT(req, OP_GETATTR);
+  if (getattr_in_c(SESSION(req), req, ino)) return;
   SIMPLE(OP_GETATTR, req, ino, NULL, NULL, jsfh_of(fi), 0, 0, 0);
 }
 
+static int setattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set);
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi) {
   COUNT(req, OP_SETATTR);
+  if (setattr_in_c(SESSION(req), req, ino, attr, to_set)) return;
   msg_t *m = req_msg(req, OP_SETATTR, ino, NULL, NULL, 10 * sizeof(double));
   if (!m) return;
   double v[10] = {attr->st_mode, attr->st_uid, attr->st_gid, (double)attr->st_size,
@@ -238,6 +261,152 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   m->a[0] = to_set;
   m->a[1] = jsfh_of(fi);
   to_js(SESSION(req), m);
+}
+
+// ---- getattr in C
+//
+// After a create, mkdir or write the kernel drops the attributes it had of the file and of its
+// dir, and asks again at the next permission check or chown (untar: about 2 getattr per file).
+// TS registers inodes whose attributes are a backing file's (a HEAD's upper entries):
+// fuseSetAttrSource(ino, path, backingIno, stIno, timeout, flags). C then answers getattr itself:
+// lstat(path), and if it is still the inode backingIno, replies with its attributes, st_ino
+// replaced by stIno (the number the mount shows) and nlink by 1 for ATTRSRC_NLINK1 (a merged dir,
+// as overlayfs reports). If the path leads elsewhere (renamed, removed) the request goes to TS.
+// Forgotten at forget; TS clears an inode whose file it removes and everything at a view switch
+// (the write lock waits for C answers in progress).
+typedef struct attr_src {
+  fuse_ino_t ino;
+  double backing_ino, st_ino, timeout;
+  unsigned flags;
+  char *path;
+} attr_src_t;
+#define ATTRSRC_NLINK1 1
+#define ATTRSRC_SETATTR 2
+
+static attr_src_t *attrsrc_slot(session_t *s, fuse_ino_t ino) {
+  size_t mask = s->attr_cap - 1;
+  for (size_t i = (size_t)(ino * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask)
+    if (s->attr_tab[i].ino == ino || s->attr_tab[i].ino == 0) return &s->attr_tab[i];
+}
+
+// attr_lock held for writing; takes e.path
+static void attrsrc_insert_locked(session_t *s, attr_src_t e) {
+  if ((s->attr_used + 1) * 2 > s->attr_cap) {
+    size_t ocap = s->attr_cap, ncap = ocap ? ocap * 2 : 1024;
+    attr_src_t *old = s->attr_tab, *nt = calloc(ncap, sizeof *nt);
+    if (!nt) { free(e.path); return; }
+    s->attr_tab = nt;
+    s->attr_cap = ncap;
+    for (size_t i = 0; i < ocap; i++) if (old[i].ino) *attrsrc_slot(s, old[i].ino) = old[i];
+    free(old);
+  }
+  attr_src_t *x = attrsrc_slot(s, e.ino);
+  if (x->ino) free(x->path);
+  else s->attr_used++;
+  *x = e;
+}
+
+// attr_lock held for writing
+static void attrsrc_remove_locked(session_t *s, fuse_ino_t ino) {
+  if (!s->attr_used) return;
+  attr_src_t *x = attrsrc_slot(s, ino);
+  if (!x->ino) return;
+  free(x->path);
+  memset(x, 0, sizeof *x);
+  s->attr_used--;
+  size_t mask = s->attr_cap - 1;
+  for (size_t j = ((size_t)(x - s->attr_tab) + 1) & mask; s->attr_tab[j].ino; j = (j + 1) & mask) {
+    attr_src_t e = s->attr_tab[j];
+    memset(&s->attr_tab[j], 0, sizeof e);
+    *attrsrc_slot(s, e.ino) = e;  // backward shift
+  }
+}
+
+static void attrsrc_clear_locked(session_t *s) {
+  for (size_t i = 0; i < s->attr_cap; i++) if (s->attr_tab[i].ino) free(s->attr_tab[i].path);
+  free(s->attr_tab);
+  s->attr_tab = NULL;
+  s->attr_cap = s->attr_used = 0;
+}
+
+static void attrsrc_forget(session_t *s, fuse_ino_t ino) {
+  if (!s->attr_used) return;
+  pthread_rwlock_wrlock(&s->attr_lock);
+  attrsrc_remove_locked(s, ino);
+  pthread_rwlock_unlock(&s->attr_lock);
+}
+
+// 1 = answered here, 0 = go to TS
+static int getattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino) {
+  if (!s->attr_used) return 0;
+  struct stat st;
+  double st_ino = 0, timeout = 0;
+  int ok = 0;
+  pthread_rwlock_rdlock(&s->attr_lock);
+  if (s->attr_used) {
+    attr_src_t *x = attrsrc_slot(s, ino);
+    if (x->ino && lstat(x->path, &st) == 0 && (double)st.st_ino == x->backing_ino) {
+      ok = 1;
+      st_ino = x->st_ino;
+      timeout = x->timeout;
+      if (x->flags & ATTRSRC_NLINK1) st.st_nlink = 1;
+    }
+  }
+  pthread_rwlock_unlock(&s->attr_lock);
+  if (!ok) return 0;
+  st.st_ino = (ino_t)st_ino;
+  atomic_fetch_add(&s->c_ops, 1);
+  fuse_reply_attr(req, &st, timeout);
+  return 1;
+}
+
+// setattr of owner, mode and times of a registered inode (ATTRSRC_SETATTR: the filesystem does
+// nothing but apply them to the backing file, as the TS union does for upper entries), answered
+// in C: tar sets all three on every file it makes. The file is opened O_PATH|O_NOFOLLOW and
+// checked to be the inode backingIno, then changed through that fd, so a rename meanwhile cannot
+// redirect the change; all under the read lock, so a view switch (write lock) waits for it.
+// Size changes and anything else go to TS.
+#define SETATTR_IN_C (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME | \
+  FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME | \
+  FUSE_SET_ATTR_KILL_SUID | FUSE_SET_ATTR_KILL_SGID | FUSE_SET_ATTR_KILL_PRIV)
+
+static int setattr_in_c(session_t *s, fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set) {
+  if (!s->attr_used || (to_set & ~SETATTR_IN_C)) return 0;
+  struct stat st;
+  double st_ino = 0, timeout = 0;
+  int done = 0, err = 0;
+  pthread_rwlock_rdlock(&s->attr_lock);
+  attr_src_t *x = s->attr_used ? attrsrc_slot(s, ino) : NULL;
+  int fd = x && x->ino && (x->flags & ATTRSRC_SETATTR) ? open(x->path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+  if (fd >= 0 && fstat(fd, &st) == 0 && (double)st.st_ino == x->backing_ino && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+    done = 1;
+    st_ino = x->st_ino;
+    timeout = x->timeout;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
+        fchownat(fd, "", (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
+                 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1, AT_EMPTY_PATH) < 0) err = errno;
+    if (!err && (to_set & FUSE_SET_ATTR_MODE) && chmod(proc, attr->st_mode & 07777) < 0) err = errno;
+    if (!err && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
+      struct timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+      if (to_set & FUSE_SET_ATTR_ATIME_NOW) ts[0].tv_nsec = UTIME_NOW;
+      else if (to_set & FUSE_SET_ATTR_ATIME) ts[0] = attr->st_atim;
+      if (to_set & FUSE_SET_ATTR_MTIME_NOW) ts[1].tv_nsec = UTIME_NOW;
+      else if (to_set & FUSE_SET_ATTR_MTIME) ts[1] = attr->st_mtim;
+      if (utimensat(AT_FDCWD, proc, ts, 0) < 0) err = errno;
+    }
+    if (!err && fstat(fd, &st) < 0) err = errno;
+    if (x->flags & ATTRSRC_NLINK1) st.st_nlink = 1;
+  }
+  pthread_rwlock_unlock(&s->attr_lock);
+  if (fd >= 0) close(fd);
+  if (!done) return 0;
+  atomic_fetch_add(&s->c_ops, 1);
+  if (err) { fuse_reply_err(req, err); return 1; }
+  st.st_ino = (ino_t)st_ino;
+  fuse_reply_attr(req, &st, timeout);
+  return 1;
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -574,9 +743,114 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   COUNT(req, OP_STATFS);
   SIMPLE(OP_STATFS, req, ino, NULL, NULL, 0, 0, 0, 0);
 }
+// ---- getxattr(security.capability) in C
+//
+// The kernel asks for security.capability before every write(2) and truncate of a file (to drop
+// file capabilities; FUSE does not cache the answer), almost always to hear ENODATA. With
+// capCache (mount option), C remembers per inode that it has none and answers ENODATA itself.
+// Learned from the filesystem's own answers: an ENODATA reply to a getxattr(security.capability)
+// that went to JS marks the inode, unless something may have given an inode a capability since
+// the request arrived (cap_epoch: setxattr/removexattr of that name, capForget from TS); TS may
+// also mark an inode it knows has none (a file it just created: capNone). An inode is unmarked at
+// setxattr/removexattr of the name, at forget (its node id may be reused), and all are when TS
+// says the view changed (capForget(0)).
+#define CAP_NAME "security.capability"
+
+typedef struct cap_wait {
+  fuse_req_t req;
+  fuse_ino_t ino;
+  uint64_t epoch;
+  struct cap_wait *next;
+} cap_wait_t;
+
+static fuse_ino_t *cap_slot(session_t *s, fuse_ino_t ino) {
+  size_t mask = s->cap_cap - 1;
+  for (size_t i = (size_t)(ino * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask)
+    if (s->cap_tab[i] == ino || s->cap_tab[i] == 0) return &s->cap_tab[i];
+}
+
+// cap_lock held
+static void cap_insert_locked(session_t *s, fuse_ino_t ino) {
+  if ((s->cap_used + 1) * 2 > s->cap_cap) {
+    size_t ocap = s->cap_cap, ncap = ocap ? ocap * 2 : 1024;
+    fuse_ino_t *old = s->cap_tab, *nt = calloc(ncap, sizeof *nt);
+    if (!nt) return;  // not remembered: the next ask goes to JS
+    s->cap_tab = nt;
+    s->cap_cap = ncap;
+    for (size_t i = 0; i < ocap; i++) if (old[i]) *cap_slot(s, old[i]) = old[i];
+    free(old);
+  }
+  fuse_ino_t *e = cap_slot(s, ino);
+  if (!*e) { *e = ino; s->cap_used++; }
+}
+
+// cap_lock held
+static void cap_remove_locked(session_t *s, fuse_ino_t ino) {
+  if (!s->cap_used) return;
+  fuse_ino_t *e = cap_slot(s, ino);
+  if (!*e) return;
+  *e = 0;
+  s->cap_used--;
+  size_t mask = s->cap_cap - 1;
+  for (size_t j = ((size_t)(e - s->cap_tab) + 1) & mask; s->cap_tab[j]; j = (j + 1) & mask) {
+    fuse_ino_t k = s->cap_tab[j];
+    s->cap_tab[j] = 0;
+    *cap_slot(s, k) = k;  // backward shift: re-place the rest of the cluster
+  }
+}
+
+static void cap_forget(session_t *s, fuse_ino_t ino) {
+  if (!s->cap_cache) return;
+  pthread_mutex_lock(&s->cap_lock);
+  cap_remove_locked(s, ino);
+  pthread_mutex_unlock(&s->cap_lock);
+}
+
+// setxattr/removexattr of security.capability is on its way to JS
+static void cap_changing(session_t *s, fuse_ino_t ino, const char *name) {
+  if (!s->cap_cache || strcmp(name, CAP_NAME) != 0) return;
+  pthread_mutex_lock(&s->cap_lock);
+  cap_remove_locked(s, ino);
+  s->cap_epoch++;
+  pthread_mutex_unlock(&s->cap_lock);
+}
+
+// 1: answered here (ENODATA); 0: goes to JS (recorded, so its ENODATA answer can be remembered)
+static int cap_getxattr(session_t *s, fuse_req_t req, fuse_ino_t ino, const char *name) {
+  if (!s->cap_cache || strcmp(name, CAP_NAME) != 0) return 0;
+  pthread_mutex_lock(&s->cap_lock);
+  int none = s->cap_used && *cap_slot(s, ino) == ino;
+  if (!none) {
+    cap_wait_t *w = malloc(sizeof *w);
+    if (w) { w->req = req; w->ino = ino; w->epoch = s->cap_epoch; w->next = s->cap_waits; s->cap_waits = w; }
+  }
+  pthread_mutex_unlock(&s->cap_lock);
+  if (!none) return 0;
+  atomic_fetch_add(&s->c_ops, 1);
+  fuse_reply_err(req, ENODATA);
+  return 1;
+}
+
+// Every JS answer to a request goes through here before it is sent (the req is still valid).
+static void cap_answered(session_t *s, fuse_req_t req, int err) {
+  if (!s->cap_cache) return;
+  pthread_mutex_lock(&s->cap_lock);
+  for (cap_wait_t **p = &s->cap_waits; *p; p = &(*p)->next) {
+    if ((*p)->req != req) continue;
+    cap_wait_t *w = *p;
+    *p = w->next;
+    if (err == ENODATA && w->epoch == s->cap_epoch) cap_insert_locked(s, w->ino);
+    free(w);
+    break;
+  }
+  pthread_mutex_unlock(&s->cap_lock);
+}
+
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags) {
   COUNT(req, OP_SETXATTR);
+  cap_changing(SESSION(req), ino, name);
   msg_t *m = req_msg(req, OP_SETXATTR, ino, name, NULL, size);
   if (!m) return;
   if (size) memcpy(m->data, value, size);
@@ -586,6 +860,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 }
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   COUNT(req, OP_GETXATTR);
+  if (cap_getxattr(SESSION(req), req, ino, name)) return;
   SIMPLE(OP_GETXATTR, req, ino, name, NULL, (double)size, 0, 0, 0);
 }
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -594,6 +869,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
   COUNT(req, OP_REMOVEXATTR);
+  cap_changing(SESSION(req), ino, name);
   SIMPLE(OP_REMOVEXATTR, req, ino, name, NULL, 0, 0, 0, 0);
 }
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
@@ -717,6 +993,15 @@ static void session_finish(session_t *s) {
   pthread_rwlock_unlock(&s->open_lock);
   for (size_t i = 0; i < cap; i++) if (tab[i].ino) { free(tab[i].path); bfd_put(s, tab[i].bfd); }
   free(tab);
+  pthread_mutex_lock(&s->cap_lock);
+  free(s->cap_tab);
+  s->cap_tab = NULL;
+  s->cap_cap = s->cap_used = 0;
+  while (s->cap_waits) { cap_wait_t *w = s->cap_waits; s->cap_waits = w->next; free(w); }
+  pthread_mutex_unlock(&s->cap_lock);
+  pthread_rwlock_wrlock(&s->attr_lock);
+  attrsrc_clear_locked(s);
+  pthread_rwlock_unlock(&s->attr_lock);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
 }
 
@@ -724,7 +1009,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   session_t *s = context;
   msg_t *m = data;
   if (env == NULL || cb == NULL) {  // tearing down
-    if (m->req) { fuse_reply_err(m->req, EIO); atomic_fetch_sub(&s->pending, 1); }
+    if (m->req) { cap_answered(s, m->req, EIO); fuse_reply_err(m->req, EIO); atomic_fetch_sub(&s->pending, 1); }
     free(m);
     return;
   }
@@ -858,6 +1143,7 @@ static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv
 // fuseReplyErr(req, errno)
 static napi_value reply_err(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
+  cap_answered(s, req, (int)num(env, argv[1]));
   int rc = fuse_reply_err(req, (int)num(env, argv[1]));
   REPLY_EPILOGUE(rc);
 }
@@ -920,6 +1206,7 @@ static napi_value reply_create(napi_env env, napi_callback_info info) {
 // fuseReplyBuf(req, data: Buffer | Uint8Array): read, getxattr/listxattr contents
 static napi_value reply_buf(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
+  cap_answered(s, req, 0);
   void *data = NULL;
   size_t len = 0;
   int rc;
@@ -956,6 +1243,7 @@ static napi_value reply_write(napi_env env, napi_callback_info info) {
 // fuseReplyXattr(req, size): answer to a size query (getxattr/listxattr with size 0)
 static napi_value reply_xattr(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
+  cap_answered(s, req, 0);
   int rc = fuse_reply_xattr(req, (size_t)num(env, argv[1]));
   REPLY_EPILOGUE(rc);
 }
@@ -1162,7 +1450,7 @@ static int fusermount_fd(const char *mnt, const char *opts) {
 }
 
 // fuseMount(mountpoint, options: string[], dispatcher, config: Float64Array
-//           [cloneFd, maxThreads, maxIdleThreads, capsWant, capsClear]) -> session
+//           [cloneFd, maxThreads, maxIdleThreads, capsWant, capsClear, noFlush, capCache]) -> session
 static napi_value mount_(napi_env env, napi_callback_info info) {
   ARGS(4);
   size_t len;
@@ -1170,7 +1458,7 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_string_utf8(env, argv[0], mnt, sizeof mnt, &len));
   uint32_t nopts = 0;
   CHECK(napi_get_array_length(env, argv[1], &nopts));
-  const double *cfg = f64(env, argv[3], 7);
+  const double *cfg = f64(env, argv[3], 8);
   if (!cfg) { napi_throw_type_error(env, NULL, "config must be a Float64Array(7)"); return NULL; }
 
   char **fargv = calloc(nopts + 2, sizeof(char *));
@@ -1197,6 +1485,9 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   s->no_flush = cfg[5] != 0;
   s->no_open = cfg[6] != 0;
   pthread_rwlock_init(&s->open_lock, NULL);
+  pthread_mutex_init(&s->cap_lock, NULL);
+  pthread_rwlock_init(&s->attr_lock, NULL);
+  s->cap_cache = cfg[7] != 0;
   s->mountpoint = strdup(mnt);
   s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
   for (uint32_t i = 0; i < nopts + 1; i++) free(fargv[i]);
@@ -1335,6 +1626,56 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// fuseCapability(session, ino, none): none = true: ino has no security.capability (TS knows: it
+// just created the file); false: forget what is known about ino, or about every inode (ino 0).
+static napi_value cap_set(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
+  bool none = false;
+  napi_get_value_bool(env, argv[2], &none);
+  if (!s->cap_cache || s->finished) return NULL;
+  pthread_mutex_lock(&s->cap_lock);
+  if (none && ino) cap_insert_locked(s, ino);
+  else if (ino) { cap_remove_locked(s, ino); s->cap_epoch++; }
+  else {
+    if (s->cap_tab) memset(s->cap_tab, 0, s->cap_cap * sizeof *s->cap_tab);
+    s->cap_used = 0;
+    s->cap_epoch++;
+  }
+  pthread_mutex_unlock(&s->cap_lock);
+  return NULL;
+}
+
+// fuseSetAttrSource(session, ino, path: Buffer | null, backingIno, stIno, timeout, flags): with a
+// path, getattr(ino) is answered in C while path leads to backingIno; null removes ino; ino 0 and
+// null remove every inode (returns once no C answer from the old table is in progress).
+static napi_value set_attr_source(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
+  void *p = NULL;
+  size_t len = 0;
+  bool is_buf = false;
+  napi_is_buffer(env, argv[2], &is_buf);
+  if (is_buf) napi_get_buffer_info(env, argv[2], &p, &len);
+  pthread_rwlock_wrlock(&s->attr_lock);
+  if (!is_buf && ino == 0) attrsrc_clear_locked(s);
+  else if (!is_buf || s->finished || len >= PATH_MAX || memchr(p, 0, len)) attrsrc_remove_locked(s, ino);
+  else {
+    attr_src_t e = {ino, num(env, argv[3]), num(env, argv[4]), num(env, argv[5]), (unsigned)num(env, argv[6]), malloc(len + 1)};
+    if (e.path) {
+      memcpy(e.path, p, len);
+      e.path[len] = 0;
+      attrsrc_insert_locked(s, e);
+    }
+  }
+  pthread_rwlock_unlock(&s->attr_lock);
+  return NULL;
+}
+
 // fuseStats(session) -> [requests to JS, requests served in C, pending in JS, capable, want]
 static napi_value stats(napi_env env, napi_callback_info info) {
   ARGS(1);
@@ -1354,6 +1695,8 @@ void fuse_register(napi_env env, napi_value exports) {
     {"fuseUnmount", NULL, unmount_, NULL, NULL, NULL, napi_default, NULL},
     {"fuseStats", NULL, stats, NULL, NULL, NULL, napi_default, NULL},
     {"fuseSetOpenable", NULL, set_openable, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseCapability", NULL, cap_set, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseSetAttrSource", NULL, set_attr_source, NULL, NULL, NULL, napi_default, NULL},
     {"fuseNotify", NULL, notify, NULL, NULL, NULL, napi_default, NULL},
     {"fuseReplyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
     {"fuseReplyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},

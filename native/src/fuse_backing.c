@@ -298,6 +298,95 @@ static napi_value b_mmap_copy(napi_env env, napi_callback_info info) {
   return int_(env, rc);
 }
 
+// ---- backingCopyFile(src, dst) -> Promise<0 | -errno>: a copy-up's data copy on a libuv pool
+// thread, so the JS thread (and every other request) goes on meanwhile. dst is created O_EXCL
+// (a scratch name the caller renames into place once the copy is whole) and fsync'd; on failure
+// it is removed. copy_file_range first (reflink or in-kernel copy), read/write where the two files
+// cannot use it (other filesystems, old kernels).
+typedef struct {
+  char *src, *dst;
+  int rc;
+  napi_deferred deferred;
+  napi_async_work work;
+} copy_job_t;
+
+static int copy_fds(int in, int out) {
+  int use_cfr = 1;
+  char *mem = NULL;  // read/write fallback buffer, allocated only when needed
+  for (;;) {
+    ssize_t n;
+    if (use_cfr) {
+      n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) { use_cfr = 0; continue; }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) { int e = errno; free(mem); return -e; }
+      if (n == 0) break;
+      continue;
+    }
+    if (!mem && !(mem = malloc(1 << 20))) return -ENOMEM;
+    n = read(in, mem, 1 << 20);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) { int e = errno; free(mem); return -e; }
+    if (n == 0) break;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = write(out, mem + done, (size_t)(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) { int e = errno; free(mem); return -e; }
+      done += w;
+    }
+  }
+  free(mem);
+  return 0;
+}
+
+static void copy_exec(napi_env env, void *data) {
+  (void)env;
+  copy_job_t *j = data;
+  int in = open(j->src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) { j->rc = -errno; return; }
+  int out = open(j->dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0) { j->rc = -errno; close(in); return; }
+  int rc = copy_fds(in, out);
+  if (rc == 0 && fsync(out) < 0) rc = -errno;
+  close(in);
+  if (close(out) < 0 && rc == 0) rc = -errno;
+  if (rc < 0) unlink(j->dst);
+  j->rc = rc;
+}
+
+static void copy_done(napi_env env, napi_status status, void *data) {
+  copy_job_t *j = data;
+  napi_value v;
+  napi_create_int32(env, status == napi_ok ? j->rc : -EIO, &v);
+  napi_resolve_deferred(env, j->deferred, v);
+  napi_delete_async_work(env, j->work);
+  free(j->src);
+  free(j->dst);
+  free(j);
+}
+
+static napi_value b_copy_file(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  PATH_ARG(0, src);
+  PATH_ARG(1, dst);
+  if (!src_ok || !dst_ok) return int_(env, -EINVAL);
+  copy_job_t *j = calloc(1, sizeof *j);
+  if (!j || !(j->src = strdup(src)) || !(j->dst = strdup(dst))) {
+    if (j) { free(j->src); free(j); }
+    return int_(env, -ENOMEM);
+  }
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "stratum:copyFile", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, copy_exec, copy_done, j, &j->work) != napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_value v = int_(env, -EIO);
+    napi_resolve_deferred(env, j->deferred, v);
+    free(j->src); free(j->dst); free(j);
+  }
+  return promise;
+}
+
 void fuse_backing_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"backingStat", NULL, b_stat, NULL, NULL, NULL, napi_default, NULL},
@@ -319,6 +408,7 @@ void fuse_backing_register(napi_env env, napi_value exports) {
     {"backingFallocate", NULL, b_fallocate, NULL, NULL, NULL, napi_default, NULL},
     {"backingMmapCopy", NULL, b_mmap_copy, NULL, NULL, NULL, napi_default, NULL},
     {"backingSetFsIds", NULL, b_setfsids, NULL, NULL, NULL, napi_default, NULL},
+    {"backingCopyFile", NULL, b_copy_file, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -100,7 +100,7 @@ export async function serve(o: ServeOptions): Promise<number> {
     const options = ['default_permissions', 'noatime', o.allowSuid ? 'suid' : 'nosuid', o.allowDev ? 'dev' : 'nodev', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
     if (process.getuid?.() === 0) options.push('allow_other');
     if (!head) options.push('ro');
-    session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true, noOpen: fs.zeroOpen });
+    session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true, noOpen: fs.zeroOpen, capabilityCache: true });
     fs.session = session;
   } catch (err) {
     await state.remove(mountpoint).catch(() => undefined);

@@ -62,6 +62,9 @@ const objectNameOf = (path: string | Buffer): string => path.slice(-65).toString
 /** `at` (anyLength: upper paths may be longer than PATH_MAX) for a call that takes a path or an fd. */
 const atOrFd = <T>(path: Buffer | null, fn: (p: Buffer | null) => T): T => (path === null ? fn(null) : at(path, fn));
 
+/** A write-open's copy-up of a file this big or bigger copies its bytes off the JS thread. */
+const OFF_THREAD_COPY_MIN = 1 << 20;
+
 /** Node id of /.stratum (its files are ControlFiles' nodes 3 to 5); real nodes start at FIRST_NODE. */
 const CTL_DIR = 2, FIRST_NODE = 16;
 /** st_ino ranges: lower entries epoch * 2^32 + image ino + 1; upper entries 2^48 + upper st_ino; control files 2^50 + k. */
@@ -127,6 +130,11 @@ export class UnionFs implements FuseHandlers {
   private readonly control: ControlFiles;
   /** upper st_ino -> the number its entry had before copy-up, so a copy-up never renumbers */
   private readonly copiedUp = new Map<number, number>();
+  /**
+   * Copy-ups whose data is being copied on a pool thread (copyUpOffThread), by node; settled
+   * (never rejects). Requests that would copy up or change that node wait for it.
+   */
+  private readonly copying = new Map<Node, Promise<void>>();
   /** While set, every request but forget/release/control waits for it (live commit). */
   private gate: Promise<void> | undefined;
   /** Dirs the view uses through /proc/self/fd during and after a live commit (layer, rebase). */
@@ -236,6 +244,7 @@ export class UnionFs implements FuseHandlers {
     }
     const attr = this.attrOf(n, u);
     const t = this.timeoutOf(u);
+    this.attrsInC(n, u);
     return { ino: n.id, entryTimeout: t, attrTimeout: t, attr };
   }
 
@@ -422,21 +431,38 @@ export class UnionFs implements FuseHandlers {
     return data;
   }
 
-  /** Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node. */
-  private copyUp(n: Node): UnionNode {
+  /**
+   * Makes sure n has a full upper entry (dirs: an upper dir merged with its lower). Returns its union node.
+   * `prepared`: a scratch file already holding n's bytes (copyUpOffThread); consumed either way.
+   */
+  private copyUp(n: Node, prepared?: Buffer): UnionNode {
+    const drop = (): void => { if (prepared) rmSync(prepared, { force: true }); };
     let u = this.resolve(n);
-    if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+    if (u.upper && u.upper.entry.kind !== 'metacopy') { drop(); return u; }
     if (this.view.layered) {
       // a live commit's second probe may have made this dir in the upper meanwhile (keepInUpper)
       u = this.refresh(n);
-      if (u.upper && u.upper.entry.kind !== 'metacopy') return u;
+      if (u.upper && u.upper.entry.kind !== 'metacopy') { drop(); return u; }
     }
-    const w = this.writable();
+    if (prepared && u.upper) { drop(); prepared = undefined; }  // a metacopy: filled in place
+    let w: UpperWriter;
+    try {
+      w = this.writable();
+      if (n === this.root) fail('EIO', 'HEAD has no upper root');
+      if (!n.links[0]) fail('ENOENT', 'copy-up of a file that has no name left');
+    } catch (err) {
+      drop();
+      throw err;
+    }
     this.notOpenable(n);  // from now on its opens go to TS, which serves the upper file
-    if (n === this.root) fail('EIO', 'HEAD has no upper root');
     const l = n.links[0];
-    if (!l) fail('ENOENT', 'copy-up of a file that has no name left');
-    const pu = this.copyUp(l!.parent);
+    let pu: UnionNode;
+    try {
+      pu = this.copyUp(l!.parent);
+    } catch (err) {
+      drop();
+      throw err;
+    }
     const dest = upperChild(pu.upper!.path, l!.name);
     // the kernel restores the parent's times after a copy-up: so do we
     const pv = at(pu.upper!.path, (p) => backing.stat(p));
@@ -444,7 +470,9 @@ export class UnionFs implements FuseHandlers {
     else {
       const a = this.lowerAttrs(u);
       const type = a.mode & S_IFMT;
-      w.copyUp(dest, a, type === S_IFREG ? this.checkedForCopy(this.dataOf(u)) : undefined, type === S_IFLNK ? Buffer.from(this.view.readlink(u), 'latin1') : undefined);
+      if (prepared && type !== S_IFREG) drop();
+      const data = type !== S_IFREG ? undefined : prepared ? { kind: 'prepared' as const, path: prepared } : this.checkedForCopy(this.dataOf(u));
+      w.copyUp(dest, a, data, type === S_IFLNK ? Buffer.from(this.view.readlink(u), 'latin1') : undefined);
     }
     at(pu.upper!.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
     const lowerNlink = u.upper ? 1 : this.view.getattr(u).nlink;
@@ -484,6 +512,80 @@ export class UnionFs implements FuseHandlers {
     // clears the registration)
     this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
     n.openable = true;
+  }
+
+  /**
+   * Starts the copy-up of a lower regular file held as a file (an object, a live commit's middle
+   * layer) with its bytes copied on a pool thread: the JS thread serves every other request
+   * meanwhile. The object is checked first (EIO, nothing copied), the bytes go to a scratch file,
+   * and copyUp then gives it attributes and renames it into the upper, under the gate, as a copy-up
+   * on the JS thread would; a kill -9 meanwhile leaves only the scratch file (emptied at start).
+   * undefined: nothing to copy off the thread (dirs, upper files, files under 1 MiB); the
+   * caller copies up on the JS thread as before. Requests on n wait for it (`copying`).
+   */
+  private copyUpOffThread(n: Node): Promise<void> | undefined {
+    if (n.isDir || this.copying.has(n)) return this.copying.get(n);
+    const u = this.resolve(n);
+    if (u.upper || this.view.layered) return undefined;  // (a middle layer exists only while layered)
+    const a = this.view.getattr(u);
+    // below 1 MiB the copy takes less than the two pool hops would
+    if ((a.mode & S_IFMT) !== S_IFREG || a.size < OFF_THREAD_COPY_MIN) return undefined;
+    const data = this.dataOf(u);
+    if (data.kind !== 'file') return undefined;
+    const source = data.path.toString();
+    const tmp = this.writable().scratchFile();
+    const done = (async () => {
+      await this.checkedForCopyOffThread(source);
+      await backing.copyFile(Buffer.from(source), tmp);
+      await this.gated(() => {
+        // a live apply may have changed what n is meanwhile: copy what it is now
+        const now = this.resolve(n);
+        const still = !now.upper && !this.view.layered && (() => { const d = this.dataOf(now); return d.kind === 'file' && d.path.toString() === source; })();
+        if (still) this.copyUp(n, tmp);
+        else { rmSync(tmp, { force: true }); this.copyUp(n); }
+      });
+    })().catch((err: unknown) => { rmSync(tmp, { force: true }); throw err; });
+    const settled = done.then(() => undefined, () => undefined).finally(() => this.copying.delete(n));
+    this.copying.set(n, settled);
+    return done;
+  }
+
+  /** checkedForCopy for an object path, hashing on a pool thread (objectChecked). */
+  private async checkedForCopyOffThread(path: string): Promise<void> {
+    if (this.opts.verifyObjects === false || !path.startsWith(`${this.opts.objectsDir}/`)) return;
+    const fd = openSync(path, C.O_RDONLY);
+    let closed = false;
+    try {
+      let checking: Promise<void> | undefined;
+      try {
+        checking = this.objectChecked(path, fd);
+      } catch (err) {
+        closed = true;  // objectChecked closed it (known bad)
+        throw err;
+      }
+      await checking;
+    } finally {
+      if (!closed) closeSync(fd);
+    }
+  }
+
+  /** When a copy-up of ino runs off the JS thread: `again` once it is over (the request waits). */
+  private afterCopyUp<T>(ino: number, again: () => T | Promise<T>): Promise<T> | undefined {
+    const n = this.byId.get(ino);
+    const p = n && this.copying.get(n);
+    return p?.then(again);
+  }
+
+  /**
+   * Lets C answer getattr of n, and setattr of owner, mode and times, while its attributes are its
+   * upper file's (HEAD, plain or dir, the upper on top: no live commit's layers): after a create
+   * or a write the kernel asks often, and tar sets owner, mode and times of every file.
+   */
+  private attrsInC(n: Node, u: UnionNode): void {
+    const up = u.upper;
+    if (!this.session || this.readOnly || this.view.layered || n.detached || !up || (up.entry.kind !== 'plain' && up.entry.kind !== 'dir')) return;
+    // setattr of an upper entry only applies owner, mode and times to its file: C can do that too
+    this.session.setAttrSource(n.id, up.path, Number(up.entry.stat.ino), n.stIno, this.upperTimeout, { nlink1: up.entry.kind === 'dir' && this.view.hasBelow(u), setattr: true });
   }
 
   /** Opens of n go to TS again (its data is no longer the object C would open). */
@@ -575,7 +677,9 @@ export class UnionFs implements FuseHandlers {
       const n = this.node(ino);
       const h = fh !== undefined ? this.handles.get(fh) : undefined;
       const u = this.resolve(n);
-      return { attr: this.attrOf(n, u, h && h.fd >= 0 ? h.fd : -1), timeout: this.timeoutOf(u) };
+      const attr = this.attrOf(n, u, h && h.fd >= 0 ? h.fd : -1);
+      this.attrsInC(n, u);
+      return { attr, timeout: this.timeoutOf(u) };
     });
   }
 
@@ -660,7 +764,7 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ handlers: opening files
 
-  open(_c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
+  open(c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
     if (this.control.isFile(ino)) return this.control.open(ino, flags);
     return this.gated(() => {
       const n = this.node(ino);
@@ -668,6 +772,9 @@ export class UnionFs implements FuseHandlers {
       let u = this.resolve(n);
       if (write) {
         if (this.readOnly) fail('EROFS');
+        // a big file's bytes are copied off the JS thread; this open is answered after
+        const copying = this.copyUpOffThread(n);
+        if (copying) return copying.then(() => this.open(c, ino, flags));
         u = this.copyUp(n);
       }
       const fh = this.nextFh++;
@@ -705,8 +812,9 @@ export class UnionFs implements FuseHandlers {
       if (this.childOf(p, s)) {
         if (flags & C.O_EXCL) fail('EEXIST');
         const e = this.lookup(c, parent, name) as Entry;
-        const o = this.open(c, e.ino, flags) as OpenReply;
-        return { entry: e, open: o };
+        const o = this.open(c, e.ino, flags);
+        // (a copy-up off the JS thread or an object check answers later)
+        return o instanceof Promise ? o.then((open) => ({ entry: e, open })) : { entry: e, open: o };
       }
       const { path, pu } = this.newEntryPath(p, s);
       const f = (flags & ~(C.O_DIRECT | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
@@ -720,6 +828,7 @@ export class UnionFs implements FuseHandlers {
       }
       const entry = this.entryAfterCreate(p, s);
       const n = this.node(entry.ino);
+      this.session?.capabilityNone(n.id);  // a new file: the kernel's getxattr before each write is answered in C
       const fh = this.nextFh++;
       const write = (flags & O_ACCMODE) !== C.O_RDONLY;
       this.handles.set(fh, { node: n, fd, write });
@@ -785,8 +894,10 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ handlers: changing the tree
 
-  setattr(_c: Caller, ino: number, set: SetAttr, fh: number | undefined): AttrReply | Promise<AttrReply> {
+  setattr(c: Caller, ino: number, set: SetAttr, fh: number | undefined): AttrReply | Promise<AttrReply> {
     if (ino < FIRST_NODE && ino !== 1) return this.control.setattr(ino, set);
+    const later = this.afterCopyUp(ino, () => this.setattr(c, ino, set, fh));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -810,7 +921,9 @@ export class UnionFs implements FuseHandlers {
       }
       // mode, owner, size and times are read fresh from the upper; only a copy-up changes the node
       const fresh = n.detached ? n.detached.u : wasUpper ? u : this.refresh(n);
-      return { attr: this.attrOf(n, fresh, fd), timeout: this.timeoutOf(fresh) };
+      const attr = this.attrOf(n, fresh, fd);
+      this.attrsInC(n, fresh);
+      return { attr, timeout: this.timeoutOf(fresh) };
     });
   }
 
@@ -862,8 +975,10 @@ export class UnionFs implements FuseHandlers {
     });
   }
 
-  link(_c: Caller, ino: number, newParent: number, newName: Buffer): Entry | Promise<Entry> {
+  link(c: Caller, ino: number, newParent: number, newName: Buffer): Entry | Promise<Entry> {
     if (newParent < FIRST_NODE && newParent !== 1) fail('EACCES');
+    const later = this.afterCopyUp(ino, () => this.link(c, ino, newParent, newName));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -897,6 +1012,7 @@ export class UnionFs implements FuseHandlers {
       const pu = this.copyUp(p);
       const path = upperChild(pu.upper!.path, s);
       const victim = this.linkedTo(p, s);
+      if (victim) this.session?.clearAttrSource(victim.id);  // its inode number may be reused
       if (victim && !isDir && victim.links.length === 1 && victim.nlookup > 0) {
         // the kernel may still use it through an open file: keep what fstat needs
         let orphanFd = -1;
@@ -948,6 +1064,7 @@ export class UnionFs implements FuseHandlers {
       const from = upperChild(pu.upper!.path, s);
       const to = upperChild(npu.upper!.path, ns);
       const victim = du ? this.linkedTo(np, ns) : undefined;
+      if (victim) this.session?.clearAttrSource(victim.id);  // its inode number may be reused
       if (victim && !victim.isDir && victim.links.length === 1 && victim.nlookup > 0) {
         let orphanFd = -1;
         const top = this.view.top(du!);
@@ -1023,8 +1140,10 @@ export class UnionFs implements FuseHandlers {
     return n;
   }
 
-  setxattr(_c: Caller, ino: number, name: Buffer, value: Buffer, flags: number): void | Promise<void> {
+  setxattr(c: Caller, ino: number, name: Buffer, value: Buffer, flags: number): void | Promise<void> {
     if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    const later = this.afterCopyUp(ino, () => this.setxattr(c, ino, name, value, flags));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -1034,8 +1153,10 @@ export class UnionFs implements FuseHandlers {
     });
   }
 
-  removexattr(_c: Caller, ino: number, name: Buffer): void | Promise<void> {
+  removexattr(c: Caller, ino: number, name: Buffer): void | Promise<void> {
     if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    const later = this.afterCopyUp(ino, () => this.removexattr(c, ino, name));
+    if (later) return later;
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
@@ -1065,6 +1186,7 @@ export class UnionFs implements FuseHandlers {
     while (this.gate) await this.gate;
     let open!: () => void;
     this.gate = new Promise((r) => { open = r; });
+    this.session?.clearAttrSource();  // getattr waits at the gate too while the upper may change
     let inval: Array<[number, Buffer | undefined]> = [];
     try {
       const result = await fn();
@@ -1106,6 +1228,7 @@ export class UnionFs implements FuseHandlers {
     return this.switching(() => {
       const m = this.dirFd(middle), u = this.dirFd(next);
       this.view = new UnionView(this.reader, u.path, this.opts.ns, m.path);
+      this.session?.clearAttrSource();  // upper files are the middle layer's now
       this.setDirFds([m.fd, u.fd]);
       this.stamp++;
     });
@@ -1191,6 +1314,8 @@ export class UnionFs implements FuseHandlers {
     this.stamp++;
     // keys are recomputed when met (nodeFor): this switch holds requests, and the table may be large
     for (const n of this.byId.values()) this.notOpenable(n);  // the new base may have other data at this name
+    this.session?.capabilityForget();  // ... and other xattrs
+    this.session?.clearAttrSource();  // ... and another upper
     this.root.u = undefined;
   }
 

@@ -160,6 +160,14 @@ export interface MountOptions {
    * cache across opens (FOPEN_KEEP_CACHE) and never uses direct_io: only for files whose content
    * changes through this mount or with `invalInode`. */
   noOpen?: boolean;
+  /**
+   * Answer getxattr(security.capability) in C with ENODATA for inodes known to have none (the
+   * kernel asks before every write and truncate). Known from this filesystem's own ENODATA answers
+   * to that request, and from `capabilityNone`; forgotten at forget, at setxattr/removexattr of
+   * the name, and by `capabilityForget`. Only for filesystems whose xattrs change only through
+   * the mount (or that call capabilityForget when they change otherwise).
+   */
+  capabilityCache?: boolean;
   /** Extra FUSE_CAP_* bits to want / to clear. */
   capsWant?: number;
   capsClear?: number;
@@ -213,6 +221,8 @@ interface Native {
   fuseUnmount(s: object): number;
   fuseStats(s: object): number[];
   fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number): void;
+  fuseCapability(s: object, ino: number, none: boolean): void;
+  fuseSetAttrSource(s: object, ino: number, path: Buffer | null, backingIno: number, stIno: number, timeout: number, flags: number): void;
   fuseNotify(s: object, kind: number, ino: number, offOrChild: number, len: number, name: Buffer | undefined): Promise<number>;
   fuseReplyErr(req: number, errno: number): number;
   fuseReplyEntry(req: number, e: Float64Array): number;
@@ -245,6 +255,7 @@ interface Native {
   backingLseek(fd: number, off: number, whence: number): number;
   backingFallocate(fd: number, mode: number, off: number, len: number): number;
   backingMmapCopy(fd: number, off: number, buf: Buffer, toFile: boolean): number;
+  backingCopyFile(src: Buffer, dst: Buffer): Promise<number> | number;
 }
 const N = addon as unknown as Native;
 
@@ -331,7 +342,7 @@ export class FuseSession {
     if (opts.autoInvalData === false) clear |= CAP.AUTO_INVAL_DATA;
     if (opts.cacheSymlinks) want |= CAP.CACHE_SYMLINKS;
     if (opts.noOpen) want |= CAP.NO_OPEN_SUPPORT;
-    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0, opts.noOpen ? 1 : 0]);
+    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0, opts.noOpen ? 1 : 0, opts.capabilityCache ? 1 : 0]);
     const args = opts.options?.length ? ['-o', opts.options.join(',')] : [];
     const onExit = opts.onExit;
     this.native = N.fuseMount(mountpoint, args, (op, req, ino, a0, a1, a2, a3, name, name2, data, uid, gid, pid, umask) => {
@@ -384,6 +395,23 @@ export class FuseSession {
     N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0));
   }
   clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0); }
+  /** capabilityCache: ino has no security.capability (a file just created), C answers ENODATA. */
+  capabilityNone(ino: number): void { N.fuseCapability(this.native, ino, true); }
+  /** capabilityCache: forget what C knows about ino's security.capability; ino 0: about every inode. */
+  capabilityForget(ino = 0): void { N.fuseCapability(this.native, ino, false); }
+  /**
+   * Let C answer getattr(ino) by itself: lstat(path), and while that is still the inode
+   * `backingIno`, its attributes with st_ino = `stIno` (and nlink 1 with `nlink1`), `timeout`
+   * seconds; otherwise the request goes to TS as usual. `setattr`: C also answers setattr of
+   * owner, mode and times (not size) by applying them to that file (regular files and dirs), for
+   * filesystems whose setattr does nothing else. Forgotten when the kernel forgets ino; clear it
+   * when the file is removed (its inode number may be reused).
+   */
+  setAttrSource(ino: number, path: Buffer, backingIno: number, stIno: number, timeout: number, opts: { nlink1?: boolean; setattr?: boolean } = {}): void {
+    N.fuseSetAttrSource(this.native, ino, path, backingIno, stIno, timeout, (opts.nlink1 ? 1 : 0) | (opts.setattr ? 2 : 0));
+  }
+  /** Stop answering getattr(ino) in C; no ino: for every inode (returns once no C answer is in progress). */
+  clearAttrSource(ino = 0): void { N.fuseSetAttrSource(this.native, ino, null, 0, 0, 0, 0); }
 
   /** Requests that went to JS vs served in C so far, requests awaiting a JS reply, FUSE_CAP bits. */
   stats(): { jsRequests: number; cRequests: number; pending: number; capable: number; want: number; jsByOp: Record<string, number> } {
@@ -601,6 +629,14 @@ export const backing = {
   /** Copy between buf and a MAP_SHARED mapping of fd at offset (toFile: write through the mapping + msync). */
   mmapCopy: (fd: number, offset: number, buf: Buffer, toFile: boolean): void => {
     check(N.backingMmapCopy(fd, offset, buf, toFile), 'mmap');
+  },
+  /**
+   * Copies src's bytes into a new file dst (O_EXCL, mode 0600, fsync'd) on a pool thread:
+   * copy_file_range, read/write where that cannot work. On failure dst is removed and the promise
+   * rejects with the errno's error.
+   */
+  copyFile: async (src: Buffer, dst: Buffer): Promise<void> => {
+    check(await N.backingCopyFile(src, dst), 'copy');
   },
   /** Files created by this thread from now on belong to uid/gid (setfsuid/setfsgid; root servers). */
   setFsIds: (uid: number, gid: number): void => { N.backingSetFsIds(uid, gid); },

@@ -31,8 +31,11 @@ export interface CopyUpAttrs {
   xattrs: Xattr[];
 }
 
-/** Where a regular file's bytes come from when it is copied up. */
-export type CopyUpData = { kind: 'file'; path: string | Buffer } | { kind: 'bytes'; bytes: Uint8Array } | { kind: 'empty' };
+/**
+ * Where a regular file's bytes come from when it is copied up. `prepared`: a file from
+ * `scratchFile()` that already holds them (copied off the caller's thread); copyUp consumes it.
+ */
+export type CopyUpData = { kind: 'file'; path: string | Buffer } | { kind: 'bytes'; bytes: Uint8Array } | { kind: 'empty' } | { kind: 'prepared'; path: Buffer };
 
 const child = (dir: Buffer, name: ByteString | Buffer): Buffer => Buffer.concat([dir, Buffer.from('/'), typeof name === 'string' ? Buffer.from(name, 'latin1') : name]);
 
@@ -69,6 +72,11 @@ export class UpperWriter {
     return child(this.scratch, `t${process.pid}.${this.seq++}`);
   }
 
+  /** A fresh name in the scratch dir (same filesystem as the upper) for a `prepared` copy-up. */
+  scratchFile(): Buffer {
+    return this.tmp();
+  }
+
   /** Overlay-private xattr name in this upper's namespace: `<ns>.overlay.<what>`. */
   private priv(what: string): Buffer {
     return Buffer.from(`${this.ns}.overlay.${what}`);
@@ -91,7 +99,7 @@ export class UpperWriter {
 
   /** Makes `dest` (absent, or a whiteout, or a metacopy file) a full copy of an entry. Not for dirs with content. */
   copyUp(dest: Buffer, a: CopyUpAttrs, data: CopyUpData | undefined, target?: Buffer): void {
-    const t = this.tmp();
+    const t = data?.kind === 'prepared' ? data.path : this.tmp();
     const type = a.mode & S_IFMT;
     try {
       switch (type) {
@@ -100,6 +108,7 @@ export class UpperWriter {
           break;
         case S_IFREG:
           if (data?.kind === 'file') at(Buffer.from(data.path), (src) => copyFileSync(src, t));
+          else if (data?.kind === 'prepared') break;
           else {
             const fd = openSync(t, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
             try {
