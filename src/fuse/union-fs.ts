@@ -20,7 +20,7 @@ import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../store/image/erofs.js';
 import { FileSource, ImageReader } from '../store/image/read.js';
 import type { ByteString, Xattr } from '../store/image/tree.js';
 import { UnionView, type UnionNode } from '../store/union.js';
-import { UpperWriter, upperChild, type CopyUpAttrs, type CopyUpData } from '../store/union-write.js';
+import { UpperWriter, copyUpData, copyUpEntry, upperChild, type CopyUpData } from '../store/union-write.js';
 import { storedXattrName, type XattrNamespace } from '../store/upper.js';
 import { CONTROL_DIR_NAME, ControlFiles, type ControlHooks } from '../mount/control.js';
 
@@ -363,29 +363,14 @@ export class UnionFs implements FuseHandlers {
     return this.writer!;
   }
 
-  private lowerAttrs(u: UnionNode): CopyUpAttrs {
-    const a = this.view.getattr(u);
-    return { mode: a.mode, uid: a.uid, gid: a.gid, rdev: a.rdev, mtimeSec: a.mtimeSec, mtimeNsec: a.mtimeNsec, xattrs: this.xattrsOf(u) };
-  }
-
-  /**
-   * Visible xattrs in the order the kernel lists them: an upper entry's as its filesystem lists
-   * them; an image inode's inline ones first, then its shared ones (erofs_listxattr), which is
-   * also the order a kernel copy-up writes them in.
-   */
+  /** Visible xattrs in the order the kernel lists them (UnionView.xattrsAsListed). */
   private xattrsOf(u: UnionNode): Xattr[] {
-    if (this.view.top(u)) return this.view.xattrs(u);
-    return this.reader.xattrsAsListed(u.lower!);
+    return this.view.xattrsAsListed(u);
   }
 
+  /** Where n's bytes are when it has no full upper file (copyUpData). */
   private dataOf(u: UnionNode): CopyUpData {
-    // a live commit's middle layer holds full files (not objects) too
-    if (u.middle && u.middle.entry.kind !== 'metacopy' && !(u.upper && u.upper.entry.kind !== 'metacopy')) return { kind: 'file', path: u.middle.path };
-    const nid = u.lower!;
-    const digest = this.reader.objectOf(nid);
-    if (digest) return { kind: 'file', path: join(this.opts.objectsDir, digest.slice(0, 2), digest.slice(2)) };
-    if (this.reader.getattr(nid).size === 0) return { kind: 'empty' };
-    return { kind: 'bytes', bytes: this.reader.readContent(nid) };
+    return copyUpData(this.view, this.opts.objectsDir, u);
   }
 
   /**
@@ -414,13 +399,13 @@ export class UnionFs implements FuseHandlers {
     return good;
   }
 
-  /** A copy-up takes an object's bytes into the upper, where nothing checks them again: check first (EIO). */
-  private checkedForCopy(data: CopyUpData): CopyUpData {
-    if (data.kind !== 'file' || this.opts.verifyObjects === false || !data.path.toString().startsWith(`${this.opts.objectsDir}/`)) return data;
-    const name = objectNameOf(data.path);
+  /** copyUpEntry's object check: hashes it once for the mount (EIO when it does not match its name). */
+  private checkObjectForCopy(path: string): void {
+    if (this.opts.verifyObjects === false) return;
+    const name = objectNameOf(path);
     let good = this.objectsChecked.get(name);
     if (good === undefined) {
-      const fd = openSync(data.path, C.O_RDONLY);
+      const fd = openSync(path, C.O_RDONLY);
       try {
         good = this.objectHashed(name, digestFdSync(fd));
       } finally {
@@ -428,7 +413,6 @@ export class UnionFs implements FuseHandlers {
       }
     }
     if (!good) fail('EIO');
-    return data;
   }
 
   /**
@@ -444,7 +428,6 @@ export class UnionFs implements FuseHandlers {
       u = this.refresh(n);
       if (u.upper && u.upper.entry.kind !== 'metacopy') { drop(); return u; }
     }
-    if (prepared && u.upper) { drop(); prepared = undefined; }  // a metacopy: filled in place
     let w: UpperWriter;
     try {
       w = this.writable();
@@ -463,25 +446,13 @@ export class UnionFs implements FuseHandlers {
       drop();
       throw err;
     }
-    const dest = upperChild(pu.upper!.path, l!.name);
-    // the kernel restores the parent's times after a copy-up: so do we
-    const pv = at(pu.upper!.path, (p) => backing.stat(p));
-    if (u.upper?.entry.kind === 'metacopy') w.fillMetacopy(dest, this.checkedForCopy(this.dataOf(u)));
-    else {
-      const a = this.lowerAttrs(u);
-      const type = a.mode & S_IFMT;
-      if (prepared && type !== S_IFREG) drop();
-      const data = type !== S_IFREG ? undefined : prepared ? { kind: 'prepared' as const, path: prepared } : this.checkedForCopy(this.dataOf(u));
-      w.copyUp(dest, a, data, type === S_IFLNK ? Buffer.from(this.view.readlink(u), 'latin1') : undefined);
-    }
-    at(pu.upper!.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
-    const lowerNlink = u.upper ? 1 : this.view.getattr(u).nlink;
+    const { nlinkBelow } = copyUpEntry(this.view, w, u, pu, l!.name, { objectsDir: this.opts.objectsDir, checkObject: (p) => this.checkObjectForCopy(p), prepared });
     const fresh = this.refresh(n);
     // a lower dir's attributes were given out with the long lower timeout; merged, its link
     // count is 1 (as the kernel's overlay says), so the kernel must ask again
     if (n.isDir && !u.upper) void this.session?.invalInode(n.id).catch(() => undefined);
     // a copied-up hardlink is a new file (the kernel breaks the link too): it gets its own number
-    if (!n.isDir && lowerNlink > 1) n.stIno = this.stInoOf(fresh);
+    if (!n.isDir && nlinkBelow > 1) n.stIno = this.stInoOf(fresh);
     else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);
     return fresh;
   }

@@ -9,7 +9,11 @@
 // walks down with relative paths): every call on one goes through `at` (anyLength). Scratch
 // paths are short.
 //
-// Public surface: UpperWriter, CopyUpAttrs, CopyUpData.
+// copyUpEntry decides what a copy-up takes from the merged view (which bytes: an object, a middle
+// layer's file, inline bytes; which attributes and xattrs; the parent's times kept) and has
+// UpperWriter write it; the FUSE layer only walks its inode table to the parents and registers.
+//
+// Public surface: UpperWriter, CopyUpAttrs, CopyUpData, copyUpEntry, copyUpData, CopyUpOptions.
 import { constants as C, closeSync, readSync, copyFileSync, fchownSync, fchmodSync, fsyncSync, lchownSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { anyLength as at, mknod, renameat2, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT } from '../native/files.js';
 import { lsetxattr, lremovexattr } from '../native/xattr.js';
@@ -18,6 +22,7 @@ import { isSystemError } from './error.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './image/erofs.js';
 import type { ByteString, Xattr } from './image/tree.js';
 import { isOverlayWhiteout, storedXattrName, type XattrNamespace } from './upper.js';
+import type { UnionNode, UnionView } from './union.js';
 
 /** What a copied-up entry keeps of the entry it replaces. */
 export interface CopyUpAttrs {
@@ -341,3 +346,71 @@ export class UpperWriter {
 }
 
 export { child as upperChild };
+
+/**
+ * Where a copy-up of the regular file u takes its bytes (u has no full upper file: absent, or a
+ * metacopy): a live commit's middle layer file, else the image's object, inline bytes or nothing.
+ */
+export function copyUpData(view: UnionView, objectsDir: string, u: UnionNode): CopyUpData {
+  const c = view.content(u);
+  switch (c.kind) {
+    case 'upper': return { kind: 'file', path: c.path };
+    case 'object': return { kind: 'file', path: `${objectsDir}/${c.digest.slice(0, 2)}/${c.digest.slice(2)}` };
+    case 'inline': return { kind: 'bytes', bytes: c.bytes };
+    case 'empty': return { kind: 'empty' };
+  }
+}
+
+export interface CopyUpOptions {
+  /** The store's objects dir: data from under it is an object, checked before it is copied. */
+  objectsDir: string;
+  /**
+   * Checks an object (by path) before its bytes go into the upper, where nothing checks them
+   * again: throws (the caller's EIO) when its content does not match its name. undefined: no check.
+   */
+  checkObject?: (path: string) => void;
+  /** A `scratchFile()` already holding u's bytes (copied off the caller's thread); consumed either way. */
+  prepared?: Buffer;
+}
+
+/**
+ * Copies the merged entry u up to `name` in `parent` (a dir already copied up), as kernel
+ * overlayfs does: a metacopy upper file gets its data; anything else gets a full upper entry with
+ * u's mode, owner, rdev, mtime and visible xattrs (in listing order), regular files their bytes,
+ * symlinks their target. A dir is made empty: it merges with its lower dir through its name. The
+ * parent's times are restored afterwards (the kernel does too). An object is checked first, so a
+ * corrupt one leaves nothing in the upper. Returns u's link count below the upper (over 1: a
+ * hardlink, which the copy breaks).
+ */
+export function copyUpEntry(view: UnionView, w: UpperWriter, u: UnionNode, parent: UnionNode, name: ByteString, o: CopyUpOptions): { nlinkBelow: number } {
+  let prepared = o.prepared;
+  const drop = (): void => { if (prepared) rmSync(prepared, { force: true }); prepared = undefined; };
+  const checked = (d: CopyUpData): CopyUpData => {
+    if (d.kind === 'file' && o.checkObject && d.path.toString().startsWith(`${o.objectsDir}/`)) o.checkObject(d.path.toString());
+    return d;
+  };
+  try {
+    const pu = parent.upper;
+    if (!pu) throw Object.assign(new Error('copy-up into a parent that is not an upper dir'), { code: 'EIO', errno: 5 });
+    const nlinkBelow = u.upper ? 1 : view.getattr(u).nlink;
+    const dest = child(pu.path, name);
+    const pv = at(pu.path, (p) => backing.stat(p));
+    if (u.upper?.entry.kind === 'metacopy') {
+      drop();  // a metacopy is filled in place
+      w.fillMetacopy(dest, checked(copyUpData(view, o.objectsDir, u)));
+    } else {
+      const a = view.getattr(u);
+      const attrs: CopyUpAttrs = { mode: a.mode, uid: a.uid, gid: a.gid, rdev: a.rdev, mtimeSec: a.mtimeSec, mtimeNsec: a.mtimeNsec, xattrs: view.xattrsAsListed(u) };
+      const type = a.mode & S_IFMT;
+      if (type !== S_IFREG) drop();
+      const data = type !== S_IFREG ? undefined : prepared ? { kind: 'prepared' as const, path: prepared } : checked(copyUpData(view, o.objectsDir, u));
+      prepared = undefined;  // UpperWriter.copyUp consumes it
+      w.copyUp(dest, attrs, data, type === S_IFLNK ? Buffer.from(view.readlink(u), 'latin1') : undefined);
+    }
+    at(pu.path, (p) => backing.utimens(p, -1, { sec: pv[9]!, nsec: pv[10]! }, { sec: pv[11]!, nsec: pv[12]! }));
+    return { nlinkBelow };
+  } catch (err) {
+    drop();
+    throw err;
+  }
+}

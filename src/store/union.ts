@@ -352,6 +352,16 @@ export class UnionView {
     return this.reader.xattrs(node.lower!);
   }
 
+  /**
+   * Visible xattrs in the order the kernel lists them: an upper-format entry's as its filesystem
+   * lists them; an image inode's inline ones first, then its shared ones (erofs_listxattr), which
+   * is also the order a kernel copy-up writes them in.
+   */
+  xattrsAsListed(node: UnionNode): Xattr[] {
+    if (this.top(node)) return this.xattrs(node);
+    return this.reader.xattrsAsListed(node.lower!);
+  }
+
   content(node: UnionNode): ContentSource {
     if ((this.getattr(node).mode & S_IFMT) !== S_IFREG) throw new StratumError('USAGE', `${display(Buffer.from(node.path, 'latin1'))} is not a regular file`);
     if (node.upper && node.upper.entry.kind !== 'metacopy') return { kind: 'upper', path: node.upper.path };
