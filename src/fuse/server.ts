@@ -19,6 +19,7 @@ import { syncfs } from '../native/files.js';
 import { lazyUnmount, stratumMountsAt } from '../mount/client.js';
 import { commitInChild } from '../mount/commit-process.js';
 import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
+import { fuseMountOptions } from '../mount/options.js';
 import { applyHead } from '../store/commands/apply.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
 import { checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
@@ -97,9 +98,7 @@ export async function serve(o: ServeOptions): Promise<number> {
         (r.left.length > 0 ? `; ${r.left.length} whose dir is gone stay in ${fs.preservedKept} (kept.json names their paths)` : ''));
     }
     process.umask(0);  // modes from the kernel already carry the caller's umask
-    const options = ['default_permissions', 'noatime', o.allowSuid ? 'suid' : 'nosuid', o.allowDev ? 'dev' : 'nodev', `fsname=stratum:${label}${head ? '' : `:${ref}`}`, 'subtype=stratum'];
-    if (process.getuid?.() === 0) options.push('allow_other');
-    if (!head) options.push('ro');
+    const options = fuseMountOptions(`stratum:${label}${head ? '' : `:${ref}`}`, { allowSuid: o.allowSuid, allowDev: o.allowDev, readOnly: !head, noatime: true });
     session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true, noOpen: fs.zeroOpen, capabilityCache: true });
     fs.session = session;
   } catch (err) {

@@ -24,8 +24,9 @@ import { closeSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONTROL_DIR_NAME } from '../mount/control.js';
+import { mountAttrFlags, msFlags } from '../mount/options.js';
 import {
-  AT_FDCWD, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MS_NODEV, MS_NOSUID, MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_RDONLY, MS_REMOUNT, OPEN_TREE_CLONE,
+  AT_FDCWD, MNT_DETACH, MOUNT_ATTR_RDONLY, MOVE_MOUNT_BENEATH, MS_NODEV, MS_NOSUID, MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_RDONLY, MS_REMOUNT, OPEN_TREE_CLONE,
   fsconfigCreate, fsconfigString, fsmount, fsopen, mount, moveMount, openTree, umount2,
 } from '../native/mount.js';
 import { StratumError, isSystemError } from '../store/error.js';
@@ -182,14 +183,14 @@ export class KernelOverlay {
     }
   }
 
-  /** MOUNT_ATTR_NOSUID/NODEV unless allowed. */
+  /** MOUNT_ATTR_NOSUID/NODEV unless allowed (src/mount/options.ts). */
   private mountAttrs(): number {
-    return (this.spec.allowSuid ? 0 : MOUNT_ATTR_NOSUID) | (this.spec.allowDev ? 0 : MOUNT_ATTR_NODEV);
+    return mountAttrFlags(this.spec);
   }
 
   /** The same as mount(2) flags, for the seal's bind remount. */
   private msFlags(): number {
-    return (this.spec.allowSuid ? 0 : MS_NOSUID) | (this.spec.allowDev ? 0 : MS_NODEV);
+    return msFlags(this.spec);
   }
 
   private dropWork(work: string | undefined): void {

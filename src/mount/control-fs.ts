@@ -6,6 +6,7 @@
 // Public surface: ControlFs, ControlFsOptions, controlMountOptions.
 import { FuseError, type AttrReply, type Caller, type DirEntry, type Entry, type FuseHandlers, type MountOptions, type OpenReply, type SetAttr, type StatFs } from '../native/fuse.js';
 import { ControlFiles, type ControlHooks } from './control.js';
+import { fuseMountOptions } from './options.js';
 
 export interface ControlFsOptions {
   /** A tag mount: `commit` is read-only (EROFS) and there is no `apply`. */
@@ -25,9 +26,7 @@ const fail = (code: 'EACCES' | 'ENODATA' | 'ENOTDIR' | 'EPERM'): never => { thro
  * option is needed. `ro` is not: a read-only ControlFs refuses writes itself.
  */
 export function controlMountOptions(label: string): MountOptions {
-  const options = ['default_permissions', 'nosuid', 'nodev', `fsname=stratum-control:${label}`, 'subtype=stratum'];
-  if (process.getuid?.() === 0) options.push('allow_other');
-  return { options };
+  return { options: fuseMountOptions(`stratum-control:${label}`, {}) };
 }
 
 export class ControlFs implements FuseHandlers {
