@@ -45,6 +45,15 @@ export async function withMount<T>(store: string, label: string, tag: string | u
 }
 
 export const NOBODY = { uid: 65534, gid: 65534 };
+
+/** After a test that mounted as another user: kills that state's servers, detaches mnt, removes dir. */
+export async function endUserMounts(stateDir: string, mnt: string, dir: string): Promise<void> {
+  for (const e of await new MountState(stateDir).list().catch(() => [])) {
+    try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  if (stratumMountsAt(mnt)) lazyUnmount(mnt);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
 const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
 
 /** Runs the `stratum` CLI as nobody (no capabilities, no groups), with `env` added. */

@@ -3,9 +3,8 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { stratumMountsAt, lazyUnmount } from '../../src/fuse/server.js';
-import { MountState } from '../../src/store/mount-state.js';
-import { NOBODY, asNobody, fuseUnavailable, tempDir } from './mounts.js';
+import { stratumMountsAt } from '../../src/fuse/server.js';
+import { NOBODY, asNobody, endUserMounts, fuseUnavailable, tempDir } from './mounts.js';
 
 // A user without privileges mounts its own HEAD through fusermount3: overlay xattrs in `user.`,
 // whiteouts as char 0:0 (allowed unprivileged since Linux 5.8), the kernel reads the result.
@@ -44,11 +43,7 @@ mountTest('a non-root user mounts, writes, deletes a lower file (whiteout), comm
     r = asNobody(['--store', store, 'list', 'mine'], env);
     assert.match(r.stdout, /v2/);
   } finally {
-    for (const e of await new MountState(env.STRATUM_STATE).list().catch(() => [])) {
-      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await endUserMounts(env.STRATUM_STATE!, mnt, dir);
   }
 });
 

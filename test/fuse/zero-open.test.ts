@@ -6,9 +6,7 @@ import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
-import { MountState } from '../../src/store/mount-state.js';
-import { NOBODY, asNobody, fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { NOBODY, asNobody, endUserMounts, fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Zero-message open on tag mounts (docs/fuse.md "Zero-message open"): the kernel sends no open
 // or release for files once the server answered ENOSYS, reads carry no handle and C finds the
@@ -118,11 +116,7 @@ const userWhy = why ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status
     r = asNobody(['--store', store, 'unmount', mnt], env);
     assert.is(r.status, 0, r.stderr);
   } finally {
-    for (const e of await new MountState(env.STRATUM_STATE).list().catch(() => [])) {
-      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await endUserMounts(env.STRATUM_STATE!, mnt, dir);
   }
 });
 
