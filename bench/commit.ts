@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'nod
 import { utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type CommitStep, commitHead, ensureUpper, headPaths } from '../src/store/commands/commit.js';
+import { type CommitResult, type CommitStep, commitHead, ensureUpper, headPaths } from '../src/store/commands/commit.js';
 import { importDirectory } from '../src/store/commands/import.js';
 import { Store } from '../src/store/store.js';
 import { S_IFCHR, mknod } from '../src/native/files.js';
@@ -62,6 +62,18 @@ const cpuMs = (from: NodeJS.CpuUsage): number => {
 };
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number): string => (x < 10 ? x.toFixed(1) : x.toFixed(0)).padStart(6) + ' ms';
+
+/** One HEAD commit of label app, timed: wall and CPU ms, and the time of each phase. */
+async function timedCommit(store: Store): Promise<{ result: CommitResult; wall: number; cpu: number; phases: string }> {
+  const cpu0 = process.cpuUsage();
+  const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
+  const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
+  const wall = performance.now() - marks[0]![1];
+  const cpu = cpuMs(cpu0);
+  const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
+  const phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
+  return { result, wall, cpu, phases };
+}
 
 /** Size of a file in HEAD's base (earlier rounds edited some). */
 async function sizeInBase(store: Store, path: string): Promise<number> {
@@ -113,12 +125,10 @@ try {
         const chosen = Array.from({ length: changes }, (_, i) => paths[(i * 7919 + round) % n]!);
         for (const p of new Set(chosen.map((c) => c.slice(0, c.lastIndexOf('/'))))) mkdirSync(join(upper, p), { recursive: true });
         await Promise.all(chosen.map((p, i) => writeFile(join(upper, p), bytes(100 + (i % 1900), round * 1_000_003 + i))));
-        const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
-        const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
-        const total = performance.now() - marks[0]![1];
-        times.push(total);
-        const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
-        phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
+        const timed = await timedCommit(store);
+        const result = timed.result;
+        times.push(timed.wall);
+        phases = timed.phases;
         if (result.storedFiles !== changes) throw new Error(`expected ${changes} stored files, got ${result.storedFiles}`);
         if (result.fastPath) fast++;
       }
@@ -132,13 +142,11 @@ try {
       for (let r = 0; r < 3; r++) {
         round++;
         for (let i = 0; i < added; i++) writeFileSync(join(upper, `new-${round}-${i}.dat`), bytes(500, round * 7 + i));
-        const cpu0 = process.cpuUsage();
-        const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
-        const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
-        times.push(performance.now() - marks[0]![1]);
-        cpus.push(cpuMs(cpu0));
-        const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
-        phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
+        const timed = await timedCommit(store);
+        const result = timed.result;
+        times.push(timed.wall);
+        cpus.push(timed.cpu);
+        phases = timed.phases;
         if (result.fastPath) throw new Error('a new name took the fast path');
       }
       const t = median(times);
@@ -165,13 +173,11 @@ try {
           lsetxattr(to, `${ns}.overlay.metacopy`, new Uint8Array(0));
           lsetxattr(to, `${ns}.overlay.redirect`, Buffer.from(`/${p}`));
         }
-        const cpu0 = process.cpuUsage();
-        const marks: Array<[CommitStep | 'start', number]> = [['start', performance.now()]];
-        const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
-        times.push(performance.now() - marks[0]![1]);
-        cpus.push(cpuMs(cpu0));
-        const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
-        phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
+        const timed = await timedCommit(store);
+        const result = timed.result;
+        times.push(timed.wall);
+        cpus.push(timed.cpu);
+        phases = timed.phases;
         if (result.deletions !== 1 || result.unchanged) throw new Error(`expected one deletion, got ${result.deletions}`);
       }
       const t = median(times);
