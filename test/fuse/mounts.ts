@@ -46,6 +46,11 @@ export async function withMount<T>(store: string, label: string, tag: string | u
 
 export const NOBODY = { uid: 65534, gid: 65534 };
 
+/** `sh -c cmd` as nobody, in dir (a mount of nobody's: without allow_other only its user gets in). */
+export function shAsNobodyIn(dir: string, cmd: string): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `cd '${dir}' && ${cmd}`], { encoding: 'utf8' });
+}
+
 /** After a test that mounted as another user: kills that state's servers, detaches mnt, removes dir. */
 export async function endUserMounts(stateDir: string, mnt: string, dir: string): Promise<void> {
   for (const e of await new MountState(stateDir).list().catch(() => [])) {

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { stratumMountsAt } from '../../src/fuse/server.js';
-import { NOBODY, asNobody, endUserMounts, fuseUnavailable, tempDir } from './mounts.js';
+import { NOBODY, asNobody, endUserMounts, shAsNobodyIn, fuseUnavailable, tempDir } from './mounts.js';
 
 // A user without privileges mounts its own HEAD through fusermount3: overlay xattrs in `user.`,
 // whiteouts as char 0:0 (allowed unprivileged since Linux 5.8), the kernel reads the result.
@@ -29,7 +29,7 @@ mountTest('a non-root user mounts, writes, deletes a lower file (whiteout), comm
     r = asNobody(['--store', store, 'mount', 'mine', mnt], env);
     assert.is(r.status, 0, r.stderr);
     // without allow_other only the mounting user gets through the mount (not even root)
-    const sh = (cmd: string) => spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `cd '${mnt}' && ${cmd}`], { encoding: 'utf8' });
+    const sh = (cmd: string) => shAsNobodyIn(mnt, cmd);
     let s = sh('echo new > new && rm sub/gone && mv sub moved && echo v2 > .stratum/commit && cat .stratum/commit && ls -a . moved');
     assert.is(s.status, 0, s.stderr);
     assert.match(s.stdout, /^mine:v2 [0-9a-f]{64}/);

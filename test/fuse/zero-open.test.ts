@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { NOBODY, asNobody, endUserMounts, fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { NOBODY, asNobody, endUserMounts, shAsNobodyIn, fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Zero-message open on tag mounts (docs/fuse.md "Zero-message open"): the kernel sends no open
 // or release for files once the server answered ENOSYS, reads carry no handle and C finds the
@@ -104,7 +104,7 @@ const userWhy = why ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status
     assert.is(r.status, 0, r.stderr);
     r = asNobody(['--store', store, 'mount', 'mine:v1', mnt], env);
     assert.is(r.status, 0, r.stderr);
-    const sh = (cmd: string) => spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `cd '${mnt}' && ${cmd}`], { encoding: 'utf8' });
+    const sh = (cmd: string) => shAsNobodyIn(mnt, cmd);
     const want = [0, 1, 2, 3, 4].map(body).join('');
     for (let pass = 0; pass < 2; pass++) {
       const s = sh('cat f0 f1 f2 f3 f4');
