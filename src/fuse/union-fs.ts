@@ -521,22 +521,19 @@ export class UnionFs implements FuseHandlers {
     return done;
   }
 
-  /** checkedForCopy for an object path, hashing on a pool thread (objectChecked). */
+  /** checkObjectForCopy with the hashing on a pool thread (objectChecked). */
   private async checkedForCopyOffThread(path: string): Promise<void> {
     if (this.opts.verifyObjects === false || !path.startsWith(`${this.opts.objectsDir}/`)) return;
+    const known = this.objectsChecked.get(objectNameOf(path));
+    if (known !== undefined) {
+      if (!known) fail('EIO');
+      return;
+    }
     const fd = openSync(path, C.O_RDONLY);
-    let closed = false;
     try {
-      let checking: Promise<void> | undefined;
-      try {
-        checking = this.objectChecked(path, fd);
-      } catch (err) {
-        closed = true;  // objectChecked closed it (known bad)
-        throw err;
-      }
-      await checking;
+      await this.objectChecked(path, fd);
     } finally {
-      if (!closed) closeSync(fd);
+      closeSync(fd);
     }
   }
 
