@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `stratum` command line: parse with cac, hand each command to its file in commands/, and
 // turn errors into one line on stderr and an exit status (0 ok, 1 failed, 2 usage).
-import { StratumError, exitStatus, isSystemError } from '../store/error.js';
+import { StratumError, codeOfErrno, exitStatus, isSystemError } from '../store/error.js';
 import { STDIO } from './context.js';
 import { completeWord } from './manual.js';
 import { buildCli } from './program.js';
@@ -47,7 +47,7 @@ function report(err: unknown, json: boolean): number {
   const status = reportLine(err);
   if (json && status !== EPIPE_STATUS) {
     const code = err instanceof StratumError ? err.code
-      : isSystemError(err) ? (err.code === 'ENOSPC' || err.code === 'EDQUOT' ? 'NO_SPACE' : err.code === 'EACCES' || err.code === 'EPERM' ? 'PERMISSION' : 'IO')
+      : isSystemError(err) ? codeOfErrno(err.code)
       : err instanceof Error && err.name === 'CACError' ? 'USAGE' : 'INTERNAL';
     const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
     process.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);

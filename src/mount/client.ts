@@ -7,7 +7,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, promises as fsp, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { type ErrorCode, StratumError } from '../store/error.js';
+import { type ErrorCode, StratumError, codeOfErrno } from '../store/error.js';
 import { MountState, kernelMountedAt, processAlive, type MountEntry } from '../store/mount-state.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
 import { ensureRuntimeDir, runtimeDir } from '../store/runtime-dir.js';
@@ -181,13 +181,7 @@ export async function mountedHead(storeRoot: string, label: string, state = new 
 
 /** The code of a control-file write's errno, as the store would have said it in-process. */
 function controlErrorCode(errno: string | undefined): ErrorCode {
-  switch (errno) {
-    case 'ENOENT': return 'NOT_FOUND';
-    case 'EBUSY': return 'BUSY';
-    case 'ENOSPC': case 'EDQUOT': return 'NO_SPACE';
-    case 'EACCES': case 'EPERM': return 'PERMISSION';
-    default: return 'IO';
-  }
+  return errno === 'ENOENT' ? 'NOT_FOUND' : errno === 'EBUSY' ? 'BUSY' : codeOfErrno(errno);
 }
 
 /** Commits a mounted HEAD through `/.stratum/commit`; returns `label:tag id` as the mount reports it. */

@@ -51,6 +51,11 @@ export function isSystemError(err: unknown, code?: string): err is SystemError {
   return err instanceof Error && typeof (err as SystemError).code === 'string' && (code === undefined || (err as SystemError).code === code);
 }
 
+/** The code a system error's errno stands for: full disks and quota, permissions, else IO. */
+export function codeOfErrno(errno: string | undefined): 'NO_SPACE' | 'PERMISSION' | 'IO' {
+  return errno === 'ENOSPC' || errno === 'EDQUOT' ? 'NO_SPACE' : errno === 'EACCES' || errno === 'EPERM' ? 'PERMISSION' : 'IO';
+}
+
 /**
  * Turns a system error into a StratumError that says what we were doing; full disks and quota
  * get their own code because the user's fix (free space) differs from other I/O failures.
@@ -58,9 +63,9 @@ export function isSystemError(err: unknown, code?: string): err is SystemError {
 export function wrapSystemError(err: unknown, doing: string): StratumError {
   if (err instanceof StratumError) return err;
   if (isSystemError(err)) {
-    if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return new StratumError('NO_SPACE', `${doing}: no space left on the store's filesystem`, { cause: err });
-    if (err.code === 'EACCES' || err.code === 'EPERM') return new StratumError('PERMISSION', `${doing}: permission denied (${err.code})`, { cause: err });
-    return new StratumError('IO', `${doing}: ${err.code}${err.path ? ` on ${err.path}` : ''}`, { cause: err });
+    const code = codeOfErrno(err.code);
+    const what = code === 'NO_SPACE' ? "no space left on the store's filesystem" : code === 'PERMISSION' ? `permission denied (${err.code})` : `${err.code}${err.path ? ` on ${err.path}` : ''}`;
+    return new StratumError(code, `${doing}: ${what}`, { cause: err });
   }
   return new StratumError('IO', `${doing}: ${String(err)}`, { cause: err });
 }
