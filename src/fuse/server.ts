@@ -18,13 +18,11 @@ import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { syncfs } from '../native/files.js';
 import { lazyUnmount, stratumMountsAt } from '../mount/client.js';
 import { commitInChild } from '../mount/commit-process.js';
-import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
+import { applyLive } from '../mount/live-apply.js';
+import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, recordCommit, serverMain } from '../mount/serve.js';
 import { fuseMountOptions } from '../mount/options.js';
-import { applyHead } from '../store/commands/apply.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
-import { checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
-import { parseRef } from '../store/names.js';
-import { resolveRef } from '../store/resolve.js';
+import { prepareMountTarget } from '../store/mount-target.js';
 import { UnionFs } from './union-fs.js';
 
 // where tests and benchmarks have always found them
@@ -63,15 +61,10 @@ export async function serve(o: ServeOptions): Promise<number> {
       onCorrupt: (object, actual) => log(`object ${object} is corrupt (its content's fs-verity digest is ${actual}): opens of it answer EIO; run \`stratum verify\``),
       control: {
         status: () => mountStatus(target, 'fuse', o.notes),
-        apply: head ? async (args: string) => {
-          const { ref, discard, keep } = parseApplyRequest(args, label);
-          await checkCommitImage(store, (await resolveRef(store, parseRef(ref))).id, ref);
-          const r = await fs!.frozen(() => applyHead(store, ref, { discard, keep }),
-            (res) => ({ imagePath: store.commits.imagePath(res.to), upperDir: paths.upper, viewChanged: true }));
-          await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.to } : e)));
-          log(`applied ${ref}: HEAD on ${r.to} (changes ${r.changesWere})`);
-          return `${label} ${r.to} ${r.changesWere}\n`;
-        } : undefined,
+        apply: head ? (request: string) => applyLive({
+          store, label, request, upper: paths.upper, mountpoint, state,
+          mount: { switchAround: (apply, upper) => fs!.frozen(apply, (r) => ({ imagePath: store.commits.imagePath(r.to), upperDir: upper, viewChanged: true })).then((applied) => ({ applied })) },
+        }) : undefined,
         commit: head ? async (tag: string) => {
           // the upper is split (docs/fuse.md "Live commit"): requests wait only for the two view switches
           const held: number[] = [];
@@ -86,7 +79,7 @@ export async function serve(o: ServeOptions): Promise<number> {
               rebase: async (id, upper) => { held.push(await fs!.rebase(store.commits.imagePath(id), upper)); },
             },
           });
-          await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: r.id } : e)));
+          await recordCommit(state, mountpoint, r.id);
           log(`committed ${label}:${r.tag} ${r.id} (${r.changedPaths} changed paths${r.keptWriters > 0 ? `, ${r.keptWriters} files open for writing went on into the new HEAD` : ''}; requests held ${held.map((ms) => `${ms.toFixed(1)} ms`).join(' + ')})`);
           return `${label}:${r.tag} ${r.id}\n`;
         } : undefined,

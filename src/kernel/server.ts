@@ -13,18 +13,16 @@ import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from '
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ControlFs, controlMountOptions } from '../mount/control-fs.js';
-import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, parseApplyRequest, serverMain } from '../mount/serve.js';
+import { applyLive } from '../mount/live-apply.js';
+import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, recordCommit, serverMain } from '../mount/serve.js';
 import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
-import { applyHead } from '../store/commands/apply.js';
 import { commitRoot } from '../store/head/index.js';
 import { commitLive } from '../store/commands/live-commit.js';
 import { StratumError } from '../store/error.js';
 import { KERNEL_SOURCE_PREFIX, MountState, kernelMountedAt, overlayUsing, processAlive, type MountEntry } from '../store/mount-state.js';
-import { checkCommitImage, prepareMountTarget } from '../store/mount-target.js';
-import { parseRef } from '../store/names.js';
-import { resolveRef } from '../store/resolve.js';
+import { prepareMountTarget } from '../store/mount-target.js';
 import { makeFreshUpper, setMtime } from '../store/upper.js';
 import { CONTROL_NAME, KernelOverlay } from './overlay.js';
 import { checkKernelMode, kernelVerityNote } from './support.js';
@@ -94,7 +92,6 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     queue = run.catch(() => undefined);
     return run;
   };
-  const recordCommit = (id: string) => state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: id } : e)));
   const control = new ControlFs({
     status: () => mountStatus({ ...target, commit }, 'kernel', notes),
     commit: head ? (tag: string) => serial(async () => {
@@ -113,25 +110,26 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
           },
         },
       });
-      await recordCommit(r.id);
+      await recordCommit(state, mountpoint, r.id);
       log(`committed ${label}:${r.tag} ${r.id} (${r.changedPaths} changed paths${r.keptWriters > 0 ? `, ${r.keptWriters} files open for writing went on into the new HEAD` : ''}; overlay switches ${switches.map((ms) => `${ms.toFixed(1)} ms`).join(' + ')})`);
       return `${label}:${r.tag} ${r.id}\n`;
     }) : undefined,
-    apply: head ? (args: string) => serial(async () => {
-      const { ref: what, discard, keep } = parseApplyRequest(args, label);
-      await checkCommitImage(store, (await resolveRef(store, parseRef(what))).id, what);
-      const r = await applyHead(store, what, { discard, keep });
-      // HEAD's upper dir is the fresh one (discard) or the same (keep), now over r.to
-      let ms: number;
-      try {
-        ms = timed(() => { ov.replace(store.commits.imagePath(r.to), undefined, paths.upper); });
-      } catch (err) {
-        throw new StratumError('IO', `HEAD of ${label} is on ${r.to.slice(0, 12)} now, but the mount could not switch to it (${(err as Error).message}); unmount and mount again`);
-      }
-      commit = r.to;
-      await recordCommit(r.to);
-      log(`applied ${what}: HEAD on ${r.to} (changes ${r.changesWere}; overlay switch ${ms.toFixed(1)} ms)`);
-      return `${label} ${r.to} ${r.changesWere}\n`;
+    apply: head ? (request: string) => applyLive({
+      store, label, request, upper: paths.upper, mountpoint, state,
+      mount: {
+        // one control request at a time; the overlay is replaced while the queue holds the next
+        switchAround: (apply, upper) => serial(async () => {
+          const r = await apply();
+          let ms: number;
+          try {
+            ms = timed(() => { ov.replace(store.commits.imagePath(r.to), undefined, upper); });
+          } catch (err) {
+            throw new StratumError('IO', `HEAD of ${label} is on ${r.to.slice(0, 12)} now, but the mount could not switch to it (${(err as Error).message}); unmount and mount again`);
+          }
+          commit = r.to;
+          return { applied: r, note: `overlay switch ${ms.toFixed(1)} ms` };
+        }),
+      },
     }) : undefined,
   }, { readOnly: !head });
 

@@ -1,7 +1,7 @@
 // What the two mount servers (FUSE: src/fuse/server.ts; kernel: src/kernel/server.ts) share:
 // their command line and readiness protocol (serverMain), the options they take (ServeOptions)
-// and the rule for --allow-suid/--allow-dev, the text of `/.stratum/status`, and how a write to
-// `/.stratum/apply` is read. docs/mount.md describes the surface.
+// and the rule for --allow-suid/--allow-dev, the text of `/.stratum/status`, and recording a
+// mount's new commit in the mount state. docs/mount.md describes the surface.
 //
 // Mounts are nosuid,nodev: a setuid file or a device node in a commit is inert unless root asked
 // for it (`--allow-suid`, `--allow-dev`; others get PERMISSION, checkMountFlags).
@@ -9,7 +9,7 @@
 // Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
 // command waits for it, then checks the mount answers); a failure writes "error <CODE> <message>".
 //
-// Public surface: ServeOptions, checkMountFlags, makeMountpoint, mountStatus, parseApplyRequest, serverMain, log.
+// Public surface: ServeOptions, checkMountFlags, makeMountpoint, mountStatus, recordCommit, serverMain, log.
 import { closeSync, lstatSync, mkdirSync, readdirSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { StratumError } from '../store/error.js';
@@ -46,13 +46,9 @@ export function checkMountFlags(o: { allowSuid?: boolean | undefined; allowDev?:
   throw new StratumError('PERMISSION', `${flag} is for root only (it would let a file in a commit act as its owner or as a device); mount without it`);
 }
 
-/** What a write to `/.stratum/apply` asks: `<tag>|<label>:<tag>|<label>@<id> [--discard|--keep]`. */
-export function parseApplyRequest(text: string, label: string): { ref: string; discard: boolean; keep: boolean } {
-  const [what, ...flags] = text.split(/\s+/).filter((x) => x !== '');
-  if (!what || flags.some((f) => f !== '--discard' && f !== '--keep')) throw new StratumError('USAGE', 'write "<tag> [--discard|--keep]" to apply');
-  const ref = what.includes(':') || what.includes('@') ? what : `${label}:${what}`;
-  if (!ref.startsWith(`${label}:`) && !ref.startsWith(`${label}@`)) throw new StratumError('USAGE', `this mount serves ${label}; apply ${label}:<tag>`);
-  return { ref, discard: flags.includes('--discard'), keep: flags.includes('--keep') };
+/** Records in the mount state that the mount this process serves at `mountpoint` is on `id` now. */
+export async function recordCommit(state: MountState, mountpoint: string, id: string): Promise<void> {
+  await state.update((entries) => entries.map((e) => (e.mountpoint === mountpoint && e.pid === process.pid ? { ...e, commit: id } : e)));
 }
 
 /** The text of `/.stratum/status` for a mount served by this process. */
