@@ -11,7 +11,7 @@
 // benchmark baselines.
 //
 // Public surface: serve, stratumMountsAt, lazyUnmount.
-import { closeSync, openSync, rmdirSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
@@ -19,7 +19,7 @@ import { syncfs } from '../native/files.js';
 import { lazyUnmount, stratumMountsAt } from '../mount/client.js';
 import { commitInChild } from '../mount/commit-process.js';
 import { applyLive } from '../mount/live-apply.js';
-import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, recordCommit, serverMain } from '../mount/serve.js';
+import { type MadeDirs, type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, recordCommit, serverMain } from '../mount/serve.js';
 import { fuseMountOptions } from '../mount/options.js';
 import { MountState, type MountEntry } from '../store/mount-state.js';
 import { prepareMountTarget } from '../store/mount-target.js';
@@ -46,9 +46,9 @@ export async function serve(o: ServeOptions): Promise<number> {
 
   let fs: UnionFs | undefined;
   let session: FuseSession | undefined;
-  let madeMountpoint = false;
+  let made: MadeDirs | undefined;
   try {
-    madeMountpoint = makeMountpoint(mountpoint);
+    made = makeMountpoint(mountpoint);
     const scratch = join(paths.work, 'fuse');
     fs = new UnionFs({
       imagePath: store.commits.imagePath(commit),
@@ -98,6 +98,7 @@ export async function serve(o: ServeOptions): Promise<number> {
     await state.remove(mountpoint).catch(() => undefined);
     fs?.close();
     target.servingLock?.release();
+    made?.remove();
     throw err;
   }
   log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint}, pid ${process.pid}`);
@@ -123,7 +124,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   const status = await session.exited;
   fs.close();
   target.servingLock?.release();
-  if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
+  made.remove();
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
   log(`unmounted ${mountpoint} (loop status ${status})`);
   return status;

@@ -9,12 +9,12 @@
 //   node dist/src/kernel/server.js --store DIR --label L [--tag T | --commit ID] --mountpoint M [--log F] [--ready-fd N]
 //
 // Public surface: serveKernel.
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ControlFs, controlMountOptions } from '../mount/control-fs.js';
 import { applyLive } from '../mount/live-apply.js';
-import { type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, recordCommit, serverMain } from '../mount/serve.js';
+import { type MadeDirs, type ServeOptions, checkMountFlags, log, makeMountpoint, mountStatus, recordCommit, serverMain } from '../mount/serve.js';
 import { syncfs } from '../native/files.js';
 import { mount as fuseMount, type FuseSession } from '../native/fuse.js';
 import { MNT_DETACH, umount2 } from '../native/mount.js';
@@ -58,7 +58,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   const stub = join(dirname(state.path), 'kernel', String(process.pid));
   let overlay: KernelOverlay | undefined;
   let session: FuseSession | undefined;
-  let madeMountpoint = false;
+  let made: MadeDirs | undefined;
   try {
     mkdirSync(dirname(stub), { recursive: true, mode: 0o700 });
     // stubs of servers that died (a lower layer of nothing now, unless their overlay lingers detached)
@@ -70,7 +70,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     await makeFreshUpper(stub, root, 'trusted');
     mkdirSync(join(stub, CONTROL_NAME), { mode: 0o555 });
     setMtime(stub, root.mtimeSec, root.mtimeNsec);
-    madeMountpoint = makeMountpoint(mountpoint);
+    made = makeMountpoint(mountpoint);
     overlay = new KernelOverlay({
       source: `${KERNEL_SOURCE_PREFIX}${label}${head ? '' : `:${ref}`}`,
       mountpoint, stub, objects: store.objects.root, workRoot: head ? paths.work : undefined,
@@ -81,6 +81,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     await state.remove(mountpoint).catch(() => undefined);
     rmSync(stub, { recursive: true, force: true });
     release();
+    made?.remove();
     throw err;
   }
   const ov = overlay;
@@ -140,6 +141,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
     await state.remove(mountpoint).catch(() => undefined);
     rmSync(stub, { recursive: true, force: true });
     release();
+    made?.remove();
     throw err;
   }
   log(`serving ${label}:${ref} (${commit.slice(0, 12)}) at ${mountpoint} with the kernel, pid ${process.pid}`);
@@ -172,7 +174,7 @@ export async function serveKernel(o: ServeOptions): Promise<number> {
   if (kernelMountedAt(mountpoint)) log(`unmounted ${mountpoint} by pid ${process.pid} (${ov.unmount()})`);
   rmSync(stub, { recursive: true, force: true });
   release();
-  if (madeMountpoint) { try { rmdirSync(mountpoint); } catch { /* in use, or not empty */ } }
+  made.remove();
   await state.update((entries) => entries.filter((e) => !(e.mountpoint === mountpoint && e.pid === process.pid))).catch(() => undefined);
   log(`server done (loop status ${status})`);
   return status;

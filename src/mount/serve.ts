@@ -9,8 +9,8 @@
 // Readiness: once mounted and recorded, "ready <pid>\n" is written to the ready fd (the mount
 // command waits for it, then checks the mount answers); a failure writes "error <CODE> <message>".
 //
-// Public surface: ServeOptions, checkMountFlags, makeMountpoint, mountStatus, recordCommit, serverMain, log.
-import { closeSync, lstatSync, mkdirSync, readdirSync, writeSync } from 'node:fs';
+// Public surface: ServeOptions, MadeDirs, checkMountFlags, makeMountpoint, mountStatus, recordCommit, serverMain, log.
+import { closeSync, lstatSync, mkdirSync, readdirSync, rmdirSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { StratumError } from '../store/error.js';
 import type { MountState } from '../store/mount-state.js';
@@ -87,30 +87,46 @@ function upperCounts(upper: string): { paths: number; deletions: number } {
   return { paths, deletions };
 }
 
-/** One line of the server's log (its stderr, which `stratum mount` points at the log file). */
+/** The dirs a server made for its mountpoint, outermost first; `remove` takes them away again. */
+export interface MadeDirs {
+  made: string[];
+  /** Removes the made dirs innermost first, as far as each is empty (a dir in use or with entries stays, and so do its parents). */
+  remove(): void;
+}
+
 /**
- * Makes a missing mountpoint and its missing parents, one mkdir each; true when the mountpoint
- * itself was made (the server removes it again). Not mkdirSync's recursive mode: under /proc it
- * retries ENOENT forever, so a server asked for `/proc/x/y` never answered.
+ * Makes a missing mountpoint and its missing parents, one mkdir each, so the server can remove
+ * exactly those again when it ends (as `mount --mkdir` would leave them, a user would find empty
+ * dirs behind). Not mkdirSync's recursive mode: under /proc it retries ENOENT forever, so a server
+ * asked for `/proc/x/y` never answered.
  */
-export function makeMountpoint(path: string): boolean {
+export function makeMountpoint(path: string): MadeDirs {
   const missing: string[] = [];
   const absent = (p: string): boolean => {
     try { return lstatSync(p, { throwIfNoEntry: false }) === undefined; } catch { return false; }
   };
   for (let p = path; absent(p) && p !== dirname(p); p = dirname(p)) missing.unshift(p);
+  const made: string[] = [];
+  const remove = (): void => {
+    for (const p of [...made].reverse()) {
+      try { rmdirSync(p); } catch { return; }
+    }
+  };
   for (const p of missing) {
     try {
       mkdirSync(p);
+      made.push(p);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') continue;
+      remove();
       throw new StratumError(code === 'EACCES' || code === 'EPERM' ? 'PERMISSION' : 'BAD_PATH', `cannot create the mountpoint ${path}: mkdir ${p}: ${code}`);
     }
   }
-  return missing.length > 0;
+  return { made, remove };
 }
 
+/** One line of the server's log (its stderr, which `stratum mount` points at the log file). */
 export function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }

@@ -192,4 +192,34 @@ mountTest('mounting onto a file is one line naming it; a 128-character label wit
     }
   }));
 
+mountTest('the dirs a mount made for its mountpoint go away with it, parents included, unless something else was put in them', () =>
+  withStore(async (dir, s) => {
+    assert.is(cli(['import', join(dir, 'src'), '--label', 'app', '--tag', 'v1', ...s]).status, 0);
+    for (const mode of ['fuse', 'auto']) {
+      const top = join(dir, `made-${mode}`);
+      const mnt = join(top, 'a', 'b');
+      const r = cli(['mount', 'app:v1', mnt, '--mode', mode, ...s]);
+      assert.is(r.status, 0, r.stderr);
+      try {
+        assert.is(fs.readFileSync(join(mnt, 'conf'), 'utf8'), 'v1\n');
+      } finally {
+        const u = cli(['unmount', mnt, ...s]);
+        assert.is(u.status, 0, u.stderr);
+      }
+      assert.not.ok(fs.existsSync(top), `${mode}: ${top} and the dirs below it were made for the mount and are gone`);
+    }
+    // a parent someone put a file into stays, with that file; the empty dirs below it go
+    const top = join(dir, 'kept');
+    const mnt = join(top, 'a', 'b');
+    const r = cli(['mount', 'app:v1', mnt, '--mode', 'fuse', ...s]);
+    assert.is(r.status, 0, r.stderr);
+    try {
+      fs.writeFileSync(join(top, 'mine'), 'x');
+    } finally {
+      assert.is(cli(['unmount', mnt, ...s]).status, 0);
+    }
+    assert.not.ok(fs.existsSync(join(top, 'a')));
+    assert.is(fs.readFileSync(join(top, 'mine'), 'utf8'), 'x');
+  }));
+
 test.run();
