@@ -133,12 +133,7 @@ export interface FuseHandlers {
 export interface MountOptions {
   /** Mount options as for mount -o: 'allow_other', 'default_permissions', 'ro', 'noatime', 'fsname=x'... */
   options?: string[];
-  /**
-   * Worker threads of the libfuse loop (default 16) and idle ones kept (default: all of them).
-   * Keeping only 4 made libfuse end and start threads all the time under concurrent readers
-   * (219-880 threads started in one 4-reader cold cat of 20k files; libfuse starts them under
-   * its loop mutex, which the other workers then wait for: 3-4x their mutex waits of 16 kept).
-   */
+  /** Worker threads of the libfuse loop (default 16) and idle ones kept (default 4). */
   maxThreads?: number;
   maxIdleThreads?: number;
   /** One /dev/fuse fd per worker thread. */
@@ -347,7 +342,7 @@ export class FuseSession {
     if (opts.autoInvalData === false) clear |= CAP.AUTO_INVAL_DATA;
     if (opts.cacheSymlinks) want |= CAP.CACHE_SYMLINKS;
     if (opts.noOpen) want |= CAP.NO_OPEN_SUPPORT;
-    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? opts.maxThreads ?? 16, want, clear, opts.noFlush ? 1 : 0, opts.noOpen ? 1 : 0, opts.capabilityCache ? 1 : 0]);
+    const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0, opts.noOpen ? 1 : 0, opts.capabilityCache ? 1 : 0]);
     const args = opts.options?.length ? ['-o', opts.options.join(',')] : [];
     const onExit = opts.onExit;
     this.native = N.fuseMount(mountpoint, args, (op, req, ino, a0, a1, a2, a3, name, name2, data, uid, gid, pid, umask) => {
