@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -14,12 +14,16 @@ import { fuseUnavailable, tempDir } from './mounts.js';
 // read while the copy runs (seen by first lookups that succeed while the copy's scratch file is
 // there and the upper has no copy yet), the copied file is exact afterwards, two writers opening
 // one lower file at once both land (one copy-up, not two), and a server killed mid-copy leaves no
-// half file in the upper: the next mount serves the lower bytes.
+// half file in the upper: the next mount serves the lower bytes. The copy goes in 1 MiB steps
+// with bounded writeback (docs/fuse.md): a file of odd size with holes comes out exact, and a copy
+// that runs out of space midway fails with ENOSPC and leaves nothing behind.
 const why = fuseUnavailable();
 if (why) console.log(`copy-up tests skipped: ${why}`);
 
 const MiB = 1 << 20;
 const BIG_SIZE = 512 * MiB, BIG2_SIZE = 128 * MiB, SMALL = 400;
+// not a whole number of copy steps (1 MiB) or writeback windows (8 MiB); data, holes, data, a tail
+const ODD_SIZE = 19 * MiB + 12_345;
 
 /** Block i of a big file: distinct, never zero (no holes, no run of equal blocks). */
 function block(i: number, salt: number): Buffer {
@@ -52,7 +56,18 @@ function hashFile(path: string): string {
   return h.digest('hex');
 }
 
+/** A sparse file of ODD_SIZE: data in [0, 3 MiB), a hole to 11 MiB, data again from there, a short tail. */
+function writeOdd(path: string): Buffer {
+  const fd = fs.openSync(path, 'w');
+  fs.ftruncateSync(fd, ODD_SIZE);
+  for (let i = 0; i < 3; i++) fs.writeSync(fd, block(i, 4), 0, MiB, i * MiB);
+  for (let off = 11 * MiB; off < ODD_SIZE; off += MiB) fs.writeSync(fd, block(off / MiB, 4), 0, Math.min(MiB, ODD_SIZE - off), off);
+  fs.closeSync(fd);
+  return fs.readFileSync(path);
+}
+
 let work = '', store = '', bigHash = '', badObject = '';
+let odd: Buffer = Buffer.alloc(0);
 const scratch = (): string => join(store, 'refs/app/work/fuse');
 const copying = (): boolean => { try { return fs.readdirSync(scratch()).some((n) => n.startsWith('t')); } catch { return false; } };
 const upper = (name: string): string => join(store, 'refs/app/head', name);
@@ -72,6 +87,7 @@ test.before(() => {
   bigHash = writeBig(join(src, 'big'), BIG_SIZE, 1);
   writeBig(join(src, 'big2'), BIG2_SIZE, 2);
   writeBig(join(src, 'bad'), 2 * MiB, 3);
+  odd = writeOdd(join(src, 'odd'));
   const bad = digestBuffer(fs.readFileSync(join(src, 'bad')));
   for (let i = 0; i < SMALL; i++) fs.writeFileSync(join(src, 'many', `f${i}`), `file ${i} `.repeat(i % 3 === 0 ? 20 : 1));
   ok(S(store, 'import', src, '--label', 'app', '--tag', 'v1'), 'import');
@@ -201,6 +217,65 @@ test.after(() => {
   } finally {
     fs.writeSync(fd, b, 0, 1, MiB + 5);
     fs.closeSync(fd);
+  }
+});
+
+(why === undefined ? test : test.skip)('a file of odd size with holes is copied up exact (steps and writeback windows do not line up with it)', async () => {
+  const mnt = join(work, 'mnt-odd');
+  await withCliMount(store, 'app', mnt, 'fuse', () => {
+    fs.appendFileSync(join(mnt, 'odd'), 'end');
+    const expected = Buffer.concat([odd, Buffer.from('end')]);
+    assert.ok(fs.readFileSync(join(mnt, 'odd')).equals(expected), 'the mount reads the lower bytes and the append');
+  });
+  const up = fs.readFileSync(upper('odd'));
+  assert.is(up.length, ODD_SIZE + 3);
+  assert.ok(up.subarray(0, ODD_SIZE).equals(odd), 'the upper holds the lower bytes, holes as zeros');
+  assert.is(up.subarray(ODD_SIZE).toString(), 'end');
+});
+
+/** A tmpfs of `size` at a new dir under `parent` for fn; unmounted on every path. */
+async function withTmpfs<T>(parent: string, size: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = join(parent, 'fs');
+  fs.mkdirSync(dir);
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir], { encoding: 'utf8' });
+  assert.is(m.status, 0, `mount tmpfs: ${m.stderr}`);
+  try {
+    return await fn(dir);
+  } finally {
+    spawnSync('umount', ['-l', dir]);
+  }
+}
+
+(why === undefined ? test : test.skip)('a copy-up that runs out of space midway: ENOSPC, nothing in the upper or scratch; with space again it copies exact', async () => {
+  const parent = tempDir('stratum-copyup-full-');
+  try {
+    await withTmpfs(parent, '64m', async (disk) => {
+      const full = join(disk, 'store'), src = join(parent, 'src');
+      fs.mkdirSync(src);
+      const bytes = Buffer.concat(Array.from({ length: 24 }, (_, i) => block(i, 5)));
+      fs.writeFileSync(join(src, 'data'), bytes);
+      ok(S(full, 'import', src, '--label', 'app', '--tag', 'v1'), 'import');
+      const mnt = join(parent, 'mnt');
+      const fullUpper = join(full, 'refs/app/head/data');
+      const fullScratch = join(full, 'refs/app/work/fuse');
+      // leave 8 MiB free: the copy starts, writes 8 MiB, then the disk is full
+      const filler = join(disk, 'filler');
+      fs.writeFileSync(filler, Buffer.alloc(fs.statfsSync(disk).bavail * fs.statfsSync(disk).bsize - 8 * MiB));
+      await withCliMount(full, 'app', mnt, 'fuse', () => {
+        let code: string | undefined;
+        try { fs.appendFileSync(join(mnt, 'data'), 'more'); } catch (err) { code = (err as NodeJS.ErrnoException).code; }
+        assert.is(code, 'ENOSPC', 'the writer is told the disk is full');
+        assert.not.ok(fs.existsSync(fullUpper), 'nothing in the upper');
+        assert.equal(fs.readdirSync(fullScratch).filter((n) => n.startsWith('t')), [], 'no scratch file left');
+        assert.ok(fs.readFileSync(join(mnt, 'data')).equals(bytes), 'the mount still serves the lower bytes');
+        fs.rmSync(filler);
+        fs.appendFileSync(join(mnt, 'data'), 'more');
+        assert.ok(fs.readFileSync(join(mnt, 'data')).equals(Buffer.concat([bytes, Buffer.from('more')])), 'with space again the copy-up lands');
+      });
+      assert.ok(fs.readFileSync(fullUpper).equals(Buffer.concat([bytes, Buffer.from('more')])), 'the upper holds exact bytes');
+    });
+  } finally {
+    fs.rmSync(parent, { recursive: true, force: true });
   }
 });
 
