@@ -28,7 +28,7 @@ import { buildHeadCommit } from './build.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './edits.js';
 import { type CommitStep, readJournal, rollForward, writeJournal } from './journal.js';
 import type { HeadPaths } from './paths.js';
-import { TREE_CACHE_FILE, readTreeCache, writeTreeCache } from './tree-cache.js';
+import { type CachedTree, TREE_CACHE_FILE, readTreeCache, writeTreeCache } from './tree-cache.js';
 import { ensureUpper, removeTree } from './upper-dir.js';
 import { pool } from '../pool.js';
 
@@ -155,7 +155,7 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   await ensureUpper(store, { ...head, base: id });
   // the next commit starts from this cache (checked when read; a failure here costs only time)
   await writeMerkleCache(store.tmp, join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
-  if (prepared.tree && !result.unchanged) await writeTreeCache(store.tmp, join(paths.labelDir, TREE_CACHE_FILE), id, prepared.tree).catch(() => undefined);
+  if (prepared.tree && !result.unchanged) await writeTreeCache(store.tmp, join(paths.labelDir, TREE_CACHE_FILE), id, prepared.tree, prepared.treeBase).catch(() => undefined);
   return result;
 }
 
@@ -167,6 +167,8 @@ interface Prepared {
   cache: MerkleCache;
   /** The new commit's tree, when the full path built one (the next commit's base tree cache). */
   tree?: Tree;
+  /** The base's tree cache it was merged from: its untouched directories' records are copied. */
+  treeBase?: CachedTree | undefined;
   /** Attributes of the new root, for the fresh upper. */
   root: Pick<Inode, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'>;
   pending: PendingContent[];
@@ -197,11 +199,12 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
 
 /** The general path: base tree ⊕ upper, laid out and written whole. */
 async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
-  const base = readTreeCache(join(paths.labelDir, TREE_CACHE_FILE), head.base) ?? baseTree(store, head.base);
+  const cachedTree = readTreeCache(join(paths.labelDir, TREE_CACHE_FILE), head.base);
+  const base = cachedTree?.tree ?? baseTree(store, head.base);
   const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
   const contents = await hashContents(merged.pending);
   const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
-  return { id, meta, image, cache, tree: merged.tree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
+  return { id, meta, image, cache, tree: merged.tree, treeBase: cachedTree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
 }
 
 /** The edits-only path (head-patch.ts), or undefined when it does not apply. */

@@ -11,7 +11,9 @@ import { importDirectory } from '../../../src/store/commands/import.js';
 import { verify } from '../../../src/store/commands/verify.js';
 import { buildHeadCommit } from '../../../src/store/head/build.js';
 import { MERKLE_CACHE_FILE, readMerkleCache } from '../../../src/store/head/edits.js';
-import { TREE_CACHE_FILE, decodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
+import { TREE_CACHE_FILE, decodeTree, encodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
+import { walkTree } from '../../../src/store/image/tree.js';
+import { Random } from './ops.js';
 import { writeImage } from '../../../src/store/image/write.js';
 import { mergeUpper } from '../../../src/store/union.js';
 import { S_IFCHR, mknod } from '../../../src/native/files.js';
@@ -66,7 +68,7 @@ async function setup(work: string, name: string): Promise<{ store: Store; upper:
   const treeFile = join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE);
   assert.ok(existsSync(cacheFile), 'a commit leaves the Merkle cache of its commit');
   const base = (await store.heads.read('app'))!.base;
-  const cached = readTreeCache(treeFile, base);
+  const cached = readTreeCache(treeFile, base)?.tree;
   assert.ok(cached, 'a full-path commit leaves the tree cache of its commit');
   assert.ok(Buffer.from(writeImage(cached!)).equals(readFileSync(store.commits.imagePath(base))), 'the cached tree writes the commit image');
   return { store, upper, cacheFile, treeFile };
@@ -125,7 +127,94 @@ test('added, deleted and renamed files: the commit through the cache is the comm
     writeFileSync(join(a.upper, 'd0', 'another.dat'), 'x'.repeat(200));
     const again = await commitHead(a.store, { label: 'app' });
     await expectReference(a.store, again.id, ra.id, 'second commit through the cache');
-    assert.ok(Buffer.from(writeImage(readTreeCache(a.treeFile, again.id)!)).equals(readFileSync(a.store.commits.imagePath(again.id))), 'the tree cache follows HEAD');
+    assert.ok(Buffer.from(writeImage(readTreeCache(a.treeFile, again.id)!.tree)).equals(readFileSync(a.store.commits.imagePath(again.id))), 'the tree cache follows HEAD');
+  }));
+
+/**
+ * One random change in both uppers, as the kernel leaves it: a new file (inline or an object) or
+ * directory, a file or directory deleted (whiteout), a file renamed (whiteout + metacopy
+ * redirect), a file rewritten, or a new file with a second name (a hardlink in the upper).
+ */
+function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, uppers: string[], round: number, k: number): void {
+  const kind = rnd.int(6);
+  const at = (rel: string): string[] => uppers.map((u) => join(u, rel));
+  const parentOf = (rel: string): string => rel.slice(0, rel.lastIndexOf('/'));
+  const dir = rnd.pick(dirs);
+  const fresh = `${dir}/n${round}-${k}`;
+  for (const u of uppers) mkdirSync(join(u, dir), { recursive: true });
+  if (kind === 0 || files.length < 4) {
+    const content = `new ${round}/${k} `.repeat(1 + rnd.int(40));
+    for (const p of at(`${fresh}.dat`)) writeFileSync(p, content);
+  } else if (kind === 1) {
+    for (const p of at(fresh)) mkdirSync(p);
+    for (const p of at(`${fresh}/inside.dat`)) writeFileSync(p, 'inside '.repeat(20));
+  } else if (kind === 2 || kind === 3) {
+    const victim = files.splice(rnd.int(files.length), 1)[0]!;
+    for (const u of uppers) mkdirSync(join(u, parentOf(victim)), { recursive: true });
+    const size = statSync(join(uppers[0]!, '..', 'base-sizes', victim), { throwIfNoEntry: false })?.size;
+    for (const p of at(victim)) rmSync(p, { force: true, recursive: true });
+    for (const p of at(victim)) mknod(p, S_IFCHR | 0o644, 0, 0);
+    if (kind === 3 && size !== undefined) {
+      for (const p of at(`${fresh}.moved`)) {
+        writeFileSync(p, '');
+        truncateSync(p, size);
+        lsetxattr(p, `${ns}.overlay.metacopy`, new Uint8Array(0));
+        lsetxattr(p, `${ns}.overlay.redirect`, Buffer.from(victim));
+      }
+    }
+  } else if (kind === 4) {
+    const victim = rnd.pick(files);
+    for (const u of uppers) mkdirSync(join(u, parentOf(victim)), { recursive: true });
+    const content = `rewritten ${round}/${k} `.repeat(1 + rnd.int(40));
+    for (const p of at(victim)) { rmSync(p, { force: true, recursive: true }); writeFileSync(p, content); }
+  } else {
+    for (const u of uppers) {
+      writeFileSync(join(u, `${fresh}.a`), 'linked '.repeat(30));
+      linkSync(join(u, `${fresh}.a`), join(u, `${fresh}.b`));
+    }
+  }
+}
+
+test('over many random change sets, the incremental commit is byte for byte the commit without caches, and the copied tree cache is the fresh encoding', () =>
+  withWork(async (work) => {
+    const a = await setup(work, 'a');
+    const b = await setup(work, 'b');
+    const ns = (await a.store.heads.read('app'))!.xattrNamespace;
+    const rnd = new Random(Number(process.env.STRATUM_SEED ?? 14));
+    const sizes = join(a.upper, '..', 'base-sizes');
+    for (let round = 0; round < 24; round++) {
+      const base = (await a.store.heads.read('app'))!.base;
+      // the base's files and directories, and each file's size (a rename keeps it)
+      const files: string[] = [];
+      const dirs: string[] = [''];
+      rmSync(sizes, { recursive: true, force: true });
+      for (const [path, entry] of walkTree(baseTree(a.store, base))) {
+        if (path === '/') continue;
+        if (entry.inode.children) dirs.push(path);
+        else if ((entry.inode.mode & 0o170000) === 0o100000 && !entry.hardlink && entry.inode.nlink === 1) {
+          files.push(path);
+          mkdirSync(join(sizes, path.slice(0, path.lastIndexOf('/'))), { recursive: true });
+          truncateSync((writeFileSync(join(sizes, path), ''), join(sizes, path)), entry.inode.size);
+        }
+      }
+      for (let k = 1 + rnd.int(4); k > 0; k--) randomChange(rnd, files, dirs, ns, [a.upper, b.upper], round, k);
+      pinTimes(a.upper);
+      pinTimes(b.upper);
+      rmSync(b.cacheFile, { force: true });
+      rmSync(b.treeFile, { force: true });
+      const ra = await commitHead(a.store, { label: 'app' });
+      const rb = await commitHead(b.store, { label: 'app' });
+      const why = `round ${round} (replay: STRATUM_SEED=${process.env.STRATUM_SEED ?? 14})`;
+      assert.is(ra.id, rb.id, `${why}: same commit through the caches as without`);
+      const image = readFileSync(a.store.commits.imagePath(ra.id));
+      assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(image), `${why}: the image is what the writer makes of the tree read back`);
+      if (ra.unchanged || ra.fastPath) continue; // an edits-only commit patches the image and leaves no tree cache
+      const cached = readTreeCache(a.treeFile, ra.id);
+      assert.ok(cached, `${why}: the tree cache names the new commit`);
+      assert.ok(encodeTree(ra.id, cached!.tree).equals(cached!.bytes), `${why}: the cache copied from the last one is the fresh encoding of its tree`);
+      assert.ok(Buffer.from(writeImage(cached!.tree)).equals(image), `${why}: and writes the commit's image`);
+    }
+    await expectReference(a.store, (await a.store.heads.read('app'))!.base, (await a.store.commits.metadata((await a.store.heads.read('app'))!.base)).parentCommit!, 'the last commit');
   }));
 
 for (const [what, damage] of [
@@ -244,7 +333,7 @@ for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} 
       } else {
         const got = readTreeCache(dest, id);
         assert.ok(got, `round ${round}: the file in place is whole`);
-        assert.is(got!.root.children!.size, n);
+        assert.is(got!.tree.root.children!.size, n);
       }
     }
   } finally {
@@ -283,7 +372,7 @@ const noUser = userTestsUnavailable();
       assert.is(made.status, 0, made.stderr);
       run(['commit', 'app']);
       const base = (await store.heads.read('app'))!.base;
-      const tree = readTreeCache(join(labelDir, TREE_CACHE_FILE), base);
+      const tree = readTreeCache(join(labelDir, TREE_CACHE_FILE), base)?.tree;
       assert.ok(tree, `round ${round}: the tree cache names the new base`);
       assert.ok(Buffer.from(writeImage(tree!)).equals(readFileSync(store.commits.imagePath(base))), `round ${round}: and writes its image`);
       assert.ok(readMerkleCache(join(labelDir, MERKLE_CACHE_FILE), base, await store.commits.metadata(base)), `round ${round}: the Merkle cache names the new base`);
