@@ -9,6 +9,7 @@
 // Public surface: commitUpper, refuseTakenTag, CommitOptions, CommitResult.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
@@ -34,6 +35,14 @@ import { pool } from '../pool.js';
 
 /** Files hashed and linked at once. */
 const CONCURRENCY = 16;
+
+// A full-path commit of a large tree makes ~100 MB of objects (base tree, plan, Merkle leaves)
+// that live for the whole commit. With V8's default young generation (16 MB semi-spaces) most of
+// them are copied twice and promoted, and old-generation collections then cost about a quarter
+// of the commit's CPU (100k files: ~1.45 s -> ~1.1 s with 64 MB). The young generation only
+// grows to this when a process allocates that much, so a process that never commits a large tree
+// is unaffected; the flag is process-wide, set once when the engine is loaded.
+setFlagsFromString('--max-semi-space-size=64');
 
 
 export interface CommitOptions {
