@@ -20,7 +20,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { S_IFDIR, S_IFMT } from '../image/erofs.js';
-import { type Inode, type Tree, objectPath } from '../image/tree.js';
+import { type Inode, type Tree, type Xattr, objectPath } from '../image/tree.js';
 import { type TmpArea, writeFileAtomic } from '../tmp.js';
 
 export const TREE_CACHE_FILE = 'head.tree';
@@ -151,6 +151,9 @@ function isObjectPathOf(payload: string, digest: string): boolean {
 
 class Miss extends Error {}
 
+/** The xattrs of every decoded inode that has none: one frozen array, not 100k empty ones. */
+const NO_XATTRS = Object.freeze([]) as unknown as Xattr[];
+
 /** The tree in a cache file of commit `id`, or undefined (another commit, damaged, truncated). */
 export function decodeTree(buf: Buffer, id: string): Tree | undefined {
   return decodeTreeCache(buf, id)?.tree;
@@ -186,7 +189,7 @@ export function decodeTreeCache(buf: Buffer, id: string): CachedTree | undefined
     const first = inodes.length;
     const linksBefore = links;
     const mode = u32();
-    const n: Inode = { mode, uid: u32(), gid: u32(), nlink: u32(), mtimeSec: f64(), mtimeNsec: u32(), size: f64(), rdev: f64(), xattrs: [] };
+    const n: Inode = { mode, uid: u32(), gid: u32(), nlink: u32(), mtimeSec: f64(), mtimeNsec: u32(), size: f64(), rdev: f64(), xattrs: NO_XATTRS };
     inodes.push(n);
     dirOf.push(dir);
     const flags = u8();
@@ -194,7 +197,11 @@ export function decodeTreeCache(buf: Buffer, id: string): CachedTree | undefined
     if (flags & HAS_DIGEST) { n.digest = str(); n.payload = objectPathAt(pos - n.digest.length, n.digest.length); }
     if (flags & OWN_PAYLOAD) n.payload = str();
     if (flags & HAS_SYMLINK) n.symlinkTarget = str();
-    for (let i = u32(); i > 0; i--) n.xattrs.push({ name: str(), value: bytes() });
+    const nx = u32();
+    if (nx > 0) {
+      n.xattrs = [];
+      for (let i = nx; i > 0; i--) n.xattrs.push({ name: str(), value: bytes() });
+    }
     if ((mode & S_IFMT) !== S_IFDIR) {
       if (n.nlink > 1) links++;
       return n;

@@ -118,11 +118,19 @@ function validMode(mode: number): boolean {
  */
 interface Work {
   plan: PlanNode;
-  /** Directories only. */
-  children: Array<{ name: ByteString; work: Work; hardlink: boolean }> | undefined;
+  /** Directories only. Each entry becomes the dirent itself (no second object per entry). */
+  children: Child[] | undefined;
   /** lcfs' running worst-case xattr size estimate; mkcomposefs refuses a set beyond XATTR_BUDGET. */
   budget: number;
 }
+
+/** A directory entry while rewriting, and later the very object its plan's dirents hold. */
+interface Child extends PlanDirent {
+  work: Work;
+  hardlink: boolean;
+}
+
+const child = (name: ByteString, work: Work, hardlink: boolean): Child => ({ name, node: work.plan, work, hardlink });
 
 const XATTR_BUDGET = 0xffff >> 1;
 
@@ -254,7 +262,7 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
           if ((entry.inode.mode & S_IFMT) === S_IFDIR) bad('directories cannot be hardlinked');
           links.push({ dir: work, name, inode: entry.inode });
         } else {
-          work.children!.push({ name, work: make(entry.inode, work), hardlink: false });
+          work.children!.push(child(name, make(entry.inode, work), false));
         }
       }
     }
@@ -266,7 +274,7 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
   for (const l of links) {
     const target = byInode.get(l.inode);
     if (!target) bad(`hardlink ${JSON.stringify(l.name)} points at an inode with no primary entry`);
-    l.dir.children!.push({ name: l.name, work: target, hardlink: true });
+    l.dir.children!.push(child(l.name, target, true));
   }
 
   setXattr(root, OVERLAY_OPAQUE, Y);
@@ -283,7 +291,7 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
       budget: 0,
     };
     if (selinux) setXattr(stub, 'security.selinux', selinux);
-    root.children!.push({ name, work: stub, hardlink: false });
+    root.children!.push(child(name, stub, false));
   }
   return root;
 }
@@ -401,9 +409,9 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
           dots++;
         }
         if (c === undefined) break;
-        dirents[at++] = { name: c.name, node: c.work.plan };
+        dirents[at++] = c;
         if (!c.hardlink) {
-          if ((c.work.plan.mode & S_IFMT) === S_IFDIR) subdirs++;
+          if ((c.node.mode & S_IFMT) === S_IFDIR) subdirs++;
           queue.push(c.work);
           parents.push(work);
         }
