@@ -29,7 +29,8 @@ import { buildHeadCommit } from './build.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './edits.js';
 import { type CommitStep, readJournal, rollForward, writeJournal } from './journal.js';
 import type { HeadPaths } from './paths.js';
-import { type CachedTree, TREE_CACHE_FILE, readTreeCache, writeTreeCache } from './tree-cache.js';
+import { type CachedTree, TREE_CACHE_FILE, writeTreeCache } from './tree-cache.js';
+import { type TreeEdit, readBaseTreeCache, recordTreeEdits } from './tree-edits.js';
 import { ensureUpper, removeTree } from './upper-dir.js';
 import { pool } from '../pool.js';
 
@@ -165,6 +166,7 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   // the next commit starts from this cache (checked when read; a failure here costs only time)
   await writeMerkleCache(store.tmp, join(paths.labelDir, MERKLE_CACHE_FILE), prepared.cache).catch(() => undefined);
   if (prepared.tree && !result.unchanged) await writeTreeCache(store.tmp, join(paths.labelDir, TREE_CACHE_FILE), id, prepared.tree, prepared.treeBase).catch(() => undefined);
+  if (prepared.edits && !result.unchanged) await recordTreeEdits(store.tmp, paths.labelDir, head.base, id, prepared.edits).catch(() => undefined);
   return result;
 }
 
@@ -178,6 +180,8 @@ interface Prepared {
   tree?: Tree;
   /** The base's tree cache it was merged from: its untouched directories' records are copied. */
   treeBase?: CachedTree | undefined;
+  /** What the edits-only path changed, for the tree cache's edits file (tree-edits.ts). */
+  edits?: TreeEdit[];
   /** Attributes of the new root, for the fresh upper. */
   root: Pick<Inode, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'>;
   pending: PendingContent[];
@@ -208,7 +212,7 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
 
 /** The general path: base tree ⊕ upper, laid out and written whole. */
 async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
-  const cachedTree = readTreeCache(join(paths.labelDir, TREE_CACHE_FILE), head.base);
+  const cachedTree = readBaseTreeCache(paths.labelDir, head.base);
   const base = cachedTree?.tree ?? baseTree(store, head.base);
   const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
   const contents = await hashContents(merged.pending);
@@ -250,7 +254,8 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, base
   const rootStat = await fsp.lstat(paths.upper, { bigint: true }).catch(() => undefined);
   const baseRoot = reader.getattr(reader.rootNid);
   const root = rootStat ? { ...upperRootAttr(rootStat), xattrs: reader.xattrs(reader.rootNid) } : { mode: baseRoot.mode, uid: baseRoot.uid, gid: baseRoot.gid, mtimeSec: baseRoot.mtimeSec, mtimeNsec: baseRoot.mtimeNsec, xattrs: reader.xattrs(reader.rootNid) };
-  return { id, meta, image, cache: { id, paths: cache.paths, levels: patched.levels }, root, pending, contents, upperEntries: scan.upperEntries, whiteouts: 0, fast: true };
+  const edits = scan.edits.map((e): TreeEdit => ({ path: e.path, ...upperRootAttr(e.stat), ...(e.kind === 'content' ? { content: { size: Number(e.stat.size), digest: e.digest! } } : {}) }));
+  return { id, meta, image, cache: { id, paths: cache.paths, levels: patched.levels }, root, pending, contents, upperEntries: scan.upperEntries, whiteouts: 0, fast: true, edits };
 }
 
 /** Reads every pending upper file once: small ones inline, others hashed to a digest. */

@@ -14,6 +14,7 @@ import { MERKLE_CACHE_FILE, readMerkleCache } from '../../../src/store/head/edit
 import { TREE_CACHE_FILE, decodeTree, encodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
 import { walkTree } from '../../../src/store/image/tree.js';
 import { Random } from './ops.js';
+import { TREE_EDITS_FILE, readBaseTreeCache } from '../../../src/store/head/tree-edits.js';
 import { writeImage } from '../../../src/store/image/write.js';
 import { mergeUpper } from '../../../src/store/union.js';
 import { S_IFCHR, mknod } from '../../../src/native/files.js';
@@ -135,8 +136,8 @@ test('added, deleted and renamed files: the commit through the cache is the comm
  * directory, a file or directory deleted (whiteout), a file renamed (whiteout + metacopy
  * redirect), a file rewritten, or a new file with a second name (a hardlink in the upper).
  */
-function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, uppers: string[], round: number, k: number): void {
-  const kind = rnd.int(6);
+function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, uppers: string[], round: number, k: number, editsOnly: boolean): void {
+  const kind = editsOnly ? 4 : rnd.int(6);
   const at = (rel: string): string[] => uppers.map((u) => join(u, rel));
   const parentOf = (rel: string): string => rel.slice(0, rel.lastIndexOf('/'));
   const dir = rnd.pick(dirs);
@@ -165,7 +166,7 @@ function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, 
   } else if (kind === 4) {
     const victim = rnd.pick(files);
     for (const u of uppers) mkdirSync(join(u, parentOf(victim)), { recursive: true });
-    const content = `rewritten ${round}/${k} `.repeat(1 + rnd.int(40));
+    const content = `rewritten ${round}/${k} `.repeat(10 + rnd.int(40));
     for (const p of at(victim)) { rmSync(p, { force: true, recursive: true }); writeFileSync(p, content); }
   } else {
     for (const u of uppers) {
@@ -182,6 +183,7 @@ test('over many random change sets, the incremental commit is byte for byte the 
     const ns = (await a.store.heads.read('app'))!.xattrNamespace;
     const rnd = new Random(Number(process.env.STRATUM_SEED ?? 14));
     const sizes = join(a.upper, '..', 'base-sizes');
+    let fast = 0;
     for (let round = 0; round < 24; round++) {
       const base = (await a.store.heads.read('app'))!.base;
       // the base's files and directories, and each file's size (a rename keeps it)
@@ -197,7 +199,10 @@ test('over many random change sets, the incremental commit is byte for byte the 
           truncateSync((writeFileSync(join(sizes, path), ''), join(sizes, path)), entry.inode.size);
         }
       }
-      for (let k = 1 + rnd.int(4); k > 0; k--) randomChange(rnd, files, dirs, ns, [a.upper, b.upper], round, k);
+      // rounds 1 and 2 of every 4 only rewrite files: an edits-only commit, which records its edits for
+      // the tree cache (tree-edits.ts), and the next round starts from head.tree plus those edits
+      const editsOnly = round % 4 === 1 || round % 4 === 2;
+      for (let k = 1 + rnd.int(4); k > 0; k--) randomChange(rnd, files, dirs, ns, [a.upper, b.upper], round, k, editsOnly);
       pinTimes(a.upper);
       pinTimes(b.upper);
       rmSync(b.cacheFile, { force: true });
@@ -208,13 +213,85 @@ test('over many random change sets, the incremental commit is byte for byte the 
       assert.is(ra.id, rb.id, `${why}: same commit through the caches as without`);
       const image = readFileSync(a.store.commits.imagePath(ra.id));
       assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(image), `${why}: the image is what the writer makes of the tree read back`);
-      if (ra.unchanged || ra.fastPath) continue; // an edits-only commit patches the image and leaves no tree cache
+      if (ra.unchanged) continue;
+      if (ra.fastPath) {
+        fast++;
+        const edited = readBaseTreeCache(dirname(a.treeFile), ra.id);
+        assert.ok(edited, `${why}: head.tree and the recorded edits give the tree of the edits-only commit`);
+        assert.ok(Buffer.from(writeImage(edited!.tree)).equals(image), `${why}: which writes its image`);
+        continue;
+      }
       const cached = readTreeCache(a.treeFile, ra.id);
       assert.ok(cached, `${why}: the tree cache names the new commit`);
       assert.ok(encodeTree(ra.id, cached!.tree).equals(cached!.bytes), `${why}: the cache copied from the last one is the fresh encoding of its tree`);
       assert.ok(Buffer.from(writeImage(cached!.tree)).equals(image), `${why}: and writes the commit's image`);
     }
+    assert.ok(fast >= 3, `edits-only commits were made (${fast})`);
     await expectReference(a.store, (await a.store.heads.read('app'))!.base, (await a.store.commits.metadata((await a.store.heads.read('app'))!.base)).parentCommit!, 'the last commit');
+  }));
+
+for (const [what, damage] of [
+  ['none (the edits serve)', (_f: string): void => undefined],
+  ['a flipped byte', (f: string): void => { const b = readFileSync(f); b[b.length - 5] ^= 1; writeFileSync(f, b); }],
+  ['a truncated file', (f: string): void => truncateSync(f, Math.floor(statSync(f).size / 2))],
+  ['an empty file', (f: string): void => truncateSync(f, 0)],
+] as const) {
+  test(`after an edits-only commit, a tree edits file with ${what}: the next full-path commit is the reference`, () =>
+    withWork(async (work) => {
+      const a = await setup(work, 'a');
+      const b = await setup(work, 'b');
+      const editsFile = join(dirname(a.treeFile), TREE_EDITS_FILE);
+      for (const s of [a, b]) {
+        mkdirSync(join(s.upper, 'd0'), { recursive: true });
+        writeFileSync(join(s.upper, 'd0', 'f29.dat'), 'rewritten '.repeat(40));
+        pinTimes(s.upper);
+      }
+      const fa = await commitHead(a.store, { label: 'app' });
+      const fb = await commitHead(b.store, { label: 'app' });
+      assert.ok(fa.fastPath, 'an edits-only commit');
+      assert.is(fa.id, fb.id);
+      assert.ok(existsSync(editsFile), 'it records its edits beside head.tree');
+      assert.ok(readBaseTreeCache(dirname(a.treeFile), fa.id), 'head.tree with the edits is the new base');
+      damage(editsFile);
+      if (what !== 'none (the edits serve)') assert.is(readBaseTreeCache(dirname(a.treeFile), fa.id), undefined, 'refused');
+      rmSync(b.treeFile);
+      rmSync(b.cacheFile);
+      await change(a.store, a.upper);
+      await change(b.store, b.upper);
+      const ra = await commitHead(a.store, { label: 'app' });
+      const rb = await commitHead(b.store, { label: 'app' });
+      assert.is(ra.id, rb.id, 'the same commit as without any cache');
+      await expectReference(a.store, ra.id, fa.id, what);
+      assert.ok(readTreeCache(a.treeFile, ra.id), 'a full-path commit writes head.tree for itself');
+    }));
+}
+
+test("edits recorded for another head.tree are not used", () =>
+  withWork(async (work) => {
+    const { store, upper, treeFile } = await setup(work, 'store');
+    const labelDir = dirname(treeFile);
+    const edit = (text: string): void => {
+      mkdirSync(join(upper, 'd1'), { recursive: true });
+      writeFileSync(join(upper, 'd1', 'f29.dat'), text.repeat(40));
+      pinTimes(upper);
+    };
+    edit('one ');
+    const first = await commitHead(store, { label: 'app' });
+    assert.ok(first.fastPath);
+    const edits = readFileSync(join(labelDir, TREE_EDITS_FILE));
+    // a full-path commit: head.tree is now its own, and the edits file names another head.tree
+    writeFileSync(join(upper, 'new.dat'), 'x'.repeat(300));
+    pinTimes(upper);
+    const full = await commitHead(store, { label: 'app' });
+    assert.not.ok(full.fastPath);
+    edit('two ');
+    const second = await commitHead(store, { label: 'app' });
+    assert.ok(second.fastPath);
+    writeFileSync(join(labelDir, TREE_EDITS_FILE), edits); // the old chain: from the import's commit
+    assert.is(readBaseTreeCache(labelDir, second.id), undefined, 'refused: its chain does not lead to this base');
+    await change(store, upper);
+    const r = await commitHead(store, { label: 'app' });
+    await expectReference(store, r.id, second.id, 'stale edits');
   }));
 
 for (const [what, damage] of [
