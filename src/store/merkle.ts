@@ -124,7 +124,8 @@ export function merkleLevels(leaves: Buffer[], base?: Buffer[][]): Buffer[][] {
     const wasNext = base?.[k + 1];
     const reusable = was !== undefined && wasNext !== undefined ? Math.min(level.length, was.length - (was.length % 2)) : 0;
     for (let i = 0; i + 1 < level.length; i += 2) {
-      if (i + 1 < reusable && level[i]!.equals(was![i]!) && level[i + 1]!.equals(was![i + 1]!)) {
+      // (a leaf taken from the base's cache is the very Buffer: no call to compare it)
+      if (i + 1 < reusable && sameNode(level[i]!, was![i]!) && sameNode(level[i + 1]!, was![i + 1]!)) {
         next[i / 2] = wasNext![i / 2]!;
         continue;
       }
@@ -138,6 +139,8 @@ export function merkleLevels(leaves: Buffer[], base?: Buffer[][]): Buffer[][] {
   }
   return levels;
 }
+
+const sameNode = (a: Buffer, b: Buffer): boolean => a === b || a.equals(b);
 
 /** The summary of a tree from its levels (an empty tree's root is sha256 of nothing). */
 export function summaryOf(levels: Buffer[][]): MerkleSummary {

@@ -75,7 +75,16 @@ function contentDigest(p: PlanNode): string {
 }
 
 function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
-  const leaves: Array<{ path: ByteString; hash: Buffer }> = [];
+  // The walk below meets paths nearly in byte order: paths and hashes go into two arrays, and
+  // only if one comes out of order are they sorted (as pairs).
+  let leafPaths: ByteString[] = [];
+  let leafHashes: Buffer[] = [];
+  let sorted = true;
+  const push = (path: ByteString, hash: Buffer): void => {
+    if (sorted && leafPaths.length > 0 && leafPaths[leafPaths.length - 1]! > path) sorted = false;
+    leafPaths.push(path);
+    leafHashes.push(hash);
+  };
   const counted = new Uint8Array(plan.nodes.length); // by ino (each plan node's own): a hardlinked file counts once
   let totalSize = 0;
   const cachedPaths = known?.cache.paths;
@@ -101,12 +110,12 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
     }
     const hit = cachedLeaf(path, p, baseInode);
     if (hit) {
-      leaves.push({ path, hash: hit });
+      push(path, hit);
       return;
     }
     const digest = type === S_IFREG ? contentDigest(p) : '';
     const target = type === S_IFLNK ? Buffer.from(p.symlink!).toString('latin1') : '';
-    leaves.push({ path, hash: leafHash(path, attrOf(p), target, visible(p), digest) });
+    push(path, leafHash(path, attrOf(p), target, visible(p), digest));
   };
   const root = plan.nodes[0]!;
   leaf('/', root, undefined); // the root always differs (its whiteout stubs, the upper's root)
@@ -129,8 +138,14 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
     leaf(childPath, d.node, baseChild);
     if ((d.node.mode & S_IFMT) === S_IFDIR) stack.push({ p: d.node, path: childPath, base: baseChild, next: 0 });
   }
-  leaves.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const levels = merkleLevels(leaves.map((l) => l.hash), known?.cache.levels);
+  if (!sorted) {
+    const order = leafPaths.map((_, i) => i).sort((a, b) => (leafPaths[a]! < leafPaths[b]! ? -1 : leafPaths[a]! > leafPaths[b]! ? 1 : 0));
+    const paths = leafPaths;
+    const hashes = leafHashes;
+    leafPaths = order.map((i) => paths[i]!);
+    leafHashes = order.map((i) => hashes[i]!);
+  }
+  const levels = merkleLevels(leafHashes, known?.cache.levels);
   const merkle = summaryOf(levels);
-  return { merkle, stats: { count: leaves.length, totalSize }, paths: leaves.map((l) => l.path), levels };
+  return { merkle, stats: { count: leafPaths.length, totalSize }, paths: leafPaths, levels };
 }

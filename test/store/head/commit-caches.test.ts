@@ -11,7 +11,10 @@ import { importDirectory } from '../../../src/store/commands/import.js';
 import { verify } from '../../../src/store/commands/verify.js';
 import { buildHeadCommit } from '../../../src/store/head/build.js';
 import { MERKLE_CACHE_FILE, readMerkleCache } from '../../../src/store/head/edits.js';
-import { TREE_CACHE_FILE, decodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
+import { TREE_CACHE_FILE, decodeTree, encodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
+import { walkTree } from '../../../src/store/image/tree.js';
+import { Random } from './ops.js';
+import { TREE_EDITS_FILE, readBaseTreeCache } from '../../../src/store/head/tree-edits.js';
 import { writeImage } from '../../../src/store/image/write.js';
 import { mergeUpper } from '../../../src/store/union.js';
 import { S_IFCHR, mknod } from '../../../src/native/files.js';
@@ -66,7 +69,7 @@ async function setup(work: string, name: string): Promise<{ store: Store; upper:
   const treeFile = join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE);
   assert.ok(existsSync(cacheFile), 'a commit leaves the Merkle cache of its commit');
   const base = (await store.heads.read('app'))!.base;
-  const cached = readTreeCache(treeFile, base);
+  const cached = readTreeCache(treeFile, base)?.tree;
   assert.ok(cached, 'a full-path commit leaves the tree cache of its commit');
   assert.ok(Buffer.from(writeImage(cached!)).equals(readFileSync(store.commits.imagePath(base))), 'the cached tree writes the commit image');
   return { store, upper, cacheFile, treeFile };
@@ -125,7 +128,170 @@ test('added, deleted and renamed files: the commit through the cache is the comm
     writeFileSync(join(a.upper, 'd0', 'another.dat'), 'x'.repeat(200));
     const again = await commitHead(a.store, { label: 'app' });
     await expectReference(a.store, again.id, ra.id, 'second commit through the cache');
-    assert.ok(Buffer.from(writeImage(readTreeCache(a.treeFile, again.id)!)).equals(readFileSync(a.store.commits.imagePath(again.id))), 'the tree cache follows HEAD');
+    assert.ok(Buffer.from(writeImage(readTreeCache(a.treeFile, again.id)!.tree)).equals(readFileSync(a.store.commits.imagePath(again.id))), 'the tree cache follows HEAD');
+  }));
+
+/**
+ * One random change in both uppers, as the kernel leaves it: a new file (inline or an object) or
+ * directory, a file or directory deleted (whiteout), a file renamed (whiteout + metacopy
+ * redirect), a file rewritten, or a new file with a second name (a hardlink in the upper).
+ */
+function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, uppers: string[], round: number, k: number, editsOnly: boolean): void {
+  const kind = editsOnly ? 4 : rnd.int(6);
+  const at = (rel: string): string[] => uppers.map((u) => join(u, rel));
+  const parentOf = (rel: string): string => rel.slice(0, rel.lastIndexOf('/'));
+  const dir = rnd.pick(dirs);
+  const fresh = `${dir}/n${round}-${k}`;
+  for (const u of uppers) mkdirSync(join(u, dir), { recursive: true });
+  if (kind === 0 || files.length < 4) {
+    const content = `new ${round}/${k} `.repeat(1 + rnd.int(40));
+    for (const p of at(`${fresh}.dat`)) writeFileSync(p, content);
+  } else if (kind === 1) {
+    for (const p of at(fresh)) mkdirSync(p);
+    for (const p of at(`${fresh}/inside.dat`)) writeFileSync(p, 'inside '.repeat(20));
+  } else if (kind === 2 || kind === 3) {
+    const victim = files.splice(rnd.int(files.length), 1)[0]!;
+    for (const u of uppers) mkdirSync(join(u, parentOf(victim)), { recursive: true });
+    const size = statSync(join(uppers[0]!, '..', 'base-sizes', victim), { throwIfNoEntry: false })?.size;
+    for (const p of at(victim)) rmSync(p, { force: true, recursive: true });
+    for (const p of at(victim)) mknod(p, S_IFCHR | 0o644, 0, 0);
+    if (kind === 3 && size !== undefined) {
+      for (const p of at(`${fresh}.moved`)) {
+        writeFileSync(p, '');
+        truncateSync(p, size);
+        lsetxattr(p, `${ns}.overlay.metacopy`, new Uint8Array(0));
+        lsetxattr(p, `${ns}.overlay.redirect`, Buffer.from(victim));
+      }
+    }
+  } else if (kind === 4) {
+    const victim = rnd.pick(files);
+    for (const u of uppers) mkdirSync(join(u, parentOf(victim)), { recursive: true });
+    const content = `rewritten ${round}/${k} `.repeat(10 + rnd.int(40));
+    for (const p of at(victim)) { rmSync(p, { force: true, recursive: true }); writeFileSync(p, content); }
+  } else {
+    for (const u of uppers) {
+      writeFileSync(join(u, `${fresh}.a`), 'linked '.repeat(30));
+      linkSync(join(u, `${fresh}.a`), join(u, `${fresh}.b`));
+    }
+  }
+}
+
+test('over many random change sets, the incremental commit is byte for byte the commit without caches, and the copied tree cache is the fresh encoding', () =>
+  withWork(async (work) => {
+    const a = await setup(work, 'a');
+    const b = await setup(work, 'b');
+    const ns = (await a.store.heads.read('app'))!.xattrNamespace;
+    const rnd = new Random(Number(process.env.STRATUM_SEED ?? 14));
+    const sizes = join(a.upper, '..', 'base-sizes');
+    let fast = 0;
+    for (let round = 0; round < 24; round++) {
+      const base = (await a.store.heads.read('app'))!.base;
+      // the base's files and directories, and each file's size (a rename keeps it)
+      const files: string[] = [];
+      const dirs: string[] = [''];
+      rmSync(sizes, { recursive: true, force: true });
+      for (const [path, entry] of walkTree(baseTree(a.store, base))) {
+        if (path === '/') continue;
+        if (entry.inode.children) dirs.push(path);
+        else if ((entry.inode.mode & 0o170000) === 0o100000 && !entry.hardlink && entry.inode.nlink === 1) {
+          files.push(path);
+          mkdirSync(join(sizes, path.slice(0, path.lastIndexOf('/'))), { recursive: true });
+          truncateSync((writeFileSync(join(sizes, path), ''), join(sizes, path)), entry.inode.size);
+        }
+      }
+      // rounds 1 and 2 of every 4 only rewrite files: an edits-only commit, which records its edits for
+      // the tree cache (tree-edits.ts), and the next round starts from head.tree plus those edits
+      const editsOnly = round % 4 === 1 || round % 4 === 2;
+      for (let k = 1 + rnd.int(4); k > 0; k--) randomChange(rnd, files, dirs, ns, [a.upper, b.upper], round, k, editsOnly);
+      pinTimes(a.upper);
+      pinTimes(b.upper);
+      rmSync(b.cacheFile, { force: true });
+      rmSync(b.treeFile, { force: true });
+      const ra = await commitHead(a.store, { label: 'app' });
+      const rb = await commitHead(b.store, { label: 'app' });
+      const why = `round ${round} (replay: STRATUM_SEED=${process.env.STRATUM_SEED ?? 14})`;
+      assert.is(ra.id, rb.id, `${why}: same commit through the caches as without`);
+      const image = readFileSync(a.store.commits.imagePath(ra.id));
+      assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(image), `${why}: the image is what the writer makes of the tree read back`);
+      if (ra.unchanged) continue;
+      if (ra.fastPath) {
+        fast++;
+        const edited = readBaseTreeCache(dirname(a.treeFile), ra.id);
+        assert.ok(edited, `${why}: head.tree and the recorded edits give the tree of the edits-only commit`);
+        assert.ok(Buffer.from(writeImage(edited!.tree)).equals(image), `${why}: which writes its image`);
+        continue;
+      }
+      const cached = readTreeCache(a.treeFile, ra.id);
+      assert.ok(cached, `${why}: the tree cache names the new commit`);
+      assert.ok(encodeTree(ra.id, cached!.tree).equals(cached!.bytes), `${why}: the cache copied from the last one is the fresh encoding of its tree`);
+      assert.ok(Buffer.from(writeImage(cached!.tree)).equals(image), `${why}: and writes the commit's image`);
+    }
+    assert.ok(fast >= 3, `edits-only commits were made (${fast})`);
+    await expectReference(a.store, (await a.store.heads.read('app'))!.base, (await a.store.commits.metadata((await a.store.heads.read('app'))!.base)).parentCommit!, 'the last commit');
+  }));
+
+for (const [what, damage] of [
+  ['none (the edits serve)', (_f: string): void => undefined],
+  ['a flipped byte', (f: string): void => { const b = readFileSync(f); b[b.length - 5] ^= 1; writeFileSync(f, b); }],
+  ['a truncated file', (f: string): void => truncateSync(f, Math.floor(statSync(f).size / 2))],
+  ['an empty file', (f: string): void => truncateSync(f, 0)],
+] as const) {
+  test(`after an edits-only commit, a tree edits file with ${what}: the next full-path commit is the reference`, () =>
+    withWork(async (work) => {
+      const a = await setup(work, 'a');
+      const b = await setup(work, 'b');
+      const editsFile = join(dirname(a.treeFile), TREE_EDITS_FILE);
+      for (const s of [a, b]) {
+        mkdirSync(join(s.upper, 'd0'), { recursive: true });
+        writeFileSync(join(s.upper, 'd0', 'f29.dat'), 'rewritten '.repeat(40));
+        pinTimes(s.upper);
+      }
+      const fa = await commitHead(a.store, { label: 'app' });
+      const fb = await commitHead(b.store, { label: 'app' });
+      assert.ok(fa.fastPath, 'an edits-only commit');
+      assert.is(fa.id, fb.id);
+      assert.ok(existsSync(editsFile), 'it records its edits beside head.tree');
+      assert.ok(readBaseTreeCache(dirname(a.treeFile), fa.id), 'head.tree with the edits is the new base');
+      damage(editsFile);
+      if (what !== 'none (the edits serve)') assert.is(readBaseTreeCache(dirname(a.treeFile), fa.id), undefined, 'refused');
+      rmSync(b.treeFile);
+      rmSync(b.cacheFile);
+      await change(a.store, a.upper);
+      await change(b.store, b.upper);
+      const ra = await commitHead(a.store, { label: 'app' });
+      const rb = await commitHead(b.store, { label: 'app' });
+      assert.is(ra.id, rb.id, 'the same commit as without any cache');
+      await expectReference(a.store, ra.id, fa.id, what);
+      assert.ok(readTreeCache(a.treeFile, ra.id), 'a full-path commit writes head.tree for itself');
+    }));
+}
+
+test("edits recorded for another head.tree are not used", () =>
+  withWork(async (work) => {
+    const { store, upper, treeFile } = await setup(work, 'store');
+    const labelDir = dirname(treeFile);
+    const edit = (text: string): void => {
+      mkdirSync(join(upper, 'd1'), { recursive: true });
+      writeFileSync(join(upper, 'd1', 'f29.dat'), text.repeat(40));
+      pinTimes(upper);
+    };
+    edit('one ');
+    const first = await commitHead(store, { label: 'app' });
+    assert.ok(first.fastPath);
+    const edits = readFileSync(join(labelDir, TREE_EDITS_FILE));
+    // a full-path commit: head.tree is now its own, and the edits file names another head.tree
+    writeFileSync(join(upper, 'new.dat'), 'x'.repeat(300));
+    pinTimes(upper);
+    const full = await commitHead(store, { label: 'app' });
+    assert.not.ok(full.fastPath);
+    edit('two ');
+    const second = await commitHead(store, { label: 'app' });
+    assert.ok(second.fastPath);
+    writeFileSync(join(labelDir, TREE_EDITS_FILE), edits); // the old chain: from the import's commit
+    assert.is(readBaseTreeCache(labelDir, second.id), undefined, 'refused: its chain does not lead to this base');
+    await change(store, upper);
+    const r = await commitHead(store, { label: 'app' });
+    await expectReference(store, r.id, second.id, 'stale edits');
   }));
 
 for (const [what, damage] of [
@@ -244,7 +410,7 @@ for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} 
       } else {
         const got = readTreeCache(dest, id);
         assert.ok(got, `round ${round}: the file in place is whole`);
-        assert.is(got!.root.children!.size, n);
+        assert.is(got!.tree.root.children!.size, n);
       }
     }
   } finally {
@@ -283,7 +449,7 @@ const noUser = userTestsUnavailable();
       assert.is(made.status, 0, made.stderr);
       run(['commit', 'app']);
       const base = (await store.heads.read('app'))!.base;
-      const tree = readTreeCache(join(labelDir, TREE_CACHE_FILE), base);
+      const tree = readTreeCache(join(labelDir, TREE_CACHE_FILE), base)?.tree;
       assert.ok(tree, `round ${round}: the tree cache names the new base`);
       assert.ok(Buffer.from(writeImage(tree!)).equals(readFileSync(store.commits.imagePath(base))), `round ${round}: and writes its image`);
       assert.ok(readMerkleCache(join(labelDir, MERKLE_CACHE_FILE), base, await store.commits.metadata(base)), `round ${round}: the Merkle cache names the new base`);
