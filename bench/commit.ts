@@ -11,6 +11,7 @@
 // tree gets its own mtime, as in a tree grown over time: an inode whose mtime is the image's
 // minimum is stored compact, and an edit that makes it extended cannot be patched in place (a
 // tree where every mtime is equal, as in reproducible builds, always takes the full path).
+import { setFlagsFromString } from 'node:v8';
 import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import { join } from 'node:path';
 import { type CommitResult, type CommitStep, commitHead, ensureUpper, headPaths } from '../src/store/commands/commit.js';
 import { importDirectory } from '../src/store/commands/import.js';
 import { Store } from '../src/store/store.js';
+import { COMMIT_V8_FLAGS } from '../src/store/head/engine.js';
 import { S_IFCHR, mknod } from '../src/native/files.js';
 import { lsetxattr } from '../src/native/xattr.js';
 import { FileSource, ImageReader } from '../src/store/image/read.js';
@@ -87,6 +89,9 @@ async function sizeInBase(store: Store, path: string): Promise<number> {
     source.close();
   }
 }
+
+// as the CLI and a mount's commit child run commits (src/store/head/engine.ts)
+setFlagsFromString(COMMIT_V8_FLAGS);
 
 const sizes = (process.env.BENCH_SIZES ?? '10000,100000').split(',').map(Number);
 const work = mkdtempSync(join(tmpdir(), 'stratum-bench-commit-'));

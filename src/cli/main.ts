@@ -1,10 +1,15 @@
 #!/usr/bin/env node
 // The `stratum` command line: parse with cac, hand each command to its file in commands/, and
 // turn errors into one line on stderr and an exit status (0 ok, 1 failed, 2 usage).
+import { setFlagsFromString } from 'node:v8';
 import { StratumError, codeOfErrno, exitStatus, isSystemError } from '../store/error.js';
+import { COMMIT_V8_FLAGS } from '../store/head/engine.js';
 import { STDIO } from './context.js';
 import { completeWord } from './manual.js';
 import { buildCli } from './program.js';
+
+// this process may commit a large tree (src/store/head/engine.ts)
+setFlagsFromString(COMMIT_V8_FLAGS);
 
 async function main(argv: string[]): Promise<number> {
   const cli = buildCli();

@@ -12,6 +12,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { commitLive, type LiveCommitResult, type LiveMount } from '../store/commands/live-commit.js';
 import { type ErrorCode, StratumError } from '../store/error.js';
+import { COMMIT_V8_FLAGS } from '../store/head/engine.js';
 import { MountState } from '../store/mount-state.js';
 import { Store } from '../store/store.js';
 
@@ -26,7 +27,7 @@ const errorOf = (err: unknown): { code: ErrorCode; message: string } =>
 export function commitInChild(o: { store: string; label: string; tag?: string | undefined; state: MountState; mount: LiveMount }): Promise<LiveCommitResult> {
   const args = ['--store', o.store, '--label', o.label, '--server-pid', String(process.pid), '--state', o.state.path];
   if (o.tag !== undefined) args.push('--tag', o.tag);
-  const child = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, COMMIT_V8_FLAGS] });
   return new Promise((resolve, reject) => {
     let settled = false;
     child.on('message', (m: Ask | Done) => {

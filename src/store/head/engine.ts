@@ -6,10 +6,9 @@
 // link is in effect a rename), a copy where a link is impossible. A journal is written before
 // anything becomes visible; head.toml's base is the commit point (journal.ts).
 //
-// Public surface: commitUpper, refuseTakenTag, CommitOptions, CommitResult.
+// Public surface: commitUpper, refuseTakenTag, CommitOptions, CommitResult, COMMIT_V8_FLAGS.
 import { constants as C, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
@@ -41,9 +40,10 @@ const CONCURRENCY = 16;
 // that live for the whole commit. With V8's default young generation (16 MB semi-spaces) most of
 // them are copied twice and promoted, and old-generation collections then cost about a quarter
 // of the commit's CPU (100k files: ~1.45 s -> ~1.1 s with 64 MB). The young generation only
-// grows to this when a process allocates that much, so a process that never commits a large tree
-// is unaffected; the flag is process-wide, set once when the engine is loaded.
-setFlagsFromString('--max-semi-space-size=64');
+// grows to this when a process allocates that much. A library does not set its host's V8 flags:
+// the processes that commit (the CLI, a mount's commit child, the commit bench) pass this
+// to `setFlagsFromString` or `execArgv` themselves.
+export const COMMIT_V8_FLAGS = '--max-semi-space-size=64';
 
 
 export interface CommitOptions {
