@@ -1210,9 +1210,9 @@ static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv
   fi->cache_readdir = !!(flags & OPEN_CACHE_READDIR);
   fi->noflush = !!(flags & OPEN_NOFLUSH) || (s->no_flush && fd >= 0);
   if (is_dir) { fi->fh = (uint64_t)h; return 0; }
-  // no handle at all (fh -1, no fd): the file is served by node. On a no_open connection the
-  // kernel never releases the handle of a create, so a create there must not leave one.
-  if (h < 0 && fd < 0) { fi->fh = 0; return 0; }
+  // noOpen sessions: no handle at all (fh -1, no fd), the file is served by node. On a no_open
+  // connection the kernel never releases the handle of a create, so a create must not leave one.
+  if (s->no_open && h < 0 && fd < 0) { fi->fh = 0; return 0; }
   if (fd >= 0) {  // backing files are always read through the page cache
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0 && (fl & O_DIRECT)) fcntl(fd, F_SETFL, fl & ~O_DIRECT);

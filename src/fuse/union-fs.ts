@@ -455,7 +455,18 @@ export class UnionFs implements FuseHandlers {
     // count is 1 (as the kernel's overlay says), so the kernel must ask again
     if (n.isDir && !u.upper) void this.session?.invalInode(n.id).catch(() => undefined);
     // a copied-up hardlink is a new file (the kernel breaks the link too): it gets its own number
-    if (!n.isDir && nlinkBelow > 1) n.stIno = this.stInoOf(fresh);
+    // when the names left below report the one it has (a lower hardlink's image inode, a middle
+    // file's); a number from before a commit (an upper file's) is its own and stays
+    if (!n.isDir && nlinkBelow > 1 && n.stIno === this.stInoOf(u)) n.stIno = this.stInoOf(fresh);
+    // names of one upper file before a commit are one node: the names not copied up are another
+    // file now, which the kernel must look up again (its dentries lead to this node)
+    if (!n.isDir && nlinkBelow > 1) {
+      while (n.links.length > 1) {
+        const other = n.links[n.links.length - 1]!;
+        this.delLink(n, n.links.length - 1);
+        void this.session?.invalEntry(other.parent.id, Buffer.from(other.name, 'latin1')).catch(() => undefined);
+      }
+    }
     else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);
     return fresh;
   }
