@@ -1258,7 +1258,7 @@ export class UnionFs implements FuseHandlers {
   }
 
   /**
-   * The write barrier (docs/fuse.md "Live commit"): from now until the returned release, C writes
+   * The write barrier (docs/fuse.md "On a HEAD"): from now until the returned release, C writes
    * nothing by node (writes in progress are waited for, every writable backing fd is closed) and
    * TS marks nothing writable; TS writes through fds of its own meanwhile. Release is idempotent.
    */
