@@ -1700,10 +1700,16 @@ static void openable_remove(session_t *s, fuse_ino_t ino) {
   }
 }
 
-// fuseSetOpenable(session, ino, path: Buffer | null, backingIno, flags): with a path, opens of ino are
-// served in C (no JS) while the path leads to a regular file with st_ino backingIno; null removes.
+// fuseSetOpenable(session, ino, path: Buffer | null, backingIno, flags, writeFd = -1): with a path,
+// opens of ino are served in C (no JS) while the path leads to a regular file with st_ino
+// backingIno; null removes. writeFd (OPENABLE_WRITABLE): an fd open for writing on that file that C
+// takes over as the inode's writable backing (a file created read-only can still be written
+// through it, as through the creator's fd); C closes it when it cannot keep it.
 static napi_value set_openable(napi_env env, napi_callback_info info) {
-  ARGS(5);
+  ARGS(6);
+  int wfd = -1;
+  napi_valuetype wt = napi_undefined;
+  if (argc >= 6 && napi_typeof(env, argv[5], &wt) == napi_ok && wt == napi_number) wfd = (int)num(env, argv[5]);
   session_t *s = session_of(env, argv[0]);
   if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
   fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
@@ -1717,11 +1723,18 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   openable_t *old = openable_find(s, ino);
   bfd_t *drop = old ? old->bfd : NULL, *wdrop = old ? old->wbfd : NULL;
   if (old) old->bfd = old->wbfd = NULL;
+  bfd_t *given = NULL;
   if (!is_buf || s->finished) openable_remove(s, ino);
   else {
     unsigned flags = (unsigned)num(env, argv[4]);
     if (s->writes_held) flags &= ~OPENABLE_WRITABLE;  // (TS knows; C makes sure)
-    openable_t e = {ino, num(env, argv[3]), flags, malloc(len + 1), NULL, NULL,
+    if (wfd >= 0 && (flags & OPENABLE_WRITABLE) && atomic_load(&s->inode_fds) < INODE_FD_MAX && (given = malloc(sizeof *given))) {
+      given->fd = wfd;
+      atomic_init(&given->refs, 1);  // the table's
+      atomic_fetch_add(&s->inode_fds, 1);
+      wfd = -1;
+    }
+    openable_t e = {ino, num(env, argv[3]), flags, malloc(len + 1), NULL, given,
                     atomic_fetch_add(&s->open_gen, 1) + 1};
     memcpy(e.path, p, len);
     e.path[len] = 0;
@@ -1730,6 +1743,7 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   pthread_rwlock_unlock(&s->open_lock);
   bfd_put(s, drop);
   bfd_put(s, wdrop);
+  if (wfd >= 0) close(wfd);  // not kept
   return NULL;
 }
 

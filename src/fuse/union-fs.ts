@@ -505,13 +505,15 @@ export class UnionFs implements FuseHandlers {
    * only: the middle is being committed). Not while writes are held (TS writes then, each through
    * an fd of its own).
    */
-  private registerUpper(n: Node, u: UnionNode): void {
-    if (!this.session || this.readOnly || n.isDir || n.detached) return;
+  private registerUpper(n: Node, u: UnionNode, writeFd = -1): void {
     const top = this.view.top(u);
-    if (!top || top.entry.kind !== 'plain' || !top.entry.stat.isFile()) return;
-    const path = top.path;
+    if (!this.session || this.readOnly || n.isDir || n.detached || !top || top.entry.kind !== 'plain' || !top.entry.stat.isFile()) {
+      if (writeFd >= 0) backing.close(writeFd);
+      return;
+    }
     const writable = u.upper !== undefined && this.writesHeld === 0;
-    this.session.setOpenable(n.id, path, Number(top.entry.stat.ino), { keepCache: true, writable });
+    // writeFd (an fd TS wrote through) goes to C, which keeps it as the node's writable backing
+    this.session.setOpenable(n.id, top.path, Number(top.entry.stat.ino), { keepCache: true, writable, writeFd });
     n.openable = true;
   }
 
@@ -831,11 +833,21 @@ export class UnionFs implements FuseHandlers {
         backing.close(fd);
         throw err;
       }
-      if (this.zeroOpen) backing.close(fd);  // served by node: writes go to C through the registration
-      const entry = this.entryAfterCreate(p, s);
+      let entry: Entry;
+      try {
+        entry = this.entryAfterCreate(p, s);
+      } catch (err) {
+        backing.close(fd);
+        throw err;
+      }
       const n = this.node(entry.ino);
       this.session?.capabilityNone(n.id);  // a new file: the kernel's getxattr before each write is answered in C
-      if (this.zeroOpen) return { entry, open: { fh: -1, keepCache: true } };
+      if (this.zeroOpen) {
+        // served by node: C writes through this fd (a file created read-only stays writable to
+        // its creator, as through the creator's own fd)
+        this.registerUpper(n, this.resolve(n), (flags & O_ACCMODE) !== C.O_RDONLY ? fd : (backing.close(fd), -1));
+        return { entry, open: { fh: -1, keepCache: true } };
+      }
       const fh = this.nextFh++;
       const write = (flags & O_ACCMODE) !== C.O_RDONLY;
       this.handles.set(fh, { node: n, fd, write });
@@ -1249,12 +1261,40 @@ export class UnionFs implements FuseHandlers {
         u = this.copyUp(n);
         path = u.upper!.path;
       }
-      const fd = at(path, (p) => backing.open(p, C.O_WRONLY | (n.detached ? 0 : C.O_NOFOLLOW)));
+      const fd = this.openForWriting(path, !n.detached);
       let r: T;
-      try { r = fn(fd); } finally { backing.close(fd); }
-      this.registerUpper(n, u);
+      try {
+        r = fn(fd);
+      } catch (err) {
+        backing.close(fd);
+        throw err;
+      }
+      if (n.detached) backing.close(fd);
+      else this.registerUpper(n, u, fd);  // C writes through it from now on
       return r;
     });
+  }
+
+  /**
+   * An O_WRONLY fd on an upper file. The kernel already allowed the write (the writer's open or
+   * create did): a server that is not root gets EACCES for a file it made read-only (created
+   * 0444, or chmodded after the writer opened it), so it lends itself write permission for the
+   * open and puts the mode back.
+   */
+  private openForWriting(path: Buffer, noFollow: boolean): number {
+    const flags = C.O_WRONLY | (noFollow ? C.O_NOFOLLOW : 0);
+    try {
+      return at(path, (p) => backing.open(p, flags));
+    } catch (err) {
+      if (!(err instanceof FuseError) || err.errno !== E.EACCES || process.geteuid?.() === 0) throw err;
+      const mode = at(path, (p) => backing.stat(p))[1]! & 0o7777;
+      at(path, (p) => backing.chmod(p, -1, mode | 0o200));
+      try {
+        return at(path, (p) => backing.open(p, flags));
+      } finally {
+        at(path, (p) => backing.chmod(p, -1, mode));
+      }
+    }
   }
 
   /**

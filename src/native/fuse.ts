@@ -227,7 +227,7 @@ interface Native {
   fuseMount(mnt: string, opts: string[], dispatch: Dispatch, cfg: Float64Array): object;
   fuseUnmount(s: object): number;
   fuseStats(s: object): number[];
-  fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number): void;
+  fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number, writeFd: number): void;
   fuseHoldWrites(s: object, held: boolean): void;
   fuseCapability(s: object, ino: number, none: boolean): void;
   fuseSetAttrSource(s: object, ino: number, path: Buffer | null, backingIno: number, stIno: number, timeout: number, flags: number): void;
@@ -400,10 +400,12 @@ export class FuseSession {
    * opens without write access and without O_TRUNC; the others go to TS (which may copy up).
    * `writable` (noOpen): writes, fallocate and fsync without a handle go to `path` in C (opened
    * O_WRONLY on the first one, kept in the table); only for a file the filesystem may write as
-   * it is (never an object), and ignored while writes are held.
+   * it is (never an object), and ignored while writes are held. `writeFd`: an fd open for writing
+   * on that file that C takes over as that backing (a file created read-only stays writable
+   * through it); from the call on the binding owns it (closed when not kept).
    */
-  setOpenable(ino: number, path: Buffer, backingIno: number, opts: { keepCache?: boolean; writeback?: boolean; readOnly?: boolean; writable?: boolean } = {}): void {
-    N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0) | (opts.writable ? 8 : 0));
+  setOpenable(ino: number, path: Buffer, backingIno: number, opts: { keepCache?: boolean; writeback?: boolean; readOnly?: boolean; writable?: boolean; writeFd?: number } = {}): void {
+    N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0) | (opts.writable ? 8 : 0), opts.writeFd ?? -1);
   }
   /**
    * The write barrier (noOpen): `true` waits for every C write by inode in progress, closes every
@@ -411,7 +413,7 @@ export class FuseSession {
    * handle to TS; `false` lets C write again to backings marked writable after it.
    */
   holdWrites(held: boolean): void { N.fuseHoldWrites(this.native, held); }
-  clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0); }
+  clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0, -1); }
   /** capabilityCache: ino has no security.capability (a file just created), C answers ENODATA. */
   capabilityNone(ino: number): void { N.fuseCapability(this.native, ino, true); }
   /** capabilityCache: forget what C knows about ino's security.capability; ino 0: about every inode. */

@@ -257,7 +257,7 @@ f=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0); m[0:6]=b'MAPPED'; m.flush(
 });
 
 const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
-(userWhy === undefined ? test : test.skip)('an ordinary user\'s FUSE HEAD without opens: reads, O_TRUNC, truncate, fallocate, mmap, a writer across a commit', async () => {
+(userWhy === undefined ? test : test.skip)('an ordinary user\'s FUSE HEAD without opens: reads, O_TRUNC, truncate, fallocate, mmap, a file created read-only, a writer across a commit', async () => {
   if (userWhy) console.log(`ordinary-user HEAD zero-open test skipped: ${userWhy}`);
   const user = testUser();
   const dir = tempDir('stratum-head-zero-user-');
@@ -280,19 +280,21 @@ const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'comman
       `fallocate -l 8192 c && ${PY} -c "
 import mmap,os,subprocess
 f=open('d','r+b'); m=mmap.mmap(f.fileno(),0); m[0:3]=b'MAP'; m.flush(); m.close(); f.close()
+r=os.open('ro', os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o444); os.write(r, b'read-only\\n')
 w=os.open('a', os.O_WRONLY|os.O_APPEND); os.write(w, b'before\\n')
 open('.stratum/commit','w').write('v2\\n')
 os.write(w, b'after\\n'); os.close(w)
+os.write(r, b'still\\n'); os.close(r)
 print(open('.stratum/commit').read().split()[0])
-" && cat a && wc -c < b && wc -c < c && head -c 6 d && echo`, options);
+" && cat a && wc -c < b && wc -c < c && head -c 6 d && echo && cat ro && stat -c %a ro`, options);
     assert.is(s.status, 0, s.stderr.slice(0, 800));
-    assert.equal(s.stdout.trim().split('\n'), ['800', 'mine:v2', 'new', 'before', 'after', '5', '8192', 'MAP d']);
+    assert.equal(s.stdout.trim().split('\n'), ['800', 'mine:v2', 'new', 'before', 'after', '5', '8192', 'MAP d ', 'read-only', 'still', '444']);
     r = stratumAsUser(user, ['unmount', 'mine'], options);
     assert.is(r.status, 0, r.stderr);
     r = stratumAsUser(user, ['mount', 'mine:v2', mnt], options);
     assert.is(r.status, 0, r.stderr);
-    const t = shAsUser(user, `cd '${mnt}' && cat a && wc -c < b && head -c 6 d && echo`, options);
-    assert.equal(t.stdout.trim().split('\n'), ['new', 'before', '5', 'MAP d'], t.stderr);
+    const t = shAsUser(user, `cd '${mnt}' && cat a && wc -c < b && head -c 6 d && echo && cat ro`, options);
+    assert.equal(t.stdout.trim().split('\n'), ['new', 'before', '5', 'MAP d ', 'read-only'], t.stderr);
     r = stratumAsUser(user, ['unmount', 'mine:v2'], options);
     assert.is(r.status, 0, r.stderr);
     r = stratumAsUser(user, ['mount', 'mine', mnt, '--mode', 'fuse'], options);
