@@ -1729,6 +1729,9 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
     unsigned flags = (unsigned)num(env, argv[4]);
     if (s->writes_held) flags &= ~OPENABLE_WRITABLE;  // (TS knows; C makes sure)
     if (wfd >= 0 && (flags & OPENABLE_WRITABLE) && atomic_load(&s->inode_fds) < INODE_FD_MAX && (given = malloc(sizeof *given))) {
+      // every writer of the inode shares it and writes at the kernel's offsets: no O_APPEND
+      int fl = fcntl(wfd, F_GETFL);
+      if (fl >= 0 && (fl & (O_APPEND | O_DIRECT))) fcntl(wfd, F_SETFL, fl & ~(O_APPEND | O_DIRECT));
       given->fd = wfd;
       atomic_init(&given->refs, 1);  // the table's
       atomic_fetch_add(&s->inode_fds, 1);

@@ -235,6 +235,11 @@ mountTest('O_TRUNC, ftruncate, fallocate and a shared writable mmap of lower fil
 f=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0); m[0:6]=b'MAPPED'; m.flush(); m.close(); f.close()`, join(mnt, 'mapped')]);
       assert.is(fs.readFileSync(join(mnt, 'mapped'), 'utf8'), 'MAPPED' + orig('mapped').slice(6));
       for (const name of ['trunc', 'ftrunc', 'falloc', 'mapped']) assert.ok(fs.existsSync(upperOf(name)), `${name} was copied up`);
+      // a file created O_APPEND: another writer's pwrite at 0 lands at 0 (writers share C's fd)
+      run(PY, ['-c', `import os,sys
+a=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT|os.O_APPEND, 0o644); os.write(a, b'12345')
+b=os.open(sys.argv[1], os.O_WRONLY); os.pwrite(b, b'AB', 0); os.close(b); os.write(a, b'6'); os.close(a)`, join(mnt, 'appended')]);
+      assert.is(fs.readFileSync(join(mnt, 'appended'), 'utf8'), 'AB3456');
       await commitThroughMount(e, 'v2');
     });
     await withMount(root, 'app', undefined, mnt, () => {
