@@ -81,6 +81,12 @@ typedef struct session {
   int no_open;
   atomic_int inode_fds;    // backing fds the inode table holds (bounded by INODE_FD_MAX)
   atomic_ullong open_gen;  // generation of openable entries (a registration replaced meanwhile)
+  // Writes by inode (zero-message open on a writable mount): C writes only to a backing TS marked
+  // writable (OPENABLE_WRITABLE), through the entry's own O_WRONLY fd. write_lock is held shared
+  // by every such write in progress; the barrier (fuseHoldWrites) takes it exclusively, so it
+  // waits for them, drops every writable fd and, while writes_held, sends writes to TS.
+  pthread_rwlock_t write_lock;
+  int writes_held;
   // Open fast path: inodes TS registered with a backing path; C opens them without JS.
   pthread_rwlock_t open_lock;
   struct openable *open_tab;  // open addressing, key ino (0 = empty)
@@ -108,6 +114,7 @@ typedef struct openable {
   unsigned flags;      // OPENABLE_*
   char *path;
   bfd_t *bfd;          // opened on the first handle-less read; NULL until then
+  bfd_t *wbfd;         // OPENABLE_WRITABLE: opened O_WRONLY on the first handle-less write
   unsigned long long gen;
 } openable_t;
 // Fds the inode table keeps open at most; past it a handle-less read opens and closes its own.
@@ -115,6 +122,7 @@ typedef struct openable {
 #define OPENABLE_KEEP_CACHE 1
 #define OPENABLE_WRITEBACK 2  // O_WRONLY -> O_RDWR, no O_APPEND (kernel writeback cache)
 #define OPENABLE_READONLY 4   // only opens without write access and without O_TRUNC; others go to TS
+#define OPENABLE_WRITABLE 8   // handle-less writes, fallocate and fsync may go to the path in C
 
 // A file handle: fi->fh points to one of these. Directory handles carry the TS fh directly.
 typedef struct {
@@ -602,12 +610,70 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+// The inode's writable backing fd with a reference (bfd_put after use), opened on first use;
+// NULL when TS marked no writable backing for ino or writes are held (the request goes to TS).
+// Call with write_lock held shared: the barrier then knows no write is in progress.
+static bfd_t *inode_wfd_get(session_t *s, fuse_ino_t ino) {
+  if (!s->open_used || s->writes_held) return NULL;
+  char path[PATH_MAX];
+  double bino = 0;
+  unsigned long long gen = 0;
+  bfd_t *b = NULL;
+  int found = 0;
+  pthread_rwlock_rdlock(&s->open_lock);
+  openable_t *o = openable_find(s, ino);
+  if (o && (o->flags & OPENABLE_WRITABLE)) {
+    if (o->wbfd) { b = o->wbfd; atomic_fetch_add(&b->refs, 1); }
+    else if (strlen(o->path) < sizeof path) { found = 1; strcpy(path, o->path); bino = o->backing_ino; gen = o->gen; }
+  }
+  pthread_rwlock_unlock(&s->open_lock);
+  if (b || !found) return b;
+  int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || (double)st.st_ino != bino || !S_ISREG(st.st_mode)) { close(fd); return NULL; }
+  b = malloc(sizeof *b);
+  if (!b) { close(fd); return NULL; }
+  b->fd = fd;
+  atomic_init(&b->refs, 1);
+  atomic_fetch_add(&s->inode_fds, 1);
+  bfd_t *drop = NULL;
+  pthread_rwlock_wrlock(&s->open_lock);
+  o = openable_find(s, ino);
+  if (o && o->gen == gen && (o->flags & OPENABLE_WRITABLE)) {
+    if (o->wbfd) { drop = b; b = o->wbfd; atomic_fetch_add(&b->refs, 1); }
+    else if (atomic_load(&s->inode_fds) <= INODE_FD_MAX) { o->wbfd = b; atomic_fetch_add(&b->refs, 1); }
+  } else { drop = b; b = NULL; }  // registration replaced or no longer writable: TS decides
+  pthread_rwlock_unlock(&s->open_lock);
+  bfd_put(s, drop);
+  return b;
+}
+
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                          struct fuse_file_info *fi) {
   COUNT(req, OP_WRITE);
   static fhandle_t no_handle = {-1, 0, -1, NULL};  // handle-less write (zero-message open): TS
   fhandle_t *h = fi->fh ? FH(fi) : &no_handle;
   size_t size = fuse_buf_size(in);
+  session_t *s = SESSION(req);
+  if (!fi->fh && s->open_used) {
+    pthread_rwlock_rdlock(&s->write_lock);
+    bfd_t *b = inode_wfd_get(s, ino);
+    if (b) {
+      atomic_fetch_add(&s->c_ops, 1);
+      struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+      out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+      out.buf[0].fd = b->fd;
+      out.buf[0].pos = off;
+      ssize_t res = fuse_buf_copy(&out, in, 0);
+      pthread_rwlock_unlock(&s->write_lock);
+      bfd_put(s, b);
+      if (res < 0) fuse_reply_err(req, (int)-res);
+      else fuse_reply_write(req, (size_t)res);
+      return;
+    }
+    pthread_rwlock_unlock(&s->write_lock);
+  }
   if (h->fd >= 0) {
     atomic_fetch_add(&SESSION(req)->c_ops, 1);
     struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
@@ -668,7 +734,20 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   COUNT(req, OP_FSYNC);
-  if (!fi->fh) { fuse_reply_err(req, 0); return; }  // handle-less files here are read-only
+  session_t *s = SESSION(req);
+  if (!fi->fh) {
+    // handle-less: the writable backing in C, else TS (a read-only mount answers 0 there)
+    pthread_rwlock_rdlock(&s->write_lock);
+    bfd_t *b = inode_wfd_get(s, ino);
+    pthread_rwlock_unlock(&s->write_lock);
+    if (!b) { SIMPLE(OP_FSYNC, req, ino, NULL, NULL, -1, datasync, 0, 0); return; }
+    atomic_fetch_add(&s->c_ops, 1);
+    int res = datasync ? fdatasync(b->fd) : fsync(b->fd);
+    int err = res < 0 ? errno : 0;
+    bfd_put(s, b);
+    fuse_reply_err(req, err);
+    return;
+  }
   fhandle_t *h = FH(fi);
   if (h->fd < 0) { SIMPLE(OP_FSYNC, req, ino, NULL, NULL, h->jsfh, datasync, 0, 0); return; }
   atomic_fetch_add(&SESSION(req)->c_ops, 1);
@@ -679,7 +758,24 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                          struct fuse_file_info *fi) {
   COUNT(req, OP_FALLOCATE);
-  if (!fi->fh) { fuse_reply_err(req, EROFS); return; }
+  if (!fi->fh) {
+    // handle-less: like a write (held by the barrier), else TS (which may copy up)
+    session_t *s = SESSION(req);
+    pthread_rwlock_rdlock(&s->write_lock);
+    bfd_t *b = inode_wfd_get(s, ino);
+    if (!b) {
+      pthread_rwlock_unlock(&s->write_lock);
+      SIMPLE(OP_FALLOCATE, req, ino, NULL, NULL, -1, mode, (double)off, (double)len);
+      return;
+    }
+    atomic_fetch_add(&s->c_ops, 1);
+    int res = fallocate(b->fd, mode, off, len);
+    int err = res < 0 ? errno : 0;
+    pthread_rwlock_unlock(&s->write_lock);
+    bfd_put(s, b);
+    fuse_reply_err(req, err);
+    return;
+  }
   fhandle_t *h = FH(fi);
   if (h->fd < 0) {
     SIMPLE(OP_FALLOCATE, req, ino, NULL, NULL, h->jsfh, mode, (double)off, (double)len);
@@ -991,7 +1087,7 @@ static void session_finish(session_t *s) {
   s->open_tab = NULL;
   s->open_cap = s->open_used = 0;
   pthread_rwlock_unlock(&s->open_lock);
-  for (size_t i = 0; i < cap; i++) if (tab[i].ino) { free(tab[i].path); bfd_put(s, tab[i].bfd); }
+  for (size_t i = 0; i < cap; i++) if (tab[i].ino) { free(tab[i].path); bfd_put(s, tab[i].bfd); bfd_put(s, tab[i].wbfd); }
   free(tab);
   pthread_mutex_lock(&s->cap_lock);
   free(s->cap_tab);
@@ -1114,6 +1210,9 @@ static int open_from(napi_env env, session_t *s, napi_value jsfh, napi_value fdv
   fi->cache_readdir = !!(flags & OPEN_CACHE_READDIR);
   fi->noflush = !!(flags & OPEN_NOFLUSH) || (s->no_flush && fd >= 0);
   if (is_dir) { fi->fh = (uint64_t)h; return 0; }
+  // noOpen sessions: no handle at all (fh -1, no fd), the file is served by node. On a no_open
+  // connection the kernel never releases the handle of a create, so a create must not leave one.
+  if (s->no_open && h < 0 && fd < 0) { fi->fh = 0; return 0; }
   if (fd >= 0) {  // backing files are always read through the page cache
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0 && (fl & O_DIRECT)) fcntl(fd, F_SETFL, fl & ~O_DIRECT);
@@ -1485,6 +1584,11 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   s->no_flush = cfg[5] != 0;
   s->no_open = cfg[6] != 0;
   pthread_rwlock_init(&s->open_lock, NULL);
+  pthread_rwlockattr_t wa;  // the barrier must not starve behind a stream of writes
+  pthread_rwlockattr_init(&wa);
+  pthread_rwlockattr_setkind_np(&wa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&s->write_lock, &wa);
+  pthread_rwlockattr_destroy(&wa);
   pthread_mutex_init(&s->cap_lock, NULL);
   pthread_rwlock_init(&s->attr_lock, NULL);
   s->cap_cache = cfg[7] != 0;
@@ -1596,10 +1700,16 @@ static void openable_remove(session_t *s, fuse_ino_t ino) {
   }
 }
 
-// fuseSetOpenable(session, ino, path: Buffer | null, backingIno, flags): with a path, opens of ino are
-// served in C (no JS) while the path leads to a regular file with st_ino backingIno; null removes.
+// fuseSetOpenable(session, ino, path: Buffer | null, backingIno, flags, writeFd = -1): with a path,
+// opens of ino are served in C (no JS) while the path leads to a regular file with st_ino
+// backingIno; null removes. writeFd (OPENABLE_WRITABLE): an fd open for writing on that file that C
+// takes over as the inode's writable backing (a file created read-only can still be written
+// through it, as through the creator's fd); C closes it when it cannot keep it.
 static napi_value set_openable(napi_env env, napi_callback_info info) {
-  ARGS(5);
+  ARGS(6);
+  int wfd = -1;
+  napi_valuetype wt = napi_undefined;
+  if (argc >= 6 && napi_typeof(env, argv[5], &wt) == napi_ok && wt == napi_number) wfd = (int)num(env, argv[5]);
   session_t *s = session_of(env, argv[0]);
   if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
   fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
@@ -1611,11 +1721,23 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   pthread_rwlock_wrlock(&s->open_lock);
   // the inode's backing changed (or it is forgotten): its cached fd goes, closed after the unlock
   openable_t *old = openable_find(s, ino);
-  bfd_t *drop = old ? old->bfd : NULL;
-  if (old) old->bfd = NULL;
+  bfd_t *drop = old ? old->bfd : NULL, *wdrop = old ? old->wbfd : NULL;
+  if (old) old->bfd = old->wbfd = NULL;
+  bfd_t *given = NULL;
   if (!is_buf || s->finished) openable_remove(s, ino);
   else {
-    openable_t e = {ino, num(env, argv[3]), (unsigned)num(env, argv[4]), malloc(len + 1), NULL,
+    unsigned flags = (unsigned)num(env, argv[4]);
+    if (s->writes_held) flags &= ~OPENABLE_WRITABLE;  // (TS knows; C makes sure)
+    if (wfd >= 0 && (flags & OPENABLE_WRITABLE) && atomic_load(&s->inode_fds) < INODE_FD_MAX && (given = malloc(sizeof *given))) {
+      // every writer of the inode shares it and writes at the kernel's offsets: no O_APPEND
+      int fl = fcntl(wfd, F_GETFL);
+      if (fl >= 0 && (fl & (O_APPEND | O_DIRECT))) fcntl(wfd, F_SETFL, fl & ~(O_APPEND | O_DIRECT));
+      given->fd = wfd;
+      atomic_init(&given->refs, 1);  // the table's
+      atomic_fetch_add(&s->inode_fds, 1);
+      wfd = -1;
+    }
+    openable_t e = {ino, num(env, argv[3]), flags, malloc(len + 1), NULL, given,
                     atomic_fetch_add(&s->open_gen, 1) + 1};
     memcpy(e.path, p, len);
     e.path[len] = 0;
@@ -1623,6 +1745,39 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   }
   pthread_rwlock_unlock(&s->open_lock);
   bfd_put(s, drop);
+  bfd_put(s, wdrop);
+  if (wfd >= 0) close(wfd);  // not kept
+  return NULL;
+}
+
+// fuseHoldWrites(session, held): true = the write barrier: waits for every C write by inode in
+// progress, closes every writable backing fd and unmarks them, and sends later writes by inode to
+// TS until fuseHoldWrites(session, false). Runs on the JS thread; waits only for writes already
+// in a syscall.
+static napi_value hold_writes(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  session_t *s = session_of(env, argv[0]);
+  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  bool held = false;
+  napi_get_value_bool(env, argv[1], &held);
+  pthread_rwlock_wrlock(&s->write_lock);
+  s->writes_held = held;
+  bfd_t **drop = NULL;
+  size_t n = 0;
+  if (held) {
+    pthread_rwlock_wrlock(&s->open_lock);
+    drop = calloc(s->open_cap ? s->open_cap : 1, sizeof *drop);
+    for (size_t i = 0; i < s->open_cap; i++) {
+      openable_t *o = &s->open_tab[i];
+      if (!o->ino) continue;
+      o->flags &= ~OPENABLE_WRITABLE;
+      if (o->wbfd) { if (drop) drop[n++] = o->wbfd; else bfd_put(s, o->wbfd); o->wbfd = NULL; }
+    }
+    pthread_rwlock_unlock(&s->open_lock);
+  }
+  pthread_rwlock_unlock(&s->write_lock);
+  for (size_t i = 0; i < n; i++) bfd_put(s, drop[i]);
+  free(drop);
   return NULL;
 }
 
@@ -1695,6 +1850,7 @@ void fuse_register(napi_env env, napi_value exports) {
     {"fuseUnmount", NULL, unmount_, NULL, NULL, NULL, napi_default, NULL},
     {"fuseStats", NULL, stats, NULL, NULL, NULL, napi_default, NULL},
     {"fuseSetOpenable", NULL, set_openable, NULL, NULL, NULL, napi_default, NULL},
+    {"fuseHoldWrites", NULL, hold_writes, NULL, NULL, NULL, napi_default, NULL},
     {"fuseCapability", NULL, cap_set, NULL, NULL, NULL, napi_default, NULL},
     {"fuseSetAttrSource", NULL, set_attr_source, NULL, NULL, NULL, napi_default, NULL},
     {"fuseNotify", NULL, notify, NULL, NULL, NULL, napi_default, NULL},

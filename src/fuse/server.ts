@@ -68,17 +68,26 @@ export async function serve(o: ServeOptions): Promise<number> {
         commit: head ? async (tag: string) => {
           // the upper is split (docs/fuse.md "Live commit"): requests wait only for the two view switches
           const held: number[] = [];
-          const r = await commitInChild({
-            store: storeRoot, label, tag: tag === '' ? undefined : tag, state,
-            mount: {
-              layer: async (_base, upper, next) => {
-                held.push(await fs!.layer(upper, next));
-                // every write goes through this server, which no longer reaches the old upper
-                return { sealed: true };
+          // the write barrier, from before the commit looks for open writers until the split:
+          // no backing fd of the upper being committed stays writable in C (docs/fuse.md)
+          const releaseWrites = fs!.holdWrites();
+          let r;
+          try {
+            r = await commitInChild({
+              store: storeRoot, label, tag: tag === '' ? undefined : tag, state,
+              mount: {
+                layer: async (_base, upper, next) => {
+                  held.push(await fs!.layer(upper, next));
+                  releaseWrites();
+                  // every write goes through this server, which no longer reaches the old upper
+                  return { sealed: true };
+                },
+                rebase: async (id, upper) => { held.push(await fs!.rebase(store.commits.imagePath(id), upper)); },
               },
-              rebase: async (id, upper) => { held.push(await fs!.rebase(store.commits.imagePath(id), upper)); },
-            },
-          });
+            });
+          } finally {
+            releaseWrites();
+          }
           await recordCommit(state, mountpoint, r.id);
           log(`committed ${label}:${r.tag} ${r.id} (${r.changedPaths} changed paths${r.keptWriters > 0 ? `, ${r.keptWriters} files open for writing went on into the new HEAD` : ''}; requests held ${held.map((ms) => `${ms.toFixed(1)} ms`).join(' + ')})`);
           return `${label}:${r.tag} ${r.id}\n`;

@@ -5,7 +5,7 @@
 // describes the inode numbers, caching and the live commit.
 //
 // Public surface: UnionFs, UnionFsOptions.
-import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, readSync, rmSync, symlinkSync } from 'node:fs';
+import { constants as C, closeSync, fdatasyncSync, fsyncSync, linkSync, openSync, readFileSync, readSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -88,7 +88,7 @@ interface Node {
   isDir: boolean;
   /** write handles open on this node (TS knows every HEAD open) */
   writers: number;
-  /** registered with the binding's C open path (tag mounts) */
+  /** registered with the binding's per-node backing table (setOpenable: an object, or an upper file) */
   openable?: boolean;
   /** set when the last name went away while the kernel still knew the node */
   detached?: { u: UnionNode; orphanFd: number };
@@ -100,12 +100,15 @@ export class UnionFs implements FuseHandlers {
   session?: FuseSession;
   readonly readOnly: boolean;
   /**
-   * Zero-message open (docs/fuse.md "Zero-message open"): tag mounts only. Their files never
-   * change, so the kernel may keep pages across opens without asking; a HEAD needs to know its
-   * open writers (live commit) and its opens decide copy-up, which a connection without opens
-   * cannot tell it.
+   * Zero-message open (docs/fuse.md "Zero-message open"), tags and HEAD: no open or release for
+   * files; reads and writes come by node. On a HEAD, copy-up happens at the first write,
+   * setattr(size) or fallocate, C writes only to upper files TS marked writable, and a live
+   * commit or apply holds C's writes (`holdWrites`) so nothing writes the upper being committed
+   * after the split.
    */
-  readonly zeroOpen: boolean;
+  readonly zeroOpen = true;
+  /** holdWrites in effect (a commit before its split, an apply): no backing is marked writable. */
+  private writesHeld = 0;
   private reader: ImageReader;
   private source: FileSource;
   private view: UnionView;
@@ -142,7 +145,6 @@ export class UnionFs implements FuseHandlers {
 
   constructor(private readonly opts: UnionFsOptions) {
     this.readOnly = opts.upperDir === undefined;
-    this.zeroOpen = this.readOnly;
     this.source = new FileSource(opts.imagePath, { cacheBlocks: 8192 });
     this.reader = ImageReader.open(this.source);
     this.view = new UnionView(this.reader, opts.upperDir ?? '/nonexistent/stratum-no-upper', opts.ns);
@@ -237,6 +239,7 @@ export class UnionFs implements FuseHandlers {
     }
     n.nlookup++;
     if (!n.openable) this.openableIfChecked(n, u);
+    if (!n.openable) this.registerUpper(n, u);
     if (!n.links.some((l) => l.parent === parent && l.name === name)) {
       if (n.isDir) this.dropLinks(n);
       this.addLink(n, parent, name);
@@ -452,7 +455,18 @@ export class UnionFs implements FuseHandlers {
     // count is 1 (as the kernel's overlay says), so the kernel must ask again
     if (n.isDir && !u.upper) void this.session?.invalInode(n.id).catch(() => undefined);
     // a copied-up hardlink is a new file (the kernel breaks the link too): it gets its own number
-    if (!n.isDir && nlinkBelow > 1) n.stIno = this.stInoOf(fresh);
+    // when the names left below report the one it has (a lower hardlink's image inode, a middle
+    // file's); a number from before a commit (an upper file's) is its own and stays
+    if (!n.isDir && nlinkBelow > 1 && n.stIno === this.stInoOf(u)) n.stIno = this.stInoOf(fresh);
+    // names of one upper file before a commit are one node: the names not copied up are another
+    // file now, which the kernel must look up again (its dentries lead to this node)
+    if (!n.isDir && nlinkBelow > 1) {
+      while (n.links.length > 1) {
+        const other = n.links[n.links.length - 1]!;
+        this.delLink(n, n.links.length - 1);
+        void this.session?.invalEntry(other.parent.id, Buffer.from(other.name, 'latin1')).catch(() => undefined);
+      }
+    }
     else if (fresh.upper) this.copiedUp.set(Number(fresh.upper.entry.stat.ino), n.stIno);
     return fresh;
   }
@@ -483,6 +497,30 @@ export class UnionFs implements FuseHandlers {
     // clears the registration)
     this.session.setOpenable(n.id, path, v[0]!, { keepCache: true, readOnly: !this.readOnly });
     n.openable = true;
+  }
+
+  /**
+   * C serves reads of n (and, marked `writable`, writes, fallocate and fsync) from its upper file
+   * by node (zero-message open): a plain upper file, or a live commit's middle-layer file (reads
+   * only: the middle is being committed). Not while writes are held (TS writes then, each through
+   * an fd of its own).
+   */
+  private registerUpper(n: Node, u: UnionNode, writeFd = -1): void {
+    const top = this.view.top(u);
+    if (!this.session || this.readOnly || n.isDir || n.detached || !top || top.entry.kind !== 'plain' || !top.entry.stat.isFile()) {
+      if (writeFd >= 0) backing.close(writeFd);
+      return;
+    }
+    const writable = u.upper !== undefined && this.writesHeld === 0;
+    // writeFd (an fd TS wrote through) goes to C, which keeps it as the node's writable backing
+    this.session.setOpenable(n.id, top.path, Number(top.entry.stat.ino), { keepCache: true, writable, writeFd });
+    n.openable = true;
+  }
+
+  /** Where n's upper file is for an open: its path, or, once its last name went, its O_PATH fd's magic link. */
+  private backingPath(n: Node, path: Buffer): Buffer {
+    if (n.detached && n.detached.orphanFd >= 0) return Buffer.from(`/proc/self/fd/${n.detached.orphanFd}`);
+    return path;
   }
 
   /**
@@ -780,6 +818,7 @@ export class UnionFs implements FuseHandlers {
       if (this.childOf(p, s)) {
         if (flags & C.O_EXCL) fail('EEXIST');
         const e = this.lookup(c, parent, name) as Entry;
+        if (this.zeroOpen) return this.openedByNode(e, flags);
         const o = this.open(c, e.ino, flags);
         // (a copy-up off the JS thread or an object check answers later)
         return o instanceof Promise ? o.then((open) => ({ entry: e, open })) : { entry: e, open: o };
@@ -794,15 +833,44 @@ export class UnionFs implements FuseHandlers {
         backing.close(fd);
         throw err;
       }
-      const entry = this.entryAfterCreate(p, s);
+      let entry: Entry;
+      try {
+        entry = this.entryAfterCreate(p, s);
+      } catch (err) {
+        backing.close(fd);
+        throw err;
+      }
       const n = this.node(entry.ino);
       this.session?.capabilityNone(n.id);  // a new file: the kernel's getxattr before each write is answered in C
+      if (this.zeroOpen) {
+        // served by node: C writes through this fd (a file created read-only stays writable to
+        // its creator, as through the creator's own fd)
+        this.registerUpper(n, this.resolve(n), (flags & O_ACCMODE) !== C.O_RDONLY ? fd : (backing.close(fd), -1));
+        return { entry, open: { fh: -1, keepCache: true } };
+      }
       const fh = this.nextFh++;
       const write = (flags & O_ACCMODE) !== C.O_RDONLY;
       this.handles.set(fh, { node: n, fd, write });
       if (write) n.writers++;
       return { entry, open: { fh, fd, keepCache: true } };
     });
+  }
+
+  /**
+   * create(2) of a name that exists (the kernel's dentry was negative) on a zero-open mount: what
+   * the open would have done (copy-up for write access or O_TRUNC, truncation), and no handle.
+   */
+  private openedByNode(e: Entry, flags: number): { entry: Entry; open: OpenReply } | Promise<{ entry: Entry; open: OpenReply }> {
+    const open: OpenReply = { fh: -1, keepCache: true };
+    const write = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0;
+    if (!write) return { entry: e, open };
+    const n = this.node(e.ino);
+    const copying = this.copyUpOffThread(n);
+    if (copying) return copying.then(() => this.gated(() => this.openedByNode(e, flags)));
+    const u = this.copyUp(n);
+    if (flags & C.O_TRUNC) at(u.upper!.path, (p) => backing.truncate(p, -1, 0));
+    this.registerUpper(n, u);
+    return { entry: { ...e, attr: this.attrOf(n, u) }, open };
   }
 
   read(_c: Caller, ino: number, fh: number, size: number, offset: number): Buffer | Promise<Buffer> {
@@ -823,14 +891,15 @@ export class UnionFs implements FuseHandlers {
       const n = this.node(ino);
       const u = this.resolve(n);
       const top = this.view.top(u);
-      const data: CopyUpData = top && top.entry.kind !== 'metacopy' ? { kind: 'file', path: top.path } : this.dataOf(u);
+      const data: CopyUpData = top && top.entry.kind !== 'metacopy' ? { kind: 'file', path: this.backingPath(n, top.path) } : this.dataOf(u);
       if (data.kind === 'empty') return Buffer.alloc(0);
       if (data.kind === 'bytes') return Buffer.from(data.bytes.subarray(offset, offset + size));
       const path = Buffer.from(data.path as string);
-      const fd = at(path, (p) => backing.open(p, C.O_RDONLY | C.O_NOFOLLOW));
+      const fd = at(path, (p) => backing.open(p, C.O_RDONLY | (n.detached ? 0 : C.O_NOFOLLOW)));
       const served = (): Buffer => {
         try {
           if (!top) this.registerOpenable(n, path, fd);
+          else if (!n.openable) this.registerUpper(n, u);
           const b = Buffer.alloc(size);
           return b.subarray(0, readSync(fd, b, 0, size, offset));
         } finally {
@@ -850,7 +919,17 @@ export class UnionFs implements FuseHandlers {
     if (h.write) h.node.writers--;
   }
 
-  fsync(_c: Caller, _ino: number, _fh: number): void {}
+  /** fsync without a handle (C had no writable backing for the node): the upper file, if any. */
+  fsync(_c: Caller, ino: number, fh: number, datasync: boolean): void | Promise<void> {
+    if (fh >= 0 || this.readOnly || ino < FIRST_NODE) return;
+    return this.gated(() => {
+      const n = this.node(ino);
+      const top = this.view.top(this.resolve(n));
+      if (!top || top.entry.kind === 'whiteout') return;
+      const fd = at(this.backingPath(n, top.path), (p) => openSync(p, C.O_RDONLY | (n.detached ? 0 : C.O_NOFOLLOW)));
+      try { if (datasync) fdatasyncSync(fd); else fsyncSync(fd); } finally { closeSync(fd); }
+    });
+  }
 
   fsyncdir(_c: Caller, ino: number, _fh: number, datasync: boolean): void {
     if (this.readOnly || ino < FIRST_NODE) return;
@@ -891,6 +970,7 @@ export class UnionFs implements FuseHandlers {
       const fresh = n.detached ? n.detached.u : wasUpper ? u : this.refresh(n);
       const attr = this.attrOf(n, fresh, fd);
       this.attrsInC(n, fresh);
+      if (!n.openable) this.registerUpper(n, fresh);
       return { attr, timeout: this.timeoutOf(fresh) };
     });
   }
@@ -987,6 +1067,7 @@ export class UnionFs implements FuseHandlers {
         const top = this.view.top(u!);
         if (top) { try { orphanFd = at(top.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: u!, orphanFd };
+        this.notOpenable(victim);  // its path is gone (ext4 may reuse the inode number): TS serves it by orphanFd
       }
       this.writer!.removeName(path, { below: this.inLower(pu, s), inUpper: u!.upper !== undefined, isDir });
       this.removeLink(p, s);
@@ -1038,6 +1119,7 @@ export class UnionFs implements FuseHandlers {
         const top = this.view.top(du!);
         if (top) { try { orphanFd = at(top.path, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW)); } catch { orphanFd = -1; } }
         victim.detached = { u: du!, orphanFd };
+        this.notOpenable(victim);
       }
       w.moveName(from, to, { srcDir, lowerPath, hasBelow: this.view.hasBelow(mu), destBelow: this.inLower(npu, ns), srcBelow: this.inLower(pu, s) });
       // the table follows
@@ -1138,10 +1220,98 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ control files
 
-  /** Only control files are written through TS (every other handle has a backing fd C writes to). */
-  write(_c: Caller, ino: number, fh: number, data: Buffer): Promise<number> {
-    if (!this.control.isFile(ino)) fail('EBADF');
-    return this.control.write(fh, data);
+  /**
+   * Control files, and writes by node (zero-message open) that C could not take: the node is
+   * copied up first (a lower or middle file), the bytes written through an fd of this call's own,
+   * and the upper file marked writable for C (unless writes are held). Handles other than the
+   * control files' all have a backing fd C writes to.
+   */
+  write(c: Caller, ino: number, fh: number, data: Buffer, offset: number): number | Promise<number> {
+    if (this.control.isFile(ino)) return fh < 0 ? this.control.writeByNode(ino, data) : this.control.write(fh, data);
+    if (fh >= 0) fail('EBADF');
+    return this.byNodeForWriting(ino, () => this.write(c, ino, fh, data, offset), (fd) => writeSync(fd, data, 0, data.length, offset));
+  }
+
+  /** fallocate by node (zero-message open), as write: copy-up first, then through an fd of its own. */
+  fallocate(c: Caller, ino: number, fh: number, mode: number, offset: number, length: number): void | Promise<void> {
+    if (ino < FIRST_NODE && ino !== 1) fail('EPERM');
+    if (fh >= 0) fail('EBADF');
+    return this.byNodeForWriting(ino, () => this.fallocate(c, ino, fh, mode, offset, length), (fd) => backing.fallocate(fd, mode, offset, length));
+  }
+
+  /**
+   * Runs fn on an O_WRONLY fd of node ino's upper file, copying it up first (off the JS thread for
+   * a big file: `again` once that is done); marks the upper file writable for C afterwards.
+   */
+  private byNodeForWriting<T>(ino: number, again: () => T | Promise<T>, fn: (fd: number) => T): T | Promise<T> {
+    const later = this.afterCopyUp(ino, again);
+    if (later) return later;
+    return this.gated(() => {
+      this.writable();
+      const n = this.node(ino);
+      let u = this.resolve(n);
+      let path: Buffer;
+      if (n.detached) {
+        // its last name went while the kernel still knew it: the file itself, if it was an upper one
+        if (n.detached.orphanFd < 0) fail('ENOENT');
+        path = this.backingPath(n, Buffer.alloc(0));
+      } else {
+        const copying = this.copyUpOffThread(n);
+        if (copying) return copying.then(again);
+        u = this.copyUp(n);
+        path = u.upper!.path;
+      }
+      const fd = this.openForWriting(path, !n.detached);
+      let r: T;
+      try {
+        r = fn(fd);
+      } catch (err) {
+        backing.close(fd);
+        throw err;
+      }
+      if (n.detached) backing.close(fd);
+      else this.registerUpper(n, u, fd);  // C writes through it from now on
+      return r;
+    });
+  }
+
+  /**
+   * An O_WRONLY fd on an upper file. The kernel already allowed the write (the writer's open or
+   * create did): a server that is not root gets EACCES for a file it made read-only (created
+   * 0444, or chmodded after the writer opened it), so it lends itself write permission for the
+   * open and puts the mode back.
+   */
+  private openForWriting(path: Buffer, noFollow: boolean): number {
+    const flags = C.O_WRONLY | (noFollow ? C.O_NOFOLLOW : 0);
+    try {
+      return at(path, (p) => backing.open(p, flags));
+    } catch (err) {
+      if (!(err instanceof FuseError) || err.errno !== E.EACCES || process.geteuid?.() === 0) throw err;
+      const mode = at(path, (p) => backing.stat(p))[1]! & 0o7777;
+      at(path, (p) => backing.chmod(p, -1, mode | 0o200));
+      try {
+        return at(path, (p) => backing.open(p, flags));
+      } finally {
+        at(path, (p) => backing.chmod(p, -1, mode));
+      }
+    }
+  }
+
+  /**
+   * The write barrier (docs/fuse.md "On a HEAD"): from now until the returned release, C writes
+   * nothing by node (writes in progress are waited for, every writable backing fd is closed) and
+   * TS marks nothing writable; TS writes through fds of its own meanwhile. Release is idempotent.
+   */
+  holdWrites(): () => void {
+    this.writesHeld++;
+    if (this.writesHeld === 1) this.session?.holdWrites(true);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.writesHeld--;
+      if (this.writesHeld === 0) this.session?.holdWrites(false);
+    };
   }
 
   // ------------------------------------------------------------------ live commit support
@@ -1155,6 +1325,7 @@ export class UnionFs implements FuseHandlers {
     let open!: () => void;
     this.gate = new Promise((r) => { open = r; });
     this.session?.clearAttrSource();  // getattr waits at the gate too while the upper may change
+    const releaseWrites = this.holdWrites();  // C writes by node wait at the gate too (in TS)
     let inval: Array<[number, Buffer | undefined]> = [];
     try {
       const result = await fn();
@@ -1170,6 +1341,7 @@ export class UnionFs implements FuseHandlers {
       }
       return result;
     } finally {
+      releaseWrites();
       this.gate = undefined;
       open();
       // after the gate opened: the kernel may hold a dir lock for a request that waited on it

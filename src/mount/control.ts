@@ -47,6 +47,8 @@ const O_ACCMODE = 3;
 const DT_DIR = 4;
 /** What a negative entry carries (the kernel ignores it). */
 const NO_ATTR = new Float64Array(ATTR_LEN);
+/** noHandles: what a file's text is taken to be after a write by node (never a real text: the next getattr invalidates). */
+const WRITTEN = Buffer.from([0]);
 
 const fail = (code: 'EACCES' | 'EBADF' | 'ENOENT' | 'EPERM' | 'EROFS'): never => { throw FuseError.of(code); };
 
@@ -151,6 +153,8 @@ export class ControlFiles {
   setattr(ino: number, set: SetAttr): AttrReply | Promise<AttrReply> {
     const file = FILE_OF.get(ino);
     if (set.size !== undefined && (file === 'commit' || file === 'apply')) return this.getattr(ino);
+    // noHandles: writing status (O_TRUNC first) answers as its open would with handles
+    if (set.size !== undefined && file === 'status' && this.noHandles) return fail('EACCES');
     return fail('EPERM');
   }
 
@@ -190,10 +194,15 @@ export class ControlFiles {
    * `error: <message>`) becomes what the file reads, through this handle and later opens.
    */
   async write(fh: number, data: Buffer): Promise<number> {
-    if (fh < 0 && this.noHandles) return this.writeByNode(data);
     const h = this.handles.get(fh);
     if (!h || h.file === 'status') return fail('EBADF');
-    const file = h.file;
+    const text = await this.run(h.file, data);
+    h.bytes = Buffer.from(text);
+    return data.length;
+  }
+
+  /** The file's hook with the written text; its result (or `error: <message>`) is what the file reads from now on. */
+  private async run(file: 'commit' | 'apply', data: Buffer): Promise<string> {
     const hook = file === 'commit' ? this.hooks.commit : this.hooks.apply;
     if (this.readOnly || !hook) return fail('EROFS');
     let text: string;
@@ -205,13 +214,26 @@ export class ControlFiles {
       throw new FuseError(errnoOfHookError(err), (err as Error).message);
     }
     this.remember(file, text);
-    h.bytes = Buffer.from(text);
-    return data.length;
+    return text;
   }
 
-  /** noHandles hosts are tag mounts (read-only): `commit` answers EROFS, `status` EBADF. */
-  private writeByNode(_data: Buffer): never {
-    return fail(this.readOnly ? 'EROFS' : 'EBADF');
+  /**
+   * noHandles: a write by node runs the hook as a handle's write does (each write(2) of a few
+   * bytes is one request: the kernel writes through). The kernel's pages of the file now hold the
+   * written bytes, so the next getattr drops them whatever the text is.
+   */
+  async writeByNode(ino: number, data: Buffer): Promise<number> {
+    const file = FILE_OF.get(ino);
+    if (!this.noHandles || file === undefined) return fail('EBADF');
+    if (file === 'status') return fail('EACCES');
+    if (this.readOnly) return fail('EROFS');
+    this.texts.set(ino, WRITTEN);
+    try {
+      await this.run(file, data);
+    } finally {
+      this.texts.set(ino, WRITTEN);
+    }
+    return data.length;
   }
 
   release(fh: number): void {

@@ -49,7 +49,11 @@ export interface Entry {
 }
 export interface AttrReply { attr: Attr | AttrVector; timeout: number }
 export interface OpenReply {
-  /** The filesystem's own handle number, passed back to handlers and to release. */
+  /**
+   * The filesystem's own handle number, passed back to handlers and to release. -1 without `fd`
+   * (create on a `noOpen` mount): no handle at all, the file is served by node as after a
+   * zero-message open (the kernel never releases a create's handle once it stopped opening).
+   */
   fh: number;
   /** Backing fd: C serves this handle's data and closes the fd at release. Omit to serve it in TS. */
   fd?: number;
@@ -158,7 +162,10 @@ export interface MountOptions {
    * no handle (`fh` -1 in `read`/`write`): C serves them from the inode's backing fd when
    * `setOpenable` registered one, else TS's `read` answers by inode. The kernel keeps the page
    * cache across opens (FOPEN_KEEP_CACHE) and never uses direct_io: only for files whose content
-   * changes through this mount or with `invalInode`. */
+   * changes through this mount or with `invalInode`. Writes, fallocate and fsync without a handle
+   * go to the inode's backing in C when `setOpenable` marked it `writable` (and no `holdWrites`),
+   * else to TS with `fh` -1. FUSE_CAP_ATOMIC_O_TRUNC is cleared: the kernel sends O_TRUNC as a
+   * setattr of the size (with atomic_o_trunc it would leave truncation to an open never sent). */
   noOpen?: boolean;
   /**
    * Answer getxattr(security.capability) in C with ENODATA for inodes known to have none (the
@@ -220,7 +227,8 @@ interface Native {
   fuseMount(mnt: string, opts: string[], dispatch: Dispatch, cfg: Float64Array): object;
   fuseUnmount(s: object): number;
   fuseStats(s: object): number[];
-  fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number): void;
+  fuseSetOpenable(s: object, ino: number, path: Buffer | null, backingIno: number, flags: number, writeFd: number): void;
+  fuseHoldWrites(s: object, held: boolean): void;
   fuseCapability(s: object, ino: number, none: boolean): void;
   fuseSetAttrSource(s: object, ino: number, path: Buffer | null, backingIno: number, stIno: number, timeout: number, flags: number): void;
   fuseNotify(s: object, kind: number, ino: number, offOrChild: number, len: number, name: Buffer | undefined): Promise<number>;
@@ -341,7 +349,7 @@ export class FuseSession {
     else clear |= CAP.SPLICE_WRITE | CAP.SPLICE_MOVE | CAP.SPLICE_READ;
     if (opts.autoInvalData === false) clear |= CAP.AUTO_INVAL_DATA;
     if (opts.cacheSymlinks) want |= CAP.CACHE_SYMLINKS;
-    if (opts.noOpen) want |= CAP.NO_OPEN_SUPPORT;
+    if (opts.noOpen) { want |= CAP.NO_OPEN_SUPPORT; clear |= CAP.ATOMIC_O_TRUNC; }
     const cfg = new Float64Array([opts.cloneFd ? 1 : 0, opts.maxThreads ?? 16, opts.maxIdleThreads ?? 4, want, clear, opts.noFlush ? 1 : 0, opts.noOpen ? 1 : 0, opts.capabilityCache ? 1 : 0]);
     const args = opts.options?.length ? ['-o', opts.options.join(',')] : [];
     const onExit = opts.onExit;
@@ -390,11 +398,22 @@ export class FuseSession {
    * regular file whose st_ino is `backingIno`; otherwise the open goes to TS as usual. Call again
    * when the path changes, clearOpenable when the inode is forgotten. `readOnly`: C answers only
    * opens without write access and without O_TRUNC; the others go to TS (which may copy up).
+   * `writable` (noOpen): writes, fallocate and fsync without a handle go to `path` in C (opened
+   * O_WRONLY on the first one, kept in the table); only for a file the filesystem may write as
+   * it is (never an object), and ignored while writes are held. `writeFd`: an fd open for writing
+   * on that file that C takes over as that backing (a file created read-only stays writable
+   * through it); from the call on the binding owns it (closed when not kept).
    */
-  setOpenable(ino: number, path: Buffer, backingIno: number, opts: { keepCache?: boolean; writeback?: boolean; readOnly?: boolean } = {}): void {
-    N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0));
+  setOpenable(ino: number, path: Buffer, backingIno: number, opts: { keepCache?: boolean; writeback?: boolean; readOnly?: boolean; writable?: boolean; writeFd?: number } = {}): void {
+    N.fuseSetOpenable(this.native, ino, path, backingIno, (opts.keepCache ? 1 : 0) | (opts.writeback ? 2 : 0) | (opts.readOnly ? 4 : 0) | (opts.writable ? 8 : 0), opts.writeFd ?? -1);
   }
-  clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0); }
+  /**
+   * The write barrier (noOpen): `true` waits for every C write by inode in progress, closes every
+   * writable backing fd, unmarks them all and sends later writes, fallocate and fsync without a
+   * handle to TS; `false` lets C write again to backings marked writable after it.
+   */
+  holdWrites(held: boolean): void { N.fuseHoldWrites(this.native, held); }
+  clearOpenable(ino: number): void { N.fuseSetOpenable(this.native, ino, null, 0, 0, -1); }
   /** capabilityCache: ino has no security.capability (a file just created), C answers ENODATA. */
   capabilityNone(ino: number): void { N.fuseCapability(this.native, ino, true); }
   /** capabilityCache: forget what C knows about ino's security.capability; ino 0: about every inode. */

@@ -90,7 +90,11 @@ mountTest('a writer creating and appending during a live commit of a 10k-file HE
       await withMount(storeDir, 'app', 'during', join(work, 'ro'), () => {
         const committed = fs.readdirSync(join(work, 'ro/w')).filter((n) => n !== 'log');
         assert.ok(committed.length >= before && committed.length <= w.created, `${before} <= ${committed.length} <= ${w.created}`);
-        for (let i = 0; i < committed.length; i++) assert.is(fs.readFileSync(join(work, 'ro/w', `n${i}`), 'utf8'), String(i), 'the commit holds a prefix of the creations');
+        for (let i = 0; i < committed.length - 1; i++) assert.is(fs.readFileSync(join(work, 'ro/w', `n${i}`), 'utf8'), String(i), 'the commit holds a prefix of the creations');
+        // the file being written at the split (created, not written yet: no handle holds it on a
+        // zero-open mount) is in the commit as it was then; its write is only in HEAD
+        const last = committed.length - 1;
+        if (last >= 0) assert.ok(['', String(last)].includes(fs.readFileSync(join(work, 'ro/w', `n${last}`), 'utf8')), `n${last} as at the split`);
         const clog = fs.readFileSync(join(work, 'ro/w/log'));
         assert.ok(log.subarray(0, clog.length).equals(clog), 'the committed log is a byte prefix of HEAD\'s');
         assert.is(fs.readdirSync(join(work, 'ro/new')).length, 2000);
