@@ -134,6 +134,9 @@ test.after(() => {
       fs.writeSync(fd, Buffer.from('MID!'), 0, 4, ${BIG_SIZE / 2}); fs.closeSync(fd);`);
     let during = 0, i = 0;
     const until = Date.now() + 120_000;
+    // the small files are for the time the copy runs: wait for the writer (a new node process,
+    // slow to start on a loaded machine) to have started it, or the loop could end before it
+    while (!copying() && !fs.existsSync(upper('big')) && Date.now() < until) await new Promise((r) => setTimeout(r, 1));
     while (!fs.existsSync(upper('big')) && i < SMALL && Date.now() < until) {
       // a first lookup of each name reaches the server (nothing cached yet)
       const before = copying();
