@@ -459,7 +459,7 @@ static openable_t *openable_find(session_t *s, fuse_ino_t ino) {
   }
 }
 
-static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino);
+static bfd_t *inode_bfd_get(session_t *s, fuse_ino_t ino, int writable);
 static void bfd_put(session_t *s, bfd_t *b);
 
 // A read-only open (no O_TRUNC) of an inode whose backing fd the table holds, or can open: the
@@ -467,7 +467,7 @@ static void bfd_put(session_t *s, bfd_t *b);
 // but the first; 1 = answered, 0 = not this way.
 static int open_shared(session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return 0;
-  bfd_t *b = inode_fd_get(s, ino);
+  bfd_t *b = inode_bfd_get(s, ino, 0);
   if (!b) return 0;
   unsigned oflags = 0;
   pthread_rwlock_rdlock(&s->open_lock);
@@ -544,11 +544,13 @@ static void bfd_put(session_t *s, bfd_t *b) {
 }
 
 // The inode's backing fd with a reference for the caller (bfd_put after use), opening it on first
-// use; NULL when TS registered no backing for ino (the read goes to TS). The table lock is held
-// only to look up or install, never across open/fstat/close: readers of many inodes, or of one,
-// run in parallel.
-static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino) {
-  if (!s->open_used) return NULL;
+// use: for reads (`writable` 0) what TS registered, else the writable one of an upper file TS
+// marked writable. NULL when there is none, or for writes while they are held: the request goes
+// to TS. The table lock is held only to look up or install, never across open/fstat/close:
+// requests on many inodes, or on one, run in parallel. Writes call this with write_lock held
+// shared, so the barrier knows no write is in progress.
+static bfd_t *inode_bfd_get(session_t *s, fuse_ino_t ino, int writable) {
+  if (!s->open_used || (writable && s->writes_held)) return NULL;
   char path[PATH_MAX];
   double bino = 0;
   unsigned long long gen = 0;
@@ -556,11 +558,14 @@ static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino) {
   int found = 0;
   pthread_rwlock_rdlock(&s->open_lock);
   openable_t *o = openable_find(s, ino);
-  if (o && o->bfd) { b = o->bfd; atomic_fetch_add(&b->refs, 1); }
-  else if (o && strlen(o->path) < sizeof path) { found = 1; strcpy(path, o->path); bino = o->backing_ino; gen = o->gen; }
+  if (o && (!writable || (o->flags & OPENABLE_WRITABLE))) {
+    bfd_t *have = writable ? o->wbfd : o->bfd;
+    if (have) { b = have; atomic_fetch_add(&b->refs, 1); }
+    else if (strlen(o->path) < sizeof path) { found = 1; strcpy(path, o->path); bino = o->backing_ino; gen = o->gen; }
+  }
   pthread_rwlock_unlock(&s->open_lock);
   if (b || !found) return b;
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = open(path, (writable ? O_WRONLY : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return NULL;
   struct stat st;
   if (fstat(fd, &st) < 0 || (double)st.st_ino != bino || !S_ISREG(st.st_mode)) { close(fd); return NULL; }
@@ -572,12 +577,15 @@ static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino) {
   bfd_t *drop = NULL;
   pthread_rwlock_wrlock(&s->open_lock);
   o = openable_find(s, ino);
-  if (o && o->gen == gen) {
-    if (o->bfd) { drop = b; b = o->bfd; atomic_fetch_add(&b->refs, 1); }  // another reader was first
-    else if (atomic_load(&s->inode_fds) <= INODE_FD_MAX) { o->bfd = b; atomic_fetch_add(&b->refs, 1); }
-    // else: over the bound, this read uses the fd alone and closes it
+  if (o && o->gen == gen && (!writable || (o->flags & OPENABLE_WRITABLE))) {
+    bfd_t **slot = writable ? &o->wbfd : &o->bfd;
+    if (*slot) { drop = b; b = *slot; atomic_fetch_add(&b->refs, 1); }  // another request was first
+    else if (atomic_load(&s->inode_fds) <= INODE_FD_MAX) { *slot = b; atomic_fetch_add(&b->refs, 1); }
+    // else: over the bound, this request uses the fd alone and closes it
+  } else if (writable) {
+    drop = b; b = NULL;  // registration replaced or no longer writable: TS decides
   }
-  // a registration replaced meanwhile: serve this read from what was checked, keep nothing
+  // a read whose registration was replaced meanwhile is served from what was checked; nothing kept
   pthread_rwlock_unlock(&s->open_lock);
   bfd_put(s, drop);
   return b;
@@ -586,7 +594,7 @@ static bfd_t *inode_fd_get(session_t *s, fuse_ino_t ino) {
 // A read without a handle (zero-message open): from the inode's backing fd in C, else in TS
 // (which checks the object, registers it, and answers from its own bytes).
 static void read_by_inode(session_t *s, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
-  bfd_t *b = inode_fd_get(s, ino);
+  bfd_t *b = inode_bfd_get(s, ino, 0);
   if (!b) { SIMPLE(OP_READ, req, ino, NULL, NULL, -1, (double)size, (double)off, 0); return; }
   atomic_fetch_add(&s->c_ops, 1);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
@@ -610,43 +618,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-// The inode's writable backing fd with a reference (bfd_put after use), opened on first use;
-// NULL when TS marked no writable backing for ino or writes are held (the request goes to TS).
-// Call with write_lock held shared: the barrier then knows no write is in progress.
-static bfd_t *inode_wfd_get(session_t *s, fuse_ino_t ino) {
-  if (!s->open_used || s->writes_held) return NULL;
-  char path[PATH_MAX];
-  double bino = 0;
-  unsigned long long gen = 0;
-  bfd_t *b = NULL;
-  int found = 0;
-  pthread_rwlock_rdlock(&s->open_lock);
-  openable_t *o = openable_find(s, ino);
-  if (o && (o->flags & OPENABLE_WRITABLE)) {
-    if (o->wbfd) { b = o->wbfd; atomic_fetch_add(&b->refs, 1); }
-    else if (strlen(o->path) < sizeof path) { found = 1; strcpy(path, o->path); bino = o->backing_ino; gen = o->gen; }
-  }
-  pthread_rwlock_unlock(&s->open_lock);
-  if (b || !found) return b;
-  int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return NULL;
-  struct stat st;
-  if (fstat(fd, &st) < 0 || (double)st.st_ino != bino || !S_ISREG(st.st_mode)) { close(fd); return NULL; }
-  b = malloc(sizeof *b);
-  if (!b) { close(fd); return NULL; }
-  b->fd = fd;
-  atomic_init(&b->refs, 1);
-  atomic_fetch_add(&s->inode_fds, 1);
-  bfd_t *drop = NULL;
-  pthread_rwlock_wrlock(&s->open_lock);
-  o = openable_find(s, ino);
-  if (o && o->gen == gen && (o->flags & OPENABLE_WRITABLE)) {
-    if (o->wbfd) { drop = b; b = o->wbfd; atomic_fetch_add(&b->refs, 1); }
-    else if (atomic_load(&s->inode_fds) <= INODE_FD_MAX) { o->wbfd = b; atomic_fetch_add(&b->refs, 1); }
-  } else { drop = b; b = NULL; }  // registration replaced or no longer writable: TS decides
-  pthread_rwlock_unlock(&s->open_lock);
-  bfd_put(s, drop);
-  return b;
+// Writes a request's data at `off` in fd (a backing file), in C: bytes written or -errno.
+static ssize_t write_to_fd(session_t *s, int fd, struct fuse_bufvec *in, off_t off) {
+  atomic_fetch_add(&s->c_ops, 1);
+  struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+  out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+  out.buf[0].fd = fd;
+  out.buf[0].pos = off;
+  return fuse_buf_copy(&out, in, 0);
+}
+
+static void reply_written(fuse_req_t req, ssize_t res) {
+  if (res < 0) fuse_reply_err(req, (int)-res);
+  else fuse_reply_write(req, (size_t)res);
 }
 
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
@@ -658,33 +642,17 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
   session_t *s = SESSION(req);
   if (!fi->fh && s->open_used) {
     pthread_rwlock_rdlock(&s->write_lock);
-    bfd_t *b = inode_wfd_get(s, ino);
+    bfd_t *b = inode_bfd_get(s, ino, 1);
     if (b) {
-      atomic_fetch_add(&s->c_ops, 1);
-      struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
-      out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-      out.buf[0].fd = b->fd;
-      out.buf[0].pos = off;
-      ssize_t res = fuse_buf_copy(&out, in, 0);
+      ssize_t res = write_to_fd(s, b->fd, in, off);
       pthread_rwlock_unlock(&s->write_lock);
       bfd_put(s, b);
-      if (res < 0) fuse_reply_err(req, (int)-res);
-      else fuse_reply_write(req, (size_t)res);
+      reply_written(req, res);
       return;
     }
     pthread_rwlock_unlock(&s->write_lock);
   }
-  if (h->fd >= 0) {
-    atomic_fetch_add(&SESSION(req)->c_ops, 1);
-    struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
-    out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    out.buf[0].fd = h->fd;
-    out.buf[0].pos = off;
-    ssize_t res = fuse_buf_copy(&out, in, 0);
-    if (res < 0) fuse_reply_err(req, (int)-res);
-    else fuse_reply_write(req, (size_t)res);
-    return;
-  }
+  if (h->fd >= 0) { reply_written(req, write_to_fd(s, h->fd, in, off)); return; }
   msg_t *m = req_msg(req, OP_WRITE, ino, NULL, NULL, size);
   if (!m) return;
   struct fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
@@ -738,7 +706,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
   if (!fi->fh) {
     // handle-less: the writable backing in C, else TS (a read-only mount answers 0 there)
     pthread_rwlock_rdlock(&s->write_lock);
-    bfd_t *b = inode_wfd_get(s, ino);
+    bfd_t *b = inode_bfd_get(s, ino, 1);
     pthread_rwlock_unlock(&s->write_lock);
     if (!b) { SIMPLE(OP_FSYNC, req, ino, NULL, NULL, -1, datasync, 0, 0); return; }
     atomic_fetch_add(&s->c_ops, 1);
@@ -762,7 +730,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
     // handle-less: like a write (held by the barrier), else TS (which may copy up)
     session_t *s = SESSION(req);
     pthread_rwlock_rdlock(&s->write_lock);
-    bfd_t *b = inode_wfd_get(s, ino);
+    bfd_t *b = inode_bfd_get(s, ino, 1);
     if (!b) {
       pthread_rwlock_unlock(&s->write_lock);
       SIMPLE(OP_FALLOCATE, req, ino, NULL, NULL, -1, mode, (double)off, (double)len);
