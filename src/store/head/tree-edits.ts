@@ -15,22 +15,16 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { S_IFDIR, S_IFMT } from '../image/erofs.js';
+import type { InodePatch } from '../image/patch.js';
 import { type Inode, objectPath } from '../image/tree.js';
 import { type TmpArea, writeFileAtomic } from '../tmp.js';
 import { type CachedTree, TREE_CACHE_FILE, decodeTreeCache } from './tree-cache.js';
 
 export const TREE_EDITS_FILE = 'head.tree.edits';
 
-/** What an edits-only commit changed of one existing path ('/' is the root). */
-export interface TreeEdit {
+/** What an edits-only commit changed of one existing path ('/' is the root): the image patch's fields, by path. */
+export interface TreeEdit extends Omit<InodePatch, 'nid'> {
   path: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  /** An external file's new content. */
-  content?: { size: number; digest: string };
 }
 
 const MAGIC = 0x31455453; // "STE1"
