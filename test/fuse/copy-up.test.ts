@@ -1,13 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { MountState } from '../../src/store/mount-state.js';
 import { digestBuffer } from '../../src/native/verity.js';
 import { S, ok, withCliMount } from '../kernel/mounts.js';
-import { fuseUnavailable, tempDir } from './mounts.js';
+import { fuseUnavailable, tempDir, withTmpfs } from './mounts.js';
 
 // Copy-up off the JS thread (issue 15, item 3): the bytes of a big lower file are copied on a pool
 // thread while the server answers everything else. What a user can check: other files stat and
@@ -235,19 +235,6 @@ test.after(() => {
   assert.ok(up.subarray(0, ODD_SIZE).equals(odd), 'the upper holds the lower bytes, holes as zeros');
   assert.is(up.subarray(ODD_SIZE).toString(), 'end');
 });
-
-/** A tmpfs of `size` at a new dir under `parent` for fn; unmounted on every path. */
-async function withTmpfs<T>(parent: string, size: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = join(parent, 'fs');
-  fs.mkdirSync(dir);
-  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir], { encoding: 'utf8' });
-  assert.is(m.status, 0, `mount tmpfs: ${m.stderr}`);
-  try {
-    return await fn(dir);
-  } finally {
-    spawnSync('umount', ['-l', dir]);
-  }
-}
 
 (why === undefined ? test : test.skip)('a copy-up that runs out of space midway: ENOSPC, nothing in the upper or scratch; with space again it copies exact', async () => {
   const parent = tempDir('stratum-copyup-full-');

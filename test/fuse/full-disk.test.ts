@@ -8,26 +8,13 @@ import { ensureUpper } from '../../src/store/commands/commit.js';
 import { commitThroughMount } from '../../src/mount/client.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
-import { fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { fuseUnavailable, tempDir, withMount, withTmpfs } from './mounts.js';
 
 // A commit through the control file on a full disk: the writer gets ENOSPC (not EIO), nothing is
 // lost, and once space is freed the same commit works and `verify` is clean.
 const why = fuseUnavailable();
 const mountTest = why === undefined ? test : test.skip;
 if (why) console.log(`FUSE full-disk test skipped: ${why}`);
-
-/** A tmpfs of `size` at a new dir under `work` for fn; unmounted on every path. */
-async function withTmpfs<T>(work: string, size: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = join(work, 'fs');
-  fs.mkdirSync(dir);
-  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir], { encoding: 'utf8' });
-  assert.is(m.status, 0, `mount tmpfs: ${m.stderr}`);
-  try {
-    return await fn(dir);
-  } finally {
-    spawnSync('umount', ['-l', dir]);
-  }
-}
 
 /** Writes into `path` until the filesystem is full; returns the bytes written. */
 function fill(path: string): number {

@@ -5,15 +5,13 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { commitThroughMount } from '../../src/fuse/client.js';
-import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { ensureUpper } from '../../src/store/commands/commit.js';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { verify } from '../../src/store/commands/verify.js';
-import { MountState } from '../../src/store/mount-state.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
 import { giveTo, makeRuntimeDir, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { endUserMounts, fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Zero-message open on a HEAD (docs/fuse.md "Zero-message open"): no open or release reaches
 // the server for files; reads and writes come by node, copy-up happens at the first write,
@@ -311,11 +309,7 @@ print(open('.stratum/commit').read().split()[0])
     r = stratumAsUser(user, ['verify'], options);
     assert.is(r.status, 0, r.stdout + r.stderr);
   } finally {
-    for (const e of await new MountState(state).list().catch(() => [])) {
-      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
-    spawnSync('rm', ['-rf', dir]);
+    await endUserMounts(state, mnt, dir);
   }
 });
 

@@ -9,10 +9,8 @@ import { ensureUpper } from '../../src/store/commands/commit.js';
 import { remove } from '../../src/store/commands/remove.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
-import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
-import { MountState } from '../../src/store/mount-state.js';
 import { giveTo, makeRuntimeDir, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { endUserMounts, fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Names and paths at the kernel's limits through a FUSE HEAD: a name over NAME_MAX is
 // ENAMETOOLONG (never EIO), and a path inside the mount that the kernel accepts works even though
@@ -188,11 +186,7 @@ const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'comman
     r = stratumAsUser(user, ['verify'], options);
     assert.is(r.status, 0, r.stdout + r.stderr);
   } finally {
-    for (const e of await new MountState(state).list().catch(() => [])) {
-      try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-    if (stratumMountsAt(mnt)) lazyUnmount(mnt);
-    spawnSync('rm', ['-rf', dir]);
+    await endUserMounts(state, mnt, dir);
   }
 });
 

@@ -57,7 +57,8 @@ export async function endUserMounts(stateDir: string, mnt: string, dir: string):
     try { process.kill(e.pid, 'SIGKILL'); } catch { /* gone */ }
   }
   if (stratumMountsAt(mnt)) lazyUnmount(mnt);
-  fs.rmSync(dir, { recursive: true, force: true });
+  // rm(1), not fs.rmSync: a tree deeper than PATH_MAX (the long-path tests) is ENAMETOOLONG to the latter
+  spawnSync('rm', ['-rf', dir]);
 }
 const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
 
@@ -75,4 +76,17 @@ export function runAs(user: { uid: number; gid: number }, body: string, args: un
   const r = spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30_000 });
   if (r.status !== 0) throw new Error(`client as ${user.uid} failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout);
+}
+
+/** A tmpfs of `size` at a new dir under `parent` for fn; unmounted on every path. */
+export async function withTmpfs<T>(parent: string, size: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = join(parent, 'fs');
+  fs.mkdirSync(dir);
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir], { encoding: 'utf8' });
+  if (m.status !== 0) throw new Error(`mount tmpfs: ${m.stderr}`);
+  try {
+    return await fn(dir);
+  } finally {
+    spawnSync('umount', ['-l', dir]);
+  }
 }
