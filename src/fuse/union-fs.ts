@@ -891,14 +891,16 @@ export class UnionFs implements FuseHandlers {
       const n = this.node(ino);
       const u = this.resolve(n);
       const top = this.view.top(u);
-      const data: CopyUpData = top && top.entry.kind !== 'metacopy' ? { kind: 'file', path: this.backingPath(n, top.path) } : this.dataOf(u);
+      const orphan = n.detached !== undefined && n.detached.orphanFd >= 0;
+      const data: CopyUpData = orphan ? { kind: 'file', path: this.backingPath(n, Buffer.alloc(0)) }
+        : top && top.entry.kind !== 'metacopy' ? { kind: 'file', path: this.backingPath(n, top.path) } : this.dataOf(u);
       if (data.kind === 'empty') return Buffer.alloc(0);
       if (data.kind === 'bytes') return Buffer.from(data.bytes.subarray(offset, offset + size));
       const path = Buffer.from(data.path as string);
       const fd = at(path, (p) => backing.open(p, C.O_RDONLY | (n.detached ? 0 : C.O_NOFOLLOW)));
       const served = (): Buffer => {
         try {
-          if (!top) this.registerOpenable(n, path, fd);
+          if (orphan) { /* served by TS: no name C could open */ } else if (!top) this.registerOpenable(n, path, fd);
           else if (!n.openable) this.registerUpper(n, u);
           const b = Buffer.alloc(size);
           return b.subarray(0, readSync(fd, b, 0, size, offset));
@@ -906,7 +908,7 @@ export class UnionFs implements FuseHandlers {
           backing.close(fd);
         }
       };
-      const checking = top ? undefined : this.objectChecked(data.path as string, fd);
+      const checking = top || orphan ? undefined : this.objectChecked(data.path as string, fd);
       return checking === undefined ? served() : checking.then(served, (err: unknown) => { backing.close(fd); throw err; });
     });
   }
@@ -925,8 +927,9 @@ export class UnionFs implements FuseHandlers {
     return this.gated(() => {
       const n = this.node(ino);
       const top = this.view.top(this.resolve(n));
-      if (!top || top.entry.kind === 'whiteout') return;
-      const fd = at(this.backingPath(n, top.path), (p) => openSync(p, C.O_RDONLY | (n.detached ? 0 : C.O_NOFOLLOW)));
+      const orphan = n.detached !== undefined && n.detached.orphanFd >= 0;
+      if (!orphan && (!top || top.entry.kind === 'whiteout')) return;
+      const fd = at(this.backingPath(n, top ? top.path : Buffer.alloc(0)), (p) => openSync(p, C.O_RDONLY | (n.detached ? 0 : C.O_NOFOLLOW)));
       try { if (datasync) fdatasyncSync(fd); else fsyncSync(fd); } finally { closeSync(fd); }
     });
   }
@@ -948,27 +951,34 @@ export class UnionFs implements FuseHandlers {
     return this.gated(() => {
       this.writable();
       const n = this.node(ino);
-      const h = fh !== undefined ? this.handles.get(fh) : undefined;
-      const fd = h && h.fd >= 0 && h.write ? h.fd : -1;
       const wasUpper = this.resolve(n).upper?.entry.kind === 'plain' || this.resolve(n).upper?.entry.kind === 'dir';
-      const u = fd >= 0 ? this.resolve(n) : this.copyUp(n);
-      const path = fd >= 0 ? null : n.detached ? null : u.upper!.path;
-      const target = path === null && fd < 0 ? (n.detached?.orphanFd ?? -1) : fd;
-      if (path === null && target < 0) fail('ENOENT');
-      const type = this.view.getattr(u).mode & S_IFMT;
-      if (set.uid !== undefined || set.gid !== undefined) atOrFd(path, (p) => backing.chown(p, target, set.uid ?? -1, set.gid ?? -1));
-      if (set.mode !== undefined && type !== S_IFLNK) atOrFd(path, (p) => backing.chmod(p, target, set.mode! & 0o7777));
-      if (set.size !== undefined) {
-        if (path === null && fd < 0) fail('EBADF');
-        atOrFd(path, (p) => backing.truncate(p, target, set.size!));
+      let u: UnionNode, path: Buffer | null = null, target = -1;
+      if (n.detached) {
+        // its last name went while the kernel still knew it (ftruncate, fchmod...): an fd on the
+        // file itself, through its O_PATH fd's magic link (an O_PATH fd takes none of these)
+        if (n.detached.orphanFd < 0) this.orphanCopy(n);
+        u = n.detached.u;
+        const file = this.backingPath(n, Buffer.alloc(0));
+        target = set.size !== undefined ? this.openForWriting(file, false) : backing.open(file, C.O_RDONLY);
+      } else {
+        u = this.copyUp(n);
+        path = u.upper!.path;
       }
-      if (set.atime !== undefined || set.mtime !== undefined) {
-        const t = (x: Timespec | 'now' | undefined): Timespec => (x === undefined ? { sec: 0, nsec: UTIME_OMIT } : x === 'now' ? { sec: 0, nsec: UTIME_NOW } : x);
-        atOrFd(path, (p) => backing.utimens(p, target, t(set.atime), t(set.mtime)));
+      try {
+        const type = this.view.getattr(u).mode & S_IFMT;
+        if (set.uid !== undefined || set.gid !== undefined) atOrFd(path, (p) => backing.chown(p, target, set.uid ?? -1, set.gid ?? -1));
+        if (set.mode !== undefined && type !== S_IFLNK) atOrFd(path, (p) => backing.chmod(p, target, set.mode! & 0o7777));
+        if (set.size !== undefined) atOrFd(path, (p) => backing.truncate(p, target, set.size!));
+        if (set.atime !== undefined || set.mtime !== undefined) {
+          const t = (x: Timespec | 'now' | undefined): Timespec => (x === undefined ? { sec: 0, nsec: UTIME_OMIT } : x === 'now' ? { sec: 0, nsec: UTIME_NOW } : x);
+          atOrFd(path, (p) => backing.utimens(p, target, t(set.atime), t(set.mtime)));
+        }
+      } finally {
+        if (target >= 0) backing.close(target);
       }
       // mode, owner, size and times are read fresh from the upper; only a copy-up changes the node
       const fresh = n.detached ? n.detached.u : wasUpper ? u : this.refresh(n);
-      const attr = this.attrOf(n, fresh, fd);
+      const attr = this.attrOf(n, fresh);
       this.attrsInC(n, fresh);
       if (!n.openable) this.registerUpper(n, fresh);
       return { attr, timeout: this.timeoutOf(fresh) };
@@ -1240,6 +1250,29 @@ export class UnionFs implements FuseHandlers {
   }
 
   /**
+   * A change to a lower file whose last name went while the kernel still knew it. The kernel's
+   * overlay copies a file up when a writer opens it, so its writer goes on after an unlink; a
+   * zero-open server never sees that open. So the bytes and attributes go to a nameless copy now
+   * (made in the scratch dir, then unlinked), which serves the node from then on, as an upper
+   * file's orphan does. The object is checked first, as for any copy-up.
+   */
+  private orphanCopy(n: Node): void {
+    const d = n.detached!;
+    const w = this.writable();
+    const a = this.view.getattr(d.u);
+    if ((a.mode & S_IFMT) !== S_IFREG) fail('ENOENT');
+    const data = this.dataOf(d.u);
+    if (data.kind === 'file' && String(data.path).startsWith(`${this.opts.objectsDir}/`)) this.checkObjectForCopy(String(data.path));
+    const dest = w.scratchFile();
+    w.copyUp(dest, { mode: a.mode, uid: a.uid, gid: a.gid, rdev: a.rdev, mtimeSec: a.mtimeSec, mtimeNsec: a.mtimeNsec, xattrs: this.view.xattrsAsListed(d.u) }, data);
+    try {
+      d.orphanFd = at(dest, (p) => backing.open(p, O_PATH | C.O_NOFOLLOW));
+    } finally {
+      rmSync(dest, { force: true });
+    }
+  }
+
+  /**
    * Runs fn on an O_WRONLY fd of node ino's upper file, copying it up first (off the JS thread for
    * a big file: `again` once that is done); marks the upper file writable for C afterwards.
    */
@@ -1252,8 +1285,9 @@ export class UnionFs implements FuseHandlers {
       let u = this.resolve(n);
       let path: Buffer;
       if (n.detached) {
-        // its last name went while the kernel still knew it: the file itself, if it was an upper one
-        if (n.detached.orphanFd < 0) fail('ENOENT');
+        // its last name went while the kernel still knew it: the file itself (an upper one's, or
+        // the nameless copy a lower one gets now)
+        if (n.detached.orphanFd < 0) this.orphanCopy(n);
         path = this.backingPath(n, Buffer.alloc(0));
       } else {
         const copying = this.copyUpOffThread(n);

@@ -259,6 +259,39 @@ b=os.open(sys.argv[1], os.O_WRONLY); os.pwrite(b, b'AB', 0); os.close(b); os.wri
   }
 });
 
+mountTest('a file open for writing whose last name goes (a lower file and an upper one): it still takes writes, ftruncate, fchmod and fsync; nothing is left behind', async () => {
+  // the kernel overlay copies a lower file up at the writer's open; the server never sees that
+  // open, so the copy is made at the first change, nameless (before: ENOENT, and EBADF for an
+  // ftruncate of an unlinked upper file)
+  const work = tempDir('stratum-head-zero-');
+  try {
+    const root = await headStore(work);
+    const mnt = join(work, 'mnt');
+    await withMount(root, 'app', undefined, mnt, async (e) => {
+      fs.writeFileSync(join(mnt, 'upperfile'), 'hello world\n');
+      const out = run(PY, ['-c', `import os,sys
+for p in sys.argv[1:]:
+    fd=os.open(p, os.O_RDWR); os.unlink(p)
+    os.ftruncate(fd, 3); os.pwrite(fd, b'XY', 0); os.fchmod(fd, 0o600); os.fsync(fd)
+    st=os.fstat(fd); print(os.path.basename(p), os.pread(fd, 100, 0).decode(), oct(st.st_mode & 0o777), st.st_size, st.st_nlink)
+    os.close(fd)`, join(mnt, 'held'), join(mnt, 'upperfile')]);
+      assert.is(out, 'held XYl 0o600 3 0\nupperfile XYl 0o600 3 0\n');
+      assert.not.ok(fs.existsSync(join(mnt, 'held')) || fs.existsSync(join(mnt, 'upperfile')));
+      assert.equal(fs.readdirSync(join(root, 'refs/app/work/fuse')), [], 'the nameless copies left nothing in the scratch dir');
+      await commitThroughMount(e, 'v2');
+    });
+    await withMount(root, 'app', 'v1', join(work, 'ro'), () => {
+      assert.is(fs.readFileSync(join(work, 'ro', 'held'), 'utf8'), 'held '.repeat(1000), 'the lower file is unchanged in v1');
+    });
+    await withMount(root, 'app', 'v2', join(work, 'ro'), () => {
+      assert.not.ok(fs.existsSync(join(work, 'ro', 'held')), 'v2 has the deletion');
+    });
+    assert.equal((await verify(await Store.open(root), undefined)).problems, []);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
 const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
 (userWhy === undefined ? test : test.skip)('an ordinary user\'s FUSE HEAD without opens: reads, O_TRUNC, truncate, fallocate, mmap, a file created read-only, a writer across a commit', async () => {
   if (userWhy) console.log(`ordinary-user HEAD zero-open test skipped: ${userWhy}`);
