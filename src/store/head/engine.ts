@@ -214,7 +214,7 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
 async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
   const cachedTree = readBaseTreeCache(paths.labelDir, head.base);
   const base = cachedTree?.tree ?? baseTree(store, head.base);
-  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
+  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay', baseLinkFree: cachedTree?.linkFree });
   const contents = await hashContents(merged.pending);
   const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
   return { id, meta, image, cache, tree: merged.tree, treeBase: cachedTree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
