@@ -397,6 +397,10 @@ export { emptyTree, imageTree, imageTreeFromBytes } from './image/image-tree.js'
 export interface MergeOptions {
   ns: XattrNamespace;
   style: UpperStyle;
+  /** The caller knows that no inode of `base` has nlink > 1 and no entry is a hardlink (a
+   * decoded head.tree tells): unless the upper brings an inode of nlink > 1, no hardlink group
+   * can exist, and the two walks of the whole tree that find them are skipped. */
+  baseLinkFree?: boolean | undefined;
 }
 
 /** A regular file whose bytes are in the upper (or bare) dir and must become inline content or an object. */
@@ -423,8 +427,9 @@ export interface MergeResult {
  */
 export function mergeUpper(base: Tree, upperDir: string, options: MergeOptions): MergeResult {
   const lower = treeLower(base);
-  const baseCounts = linkGroups(base); // before the merge shares (and normalizeLinks edits) base entries
-  const { ns, style } = options;
+  const { ns, style, baseLinkFree = false } = options;
+  const baseCounts = baseLinkFree ? new Map<Inode, unknown[]>() : linkGroups(base); // before the merge shares (and normalizeLinks edits) base entries
+  let upperLinks = false; // an upper inode of nlink > 1 was met
   const pending: PendingContent[] = [];
   const linked = new Map<string, Inode>(); // dev:ino -> inode, for hardlinks inside the upper
   let upperEntries = 0;
@@ -437,6 +442,7 @@ export function mergeUpper(base: Tree, upperDir: string, options: MergeOptions):
       const seen = linked.get(key);
       if (seen) return seen;
     }
+    if (s.nlink > 1n) upperLinks = true;
     const type = Number(s.mode) & S_IFMT;
     const inode = newInode({ mode: Number(s.mode), uid: Number(s.uid), gid: Number(s.gid), nlink: Number(s.nlink), ...mtimeOf(s), size: type === S_IFREG ? Number(s.size) : 0, rdev: Number(s.rdev), xattrs: visibleXattrs(e.raw, ns, style) });
     if (type === S_IFLNK) {
@@ -519,7 +525,7 @@ export function mergeUpper(base: Tree, upperDir: string, options: MergeOptions):
   if (rootStat) mergeDir(upperRoot, root, b);
   else for (const [name, entry] of b.children ?? []) root.children!.set(name, entry);
   const tree = { root };
-  normalizeLinks(tree, baseCounts);
+  if (!baseLinkFree || upperLinks) normalizeLinks(tree, baseCounts);
   return { tree, pending, upperEntries, whiteouts };
 }
 

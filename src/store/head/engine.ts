@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
-import { ImageReader, bufferSource } from '../image/read.js';
+import { FileSource, ImageReader, bufferSource } from '../image/read.js';
 import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
 import { summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
@@ -214,7 +214,7 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
 async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
   const cachedTree = readBaseTreeCache(paths.labelDir, head.base);
   const base = cachedTree?.tree ?? baseTree(store, head.base);
-  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay' });
+  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay', baseLinkFree: cachedTree?.linkFree });
   const contents = await hashContents(merged.pending);
   const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
   return { id, meta, image, cache, tree: merged.tree, treeBase: cachedTree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
@@ -222,10 +222,20 @@ async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cach
 
 /** The edits-only path (head-patch.ts), or undefined when it does not apply. */
 async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, baseMeta: CommitMetadata, cache: MerkleCache): Promise<Prepared | undefined> {
-  const baseImage = readFileSync(store.commits.imagePath(head.base));
-  const reader = ImageReader.open(bufferSource(baseImage));
-  const scan = scanEdits(reader, paths.upper, head.xattrNamespace);
+  // The scan looks up only the upper's paths: through the file, so a commit that takes the full
+  // path (a new name, found by the scan) does not read the whole base image for nothing.
+  const imagePath = store.commits.imagePath(head.base);
+  const source = new FileSource(imagePath);
+  let scan: ReturnType<typeof scanEdits>;
+  try {
+    scan = scanEdits(ImageReader.open(source), paths.upper, head.xattrNamespace);
+  } finally {
+    source.close();
+  }
   if (!scan) return undefined;
+  // the same image in memory (nids are image positions: the scan's stay valid), to patch
+  const baseImage = readFileSync(imagePath);
+  const reader = ImageReader.open(bufferSource(baseImage));
   const pending: PendingContent[] = scan.edits.filter((e) => e.kind === 'content').map((e) => ({ path: e.upperPath, inode: newInode({ mode: Number(e.stat.mode), size: Number(e.stat.size) }) }));
   const contents = await hashContents(pending);
   for (let i = 0, k = 0; i < scan.edits.length; i++) {

@@ -68,6 +68,9 @@ export interface CachedTree {
   tree: Tree;
   bytes: Buffer;
   spans: Map<Inode, Span>;
+  /** No inode of the tree has nlink > 1 and no entry is a hardlink (seen while decoding): a
+   * merge onto it need not walk the tree for hardlink groups (union.ts mergeUpper). */
+  linkFree: boolean;
 }
 
 interface Span {
@@ -234,7 +237,7 @@ export function decodeTreeCache(buf: Buffer, id: string): CachedTree | undefined
   try {
     const root = inode(-1);
     if (pos !== buf.length || (root.mode & S_IFMT) !== S_IFDIR) return undefined;
-    return { tree: { root }, bytes: buf, spans };
+    return { tree: { root }, bytes: buf, spans, linkFree: links === 0 };
   } catch (err) {
     if (err instanceof Miss || err instanceof RangeError) return undefined;
     throw err;
