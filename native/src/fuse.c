@@ -1428,17 +1428,27 @@ static void notify_done(napi_env env, napi_status status, void *data) {
   if (s->loop_done && atomic_load(&s->pending) == 0 && atomic_load(&notifying) == 0) session_finish(s);
 }
 
+// The session an argument holds; NULL after throwing a TypeError when it holds none.
 static session_t *session_of(napi_env env, napi_value v) {
   session_t *s = NULL;
   napi_get_value_external(env, v, (void **)&s);
+  if (!s) napi_throw_type_error(env, NULL, "not a session");
   return s;
+}
+
+// A Buffer argument's bytes; false (p, len untouched) for null or anything else.
+static bool buffer_arg(napi_env env, napi_value v, void **p, size_t *len) {
+  bool is_buf = false;
+  napi_is_buffer(env, v, &is_buf);
+  if (is_buf) napi_get_buffer_info(env, v, p, len);
+  return is_buf;
 }
 
 // fuseNotify(session, kind, ino, off|child, len, name?) -> Promise<number> (0 or -errno)
 static napi_value notify(napi_env env, napi_callback_info info) {
   ARGS(6);
   session_t *s = session_of(env, argv[0]);
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   notify_t *n = calloc(1, sizeof *n);
   n->s = s;
   n->kind = (int)num(env, argv[1]);
@@ -1623,7 +1633,7 @@ static napi_value unmount_(napi_env env, napi_callback_info info) {
   ARGS(1);
   session_t *s = session_of(env, argv[0]);
   int rc = 0;
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   if (s->loop_done) rc = 0;
   else if (geteuid() != 0) rc = -EPERM;
   else if (umount2(s->mountpoint, MNT_DETACH) < 0) rc = -errno;
@@ -1679,13 +1689,11 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
   napi_valuetype wt = napi_undefined;
   if (argc >= 6 && napi_typeof(env, argv[5], &wt) == napi_ok && wt == napi_number) wfd = (int)num(env, argv[5]);
   session_t *s = session_of(env, argv[0]);
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
   void *p = NULL;
   size_t len = 0;
-  bool is_buf = false;
-  napi_is_buffer(env, argv[2], &is_buf);
-  if (is_buf) napi_get_buffer_info(env, argv[2], &p, &len);
+  bool is_buf = buffer_arg(env, argv[2], &p, &len);
   pthread_rwlock_wrlock(&s->open_lock);
   // the inode's backing changed (or it is forgotten): its cached fd goes, closed after the unlock
   openable_t *old = openable_find(s, ino);
@@ -1725,7 +1733,7 @@ static napi_value set_openable(napi_env env, napi_callback_info info) {
 static napi_value hold_writes(napi_env env, napi_callback_info info) {
   ARGS(2);
   session_t *s = session_of(env, argv[0]);
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   bool held = false;
   napi_get_value_bool(env, argv[1], &held);
   pthread_rwlock_wrlock(&s->write_lock);
@@ -1754,7 +1762,7 @@ static napi_value hold_writes(napi_env env, napi_callback_info info) {
 static napi_value cap_set(napi_env env, napi_callback_info info) {
   ARGS(3);
   session_t *s = session_of(env, argv[0]);
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
   bool none = false;
   napi_get_value_bool(env, argv[2], &none);
@@ -1777,13 +1785,11 @@ static napi_value cap_set(napi_env env, napi_callback_info info) {
 static napi_value set_attr_source(napi_env env, napi_callback_info info) {
   ARGS(7);
   session_t *s = session_of(env, argv[0]);
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   fuse_ino_t ino = (fuse_ino_t)num(env, argv[1]);
   void *p = NULL;
   size_t len = 0;
-  bool is_buf = false;
-  napi_is_buffer(env, argv[2], &is_buf);
-  if (is_buf) napi_get_buffer_info(env, argv[2], &p, &len);
+  bool is_buf = buffer_arg(env, argv[2], &p, &len);
   pthread_rwlock_wrlock(&s->attr_lock);
   if (!is_buf && ino == 0) attrsrc_clear_locked(s);
   else if (!is_buf || s->finished || len >= PATH_MAX || memchr(p, 0, len)) attrsrc_remove_locked(s, ino);
@@ -1803,7 +1809,7 @@ static napi_value set_attr_source(napi_env env, napi_callback_info info) {
 static napi_value stats(napi_env env, napi_callback_info info) {
   ARGS(1);
   session_t *s = session_of(env, argv[0]);
-  if (!s) { napi_throw_type_error(env, NULL, "not a session"); return NULL; }
+  if (!s) return NULL;
   napi_value arr, v;
   napi_create_array_with_length(env, 5, &arr);
   double vals[5] = {(double)atomic_load(&s->js_ops), (double)atomic_load(&s->c_ops),
