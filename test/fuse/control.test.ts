@@ -16,11 +16,10 @@ import type { ControlHooks } from '../../src/mount/control.js';
 import { mount } from '../../src/native/fuse.js';
 import { StratumError, wrapSystemError } from '../../src/store/error.js';
 import type { MountEntry } from '../../src/store/mount-state.js';
-import { fuseUnavailable, tempDir } from './mounts.js';
+import { NOBODY, fuseUnavailable, tempDir } from './mounts.js';
 
 const run = promisify(execFile);
 const ID = 'a'.repeat(64);
-const NOBODY = { uid: 65534, gid: 65534 };
 
 /** stdout of a command, or the error it failed with. */
 async function sh(script: string, user?: { uid: number; gid: number }): Promise<string> {

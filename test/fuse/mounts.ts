@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { startMount, stopMount } from '../../src/fuse/client.js';
 import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { MountState, type MountEntry } from '../../src/store/mount-state.js';
+import { makeTree, type TreeSpec } from '../helpers/trees.js';
 
 export function fuseUnavailable(): string | undefined {
   if (!fs.existsSync('/dev/fuse')) return 'no /dev/fuse';
@@ -89,4 +90,24 @@ export async function withTmpfs<T>(parent: string, size: string, fn: (dir: strin
   } finally {
     spawnSync('umount', ['-l', dir]);
   }
+}
+
+/**
+ * A label `mine` (tag v1) made by nobody from `spec` in its own store under `dir`, mounted by
+ * nobody (`ref`: `mine` for HEAD, `mine:v1`) at dir/mnt; dir and everything in it belong to
+ * nobody. Returns the store and the env the CLI runs with as nobody (a mount state of its own).
+ */
+export function mountAsNobody(dir: string, spec: TreeSpec, ref: string): { store: string; mnt: string; env: { STRATUM_STATE: string } } {
+  const mnt = join(dir, 'mnt');
+  const env = { STRATUM_STATE: join(dir, 'run', 'state') };
+  makeTree(join(dir, 'src'), spec);
+  fs.mkdirSync(mnt);
+  fs.mkdirSync(join(dir, 'run'));
+  spawnSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, dir]);
+  const store = join(dir, 'store');
+  for (const args of [['import', join(dir, 'src'), '--label', 'mine', '--tag', 'v1'], ['mount', ref, mnt]]) {
+    const r = asNobody(['--store', store, ...args], env);
+    if (r.status !== 0) throw new Error(`stratum ${args[0]} as nobody: ${r.stderr}`);
+  }
+  return { store, mnt, env };
 }

@@ -7,13 +7,12 @@ import { importDirectory } from '../../src/store/commands/import.js';
 import { ensureUpper } from '../../src/store/commands/commit.js';
 import { Store } from '../../src/store/store.js';
 import { lsetxattr } from '../../src/native/xattr.js';
-import { fuseUnavailable, runAs, tempDir, withMount } from './mounts.js';
+import { NOBODY, fuseUnavailable, runAs, tempDir, withMount } from './mounts.js';
 
 // What applications rely on, through a HEAD mount and a read-only tag mount of one base.
 const why = fuseUnavailable();
 const mountTest = why === undefined ? test : test.skip;
 if (why) console.log(`FUSE POSIX tests skipped: ${why}`);
-const NOBODY = { uid: 65534, gid: 65534 };
 
 let work: string;
 let storeDir: string;

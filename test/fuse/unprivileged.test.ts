@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { stratumMountsAt } from '../../src/fuse/server.js';
-import { NOBODY, asNobody, endUserMounts, shAsNobodyIn, fuseUnavailable, tempDir } from './mounts.js';
+import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir } from './mounts.js';
 
 // A user without privileges mounts its own HEAD through fusermount3: overlay xattrs in `user.`,
 // whiteouts as char 0:0 (allowed unprivileged since Linux 5.8), the kernel reads the result.
@@ -15,19 +15,9 @@ if (why) console.log(`unprivileged mount test skipped: ${why}`);
 mountTest('a non-root user mounts, writes, deletes a lower file (whiteout), commits through the control file and unmounts', async () => {
   const dir = tempDir('stratum-user-');
   const mnt = join(dir, 'mnt');
-  const env = { STRATUM_STATE: join(dir, 'run', 'state') };
+  const state = join(dir, 'run', 'state');
   try {
-    fs.mkdirSync(join(dir, 'src/sub'), { recursive: true });
-    fs.writeFileSync(join(dir, 'src/keep'), 'keep\n');
-    fs.writeFileSync(join(dir, 'src/sub/gone'), 'gone\n');
-    fs.mkdirSync(mnt);
-    fs.mkdirSync(join(dir, 'run'));
-    spawnSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, dir]);
-    const store = join(dir, 'store');
-    let r = asNobody(['--store', store, 'import', join(dir, 'src'), '--label', 'mine', '--tag', 'v1'], env);
-    assert.is(r.status, 0, r.stderr);
-    r = asNobody(['--store', store, 'mount', 'mine', mnt], env);
-    assert.is(r.status, 0, r.stderr);
+    const { store, env } = mountAsNobody(dir, { keep: 'keep\n', 'sub/gone': 'gone\n' }, 'mine');
     // without allow_other only the mounting user gets through the mount (not even root)
     const sh = (cmd: string) => shAsNobodyIn(mnt, cmd);
     let s = sh('echo new > new && rm sub/gone && mv sub moved && echo v2 > .stratum/commit && cat .stratum/commit && ls -a . moved');
@@ -37,13 +27,13 @@ mountTest('a non-root user mounts, writes, deletes a lower file (whiteout), comm
     s = sh('rm keep');
     assert.is(s.status, 0, s.stderr);
     assert.ok(fs.lstatSync(join(store, 'refs/mine/head/keep')).isCharacterDevice(), 'an unprivileged whiteout');
-    r = asNobody(['--store', store, 'unmount', 'mine'], env);
+    let r = asNobody(['--store', store, 'unmount', 'mine'], env);
     assert.is(r.status, 0, r.stderr);
     assert.not.ok(stratumMountsAt(mnt));
     r = asNobody(['--store', store, 'list', 'mine'], env);
     assert.match(r.stdout, /v2/);
   } finally {
-    await endUserMounts(env.STRATUM_STATE!, mnt, dir);
+    await endUserMounts(state, mnt, dir);
   }
 });
 

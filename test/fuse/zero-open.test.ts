@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { NOBODY, asNobody, endUserMounts, shAsNobodyIn, fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir, withMount } from './mounts.js';
 
 // Zero-message open on tag mounts (docs/fuse.md "Zero-message open"): the kernel sends no open
 // or release for files once the server answered ENOSYS, reads carry no handle and C finds the
@@ -92,18 +92,9 @@ const userWhy = why ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status
 (userWhy === undefined ? test : test.skip)('an ordinary user mounts a tag (fusermount3): files and status read back without opens', async () => {
   const dir = tempDir('stratum-zero-open-user-');
   const mnt = join(dir, 'mnt');
-  const env = { STRATUM_STATE: join(dir, 'run', 'state') };
+  const state = join(dir, 'run', 'state');
   try {
-    fs.mkdirSync(join(dir, 'src'), { recursive: true });
-    for (let i = 0; i < 5; i++) fs.writeFileSync(join(dir, 'src', `f${i}`), body(i));
-    fs.mkdirSync(mnt);
-    fs.mkdirSync(join(dir, 'run'));
-    spawnSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, dir]);
-    const store = join(dir, 'store');
-    let r = asNobody(['--store', store, 'import', join(dir, 'src'), '--label', 'mine', '--tag', 'v1'], env);
-    assert.is(r.status, 0, r.stderr);
-    r = asNobody(['--store', store, 'mount', 'mine:v1', mnt], env);
-    assert.is(r.status, 0, r.stderr);
+    const { store, env } = mountAsNobody(dir, Object.fromEntries([0, 1, 2, 3, 4].map((i) => [`f${i}`, body(i)])), 'mine:v1');
     const sh = (cmd: string) => shAsNobodyIn(mnt, cmd);
     const want = [0, 1, 2, 3, 4].map(body).join('');
     for (let pass = 0; pass < 2; pass++) {
@@ -113,10 +104,10 @@ const userWhy = why ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status
     }
     const st = sh('cat .stratum/status');
     assert.match(st.stdout, /^label mine$/m);
-    r = asNobody(['--store', store, 'unmount', mnt], env);
+    const r = asNobody(['--store', store, 'unmount', mnt], env);
     assert.is(r.status, 0, r.stderr);
   } finally {
-    await endUserMounts(env.STRATUM_STATE!, mnt, dir);
+    await endUserMounts(state, mnt, dir);
   }
 });
 
