@@ -101,7 +101,7 @@ export async function serve(o: ServeOptions): Promise<number> {
     }
     process.umask(0);  // modes from the kernel already carry the caller's umask
     const options = fuseMountOptions(`stratum:${label}${head ? '' : `:${ref}`}`, { allowSuid: o.allowSuid, allowDev: o.allowDev, readOnly: !head, noatime: true });
-    session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true, noOpen: fs.zeroOpen, capabilityCache: true });
+    session = fuseMount(mountpoint, fs, { options, readdirplus: 'always', autoInvalData: false, noFlush: true, noOpen: true, capabilityCache: true });
     fs.session = session;
   } catch (err) {
     await state.remove(mountpoint).catch(() => undefined);

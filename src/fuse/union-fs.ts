@@ -86,27 +86,16 @@ interface Node {
   /** The epoch its key was computed in: keys of earlier epochs are brought up to date when met (switchBase). */
   keyEpoch: number;
   isDir: boolean;
-  /** write handles open on this node (TS knows every HEAD open) */
-  writers: number;
   /** registered with the binding's per-node backing table (setOpenable: an object, or an upper file) */
   openable?: boolean;
   /** set when the last name went away while the kernel still knew the node */
   detached?: { u: UnionNode; orphanFd: number };
 }
-interface Handle { node: Node; fd: number; write: boolean; bytes?: Uint8Array }
 interface DirHandle { entries: Array<{ name: ByteString; nid?: number }> }
 
 export class UnionFs implements FuseHandlers {
   session?: FuseSession;
   readonly readOnly: boolean;
-  /**
-   * Zero-message open (docs/fuse.md "Zero-message open"), tags and HEAD: no open or release for
-   * files; reads and writes come by node. On a HEAD, copy-up happens at the first write,
-   * setattr(size) or fallocate, C writes only to upper files TS marked writable, and a live
-   * commit or apply holds C's writes (`holdWrites`) so nothing writes the upper being committed
-   * after the split.
-   */
-  readonly zeroOpen = true;
   /** holdWrites in effect (a commit before its split, an apply): no backing is marked writable. */
   private writesHeld = 0;
   private reader: ImageReader;
@@ -118,7 +107,6 @@ export class UnionFs implements FuseHandlers {
   private readonly root: Node;
   private readonly byId = new Map<number, Node>();
   private readonly byKey = new Map<string, Node>();
-  private readonly handles = new Map<number, Handle>();
   private readonly dirs = new Map<number, DirHandle>();
   private nextId = FIRST_NODE;
   private nextFh = 1;
@@ -150,11 +138,11 @@ export class UnionFs implements FuseHandlers {
     this.view = new UnionView(this.reader, opts.upperDir ?? '/nonexistent/stratum-no-upper', opts.ns);
     if (!this.readOnly) this.writer = new UpperWriter(opts.ns, opts.scratchDir!);
     this.control = new ControlFiles(opts.control, { readOnly: this.readOnly, dirNode: CTL_DIR,
-      noHandles: this.zeroOpen ? { invalidate: (ino) => this.session?.invalInode(ino) ?? Promise.resolve() } : undefined });
+      noHandles: { invalidate: (ino) => this.session?.invalInode(ino) ?? Promise.resolve() } });
     this.lowerTimeout = opts.lowerTimeout ?? 86_400;
     this.upperTimeout = opts.upperTimeout ?? 1;
     const u = this.view.root();
-    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, keyEpoch: Infinity, isDir: true, writers: 0 };
+    this.root = { id: 1, stIno: 1, key: 'root', nlookup: 1, children: 0, links: [], u, stamp: this.stamp, keyEpoch: Infinity, isDir: true };
     this.byId.set(1, this.root);
   }
 
@@ -233,7 +221,7 @@ export class UnionFs implements FuseHandlers {
     let n = this.nodeFor(key, parent, name);
     if (!n) {
       const isDir = (this.view.getattr(u).mode & S_IFMT) === S_IFDIR;
-      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, keyEpoch: this.epoch, isDir, writers: 0 };
+      n = { id: this.nextId++, stIno: this.stInoOf(u), key, nlookup: 0, children: 0, links: [], u, stamp: this.stamp, keyEpoch: this.epoch, isDir };
       this.byId.set(n.id, n);
       this.byKey.set(key, n);
     }
@@ -337,11 +325,11 @@ export class UnionFs implements FuseHandlers {
 
   // ------------------------------------------------------------------ attributes
 
-  private attrOf(n: Node, u: UnionNode, fd = -1): Float64Array {
+  private attrOf(n: Node, u: UnionNode): Float64Array {
     const v = new Float64Array(ATTR_LEN);
     const top = this.view.top(u);
-    if (fd >= 0 || top || (n.detached && n.detached.orphanFd >= 0)) {
-      const rc = fd >= 0 ? backing.statInto(null, fd, v) : n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : at(top!.path, (p) => backing.statInto(p, -1, v));
+    if (top || (n.detached && n.detached.orphanFd >= 0)) {
+      const rc = n.detached && n.detached.orphanFd >= 0 ? backing.statInto(null, n.detached.orphanFd, v) : at(top!.path, (p) => backing.statInto(p, -1, v));
       if (rc < 0) throw new FuseError(-rc);
       if (top?.entry.kind === 'metacopy' && u.lower !== undefined) {
         const size = this.reader.getattr(u.lower).size;
@@ -681,9 +669,8 @@ export class UnionFs implements FuseHandlers {
     if (ino < FIRST_NODE && ino !== 1) return this.control.getattr(ino);
     return this.gated(() => {
       const n = this.node(ino);
-      const h = fh !== undefined ? this.handles.get(fh) : undefined;
       const u = this.resolve(n);
-      const attr = this.attrOf(n, u, h && h.fd >= 0 ? h.fd : -1);
+      const attr = this.attrOf(n, u);
       this.attrsInC(n, u);
       return { attr, timeout: this.timeoutOf(u) };
     });
@@ -768,46 +755,13 @@ export class UnionFs implements FuseHandlers {
     return this.gated(() => Buffer.concat(this.xattrsOf(this.resolve(this.node(ino))).map((x) => Buffer.from(`${x.name}\0`, 'latin1'))));
   }
 
-  // ------------------------------------------------------------------ handlers: opening files
-
-  open(c: Caller, ino: number, flags: number): OpenReply | Promise<OpenReply> {
-    if (this.control.isFile(ino)) return this.control.open(ino, flags);
-    return this.gated(() => {
-      const n = this.node(ino);
-      const write = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0;
-      let u = this.resolve(n);
-      if (write) {
-        if (this.readOnly) fail('EROFS');
-        // a big file's bytes are copied off the JS thread; this open is answered after
-        const copying = this.copyUpOffThread(n);
-        if (copying) return copying.then(() => this.open(c, ino, flags));
-        u = this.copyUp(n);
-      }
-      const fh = this.nextFh++;
-      const f = flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY | C.O_DIRECT);
-      const top = this.view.top(u);
-      if (top && top.entry.kind !== 'metacopy') {
-        const fd = at(top.path, (p) => backing.open(p, f | C.O_NOFOLLOW));
-        this.handles.set(fh, { node: n, fd, write });
-        if (write) n.writers++;
-        return { fh, fd, keepCache: true };
-      }
-      const data = this.dataOf(u);
-      if (data.kind === 'file') {
-        const path = Buffer.from(data.path as string);
-        const fd = backing.open(path, C.O_RDONLY);
-        const served = (): OpenReply => {
-          this.handles.set(fh, { node: n, fd, write: false });
-          this.registerOpenable(n, path, fd);
-          return { fh, fd, keepCache: true };
-        };
-        const checking = this.objectChecked(data.path as string, fd);
-        return checking === undefined ? served() : checking.then(served, (err: unknown) => { backing.close(fd); throw err; });
-      }
-      this.handles.set(fh, { node: n, fd: -1, write: false, bytes: data.kind === 'bytes' ? data.bytes : new Uint8Array(0) });
-      return { fh, keepCache: true };
-    });
-  }
+  // ------------------------------------------------------------------ handlers: creating and reading files
+  //
+  // Zero-message open (docs/fuse.md "Zero-message open"), tags and HEAD: C answers every open of
+  // a file ENOSYS, so the kernel sends no open or release for files; reads and writes come by
+  // node. On a HEAD, copy-up happens at the first write, setattr(size) or fallocate, C writes
+  // only to upper files TS marked writable, and a live commit or apply holds C's writes
+  // (`holdWrites`) so nothing writes the upper being committed after the split.
 
   create(c: Caller, parent: number, name: Buffer, mode: number, flags: number): { entry: Entry; open: OpenReply } | Promise<{ entry: Entry; open: OpenReply }> {
     if (parent < FIRST_NODE && parent !== 1) fail('EACCES');
@@ -818,10 +772,7 @@ export class UnionFs implements FuseHandlers {
       if (this.childOf(p, s)) {
         if (flags & C.O_EXCL) fail('EEXIST');
         const e = this.lookup(c, parent, name) as Entry;
-        if (this.zeroOpen) return this.openedByNode(e, flags);
-        const o = this.open(c, e.ino, flags);
-        // (a copy-up off the JS thread or an object check answers later)
-        return o instanceof Promise ? o.then((open) => ({ entry: e, open })) : { entry: e, open: o };
+        return this.openedByNode(e, flags);
       }
       const { path, pu } = this.newEntryPath(p, s);
       const f = (flags & ~(C.O_DIRECT | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
@@ -842,17 +793,10 @@ export class UnionFs implements FuseHandlers {
       }
       const n = this.node(entry.ino);
       this.session?.capabilityNone(n.id);  // a new file: the kernel's getxattr before each write is answered in C
-      if (this.zeroOpen) {
-        // served by node: C writes through this fd (a file created read-only stays writable to
-        // its creator, as through the creator's own fd)
-        this.registerUpper(n, this.resolve(n), (flags & O_ACCMODE) !== C.O_RDONLY ? fd : (backing.close(fd), -1));
-        return { entry, open: { fh: -1, keepCache: true } };
-      }
-      const fh = this.nextFh++;
-      const write = (flags & O_ACCMODE) !== C.O_RDONLY;
-      this.handles.set(fh, { node: n, fd, write });
-      if (write) n.writers++;
-      return { entry, open: { fh, fd, keepCache: true } };
+      // served by node: C writes through this fd (a file created read-only stays writable to
+      // its creator, as through the creator's own fd)
+      this.registerUpper(n, this.resolve(n), (flags & O_ACCMODE) !== C.O_RDONLY ? fd : (backing.close(fd), -1));
+      return { entry, open: { fh: -1, keepCache: true } };
     });
   }
 
@@ -874,11 +818,9 @@ export class UnionFs implements FuseHandlers {
   }
 
   read(_c: Caller, ino: number, fh: number, size: number, offset: number): Buffer | Promise<Buffer> {
-    if (this.control.isFile(ino)) return fh < 0 ? this.control.readByNode(ino, size, offset) : this.control.read(fh, size, offset);
-    if (fh < 0) return this.readByNode(ino, size, offset);
-    const h = this.handles.get(fh);
-    if (!h || !h.bytes) fail('EBADF');
-    return Buffer.from(h!.bytes!.subarray(offset, offset + size));
+    if (fh >= 0) fail('EBADF');  // no handles (zero-message open): every file is read by node
+    if (this.control.isFile(ino)) return this.control.readByNode(ino, size, offset);
+    return this.readByNode(ino, size, offset);
   }
 
   /**
@@ -911,14 +853,6 @@ export class UnionFs implements FuseHandlers {
       const checking = top || orphan ? undefined : this.objectChecked(data.path as string, fd);
       return checking === undefined ? served() : checking.then(served, (err: unknown) => { backing.close(fd); throw err; });
     });
-  }
-
-  release(ino: number, fh: number): void {
-    if (this.control.isFile(ino)) { this.control.release(fh); return; }
-    const h = this.handles.get(fh);
-    if (!h) return;
-    this.handles.delete(fh);
-    if (h.write) h.node.writers--;
   }
 
   /** fsync without a handle (C had no writable backing for the node): the upper file, if any. */
@@ -1233,12 +1167,12 @@ export class UnionFs implements FuseHandlers {
   /**
    * Control files, and writes by node (zero-message open) that C could not take: the node is
    * copied up first (a lower or middle file), the bytes written through an fd of this call's own,
-   * and the upper file marked writable for C (unless writes are held). Handles other than the
-   * control files' all have a backing fd C writes to.
+   * and the upper file marked writable for C (unless writes are held). There are no handles:
+   * every file, control files included, is written by node.
    */
   write(c: Caller, ino: number, fh: number, data: Buffer, offset: number): number | Promise<number> {
-    if (this.control.isFile(ino)) return fh < 0 ? this.control.writeByNode(ino, data) : this.control.write(fh, data);
-    if (fh >= 0) fail('EBADF');
+    if (fh >= 0) fail('EBADF');  // no handles, as read
+    if (this.control.isFile(ino)) return this.control.writeByNode(ino, data);
     return this.byNodeForWriting(ino, () => this.write(c, ino, fh, data, offset), (fd) => writeSync(fd, data, 0, data.length, offset));
   }
 
