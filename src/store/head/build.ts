@@ -5,7 +5,7 @@
 // fraction of the cost on large trees. Given the base's Merkle cache, the leaves of untouched
 // files come from it (KnownLeaves), so a commit hashes only what changed, plus the directories.
 //
-// Public surface: buildHeadCommit, KnownLeaves.
+// Public surface: buildHeadCommit, KnownLeaves, planLeaf.
 import { digestBuffer } from '../../native/verity.js';
 import { fsverityDigest } from '../digest.js';
 import { OVERLAY_METACOPY, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isWhiteout, shownXattrName } from '../image/erofs.js';
@@ -74,6 +74,14 @@ function contentDigest(p: PlanNode): string {
   return p.content && p.content.length > 0 ? fsverityDigest(p.content) : EMPTY_DIGEST;
 }
 
+/** The Merkle leaf of a planned inode at `path` (what merkleOfImage gives for it once written). */
+export function planLeaf(path: ByteString, p: PlanNode): Buffer {
+  const type = p.mode & S_IFMT;
+  const digest = type === S_IFREG ? contentDigest(p) : '';
+  const target = type === S_IFLNK ? Buffer.from(p.symlink!).toString('latin1') : '';
+  return leafHash(path, attrOf(p), target, visible(p), digest);
+}
+
 function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
   // The walk below meets paths nearly in byte order: paths and hashes go into two arrays, and
   // only if one comes out of order are they sorted (as pairs).
@@ -113,9 +121,7 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
       push(path, hit);
       return;
     }
-    const digest = type === S_IFREG ? contentDigest(p) : '';
-    const target = type === S_IFLNK ? Buffer.from(p.symlink!).toString('latin1') : '';
-    push(path, leafHash(path, attrOf(p), target, visible(p), digest));
+    push(path, planLeaf(path, p));
   };
   const root = plan.nodes[0]!;
   leaf('/', root, undefined); // the root always differs (its whiteout stubs, the upper's root)
