@@ -21,6 +21,7 @@ import { S_IFCHR, mknod } from '../../../src/native/files.js';
 import { lsetxattr } from '../../../src/native/xattr.js';
 import { merkleLevels, summaryOf } from '../../../src/store/merkle.js';
 import type { CommitMetadata } from '../../../src/store/metadata.js';
+import { StratumError } from '../../../src/store/error.js';
 import { Store } from '../../../src/store/store.js';
 import { commitByReadBack } from '../../helpers/readback.js';
 import { giveTo, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../../helpers/user.js';
@@ -476,5 +477,34 @@ const noUser = userTestsUnavailable();
     rmSync(work, { recursive: true, force: true });
   }
 });
+
+for (const change of ['a new file (splice path)', 'an edited file (edits-only path)'] as const) {
+  test(`a damaged base image under ${change}: the commit is CORRUPT_STORE, HEAD and its upper stay as they were`, () =>
+    withWork(async (work) => {
+      const a = await setup(work, 'a');
+      const base = (await a.store.heads.read('app'))!.base;
+      if (change.startsWith('a new')) writeFileSync(join(a.upper, 'another.dat'), 'another '.repeat(30));
+      else {
+        mkdirSync(join(a.upper, 'd0'), { recursive: true });
+        writeFileSync(join(a.upper, 'd0', 'f29.dat'), 'rewritten '.repeat(40));
+      }
+      pinTimes(a.upper);
+      const image = a.store.commits.imagePath(base);
+      chmodSync(image, 0o644);
+      const bytes = readFileSync(image);
+      bytes[bytes.length - 100] ^= 0x40; // in the data blocks: the image still reads, only its digest tells
+      writeFileSync(image, bytes);
+      try {
+        await commitHead(a.store, { label: 'app' });
+        assert.unreachable('the commit went on');
+      } catch (err) {
+        assert.instance(err, StratumError);
+        assert.is((err as StratumError).code, 'CORRUPT_STORE');
+        assert.match((err as Error).message, 'stratum verify');
+      }
+      assert.is((await a.store.heads.read('app'))!.base, base, 'HEAD keeps its base');
+      assert.ok(readdirSync(a.upper).length > 0, 'and its upper');
+    }, false));
+}
 
 test.run();
