@@ -217,7 +217,7 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
   // pair must stay on one inode (the scan of the base below checks the base does not have it).
   const names = new Map<ByteString, NameInfo>();
   const uses = new Int32Array(base.tableOffsets.length ? base.tableOffsets[base.tableOffsets.length - 1]! / 4 + 1 : 0);
-  const inline = new Map<string, number>();
+  const inline = new Set<string>();
   const suspects = new Map<number, string[]>(); // pairHint -> keys
   const suspectBits = new Uint8Array(65536); // by quickHint: most entries are told apart here, without a Map lookup
   let acl = false;
@@ -244,8 +244,8 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
         uses[at / 4]++;
         continue;
       }
-      if ((inline.get(key) ?? 0) > 0) return 'an xattr new to the image on two inodes (it would be shared)';
-      inline.set(key, 1);
+      if (inline.has(key)) return 'an xattr new to the image on two inodes (it would be shared)';
+      inline.add(key);
       const filter = pairHint(x.value, x.index, x.suffix.length, 0, x.value.length);
       suspectBits[quickHint(x.value, x.index, x.suffix.length, 0, x.value.length)] = 1;
       const list = suspects.get(filter);
