@@ -36,7 +36,7 @@ export async function commitCommand(ctx: Context, target: string): Promise<void>
   }
   const r = await commitHead(store, { label, tag });
   ctx.result(
-    { id: r.id, label: r.label, tag: r.tag, parent: r.parent, unchanged: r.unchanged, newCommit: r.newCommit, counts: { changedPaths: r.changedPaths, deletions: r.deletions, storedFiles: r.storedFiles, newObjects: r.newObjects, linkedObjects: r.linkedObjects, copiedObjects: r.copiedObjects, files: r.files }, bytes: { read: r.bytes, total: r.totalBytes } },
+    { id: r.id, label: r.label, tag: r.tag, parent: r.parent, unchanged: r.unchanged, newCommit: r.newCommit, path: r.path, counts: { changedPaths: r.changedPaths, deletions: r.deletions, storedFiles: r.storedFiles, newObjects: r.newObjects, linkedObjects: r.linkedObjects, copiedObjects: r.copiedObjects, files: r.files }, bytes: { read: r.bytes, total: r.totalBytes } },
     () => [`${r.label}:${r.tag}${r.tag === r.id ? '' : `\t${short(r.id)}`}`],
   );
   if (r.unchanged) ctx.note(`no changes since ${short(r.parent)}: ${r.label}:${r.tag} names the base commit`);
