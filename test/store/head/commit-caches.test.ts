@@ -378,8 +378,8 @@ test('the cache is taken for untouched files only, never for directories', () =>
     // A cache whose leaf at `path` is another, its levels above built from its leaves (a commit
     // also takes from the cache the nodes above leaves it did not change).
     const tamper = (path: string): typeof cache => {
-      const leaves = cache.levels[0]!.slice();
-      leaves[cache.paths.indexOf(path)] = createHash('sha256').update('not this leaf').digest();
+      const leaves = Buffer.from(cache.levels[0]!);
+      createHash('sha256').update('not this leaf').digest().copy(leaves, 32 * cache.paths.indexOf(path));
       return { ...cache, levels: merkleLevels(leaves) };
     };
     assert.is.not(build(tamper('/d0/f1.dat')), good, 'an untouched file: its leaf comes from the cache');
@@ -395,7 +395,7 @@ for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} 
     const id = 'ab'.repeat(32);
     const n = kind === 'merkle' ? 200_000 : 50_000;
     const paths = Array.from({ length: n }, (_, i) => `/dir/file-${String(i).padStart(8, '0')}`);
-    const summary = summaryOf(merkleLevels(paths.map((p) => createHash('sha256').update(p).digest())));
+    const summary = summaryOf(merkleLevels(Buffer.concat(paths.map((p) => createHash('sha256').update(p).digest()))));
     const meta: CommitMetadata = { merkleRoot: summary.root, metadataHash: id, timestamp: '', files: { count: n, totalSize: 0 }, merkle: { leafCount: n, treeDepth: summary.depth } };
     const worker = join(dirname(fileURLToPath(import.meta.url)), 'cache-worker.js');
     for (let round = 0; round < 6; round++) {
