@@ -189,8 +189,8 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
  * it is put back and its path rehashed (one node a level).
  */
 function levelsBeside(leaves: Buffer, base: Buffer[]): Buffer[] {
-  const first = Buffer.from(leaves.subarray(0, 32));
   if (leaves.length === 0 || base[0]!.length === 0) return merkleLevels(leaves);
+  const first = Buffer.from(leaves.subarray(0, 32));
   base[0]!.copy(leaves, 0, 0, 32);
   const levels = merkleLevels(leaves, base, commonLeaves(leaves, base[0]!));
   updateLeaf(levels, 0, first);
