@@ -16,7 +16,8 @@
 // cached levels (updateLeaf).
 //
 // Public surface: LeafAttr, leafData, leafHash, merkleLevels (optionally reusing a base tree's
-// nodes over a common prefix of leaves), commonLeaves, summaryOf, updateLeaf, merkleRoot,
+// nodes over a common prefix of leaves), commonLeaves, levelsBeside (the same beside a commit's
+// base, whose root leaf always changes), summaryOf, updateLeaf, merkleRoot,
 // merkleOfImage, MerkleSummary, TreeStats.
 import { hash } from 'node:crypto';
 import { merkleLevel } from '../native/verity.js';
@@ -155,6 +156,21 @@ export function commonLeaves(a: Buffer, b: Buffer): number {
     return i;
   }
   return n;
+}
+
+/**
+ * merkleLevels beside a commit's base tree: the nodes over the leaves the two share from the
+ * start are the base's. The root path's leaf (leaf 0) changes in every commit, which would end
+ * that prefix at once: the levels are built as if it had not (the base's leaf 0 in its place), then
+ * it is put back and its path rehashed (one node a level). `leaves` becomes levels[0].
+ */
+export function levelsBeside(leaves: Buffer, base: Buffer[]): Buffer[] {
+  if (leaves.length === 0 || base[0]!.length === 0) return merkleLevels(leaves);
+  const first = Buffer.from(leaves.subarray(0, NODE));
+  base[0]!.copy(leaves, 0, 0, NODE);
+  const levels = merkleLevels(leaves, base, commonLeaves(leaves, base[0]!));
+  updateLeaf(levels, 0, first);
+  return levels;
 }
 
 /** The summary of a tree from its levels (an empty tree's root is sha256 of nothing). */

@@ -24,6 +24,6 @@ export async function commitHead(store: Store, options: CommitOptions): Promise<
     await refuseTakenTag(store, label, options.tag);
     const paths = headPaths(store, label);
     await refuseMountedUpper(paths, label, store.root);
-    return commitUpper(store, head, paths, { tag: options.tag, onStep: options.onStep, nextUpper: 'fresh' });
+    return commitUpper(store, head, paths, { tag: options.tag, onStep: options.onStep, nextUpper: 'fresh', splice: options.splice });
   });
 }

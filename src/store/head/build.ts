@@ -5,14 +5,14 @@
 // fraction of the cost on large trees. Given the base's Merkle cache, the leaves of untouched
 // files come from it (KnownLeaves), so a commit hashes only what changed, plus the directories.
 //
-// Public surface: buildHeadCommit, KnownLeaves.
+// Public surface: buildHeadCommit, KnownLeaves, planLeaf.
 import { digestBuffer } from '../../native/verity.js';
 import { fsverityDigest } from '../digest.js';
 import { OVERLAY_METACOPY, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isWhiteout, shownXattrName } from '../image/erofs.js';
 import { type Plan, type PlanNode, layout } from '../image/layout.js';
 import type { ByteString, Inode, Tree } from '../image/tree.js';
 import { emit, storedSize } from '../image/write.js';
-import { type MerkleSummary, type TreeStats, commonLeaves, leafHash, merkleLevels, summaryOf, updateLeaf } from '../merkle.js';
+import { type MerkleSummary, type TreeStats, leafHash, levelsBeside, merkleLevels, summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { type MerkleCache, findPath } from './edits.js';
 
@@ -72,6 +72,14 @@ function contentDigest(p: PlanNode): string {
     return EMPTY_DIGEST;
   }
   return p.content && p.content.length > 0 ? fsverityDigest(p.content) : EMPTY_DIGEST;
+}
+
+/** The Merkle leaf of a planned inode at `path` (what merkleOfImage gives for it once written). */
+export function planLeaf(path: ByteString, p: PlanNode): Buffer {
+  const type = p.mode & S_IFMT;
+  const digest = type === S_IFREG ? contentDigest(p) : '';
+  const target = type === S_IFLNK ? Buffer.from(p.symlink!).toString('latin1') : '';
+  return leafHash(path, attrOf(p), target, visible(p), digest);
 }
 
 function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[] } {
@@ -142,9 +150,7 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
       pushCached(path, hit);
       return;
     }
-    const digest = type === S_IFREG ? contentDigest(p) : '';
-    const target = type === S_IFLNK ? Buffer.from(p.symlink!).toString('latin1') : '';
-    pushHash(path, leafHash(path, attrOf(p), target, visible(p), digest));
+    pushHash(path, planLeaf(path, p));
   };
   const root = plan.nodes[0]!;
   leaf('/', root, undefined); // the root always differs (its whiteout stubs, the upper's root)
@@ -180,19 +186,4 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
   const levels = cachedLeaves ? levelsBeside(leaves, known!.cache.levels) : merkleLevels(leaves);
   const merkle = summaryOf(levels);
   return { merkle, stats: { count: leafPaths.length, totalSize }, paths: leafPaths, levels };
-}
-
-/**
- * The levels over `leaves`, taking from the base's levels every node over the leaves the two
- * have in common from the start. The root's leaf (leaf 0) always changes, which would end that
- * prefix at once: the levels are built as if it had not (the base's leaf 0 in its place), then
- * it is put back and its path rehashed (one node a level).
- */
-function levelsBeside(leaves: Buffer, base: Buffer[]): Buffer[] {
-  if (leaves.length === 0 || base[0]!.length === 0) return merkleLevels(leaves);
-  const first = Buffer.from(leaves.subarray(0, 32));
-  base[0]!.copy(leaves, 0, 0, 32);
-  const levels = merkleLevels(leaves, base, commonLeaves(leaves, base[0]!));
-  updateLeaf(levels, 0, first);
-  return levels;
 }

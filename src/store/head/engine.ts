@@ -7,12 +7,14 @@
 // anything becomes visible; head.toml's base is the commit point (journal.ts).
 //
 // Public surface: commitUpper, refuseTakenTag, CommitOptions, CommitResult, COMMIT_V8_FLAGS.
-import { constants as C, promises as fsp, readFileSync } from 'node:fs';
+import { constants as C, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
+import { lazyImageTree } from '../image/image-tree.js';
 import { FileSource, ImageReader, bufferSource } from '../image/read.js';
+import { indexBase } from '../image/splice.js';
 import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
 import { summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
@@ -23,7 +25,8 @@ import { type PendingContent, mergeUpper } from '../union.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { anyLengthAsync } from '../../native/files.js';
 import { digestBuffer, digestFd } from '../../native/verity.js';
-import { baseTree, commitRoot, requireImage } from './base.js';
+import { baseTree, commitRoot, readBaseImage, requireImage } from './base.js';
+import { spliceHeadCommit } from './splice.js';
 import { buildHeadCommit } from './build.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './edits.js';
 import { type CommitStep, readJournal, rollForward, writeJournal } from './journal.js';
@@ -46,12 +49,16 @@ const CONCURRENCY = 16;
 export const COMMIT_V8_FLAGS = '--max-semi-space-size=64';
 
 
+export type CommitPath = 'edits' | 'splice' | 'full';
+
 export interface CommitOptions {
   label: string;
   /** The tag to create; default: the commit id. An existing tag is TAG_EXISTS and nothing changes. */
   tag?: string | undefined;
-  /** `fastPath` is known from 'merged' on. */
-  onStep?: (step: CommitStep, info: { fastPath: boolean | undefined }) => void | Promise<void>;
+  /** false: never splice (the tests hold the ways to one another). */
+  splice?: boolean | undefined;
+  /** `fastPath` and `path` are known from 'merged' on. */
+  onStep?: (step: CommitStep, info: { fastPath: boolean | undefined; path?: CommitPath | undefined }) => void | Promise<void>;
 }
 
 export interface CommitResult {
@@ -63,6 +70,8 @@ export interface CommitResult {
   unchanged: boolean;
   /** Whether the base image was patched in place (edits only) rather than rewritten. */
   fastPath: boolean;
+  /** How the image was made: the base patched in place (edits only), spliced, or written whole. */
+  path: CommitPath;
   newCommit: boolean;
   /** Entries in the upper (whiteouts included), deletions among them. */
   changedPaths: number;
@@ -85,12 +94,13 @@ export interface CommitResult {
  * replaces the committed one; 'prepared' takes the one already in head.swap (a live kernel-mode
  * commit put one there, with the writes made since).
  */
-export async function commitUpper(store: Store, head: HeadState, paths: HeadPaths, options: { tag?: string | undefined; onStep?: CommitOptions['onStep']; nextUpper: 'fresh' | 'prepared'; linkObjects?: boolean }): Promise<CommitResult> {
+export async function commitUpper(store: Store, head: HeadState, paths: HeadPaths, options: { tag?: string | undefined; onStep?: CommitOptions['onStep']; nextUpper: 'fresh' | 'prepared'; linkObjects?: boolean; splice?: boolean | undefined }): Promise<CommitResult> {
   const label = head.label;
   const explicitTag = options.tag !== undefined;
   let fastPath: boolean | undefined;
+  let path: CommitPath | undefined;
   const step = async (s: CommitStep): Promise<void> => {
-    await options.onStep?.(s, { fastPath });
+    await options.onStep?.(s, { fastPath, path });
   };
   // An upper file someone still writes (through a mount being detached, say) must not become an
   // object: its later writes would change the object.
@@ -104,14 +114,17 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   const baseMeta = await store.commits.metadata(head.base);
   const cached = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
   if (!cached && process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write('no usable Merkle cache for the base: the full path hashes every leaf\n');
-  let prepared = (cached && (await prepareFast(store, head, paths, baseMeta, cached))) ?? (await prepareFull(store, head, paths, cached));
+  // Three ways to the same image, cheapest first; each refuses (undefined) what it cannot do.
+  const hashed: HashMemo = new Map();
+  let prepared = (cached && (await prepareFast(store, head, paths, baseMeta, cached))) ?? (cached && options.splice !== false ? await prepareSplice(store, head, paths, cached, hashed) : undefined) ?? (await prepareFull(store, head, paths, cached, hashed));
   if (prepared.upperEntries === 0 && rootOwnerOnly(store, head, prepared.root)) prepared = await unchangedBase(store, head.base, paths, prepared);
-  fastPath = prepared.fast;
+  fastPath = prepared.path === 'edits';
+  path = prepared.path;
   await step('merged');
   const { id, meta, image, contents } = prepared;
   const tag = options.tag ?? id;
   const result: CommitResult = {
-    id, label, tag, parent: head.base, unchanged: id === head.base, newCommit: false, fastPath: prepared.fast,
+    id, label, tag, parent: head.base, unchanged: id === head.base, newCommit: false, fastPath: prepared.path === 'edits', path: prepared.path,
     changedPaths: prepared.upperEntries, deletions: prepared.whiteouts, storedFiles: prepared.pending.length,
     newObjects: 0, linkedObjects: 0, copiedObjects: 0, bytes: contents.bytes,
     files: meta.files.count, totalBytes: meta.files.totalSize,
@@ -188,7 +201,7 @@ interface Prepared {
   contents: { objects: Map<string, Buffer>; bytes: number };
   upperEntries: number;
   whiteouts: number;
-  fast: boolean;
+  path: CommitPath;
 }
 
 /**
@@ -210,14 +223,38 @@ async function unchangedBase(store: Store, base: string, paths: HeadPaths, prepa
   return { ...prepared, id: base, meta, image, cache, root: commitRoot(store, base), pending: [], contents: { objects: new Map(), bytes: 0 } };
 }
 
+/** Why a path was refused, for STRATUM_DEBUG_FASTPATH=1. */
+function refused(path: string, why: string): undefined {
+  if (process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write(`${path} refused: ${why}\n`);
+  return undefined;
+}
+
+/**
+ * The splice path (head/splice.ts): the base read lazily, the upper merged in, the new image
+ * spliced from the base's; undefined when the splice refuses the change (the full path runs).
+ */
+async function prepareSplice(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache, hashed: HashMemo): Promise<Prepared | undefined> {
+  const baseImage = readBaseImage(store, head.base);
+  const index = indexBase(baseImage);
+  if (typeof index === 'string') return refused('splice', index);
+  const reader = ImageReader.whole(baseImage);
+  const { tree: base, origin } = lazyImageTree(reader);
+  // (indexBase refuses a base with hardlinks, so the merge need not look for them in it)
+  const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay', baseLinkFree: true });
+  const contents = await hashContents(merged.pending, hashed);
+  const built = spliceHeadCommit(reader, index, merged.tree, origin, cached, head.base);
+  if (typeof built === 'string') return refused('splice', built);
+  return { ...built, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, path: 'splice' };
+}
+
 /** The general path: base tree ⊕ upper, laid out and written whole. */
-async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined): Promise<Prepared> {
+async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined, hashed: HashMemo): Promise<Prepared> {
   const cachedTree = readBaseTreeCache(paths.labelDir, head.base);
   const base = cachedTree?.tree ?? baseTree(store, head.base);
   const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay', baseLinkFree: cachedTree?.linkFree });
-  const contents = await hashContents(merged.pending);
+  const contents = await hashContents(merged.pending, hashed);
   const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
-  return { id, meta, image, cache, tree: merged.tree, treeBase: cachedTree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, fast: false };
+  return { id, meta, image, cache, tree: merged.tree, treeBase: cachedTree, root: merged.tree.root, pending: merged.pending, contents, upperEntries: merged.upperEntries, whiteouts: merged.whiteouts, path: 'full' };
 }
 
 /** The edits-only path (head-patch.ts), or undefined when it does not apply. */
@@ -234,10 +271,10 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, base
   }
   if (!scan) return undefined;
   // the same image in memory (nids are image positions: the scan's stay valid), to patch
-  const baseImage = readFileSync(imagePath);
+  const baseImage = readBaseImage(store, head.base);
   const reader = ImageReader.open(bufferSource(baseImage));
   const pending: PendingContent[] = scan.edits.filter((e) => e.kind === 'content').map((e) => ({ path: e.upperPath, inode: newInode({ mode: Number(e.stat.mode), size: Number(e.stat.size) }) }));
-  const contents = await hashContents(pending);
+  const contents = await hashContents(pending, new Map());
   for (let i = 0, k = 0; i < scan.edits.length; i++) {
     const edit = scan.edits[i]!;
     if (edit.kind !== 'content') continue;
@@ -265,38 +302,53 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, base
   const baseRoot = reader.getattr(reader.rootNid);
   const root = rootStat ? { ...upperRootAttr(rootStat), xattrs: reader.xattrs(reader.rootNid) } : { mode: baseRoot.mode, uid: baseRoot.uid, gid: baseRoot.gid, mtimeSec: baseRoot.mtimeSec, mtimeNsec: baseRoot.mtimeNsec, xattrs: reader.xattrs(reader.rootNid) };
   const edits = scan.edits.map((e): TreeEdit => ({ path: e.path, ...upperRootAttr(e.stat), ...(e.kind === 'content' ? { content: { size: Number(e.stat.size), digest: e.digest! } } : {}) }));
-  return { id, meta, image, cache: { id, paths: cache.paths, levels: patched.levels }, root, pending, contents, upperEntries: scan.upperEntries, whiteouts: 0, fast: true, edits };
+  return { id, meta, image, cache: { id, paths: cache.paths, levels: patched.levels }, root, pending, contents, upperEntries: scan.upperEntries, whiteouts: 0, path: 'edits', edits };
 }
 
+/** What hashing an upper file gave, by its path: a path refused by one way is not read again by the next. */
+type HashMemo = Map<string, Pick<Inode, 'size' | 'content' | 'digest' | 'payload'>>;
+
 /** Reads every pending upper file once: small ones inline, others hashed to a digest. */
-async function hashContents(pending: PendingContent[]): Promise<{ objects: Map<string, Buffer>; bytes: number }> {
+async function hashContents(pending: PendingContent[], hashed: HashMemo): Promise<{ objects: Map<string, Buffer>; bytes: number }> {
   const objects = new Map<string, Buffer>();
   let bytes = 0;
   await pool(pending, CONCURRENCY, async ({ path, inode }) => {
-    const handle = await anyLengthAsync(path, (p) => fsp.open(p, C.O_RDONLY | C.O_NOFOLLOW)).catch((err: unknown) => {
-      throw wrapSystemError(err, `reading ${path.toString()}`);
-    });
-    try {
-      const size = (await handle.stat()).size;
-      inode.size = size;
-      bytes += size;
-      if (size === 0) return;
-      if (size <= INLINE_LIMIT) {
-        const buf = Buffer.alloc(size);
-        const { bytesRead } = await handle.read(buf, 0, size, 0);
-        inode.content = buf.subarray(0, bytesRead);
-        inode.size = bytesRead;
-        return;
-      }
-      const digest = size <= 1 << 20 ? fsverityDigest(await handle.readFile()) : await digestFd(handle.fd);
-      inode.digest = digest;
-      inode.payload = objectPath(digest);
-      if (!objects.has(digest)) objects.set(digest, path);
-    } finally {
-      await handle.close();
+    const key = path.toString('latin1');
+    const known = hashed.get(key);
+    if (known) Object.assign(inode, known);
+    else {
+      await hashOne(path, inode);
+      const { size, content, digest, payload } = inode;
+      hashed.set(key, { size, ...(content && { content }), ...(digest && { digest }), ...(payload && { payload }) });
     }
+    bytes += inode.size;
+    if (inode.digest !== undefined && !objects.has(inode.digest)) objects.set(inode.digest, path);
   });
   return { objects, bytes };
+}
+
+/** Hashes one upper file into its inode: its size, then inline content or digest and payload. */
+async function hashOne(path: Buffer, inode: Inode): Promise<void> {
+  const handle = await anyLengthAsync(path, (p) => fsp.open(p, C.O_RDONLY | C.O_NOFOLLOW)).catch((err: unknown) => {
+    throw wrapSystemError(err, `reading ${path.toString()}`);
+  });
+  try {
+    const size = (await handle.stat()).size;
+    inode.size = size;
+    if (size === 0) return;
+    if (size <= INLINE_LIMIT) {
+      const buf = Buffer.alloc(size);
+      const { bytesRead } = await handle.read(buf, 0, size, 0);
+      inode.content = buf.subarray(0, bytesRead);
+      inode.size = bytesRead;
+      return;
+    }
+    const digest = size <= 1 << 20 ? fsverityDigest(await handle.readFile()) : await digestFd(handle.fd);
+    inode.digest = digest;
+    inode.payload = objectPath(digest);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** An explicit tag that exists already: TAG_EXISTS before anything is done. */

@@ -4,7 +4,11 @@
 // counting the root's hidden whiteout stubs). A directory met twice (a cycle, or a directory
 // hardlink) is CORRUPT_IMAGE: the walk would never end.
 //
-// Public surface: imageTree, imageTreeFromBytes, emptyTree.
+// `lazyImageTree` gives the same tree read only where it is looked at: each directory's entries
+// are read the first time its `children` are, so a commit that merges a small upper over a large
+// base reads only the directories the upper goes through (splice.ts places the rest from the image).
+//
+// Public surface: imageTree, imageTreeFromBytes, emptyTree, lazyImageTree, ImageOrigin.
 import { StratumError } from '../error.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './erofs.js';
 import { ImageReader, type InodeAttr } from './read.js';
@@ -98,4 +102,42 @@ function inodeOf(reader: ImageReader, nid: number, a: InodeAttr): Inode {
     } else inode.content = reader.readContent(nid);
   }
   return inode;
+}
+
+/** Where an inode of a lazy tree comes from in its image. */
+export interface ImageOrigin {
+  nid: number;
+  /** Its path in the image ('/' for the root). */
+  path: ByteString;
+}
+
+/**
+ * The tree of an image, read lazily (see the top). `origin` tells, for every inode it made, its
+ * nid and path. No hardlink is resolved: an inode met under two names is two inodes here (a
+ * caller that can meet hardlinks must refuse them: splice.ts does, the image index tells it).
+ */
+export function lazyImageTree(reader: ImageReader): { tree: Tree; origin: WeakMap<Inode, ImageOrigin> } {
+  const origin = new WeakMap<Inode, ImageOrigin>();
+  const seenDirs = new Set<number>();
+  const make = (nid: number, path: ByteString): Inode => {
+    const attr = reader.getattr(nid);
+    const inode = inodeOf(reader, nid, attr);
+    origin.set(inode, { nid, path });
+    if ((attr.mode & S_IFMT) !== S_IFDIR) return inode;
+    if (seenDirs.has(nid)) throw new StratumError('CORRUPT_IMAGE', `corrupt image: directory ${nid} appears twice (a cycle or a directory hardlink)`);
+    seenDirs.add(nid);
+    const prefix = path === '/' ? '' : path;
+    Object.defineProperty(inode, 'children', {
+      configurable: true,
+      enumerable: true,
+      get(): Map<ByteString, Entry> {
+        const children = new Map<ByteString, Entry>();
+        for (const e of visibleEntries(reader, nid)) children.set(e.name, { inode: make(e.nid, `${prefix}/${e.name}`), hardlink: false });
+        Object.defineProperty(inode, 'children', { value: children, writable: true, configurable: true, enumerable: true });
+        return children;
+      },
+    });
+    return inode;
+  };
+  return { tree: { root: make(reader.rootNid, '/') }, origin };
 }

@@ -10,7 +10,9 @@
 //   - tail data (dirents, inline content, symlink target, chunk map) packed after the inode unless
 //     it would straddle a block, with mkcomposefs' padding and fallback-to-block rules.
 //
-// Public surface: layout, Plan, PlanNode, PlanDirent, PlanXattr, WriteOptions.
+// Public surface: layout, Plan, PlanNode, PlanDirent, PlanXattr, WriteOptions; for splice.ts, which
+// lays out a tree that is mostly a base image with the same rules: rewrite, Work, encodeXattrs,
+// NameInfo, placeNode, hasAcl.
 import { StratumError } from '../error.js';
 import {
   EROFS_BLKSIZ, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
@@ -82,6 +84,8 @@ export interface PlanNode {
   /** The tree inode this node was made from (none for the root's whiteout stubs): lets a commit
    * recognise a subtree it already knows the Merkle leaves of (head/build.ts). */
   source: Inode | undefined;
+  /** splice.ts only: the nid, in the base image, of the inode this node stands for (-1: none). */
+  ref: number;
 }
 
 export interface Plan {
@@ -116,7 +120,7 @@ function validMode(mode: number): boolean {
  * Working node while rewriting. Its xattrs are its plan's (a few per inode: a list searched by
  * name, so `set` replaces, like lcfs_node_set_xattr; prefix index and suffix are filled in later).
  */
-interface Work {
+export interface Work {
   plan: PlanNode;
   /** Directories only. Each entry becomes the dirent itself (no second object per entry). */
   children: Child[] | undefined;
@@ -125,7 +129,7 @@ interface Work {
 }
 
 /** A directory entry while rewriting, and later the very object its plan's dirents hold. */
-interface Child extends PlanDirent {
+export interface Child extends PlanDirent {
   work: Work;
   hardlink: boolean;
 }
@@ -184,7 +188,7 @@ function newPlanNode(n: Inode): PlanNode {
     symlink: type === S_IFLNK ? bytesOf(n.symlinkTarget!) : undefined,
     external, chunkBits, chunkCount, xattrs: [], dirents: undefined,
     ino: 0, nid: 0, compact: false, ipad: 0, nBlocks: 0, tailSize: 0, xattrSize: 0, nShared: 0, nameFilter: 0, blkaddr: 0,
-    source: n,
+    source: n, ref: -1,
   };
 }
 
@@ -195,15 +199,30 @@ function stubNode(n: Inode): PlanNode {
   return p;
 }
 
+/** A base image's inode, placed by splice.ts from the image: the plan knows only its type. */
+function refNode(n: Inode, ref: number): PlanNode {
+  return {
+    mode: n.mode, uid: 0, gid: 0, nlink: 1, mtimeSec: 0, mtimeNsec: 0, size: 0, rdev: 0, content: undefined, symlink: undefined,
+    external: false, chunkBits: 0, chunkCount: 0, xattrs: [], dirents: undefined,
+    ino: 0, nid: 0, compact: false, ipad: 0, nBlocks: 0, tailSize: 0, xattrSize: 0, nShared: 0, nameFilter: 0, blkaddr: 0,
+    source: n, ref,
+  };
+}
+
+/** Thrown by `rewrite` given `refOf` at a hardlink entry to a base inode: splice.ts cannot place those. */
+export const NEEDS_FULL_LAYOUT = Symbol('needs the full layout');
+
 /** Thrown by `rewrite` at the first source whiteout when the version must rise to 1 first. */
-const NEEDS_VERSION_1 = Symbol('needs composefs version 1');
+export const NEEDS_VERSION_1 = Symbol('needs composefs version 1');
 
 /**
  * Builds working nodes for every primary entry and applies the overlayfs rewrite. A source
  * whiteout needs version 1 when `bump` allows it: the walk then stops (NEEDS_VERSION_1) and the
  * caller starts again at version 1; trees without whiteouts (nearly all) are walked once.
+ * `refOf` (splice.ts) names the inodes that are a base image's, unchanged with all below them:
+ * each becomes a node with only `ref`, `mode` and `source` set, and is not walked.
  */
-function rewrite(tree: Tree, version: number, bump: boolean): Work {
+export function rewrite(tree: Tree, version: number, bump: boolean, refOf?: (inode: Inode) => number | undefined): Work {
   const byInode = new Map<Inode, Work>();
   const links: Array<{ dir: Work; name: ByteString; inode: Inode }> = [];
 
@@ -258,6 +277,12 @@ function rewrite(tree: Tree, version: number, bump: boolean): Work {
       if ((inode.mode & S_IFMT) !== S_IFDIR) bad('only directories have children');
       for (const [name, entry] of inode.children) {
         if (name === '' || name === '.' || name === '..' || name.length > 255 || name.includes('/') || name.includes('\0')) bad(`invalid name ${JSON.stringify(name)}`);
+        const ref = refOf?.(entry.inode);
+        if (ref !== undefined) {
+          if (entry.hardlink) throw NEEDS_FULL_LAYOUT;
+          work.children!.push(child(name, { plan: refNode(entry.inode, ref), children: undefined, budget: 0 }, false));
+          continue;
+        }
         if (entry.hardlink) {
           if ((entry.inode.mode & S_IFMT) === S_IFDIR) bad('directories cannot be hardlinked');
           links.push({ dir: work, name, inode: entry.inode });
@@ -317,10 +342,10 @@ for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c;
 const nibble = (c: number): number => (c < 128 ? HEX[c]! : -1);
 
 /** A stored xattr name split into prefix index and suffix, and its name-filter bit: the same few names recur on every inode, so each is worked out once per layout. */
-interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
+export interface NameInfo { index: number; suffix: Uint8Array; filterBit: number; id: number }
 
 /** Fills in each xattr's prefix index and suffix, and sorts them by name. */
-function encodeXattrs(xattrs: PlanXattr[], names: Map<ByteString, NameInfo>): void {
+export function encodeXattrs(xattrs: PlanXattr[], names: Map<ByteString, NameInfo>): void {
   for (const x of xattrs) {
     const { name, value } = x;
     if (value.length > 0xffff) bad(`xattr ${JSON.stringify(name)} value too long`);
@@ -385,7 +410,7 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   const parents: Work[] = [root];
   let minSec = root.plan.mtimeSec;
   let minNsec = root.plan.mtimeNsec;
-  let hasAcl = false;
+  let acl = false;
   const names = new Map<ByteString, NameInfo>();
   for (let qi = 0; qi < queue.length; qi++) {
     const work = queue[qi]!;
@@ -394,30 +419,12 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
     nodes.push(p);
     if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) { minSec = p.mtimeSec; minNsec = p.mtimeNsec; }
     encodeXattrs(p.xattrs, names);
-    if (findXattr(p.xattrs, 'system.posix_acl_access') >= 0 || findXattr(p.xattrs, 'system.posix_acl_default') >= 0) hasAcl = true;
+    if (hasAcl(p)) acl = true;
     if ((p.mode & S_IFMT) === S_IFDIR) {
-      const kids = work.children!.sort(byName);
-      const dirents: PlanDirent[] = new Array(kids.length + 2);
-      // `.` and `..` go where strcmp puts them among the (sorted, distinct) names.
-      let at = 0;
-      let dots = 0;
-      let subdirs = 0;
-      for (let i = 0; i <= kids.length; i++) {
-        const c = kids[i];
-        while (dots < 2 && (c === undefined || (dots === 0 ? '.' : '..') < c.name)) {
-          dirents[at++] = dots === 0 ? { name: '.', node: p } : { name: '..', node: parents[qi]!.plan };
-          dots++;
-        }
-        if (c === undefined) break;
-        dirents[at++] = c;
-        if (!c.hardlink) {
-          if ((c.node.mode & S_IFMT) === S_IFDIR) subdirs++;
-          queue.push(c.work);
-          parents.push(work);
-        }
+      for (const c of direntsOf(work, parents[qi]!.plan)) {
+        queue.push(c.work);
+        parents.push(work);
       }
-      p.dirents = dirents;
-      p.nlink = 2 + subdirs;
     }
   }
   if (nodes.length > 0xffffffff) bad('too many inodes');
@@ -480,30 +487,8 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   const metaStart = pos - (pos % EROFS_BLKSIZ);
   let nDataBlocks = 0;
   for (const p of nodes) {
-    sizeTail(p);
-    p.compact = fitsCompact(p, minSec, minNsec);
-    const inodeSize = p.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE;
-    let unsharedSize = 0;
-    let filter = 0;
-    p.nShared = 0;
-    for (const x of p.xattrs) {
-      if (x.sharedOffset >= 0) p.nShared++;
-      else unsharedSize += entrySize(x);
-      filter |= x.filterBit;
-    }
-    p.nameFilter = (~filter) >>> 0;
-    p.xattrSize = p.nShared === 0 && unsharedSize === 0 ? 0 : roundUp(EROFS_XATTR_IBODY_HEADER_SIZE + p.nShared * 4 + unsharedSize, 4);
-    if (p.xattrSize > 0 && (p.xattrSize - EROFS_XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) bad('too many xattrs on one inode');
-    const aligned = roundUp(pos, EROFS_SLOTSIZE);
-    p.ipad = aligned - pos;
-    pos = aligned;
-    const extra = tailPadding(p, pos, inodeSize + p.xattrSize);
-    p.ipad += extra;
-    pos += extra;
-    if (p.content && p.nBlocks > 1) bad('inline content does not fit (mkcomposefs refuses this tree too)');
+    pos = placeNode(p, pos, minSec, minNsec, metaStart);
     nDataBlocks += p.nBlocks;
-    p.nid = (pos - metaStart) / EROFS_SLOTSIZE;
-    pos += inodeSize + p.xattrSize + p.tailSize;
   }
   const inodesEnd = roundUp(pos, EROFS_SLOTSIZE);
   if (nodes[0]!.nid >= 0xffff) bad('root nid does not fit 16 bits');
@@ -514,12 +499,75 @@ export function layout(tree: Tree, options: WriteOptions = {}): Plan {
   }
   if (blk > 0xffffffff) bad('image larger than 2^32 blocks');
   return {
-    nodes, composefsVersion: version, hasAcl, minMtimeSec: minSec, minMtimeNsec: minNsec, inodesEnd,
+    nodes, composefsVersion: version, hasAcl: acl, minMtimeSec: minSec, minMtimeNsec: minNsec, inodesEnd,
     sharedXattrs: shared, sharedXattrSize, dataBlockStart, nDataBlocks,
     size: dataBlockStart + nDataBlocks * EROFS_BLKSIZ,
   };
 }
 
+/**
+ * A directory's dirents: its children sorted, `.` and `..` where strcmp puts them, and its nlink
+ * (2 + subdirectories). Gives the children to queue (the primary entries) in order.
+ */
+export function direntsOf(work: Work, parent: PlanNode): Child[] {
+  const p = work.plan;
+  const kids = work.children!.sort(byName);
+  const dirents: PlanDirent[] = new Array(kids.length + 2);
+  const queued: Child[] = [];
+  let at = 0;
+  let dots = 0;
+  let subdirs = 0;
+  for (let i = 0; i <= kids.length; i++) {
+    const c = kids[i];
+    while (dots < 2 && (c === undefined || (dots === 0 ? '.' : '..') < c.name)) {
+      dirents[at++] = dots === 0 ? { name: '.', node: p } : { name: '..', node: parent };
+      dots++;
+    }
+    if (c === undefined) break;
+    dirents[at++] = c;
+    if (!c.hardlink) {
+      if ((c.node.mode & S_IFMT) === S_IFDIR) subdirs++;
+      queued.push(c);
+    }
+  }
+  p.dirents = dirents;
+  p.nlink = 2 + subdirs;
+  return queued;
+}
+
+/** Whether an inode's xattrs make the image record ACLs (the header's HAS_ACL flag). */
+export const hasAcl = (p: PlanNode): boolean => findXattr(p.xattrs, 'system.posix_acl_access') >= 0 || findXattr(p.xattrs, 'system.posix_acl_default') >= 0;
+
+/**
+ * Places one inode at the first slot from `pos` its tail allows (its xattrs' shared offsets
+ * decided): sets its tail, compactness, xattr body, padding and nid; gives the position after it.
+ */
+export function placeNode(p: PlanNode, pos: number, minSec: number, minNsec: number, metaStart: number): number {
+  sizeTail(p);
+  p.compact = fitsCompact(p, minSec, minNsec);
+  const inodeSize = p.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE;
+  let unsharedSize = 0;
+  let filter = 0;
+  p.nShared = 0;
+  for (const x of p.xattrs) {
+    if (x.sharedOffset >= 0) p.nShared++;
+    else unsharedSize += entrySize(x);
+    filter |= x.filterBit;
+  }
+  p.nameFilter = (~filter) >>> 0;
+  p.xattrSize = p.nShared === 0 && unsharedSize === 0 ? 0 : roundUp(EROFS_XATTR_IBODY_HEADER_SIZE + p.nShared * 4 + unsharedSize, 4);
+  if (p.xattrSize > 0 && (p.xattrSize - EROFS_XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) bad('too many xattrs on one inode');
+  const aligned = roundUp(pos, EROFS_SLOTSIZE);
+  p.ipad = aligned - pos;
+  pos = aligned;
+  const extra = tailPadding(p, pos, inodeSize + p.xattrSize);
+  p.ipad += extra;
+  pos += extra;
+  if (p.content && p.nBlocks > 1) bad('inline content does not fit (mkcomposefs refuses this tree too)');
+  p.nid = (pos - metaStart) / EROFS_SLOTSIZE;
+  pos += inodeSize + p.xattrSize + p.tailSize;
+  return pos;
+}
 
 /** Data that goes after the inode (tail) vs in whole blocks, before padding adjustments. */
 function sizeTail(p: PlanNode): void {

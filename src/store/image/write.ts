@@ -3,7 +3,8 @@
 // are skipped). Together with layout.ts this is `writeImage(tree) -> bytes`, byte-identical to
 // mkcomposefs 1.0.8.
 //
-// Public surface: writeImage, emit, storedSize.
+// Public surface: writeImage, emit, storedSize; for splice.ts: Out, ImageHead, writeHeader,
+// writeInode, writeBlocks.
 import {
   EROFS_BLKSIZ, EROFS_BLKSIZ_BITS, EROFS_FEATURE_COMPAT_MTIME, EROFS_FEATURE_COMPAT_XATTR_FILTER, EROFS_INODE_CHUNK_BASED,
   EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SUPER_MAGIC_V1, EROFS_SUPER_OFFSET, LCFS_EROFS_FLAGS_HAS_ACL, LCFS_EROFS_MAGIC,
@@ -17,7 +18,8 @@ export function writeImage(tree: Tree, options: WriteOptions = {}): Uint8Array {
   return emit(layout(tree, options));
 }
 
-class Out {
+/** The image being written: a zeroed buffer and a position (padding is skipping ahead). */
+export class Out {
   readonly buf: Buffer;
   pos = 0;
   constructor(size: number) {
@@ -33,26 +35,10 @@ class Out {
 
 export function emit(plan: Plan): Uint8Array {
   const out = new Out(plan.size);
-  const b = out.buf;
-  const H = lcfs_erofs_header;
-  putField(b, 0, H.magic, LCFS_EROFS_MAGIC);
-  putField(b, 0, H.version, LCFS_EROFS_VERSION);
-  putField(b, 0, H.flags, plan.hasAcl ? LCFS_EROFS_FLAGS_HAS_ACL : 0);
-  putField(b, 0, H.composefs_version, plan.composefsVersion);
-  const SB = erofs_super_block;
-  const sb = EROFS_SUPER_OFFSET; // fields not written are zero
-  putField(b, sb, SB.magic, EROFS_SUPER_MAGIC_V1);
-  putField(b, sb, SB.feature_compat, EROFS_FEATURE_COMPAT_MTIME | EROFS_FEATURE_COMPAT_XATTR_FILTER);
-  putField(b, sb, SB.blkszbits, EROFS_BLKSIZ_BITS);
-  putField(b, sb, SB.root_nid, plan.nodes[0]!.nid);
-  putField(b, sb, SB.inos, plan.nodes.length);
-  putField(b, sb, SB.build_time, plan.minMtimeSec);
-  putField(b, sb, SB.build_time_nsec, plan.minMtimeNsec);
-  putField(b, sb, SB.blocks, plan.dataBlockStart / EROFS_BLKSIZ + plan.nDataBlocks);
-  putField(b, sb, SB.meta_blkaddr, Math.floor((EROFS_SUPER_OFFSET + SB.sizeof) / EROFS_BLKSIZ));
-  putField(b, sb, SB.xattr_blkaddr, Math.floor(plan.inodesEnd / EROFS_BLKSIZ));
-  out.pos = sb + SB.sizeof;
-
+  writeHeader(out, {
+    hasAcl: plan.hasAcl, composefsVersion: plan.composefsVersion, rootNid: plan.nodes[0]!.nid, inodes: plan.nodes.length,
+    minMtimeSec: plan.minMtimeSec, minMtimeNsec: plan.minMtimeNsec, blocks: plan.dataBlockStart / EROFS_BLKSIZ + plan.nDataBlocks, inodesEnd: plan.inodesEnd,
+  });
   const sharedBase = plan.inodesEnd % EROFS_BLKSIZ;
   for (const p of plan.nodes) writeInode(out, p, sharedBase);
   out.align(32);
@@ -61,6 +47,43 @@ export function emit(plan: Plan): Uint8Array {
   for (const p of plan.nodes) writeBlocks(out, p);
   if (out.pos !== plan.size) throw new Error(`image writer: wrote ${out.pos} bytes, planned ${plan.size}`);
   return out.buf;
+}
+
+/** What the composefs header and the superblock record of an image. */
+export interface ImageHead {
+  hasAcl: boolean;
+  composefsVersion: number;
+  rootNid: number;
+  inodes: number;
+  minMtimeSec: number;
+  minMtimeNsec: number;
+  /** The image's size in blocks. */
+  blocks: number;
+  /** Where the inodes end (the shared xattr table starts). */
+  inodesEnd: number;
+}
+
+/** The composefs header and the superblock, into a zeroed buffer; leaves `out` after them. */
+export function writeHeader(out: Out, h: ImageHead): void {
+  const b = out.buf;
+  const H = lcfs_erofs_header;
+  putField(b, 0, H.magic, LCFS_EROFS_MAGIC);
+  putField(b, 0, H.version, LCFS_EROFS_VERSION);
+  putField(b, 0, H.flags, h.hasAcl ? LCFS_EROFS_FLAGS_HAS_ACL : 0);
+  putField(b, 0, H.composefs_version, h.composefsVersion);
+  const SB = erofs_super_block;
+  const sb = EROFS_SUPER_OFFSET; // fields not written are zero
+  putField(b, sb, SB.magic, EROFS_SUPER_MAGIC_V1);
+  putField(b, sb, SB.feature_compat, EROFS_FEATURE_COMPAT_MTIME | EROFS_FEATURE_COMPAT_XATTR_FILTER);
+  putField(b, sb, SB.blkszbits, EROFS_BLKSIZ_BITS);
+  putField(b, sb, SB.root_nid, h.rootNid);
+  putField(b, sb, SB.inos, h.inodes);
+  putField(b, sb, SB.build_time, h.minMtimeSec);
+  putField(b, sb, SB.build_time_nsec, h.minMtimeNsec);
+  putField(b, sb, SB.blocks, h.blocks);
+  putField(b, sb, SB.meta_blkaddr, Math.floor((EROFS_SUPER_OFFSET + SB.sizeof) / EROFS_BLKSIZ));
+  putField(b, sb, SB.xattr_blkaddr, Math.floor(h.inodesEnd / EROFS_BLKSIZ));
+  out.pos = sb + SB.sizeof;
 }
 
 /** i_size as written for a planned inode (and so as a reader's getattr gives it). */
@@ -83,7 +106,7 @@ function writeXattr(out: Out, x: PlanXattr): void {
   out.align(4);
 }
 
-function writeInode(out: Out, p: PlanNode, sharedBase: number): void {
+export function writeInode(out: Out, p: PlanNode, sharedBase: number): void {
   out.skip(p.ipad);
   const type = p.mode & S_IFMT;
   const layoutKind = type === S_IFREG && p.external ? EROFS_INODE_CHUNK_BASED : p.tailSize > 0 ? EROFS_INODE_FLAT_INLINE : EROFS_INODE_FLAT_PLAIN;
@@ -171,7 +194,7 @@ function direntChunk(out: Out, p: PlanNode, from: number, to: number, block: boo
   if (block) out.align(EROFS_BLKSIZ);
 }
 
-function writeBlocks(out: Out, p: PlanNode): void {
+export function writeBlocks(out: Out, p: PlanNode): void {
   const type = p.mode & S_IFMT;
   if (type === S_IFDIR) {
     writeDirents(out, p, true);

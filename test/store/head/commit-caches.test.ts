@@ -21,6 +21,7 @@ import { S_IFCHR, mknod } from '../../../src/native/files.js';
 import { lsetxattr } from '../../../src/native/xattr.js';
 import { merkleLevels, summaryOf } from '../../../src/store/merkle.js';
 import type { CommitMetadata } from '../../../src/store/metadata.js';
+import { StratumError } from '../../../src/store/error.js';
 import { Store } from '../../../src/store/store.js';
 import { commitByReadBack } from '../../helpers/readback.js';
 import { giveTo, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../../helpers/user.js';
@@ -64,7 +65,7 @@ async function setup(work: string, name: string): Promise<{ store: Store; upper:
   const upper = headPaths(store, 'app').upper;
   writeFileSync(join(upper, 'first'), 'first commit');
   pinTimes(upper);
-  await commitHead(store, { label: 'app' });
+  await commitHead(store, { label: 'app', splice: false }); // written whole: it leaves head.tree
   const cacheFile = join(headPaths(store, 'app').labelDir, MERKLE_CACHE_FILE);
   const treeFile = join(headPaths(store, 'app').labelDir, TREE_CACHE_FILE);
   assert.ok(existsSync(cacheFile), 'a commit leaves the Merkle cache of its commit');
@@ -134,10 +135,10 @@ test('added, deleted and renamed files: the commit through the cache is the comm
 /**
  * One random change in both uppers, as the kernel leaves it: a new file (inline or an object) or
  * directory, a file or directory deleted (whiteout), a file renamed (whiteout + metacopy
- * redirect), a file rewritten, or a new file with a second name (a hardlink in the upper).
+ * redirect), a file rewritten, or (`links`) a new file with a second name (a hardlink in the upper).
  */
-function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, uppers: string[], round: number, k: number, editsOnly: boolean): void {
-  const kind = editsOnly ? 4 : rnd.int(6);
+function randomChange(rnd: Random, files: string[], dirs: string[], ns: string, uppers: string[], round: number, k: number, editsOnly: boolean, links: boolean): void {
+  const kind = editsOnly ? 4 : rnd.int(links ? 6 : 5);
   const at = (rel: string): string[] => uppers.map((u) => join(u, rel));
   const parentOf = (rel: string): string => rel.slice(0, rel.lastIndexOf('/'));
   const dir = rnd.pick(dirs);
@@ -187,7 +188,10 @@ for (const baseLinks of [true, false]) test(`over many random change sets (base 
     const sizes = join(a.upper, '..', 'base-sizes');
     let fast = 0;
     let linkFree = 0;
+    let spliced = 0;
     for (let round = 0; round < 24; round++) {
+      // the first half writes whole what is not edits only (head.tree's rounds), the second splices where it can
+      const splice = round >= 12;
       const base = (await a.store.heads.read('app'))!.base;
       if (readBaseTreeCache(dirname(a.treeFile), base)?.linkFree) linkFree++;
       // the base's files and directories, and each file's size (a rename keeps it)
@@ -206,12 +210,12 @@ for (const baseLinks of [true, false]) test(`over many random change sets (base 
       // rounds 1 and 2 of every 4 only rewrite files: an edits-only commit, which records its edits for
       // the tree cache (tree-edits.ts), and the next round starts from head.tree plus those edits
       const editsOnly = round % 4 === 1 || round % 4 === 2;
-      for (let k = 1 + rnd.int(4); k > 0; k--) randomChange(rnd, files, dirs, ns, [a.upper, b.upper], round, k, editsOnly);
+      for (let k = 1 + rnd.int(4); k > 0; k--) randomChange(rnd, files, dirs, ns, [a.upper, b.upper], round, k, editsOnly, baseLinks);
       pinTimes(a.upper);
       pinTimes(b.upper);
       rmSync(b.cacheFile, { force: true });
       rmSync(b.treeFile, { force: true });
-      const ra = await commitHead(a.store, { label: 'app' });
+      const ra = await commitHead(a.store, { label: 'app', splice });
       const rb = await commitHead(b.store, { label: 'app' });
       const why = `round ${round} (replay: STRATUM_SEED=${process.env.STRATUM_SEED ?? 14})`;
       assert.is(ra.id, rb.id, `${why}: same commit through the caches as without`);
@@ -220,9 +224,14 @@ for (const baseLinks of [true, false]) test(`over many random change sets (base 
       if (ra.unchanged) continue;
       if (ra.fastPath) {
         fast++;
+        if (splice) continue; // (a spliced commit leaves no head.tree, so the edits after it are not recorded)
         const edited = readBaseTreeCache(dirname(a.treeFile), ra.id);
         assert.ok(edited, `${why}: head.tree and the recorded edits give the tree of the edits-only commit`);
         assert.ok(Buffer.from(writeImage(edited!.tree)).equals(image), `${why}: which writes its image`);
+        continue;
+      }
+      if (ra.path === 'splice') {
+        spliced++;
         continue;
       }
       const cached = readTreeCache(a.treeFile, ra.id);
@@ -233,6 +242,9 @@ for (const baseLinks of [true, false]) test(`over many random change sets (base 
     assert.ok(fast >= 3, `edits-only commits were made (${fast})`);
     await expectReference(a.store, (await a.store.heads.read('app'))!.base, (await a.store.commits.metadata((await a.store.heads.read('app'))!.base)).parentCommit!, 'the last commit');
     if (!baseLinks) assert.ok(linkFree >= 2, `rounds started from a link-free head.tree (${linkFree})`);
+    // (a base with hardlinks is never spliced)
+    if (!baseLinks) assert.ok(spliced >= 3, `commits were spliced (${spliced})`);
+    else assert.is(spliced, 0);
   }, baseLinks));
 
 for (const [what, damage] of [
@@ -490,5 +502,34 @@ const noUser = userTestsUnavailable();
     rmSync(work, { recursive: true, force: true });
   }
 });
+
+for (const change of ['a new file (splice path)', 'an edited file (edits-only path)'] as const) {
+  test(`a damaged base image under ${change}: the commit is CORRUPT_STORE, HEAD and its upper stay as they were`, () =>
+    withWork(async (work) => {
+      const a = await setup(work, 'a');
+      const base = (await a.store.heads.read('app'))!.base;
+      if (change.startsWith('a new')) writeFileSync(join(a.upper, 'another.dat'), 'another '.repeat(30));
+      else {
+        mkdirSync(join(a.upper, 'd0'), { recursive: true });
+        writeFileSync(join(a.upper, 'd0', 'f29.dat'), 'rewritten '.repeat(40));
+      }
+      pinTimes(a.upper);
+      const image = a.store.commits.imagePath(base);
+      chmodSync(image, 0o644);
+      const bytes = readFileSync(image);
+      bytes[bytes.length - 100] ^= 0x40; // in the data blocks: the image still reads, only its digest tells
+      writeFileSync(image, bytes);
+      try {
+        await commitHead(a.store, { label: 'app' });
+        assert.unreachable('the commit went on');
+      } catch (err) {
+        assert.instance(err, StratumError);
+        assert.is((err as StratumError).code, 'CORRUPT_STORE');
+        assert.match((err as Error).message, 'stratum verify');
+      }
+      assert.is((await a.store.heads.read('app'))!.base, base, 'HEAD keeps its base');
+      assert.ok(readdirSync(a.upper).length > 0, 'and its upper');
+    }, false));
+}
 
 test.run();

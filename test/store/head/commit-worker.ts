@@ -8,7 +8,7 @@ const result = await commitHead(store, {
   label: label!,
   tag,
   onStep: (step: CommitStep, info) => {
-    if (step === 'merged') process.stdout.write(`path ${info.fastPath ? 'fast' : 'full'}\n`);
+    if (step === 'merged') process.stdout.write(`path ${info.path}\n`);
     if (step === killAt) process.kill(process.pid, 'SIGKILL');
   },
 });
