@@ -147,7 +147,7 @@ try {
       let phases = '';
       for (let r = 0; r < 3; r++) {
         round++;
-        for (let i = 0; i < added; i++) writeFileSync(join(upper, `new-${round}-${i}.dat`), bytes(500, round * 7 + i));
+        for (let i = 0; i < added; i++) writeFileSync(join(upper, `new-${round}-${i}.dat`), bytes(500, round * 1000 + i)); // (contents new to the tree: one already in it would make its metacopy a shared xattr)
         const timed = await timedCommit(store);
         const result = timed.result;
         times.push(timed.wall);

@@ -25,13 +25,15 @@ export function commitRoot(store: Store, id: string): Pick<Inode, 'mode' | 'uid'
 
 /** The base commit as a tree. */
 export function baseTree(store: Store, id: string): Tree {
-  let bytes: Buffer;
+  return imageTreeFromBytes(imageBytes(store, id)); // the reader's whole mode: bounds- and cycle-checked
+}
+
+function imageBytes(store: Store, id: string): Buffer {
   try {
-    bytes = readFileSync(store.commits.imagePath(id));
+    return readFileSync(store.commits.imagePath(id));
   } catch (err) {
     throw missingImage(err, id);
   }
-  return imageTreeFromBytes(bytes);  // the reader's whole mode: bounds- and cycle-checked
 }
 
 /**
@@ -40,12 +42,7 @@ export function baseTree(store: Store, id: string): Tree {
  * damaged image is refused, not carried on into every later commit.
  */
 export function readBaseImage(store: Store, id: string): Buffer {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(store.commits.imagePath(id));
-  } catch (err) {
-    throw missingImage(err, id);
-  }
+  const bytes = imageBytes(store, id);
   if (digestBuffer(bytes) !== id) throw new StratumError('CORRUPT_STORE', `the image of commit ${id} is damaged (its digest does not match); run \`stratum verify\` and restore it from where the store was synced`);
   return bytes;
 }

@@ -64,6 +64,8 @@ export function spliceHeadCommit(reader: ImageReader, index: SpliceBase, tree: T
       paths.push(r.first);
     }
   }
+  // every path of the new tree has its leaf, once: anything else is a cache that does not match its base
+  if (paths.length !== out.files) return `the Merkle cache does not match the base (${paths.length} leaves for ${out.files} paths)`;
   const levels = levelsBeside(leaves, cache.levels);
   const merkle = summaryOf(levels);
   const meta: CommitMetadata = {

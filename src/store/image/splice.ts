@@ -119,16 +119,14 @@ export function indexBase(image: Buffer): SpliceBase | string {
   const blkaddr = new Float64Array(count);
   const size = new Float64Array(count);
   const atMin = new Uint8Array(count);
-  let pos = FIRST_SLOT;
+  let aligned = FIRST_SLOT; // where the previous inode ended, slot-aligned
   let dataBlocks = 0;
-  for (let k = 0; k < count; ) {
+  for (let k = 0; k < count; k++) {
+    let pos = aligned;
+    while (pos + EROFS_SLOTSIZE <= image.length && zeroSlot(image, pos)) pos += EROFS_SLOTSIZE;
     if (pos + erofs_inode_extended.sizeof > image.length) return 'inodes run past the end';
     const format = u16(image, pos + I.i_format.at);
     const m = u16(image, pos + I.i_mode.at);
-    if (format === 0 && m === 0) {
-      pos += EROFS_SLOTSIZE;
-      continue;
-    }
     if (format >> 4 !== 0) return 'an unknown inode format';
     // (the fields read straight through their layouts' offsets: this loop runs once per inode)
     const extended = (format & 1) === 1;
@@ -151,6 +149,9 @@ export function indexBase(image: Buffer): SpliceBase | string {
     if (t > EROFS_BLKSIZ / 2 && type !== S_IFLNK) return 'a tail longer than half a block';
     if (type !== S_IFDIR && (extended ? u32(image, pos + E.i_nlink.at) : u16(image, pos + I.i_nlink.at)) > 1) return 'the base has hardlinks';
     if (!Number.isSafeInteger(isize) || pos + h + t > image.length) return 'an inode runs past the end';
+    // Only an image laid out as the writer lays it out is spliced: what is copied from it must be
+    // what the writer would write (an image from elsewhere, pulled say, may be laid out otherwise).
+    if (placeAt(aligned, h, t, type === S_IFLNK, isize) !== pos || u32(image, pos + I.i_ino.at) !== k) return 'an image not laid out as the writer lays it out';
     kOf[pos / EROFS_SLOTSIZE] = k;
     offset[k] = pos;
     mode[k] = m;
@@ -161,10 +162,9 @@ export function indexBase(image: Buffer): SpliceBase | string {
     size[k] = isize;
     atMin[k] = !extended || (getField(image, pos, E.i_mtime) === minSec && u32(image, pos + E.i_mtime_nsec.at) === minNsec) ? 1 : 0;
     dataBlocks += nb;
-    pos += h + t;
-    k++;
-    pos = roundUp(pos, EROFS_SLOTSIZE);
+    aligned = roundUp(pos + h + t, EROFS_SLOTSIZE);
   }
+  const pos = aligned;
   // The shared xattr table: from the end of the inodes up to the data blocks (its entries' names are never empty).
   const tableStart = pos;
   const dataStart = (totalBlocks - dataBlocks) * EROFS_BLKSIZ;
@@ -327,16 +327,9 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
     if (type === S_IFDIR) forEachDirent(base, k, (at, dot) => {
       if (refused === undefined && dot === 0) enqueueBase(lo(img, at), qi);
     });
-    // the writer's padding (placeNode/tailPadding), for an inode whose tail is decided
-    pos = roundUp(pos, EROFS_SLOTSIZE);
     const h = base.head[k]!;
     const t = base.tail[k]!;
-    if (type === S_IFLNK) {
-      const total = h + base.size[k]!;
-      if (Math.floor(pos / EROFS_BLKSIZ) !== Math.floor((pos + total - 1) / EROFS_BLKSIZ)) pos = roundUp(pos, EROFS_BLKSIZ);
-    } else if (t > 0 && EROFS_BLKSIZ - ((pos + h) % EROFS_BLKSIZ) < t) {
-      pos += roundUp(EROFS_BLKSIZ - ((pos + h) % EROFS_BLKSIZ), EROFS_SLOTSIZE);
-    }
+    pos = placeAt(roundUp(pos, EROFS_SLOTSIZE), h, t, type === S_IFLNK, base.size[k]!);
     const nid = pos / EROFS_SLOTSIZE;
     newNid[k] = nid;
     qNid[qi] = nid;
@@ -445,6 +438,23 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
     if ((base.mode[k]! & S_IFMT) === S_IFDIR) for (let b = 0; b < n; b++) fixDirents(at + b * EROFS_BLKSIZ, EROFS_BLKSIZ, qi);
   }
   return { image: buf, planned: plannedList, attached, files: qLen - stubs, totalSize };
+}
+
+/**
+ * Where the writer places an inode whose head (inode and xattr body) is `h` bytes and whose tail
+ * is decided (`t` bytes), from the slot-aligned `pos`: tailPadding's rules (a symlink's inode and
+ * target, as first sized, share a block if they can; a tail does not cross a block).
+ */
+function placeAt(pos: number, h: number, t: number, symlink: boolean, isize: number): number {
+  if (symlink) return Math.floor(pos / EROFS_BLKSIZ) !== Math.floor((pos + h + isize - 1) / EROFS_BLKSIZ) ? roundUp(pos, EROFS_BLKSIZ) : pos;
+  const room = EROFS_BLKSIZ - ((pos + h) % EROFS_BLKSIZ);
+  return t > 0 && room < t ? pos + roundUp(room, EROFS_SLOTSIZE) : pos;
+}
+
+/** A padding slot: 32 zero bytes. */
+function zeroSlot(b: Buffer, at: number): boolean {
+  for (let i = 0; i < EROFS_SLOTSIZE; i += 4) if (u32(b, at + i) !== 0) return false;
+  return true;
 }
 
 /** The low 32 bits of a dirent's nid (nids of an image below 2^32 bytes fit them). */

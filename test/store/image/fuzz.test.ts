@@ -8,6 +8,8 @@ import { newInode } from '../../../src/store/image/tree.js';
 import { diffImages } from '../../../src/store/commands/diff.js';
 import { merkleOfImage } from '../../../src/store/merkle.js';
 import { imageTreeFromBytes } from '../../../src/store/union.js';
+import { lazyImageTree } from '../../../src/store/image/image-tree.js';
+import { indexBase, spliceImage } from '../../../src/store/image/splice.js';
 import { cyclicImage } from './cyclic.js';
 import { loadVectors } from './vectors.js';
 
@@ -79,10 +81,26 @@ function exercise(img: Uint8Array, mode: 'lazy' | 'whole' = 'lazy'): void {
  * verify recomputes, and diff against the unmutated image.
  */
 function exerciseOthers(img: Uint8Array, original: Uint8Array): void {
+  splice(img);
   imageTreeFromBytes(Buffer.from(img));
   merkleOfImage(ImageReader.open(bufferSource(img)));
   diffImages(ImageReader.open(bufferSource(original)), ImageReader.open(bufferSource(img)));
   diffImages(ImageReader.open(bufferSource(img)), ImageReader.open(bufferSource(original)));
+}
+
+/**
+ * The splice writer over an image (its sweep, then a commit's lazy tree with one new file):
+ * refused with a reason, CORRUPT_IMAGE, or an image; never a crash or a hang.
+ */
+function splice(img: Uint8Array): string | undefined {
+  const index = indexBase(Buffer.from(img));
+  if (typeof index === 'string') return index;
+  const { tree, origin } = lazyImageTree(ImageReader.whole(img));
+  const root = newInode({ mode: tree.root.mode, uid: tree.root.uid, gid: tree.root.gid, mtimeSec: tree.root.mtimeSec, mtimeNsec: tree.root.mtimeNsec, xattrs: tree.root.xattrs });
+  for (const [name, entry] of tree.root.children!) root.children!.set(name, entry);
+  root.children!.set('new-file', { inode: newInode({ mode: 0o100644, mtimeSec: tree.root.mtimeSec, content: Buffer.from('new') }), hardlink: false });
+  const out = spliceImage(index, { root }, (inode) => origin.get(inode)?.nid);
+  return typeof out === 'string' ? out : undefined;
 }
 
 const PARSERS: Array<[string, (img: Uint8Array) => unknown]> = [
@@ -93,8 +111,15 @@ const PARSERS: Array<[string, (img: Uint8Array) => unknown]> = [
   ['diffImages', (img) => diffImages(ImageReader.open(bufferSource(img)), ImageReader.open(bufferSource(writeImage({ root: newInode({ mode: 0o040755 }) }))))],
 ];
 
-test('a directory cycle is CORRUPT_IMAGE in every image parser, at once', () => {
+test('a directory cycle is CORRUPT_IMAGE in every image parser, at once (the splice refuses it)', () => {
   const img = cyclicImage();
+  try {
+    const refused = splice(img);
+    assert.ok(refused !== undefined, 'the splice wrote a cyclic image');
+  } catch (e) {
+    assert.instance(e, StratumError);
+    assert.is((e as StratumError).code, 'CORRUPT_IMAGE');
+  }
   for (const [name, parse] of PARSERS) {
     const started = Date.now();
     try {

@@ -6,20 +6,15 @@ import { ImageReader } from '../../../src/store/image/read.js';
 import { indexBase, spliceImage } from '../../../src/store/image/splice.js';
 import { type Inode, type Tree, newInode, objectPath } from '../../../src/store/image/tree.js';
 import { writeImage } from '../../../src/store/image/write.js';
+import { Random } from '../head/ops.js';
 
 // The splice writer against the writer: random base trees, written; each read back lazily,
 // changed the way a commit's merge changes it (copy on write along the changed paths: an inode
 // left in place is the base's, with all below it), and written both ways. Wherever the splice
 // does not refuse, its image must be writeImage's, byte for byte.
 
-let seed = 0x2545f491;
-const rnd = (): number => {
-  seed ^= seed << 13; seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5; seed >>>= 0;
-  return seed / 2 ** 32;
-};
-const ri = (n: number): number => Math.floor(rnd() * n);
+const random = new Random(Number(process.env.STRATUM_SEED ?? 0x2545f491));
+const ri = (n: number): number => random.int(n);
 const hex = (n: number): string => Array.from({ length: n }, () => '0123456789abcdef'[ri(16)]).join('');
 const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => ri(256)));
 // names that sort around '.' and '..' (strcmp), short and long ones (dirents spill into blocks)
