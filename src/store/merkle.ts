@@ -7,7 +7,7 @@
 // leaves, which is the same tree as pairing neighbours bottom-up and carrying an odd last node up:
 // that is how it is built here, keeping every level so one changed leaf rehashes only its path.
 // Each level is one flat Buffer (32 bytes a node), hashed in C (native/src/verity.c merkleLevel):
-// 100k nodes as 100k calls and Buffers from JavaScript cost ~10x as much.
+// 100k nodes as 100k calls and Buffers from JavaScript cost 5-10x as much (bench/merkle.ts).
 // docs/commits.md has the exact leaf encoding.
 //
 // Three producers, one definition: `verify` and bundles walk the image as read back

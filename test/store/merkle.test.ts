@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { merkleLevel } from '../../src/native/verity.js';
-import { commonLeaves, merkleLevels, merkleRoot, summaryOf, updateLeaf } from '../../src/store/merkle.js';
+import { commonLeaves, levelsBeside, merkleLevels, merkleRoot, summaryOf, updateLeaf } from '../../src/store/merkle.js';
 
 // The tree is RFC 6962's (src/store/merkle.ts): leaves are given as hashes, node = sha256(0x01 ‖
 // left ‖ right), the left subtree of n leaves holding the largest power of two below n. The levels
@@ -106,6 +106,19 @@ test('a base of another shape (fewer levels, one leaf, none, more), with any tru
   }
   assert.equal(hex(merkleLevels(leaves, undefined, 5)), want, 'no base: a prefix alone reuses nothing');
   assert.equal(hex(merkleLevels(leaves, merkleLevels(leaves), 1000)), want, 'a prefix longer than the trees is cut to them');
+});
+
+test("levelsBeside: a commit's levels beside its base, the root's leaf changed and names added or removed after a prefix", () => {
+  for (let round = 0; round < 60; round++) {
+    const n = 1 + rnd(400);
+    const base = leavesOf(`beside${round}`, n);
+    const baseLevels = merkleLevels(base);
+    const next = derived(base, rnd(n + 1), `beside${round}`);
+    if (next.length > 0 && rnd(4) > 0) leafOf(`root ${round}`).copy(next, 0); // leaf 0, the root path's, mostly changed
+    const want = hex(referenceLevels(next));
+    assert.equal(hex(levelsBeside(Buffer.from(next), baseLevels)), want, `round ${round}: ${n} → ${next.length / 32} leaves`);
+  }
+  assert.equal(hex(levelsBeside(leavesOf('e', 5), [Buffer.alloc(0)])), hex(referenceLevels(leavesOf('e', 5))), 'an empty base');
 });
 
 test('commonLeaves counts the leading equal hashes, across its chunks', () => {
