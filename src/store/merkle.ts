@@ -6,6 +6,8 @@
 // node = sha256(0x01 ‖ left ‖ right), the left subtree holding the largest power of two below n
 // leaves, which is the same tree as pairing neighbours bottom-up and carrying an odd last node up:
 // that is how it is built here, keeping every level so one changed leaf rehashes only its path.
+// Each level is one flat Buffer (32 bytes a node), hashed in C (native/src/verity.c merkleLevel):
+// 100k nodes as 100k calls and Buffers from JavaScript cost 5-10x as much (bench/merkle.ts).
 // docs/commits.md has the exact leaf encoding.
 //
 // Three producers, one definition: `verify` and bundles walk the image as read back
@@ -14,9 +16,11 @@
 // cached levels (updateLeaf).
 //
 // Public surface: LeafAttr, leafData, leafHash, merkleLevels (optionally reusing a base tree's
-// nodes), summaryOf, updateLeaf, merkleRoot,
+// nodes over a common prefix of leaves), commonLeaves, levelsBeside (the same beside a commit's
+// base, whose root leaf always changes), summaryOf, updateLeaf, merkleRoot,
 // merkleOfImage, MerkleSummary, TreeStats.
 import { hash } from 'node:crypto';
+import { merkleLevel } from '../native/verity.js';
 import { fsverityDigest } from './digest.js';
 import { S_IFLNK, S_IFMT, S_IFREG } from './image/erofs.js';
 import { type ImageReader, walkImage } from './image/read.js';
@@ -110,66 +114,85 @@ export function leafHash(path: ByteString, attr: LeafAttr, symlinkTarget: ByteSt
   return sha256(shared.encode(path, attr, symlinkTarget, xattrs, contentDigest));
 }
 
-/** Every level of the tree over leaf hashes: levels[0] the leaves, the last one the root. */
-export function merkleLevels(leaves: Buffer[], base?: Buffer[][]): Buffer[][] {
-  const levels: Buffer[][] = [leaves];
-  const scratch = Buffer.allocUnsafe(65);
-  scratch[0] = 1;
+const NODE = 32;
+
+/**
+ * Every level of the tree over `leaves` (flat: 32 bytes a leaf hash): levels[0] is `leaves`
+ * itself, level k one Buffer of ceil(n / 2^k) nodes, the last one the root. Given a base tree
+ * whose first `same` leaves are known to be these leaves' first `same`, node i of level k is
+ * copied from the base when i < floor(same / 2^k): it covers a full 2^k leaves inside that common
+ * prefix in both trees, so it is the same node. Every other node is hashed in C (merkleLevel).
+ */
+export function merkleLevels(leaves: Buffer, base?: Buffer[], same = 0): Buffer[] {
+  if (leaves.length % NODE !== 0) throw new RangeError(`merkleLevels: ${leaves.length} bytes of leaves is not a whole number of 32-byte hashes`);
+  const common = base?.[0] ? Math.min(same, leaves.length / NODE, base[0].length / NODE) : 0;
+  const levels = [leaves];
   let level = leaves;
-  for (let k = 0; level.length > 1; k++) {
-    const next: Buffer[] = new Array(Math.ceil(level.length / 2));
-    // A node whose two children are, byte for byte, the children of the base's node at the same
-    // place is that node: everything left of the first changed leaf (bar the root's own path) is.
+  for (let k = 1; level.length > NODE; k++) {
+    const size = Math.ceil(level.length / NODE / 2);
+    const next = Buffer.allocUnsafe(size * NODE);
     const was = base?.[k];
-    const wasNext = base?.[k + 1];
-    const reusable = was !== undefined && wasNext !== undefined ? Math.min(level.length, was.length - (was.length % 2)) : 0;
-    for (let i = 0; i + 1 < level.length; i += 2) {
-      // (a leaf taken from the base's cache is the very Buffer: no call to compare it)
-      if (i + 1 < reusable && sameNode(level[i]!, was![i]!) && sameNode(level[i + 1]!, was![i + 1]!)) {
-        next[i / 2] = wasNext![i / 2]!;
-        continue;
-      }
-      level[i]!.copy(scratch, 1);
-      level[i + 1]!.copy(scratch, 33);
-      next[i / 2] = sha256(scratch);
-    }
-    if (level.length % 2 === 1) next[next.length - 1] = level[level.length - 1]!;
+    const kept = was ? Math.min(Math.floor(common / 2 ** k), size, Math.floor(was.length / NODE)) : 0;
+    if (kept > 0) was!.copy(next, 0, 0, kept * NODE);
+    merkleLevel(level, next, kept, size);
     levels.push(next);
     level = next;
   }
   return levels;
 }
 
-const sameNode = (a: Buffer, b: Buffer): boolean => a === b || a.equals(b);
-
-/** The summary of a tree from its levels (an empty tree's root is sha256 of nothing). */
-export function summaryOf(levels: Buffer[][]): MerkleSummary {
-  const n = levels[0]!.length;
-  if (n === 0) return { root: sha256(Buffer.alloc(0)).toString('hex'), leafCount: 0, depth: 0 };
-  return { root: levels[levels.length - 1]![0]!.toString('hex'), leafCount: n, depth: Math.ceil(Math.log2(n)) };
+/** How many leading 32-byte hashes `a` and `b` have in common (memcmp by chunks, then by hash). */
+export function commonLeaves(a: Buffer, b: Buffer): number {
+  const n = Math.floor(Math.min(a.length, b.length) / NODE);
+  const CHUNK = 1024;
+  let i = 0;
+  while (i < n) {
+    const end = Math.min(n, i + CHUNK);
+    if (a.compare(b, i * NODE, end * NODE, i * NODE, end * NODE) === 0) {
+      i = end;
+      continue;
+    }
+    while (a.compare(b, i * NODE, (i + 1) * NODE, i * NODE, (i + 1) * NODE) === 0) i++;
+    return i;
+  }
+  return n;
 }
 
-/** Replaces leaf `index` and rehashes its path to the root, in place. */
-export function updateLeaf(levels: Buffer[][], index: number, leaf: Buffer): void {
-  levels[0]![index] = leaf;
-  const scratch = Buffer.allocUnsafe(65);
-  scratch[0] = 1;
+/**
+ * merkleLevels beside a commit's base tree: the nodes over the leaves the two share from the
+ * start are the base's. The root path's leaf (leaf 0) changes in every commit, which would end
+ * that prefix at once: the levels are built as if it had not (the base's leaf 0 in its place), then
+ * it is put back and its path rehashed (one node a level). `leaves` becomes levels[0].
+ */
+export function levelsBeside(leaves: Buffer, base: Buffer[]): Buffer[] {
+  if (leaves.length === 0 || base[0]!.length === 0) return merkleLevels(leaves);
+  const first = Buffer.from(leaves.subarray(0, NODE));
+  base[0]!.copy(leaves, 0, 0, NODE);
+  const levels = merkleLevels(leaves, base, commonLeaves(leaves, base[0]!));
+  updateLeaf(levels, 0, first);
+  return levels;
+}
+
+/** The summary of a tree from its levels (an empty tree's root is sha256 of nothing). */
+export function summaryOf(levels: Buffer[]): MerkleSummary {
+  const n = levels[0]!.length / NODE;
+  if (n === 0) return { root: sha256(Buffer.alloc(0)).toString('hex'), leafCount: 0, depth: 0 };
+  return { root: levels[levels.length - 1]!.toString('hex', 0, NODE), leafCount: n, depth: Math.ceil(Math.log2(n)) };
+}
+
+/** Replaces leaf `index` and rehashes its path to the root, in place (one node a level). */
+export function updateLeaf(levels: Buffer[], index: number, leaf: Uint8Array): void {
+  if (!Number.isInteger(index) || index < 0 || index >= levels[0]!.length / NODE || leaf.length !== NODE) throw new RangeError(`updateLeaf: no leaf ${index} in a tree of ${levels[0]!.length / NODE}, or not a 32-byte hash`);
+  levels[0]!.set(leaf, index * NODE);
   let i = index;
-  for (let l = 0; l + 1 < levels.length; l++) {
-    const level = levels[l]!;
-    const pair = i - (i % 2);
-    const parent = pair / 2;
-    if (pair + 1 < level.length) {
-      level[pair]!.copy(scratch, 1);
-      level[pair + 1]!.copy(scratch, 33);
-      levels[l + 1]![parent] = sha256(scratch);
-    } else levels[l + 1]![parent] = level[pair]!;
-    i = parent;
+  for (let k = 0; k + 1 < levels.length; k++) {
+    i >>>= 1;
+    merkleLevel(levels[k]!, levels[k + 1]!, i, i + 1);
   }
 }
 
-/** RFC 6962 Merkle tree hash over leaf hashes already computed. */
-export function merkleRoot(leafHashes: Buffer[]): MerkleSummary {
+/** RFC 6962 Merkle tree hash over leaf hashes already computed (flat, 32 bytes each). */
+export function merkleRoot(leafHashes: Buffer): MerkleSummary {
   return summaryOf(merkleLevels(leafHashes));
 }
 
@@ -192,5 +215,5 @@ export function merkleOfImage(reader: ImageReader): { merkle: MerkleSummary; sta
     leaves.push({ path, hash: leafHash(path, attr, target, reader.xattrs(nid), digest) });
   });
   leaves.sort((a, b) => compareBytes(a.path, b.path));
-  return { merkle: merkleRoot(leaves.map((l) => l.hash)), stats: { count: leaves.length, totalSize } };
+  return { merkle: merkleRoot(Buffer.concat(leaves.map((l) => l.hash))), stats: { count: leaves.length, totalSize } };
 }

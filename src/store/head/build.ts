@@ -12,7 +12,7 @@ import { OVERLAY_METACOPY, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, 
 import { type Plan, type PlanNode, layout } from '../image/layout.js';
 import type { ByteString, Inode, Tree } from '../image/tree.js';
 import { emit, storedSize } from '../image/write.js';
-import { type MerkleSummary, type TreeStats, leafHash, merkleLevels, summaryOf } from '../merkle.js';
+import { type MerkleSummary, type TreeStats, leafHash, levelsBeside, merkleLevels, summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { type MerkleCache, findPath } from './edits.js';
 
@@ -82,33 +82,62 @@ export function planLeaf(path: ByteString, p: PlanNode): Buffer {
   return leafHash(path, attrOf(p), target, visible(p), digest);
 }
 
-function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[][] } {
-  // The walk below meets paths nearly in byte order: paths and hashes go into two arrays, and
-  // only if one comes out of order are they sorted (as pairs).
+function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: MerkleSummary; stats: TreeStats; paths: ByteString[]; levels: Buffer[] } {
+  // The walk below meets paths nearly in byte order: paths go into one array and hashes into one
+  // flat buffer, and only if a path comes out of order are they sorted (as pairs).
   let leafPaths: ByteString[] = [];
-  let leafHashes: Buffer[] = [];
+  const cachedPaths = known?.cache.paths;
+  const cachedLeaves = known?.cache.levels[0];
+  let flat = Buffer.allocUnsafe(32 * ((cachedPaths?.length ?? 0) + 1024));
   let sorted = true;
-  const push = (path: ByteString, hash: Buffer): void => {
+  // Leaves taken from the cache are copied in runs: consecutive cached leaves in a row are one copy.
+  let runAt = 0; // first leaf of the pending run, in flat
+  let runFrom = 0; // its index in the cache
+  let runLength = 0;
+  const flush = (): void => {
+    if (runLength > 0) cachedLeaves!.copy(flat, runAt * 32, runFrom * 32, (runFrom + runLength) * 32);
+    runLength = 0;
+  };
+  const grow = (): void => {
+    if (leafPaths.length * 32 < flat.length) return;
+    const bigger = Buffer.allocUnsafe(flat.length * 2);
+    flat.copy(bigger, 0, 0, leafPaths.length * 32);
+    flat = bigger;
+  };
+  const pushPath = (path: ByteString): void => {
     if (sorted && leafPaths.length > 0 && leafPaths[leafPaths.length - 1]! > path) sorted = false;
+    grow();
     leafPaths.push(path);
-    leafHashes.push(hash);
+  };
+  const pushHash = (path: ByteString, hash: Buffer): void => {
+    flush();
+    pushPath(path);
+    flat.set(hash, (leafPaths.length - 1) * 32);
+  };
+  const pushCached = (path: ByteString, index: number): void => {
+    const at = leafPaths.length;
+    if (runLength > 0 && runAt + runLength === at && runFrom + runLength === index) runLength++;
+    else {
+      flush();
+      runAt = at;
+      runFrom = index;
+      runLength = 1;
+    }
+    pushPath(path);
   };
   const counted = new Uint8Array(plan.nodes.length); // by ino (each plan node's own): a hardlinked file counts once
   let totalSize = 0;
-  const cachedPaths = known?.cache.paths;
-  const cachedLeaves = known?.cache.levels[0];
   /**
-   * The base's leaf for `path` if the base had this very inode there: its leaf is then unchanged.
-   * Never for a directory: its i_size (in its leaf) depends on where the layout puts its tail,
-   * which moves with any change before it in the image.
+   * The index in the cache of the base's leaf for `path` if the base had this very inode there:
+   * its leaf is then unchanged. Never for a directory: its i_size (in its leaf) depends on where
+   * the layout puts its tail, which moves with any change before it in the image.
    */
   let hint = 0; // the walk below meets paths nearly in byte order: the next cached path is most often the one
-  const cachedLeaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): Buffer | undefined => {
-    if (baseInode === undefined || p.source !== baseInode || !cachedPaths || (p.mode & S_IFMT) === S_IFDIR) return undefined;
+  const cachedLeaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): number => {
+    if (baseInode === undefined || p.source !== baseInode || !cachedPaths || (p.mode & S_IFMT) === S_IFDIR) return -1;
     const i = cachedPaths[hint] === path ? hint : findPath(cachedPaths, path);
-    if (i < 0) return undefined;
-    hint = i + 1;
-    return cachedLeaves![i];
+    if (i >= 0) hint = i + 1;
+    return i;
   };
   const leaf = (path: ByteString, p: PlanNode, baseInode: Inode | undefined): void => {
     const type = p.mode & S_IFMT;
@@ -117,11 +146,11 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
       totalSize += p.size;
     }
     const hit = cachedLeaf(path, p, baseInode);
-    if (hit) {
-      push(path, hit);
+    if (hit >= 0) {
+      pushCached(path, hit);
       return;
     }
-    push(path, planLeaf(path, p));
+    pushHash(path, planLeaf(path, p));
   };
   const root = plan.nodes[0]!;
   leaf('/', root, undefined); // the root always differs (its whiteout stubs, the upper's root)
@@ -144,14 +173,17 @@ function planMerkle(plan: Plan, known: KnownLeaves | undefined): { merkle: Merkl
     leaf(childPath, d.node, baseChild);
     if ((d.node.mode & S_IFMT) === S_IFDIR) stack.push({ p: d.node, path: childPath, base: baseChild, next: 0 });
   }
+  flush();
+  let leaves = flat.subarray(0, leafPaths.length * 32);
   if (!sorted) {
     const order = leafPaths.map((_, i) => i).sort((a, b) => (leafPaths[a]! < leafPaths[b]! ? -1 : leafPaths[a]! > leafPaths[b]! ? 1 : 0));
     const paths = leafPaths;
-    const hashes = leafHashes;
+    const unsorted = leaves;
     leafPaths = order.map((i) => paths[i]!);
-    leafHashes = order.map((i) => hashes[i]!);
+    leaves = Buffer.allocUnsafe(unsorted.length);
+    order.forEach((from, to) => unsorted.copy(leaves, to * 32, from * 32, from * 32 + 32));
   }
-  const levels = merkleLevels(leafHashes, known?.cache.levels);
+  const levels = cachedLeaves ? levelsBeside(leaves, known!.cache.levels) : merkleLevels(leaves);
   const merkle = summaryOf(levels);
   return { merkle, stats: { count: leafPaths.length, totalSize }, paths: leafPaths, levels };
 }

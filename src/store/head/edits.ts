@@ -123,8 +123,11 @@ export interface MerkleCache {
   id: string;
   /** Leaf paths, sorted by bytes. */
   paths: ByteString[];
-  /** levels[0]: leaf hashes; each next level pairs neighbours, an odd last node carried up. */
-  levels: Buffer[][];
+  /**
+   * Level k is one Buffer of 32-byte nodes: levels[0] the leaf hashes, each next level pairing
+   * neighbours (an odd last node carried up), the last one the root (merkle.ts merkleLevels).
+   */
+  levels: Buffer[];
 }
 
 /**
@@ -150,16 +153,16 @@ export function readMerkleCache(path: string, id: string, meta: CommitMetadata):
       paths[i] = buf.toString('latin1', pos + 2, pos + 2 + len);
       pos += 2 + len;
     }
-    const levels: Buffer[][] = [];
+    // the levels are the rest of the file, as is: each a view of the file's buffer
+    const levels: Buffer[] = [];
     for (let len = n; ; len = Math.ceil(len / 2)) {
-      const level: Buffer[] = new Array(len);
-      for (let i = 0; i < len; i++, pos += 32) level[i] = buf.subarray(pos, pos + 32);
-      if (pos > buf.length) return undefined;
-      levels.push(level);
+      if (pos + 32 * len > buf.length) return undefined;
+      levels.push(buf.subarray(pos, pos + 32 * len));
+      pos += 32 * len;
       if (len <= 1) break;
     }
-    const root = levels[levels.length - 1]![0];
-    if (pos !== buf.length || n !== meta.merkle.leafCount || !root || root.toString('hex') !== meta.merkleRoot) return undefined;
+    const root = levels[levels.length - 1]!;
+    if (pos !== buf.length || n !== meta.merkle.leafCount || root.length !== 32 || root.toString('hex') !== meta.merkleRoot) return undefined;
     return { id, paths, levels };
   } catch {
     return undefined;
@@ -170,7 +173,7 @@ export function readMerkleCache(path: string, id: string, meta: CommitMetadata):
 export async function writeMerkleCache(tmp: TmpArea, path: string, cache: MerkleCache): Promise<void> {
   let size = HEADER;
   for (const p of cache.paths) size += 2 + p.length;
-  for (const level of cache.levels) size += 32 * level.length;
+  for (const level of cache.levels) size += level.length;
   const file = Buffer.alloc(size);
   file.writeUInt32LE(MAGIC, 0);
   file.writeUInt32LE(cache.paths.length, 4);
@@ -181,7 +184,10 @@ export async function writeMerkleCache(tmp: TmpArea, path: string, cache: Merkle
     pos += 2;
     for (let i = 0; i < p.length; i++) file[pos++] = p.charCodeAt(i); // Buffer#write costs more per call than these bytes
   }
-  for (const level of cache.levels) for (const node of level) { file.set(node, pos); pos += 32; }
+  for (const level of cache.levels) {
+    file.set(level, pos);
+    pos += level.length;
+  }
   sha256(file.subarray(HEADER)).copy(file, 40);
   await writeFileAtomic(tmp, path, file, { mode: 0o600 });
 }
@@ -192,8 +198,8 @@ export async function writeMerkleCache(tmp: TmpArea, path: string, cache: Merkle
  * The base image with every edit applied in place, or undefined when an edit would change an
  * inode's encoded size or anything the writer decides globally. `image` is modified.
  */
-export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache): { levels: Buffer[][]; sizeDelta: number } | undefined {
-  const levels = cache.levels.map((l) => l.slice());
+export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], cache: MerkleCache): { levels: Buffer[]; sizeDelta: number } | undefined {
+  const levels = cache.levels.map((l) => Buffer.from(l)); // the cache's own stay as read
   let sizeDelta = 0;
   const newDigests = new Set<string>();
   for (const edit of edits) {

@@ -12,7 +12,7 @@ import type { ImageOrigin } from '../image/image-tree.js';
 import type { ImageReader } from '../image/read.js';
 import { type SpliceBase, spliceImage } from '../image/splice.js';
 import type { ByteString, Inode, Tree } from '../image/tree.js';
-import { leafHash, merkleLevels, summaryOf } from '../merkle.js';
+import { leafHash, levelsBeside, summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { digestBuffer } from '../../native/verity.js';
 import { planLeaf } from './build.js';
@@ -52,21 +52,21 @@ export function spliceHeadCommit(reader: ImageReader, index: SpliceBase, tree: T
   }
   runs.sort((a, b) => (a.first < b.first ? -1 : a.first > b.first ? 1 : 0));
   const paths: ByteString[] = [];
-  const leaves: Buffer[] = [];
+  let count = 0;
+  for (const r of runs) count += 'from' in r ? r.to - r.from : 1;
+  const leaves = Buffer.allocUnsafe(count * 32); // flat: a cached run is one copy
   for (const r of runs) {
     if ('from' in r) {
-      for (let i = r.from; i < r.to; i++) {
-        paths.push(cachedPaths[i]!);
-        leaves.push(cachedLeaves[i]!);
-      }
+      cachedLeaves.copy(leaves, paths.length * 32, r.from * 32, r.to * 32);
+      for (let i = r.from; i < r.to; i++) paths.push(cachedPaths[i]!);
     } else {
+      r.leaf.copy(leaves, paths.length * 32);
       paths.push(r.first);
-      leaves.push(r.leaf);
     }
   }
   // every path of the new tree has its leaf, once: anything else is a cache that does not match its base
   if (paths.length !== out.files) return `the Merkle cache does not match the base (${paths.length} leaves for ${out.files} paths)`;
-  const levels = merkleLevels(leaves, cache.levels);
+  const levels = levelsBeside(leaves, cache.levels);
   const merkle = summaryOf(levels);
   const meta: CommitMetadata = {
     merkleRoot: merkle.root,

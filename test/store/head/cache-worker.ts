@@ -13,7 +13,7 @@ const [root, kind, dest, id, count] = process.argv.slice(2);
 const store = await Store.open(root!);
 const n = Number(count);
 const paths = Array.from({ length: n }, (_, i) => `/dir/file-${String(i).padStart(8, '0')}`);
-const levels = merkleLevels(paths.map((p) => createHash('sha256').update(p).digest()));
+const levels = merkleLevels(Buffer.concat(paths.map((p) => createHash('sha256').update(p).digest())));
 const tree = { root: newInode({ mode: S_IFDIR | 0o755 }) };
 for (const p of paths) tree.root.children!.set(p.slice(5), { inode: newInode({ mode: S_IFREG | 0o644, content: Buffer.from(p) }), hardlink: false });
 const write = (): Promise<void> => (kind === 'merkle' ? writeMerkleCache(store.tmp, dest!, { id: id!, paths, levels }) : writeTreeCache(store.tmp, dest!, id!, tree));

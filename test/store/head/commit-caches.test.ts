@@ -10,7 +10,7 @@ import { baseTree, commitHead, ensureUpper, headPaths } from '../../../src/store
 import { importDirectory } from '../../../src/store/commands/import.js';
 import { verify } from '../../../src/store/commands/verify.js';
 import { buildHeadCommit } from '../../../src/store/head/build.js';
-import { MERKLE_CACHE_FILE, readMerkleCache } from '../../../src/store/head/edits.js';
+import { MERKLE_CACHE_FILE, readMerkleCache, writeMerkleCache } from '../../../src/store/head/edits.js';
 import { TREE_CACHE_FILE, decodeTree, encodeTree, readTreeCache } from '../../../src/store/head/tree-cache.js';
 import { walkTree } from '../../../src/store/image/tree.js';
 import { Random } from './ops.js';
@@ -316,6 +316,7 @@ for (const [what, damage] of [
   ['a truncated file', (f: string): void => truncateSync(f, Math.floor(statSync(f).size / 2))],
   ['an empty file', (f: string): void => truncateSync(f, 0)],
   ['72 bytes left (a Merkle cache header)', (f: string): void => truncateSync(f, 72)],
+  ['another format version in its magic', (f: string): void => { const b = readFileSync(f); b[3] += 1; writeFileSync(f, b); }],
   ['68 bytes left (a tree cache header)', (f: string): void => truncateSync(f, 68)],
 ] as const) {
   for (const which of ['Merkle', 'tree'] as const) {
@@ -390,14 +391,38 @@ test('the cache is taken for untouched files only, never for directories', () =>
     // A cache whose leaf at `path` is another, its levels above built from its leaves (a commit
     // also takes from the cache the nodes above leaves it did not change).
     const tamper = (path: string): typeof cache => {
-      const leaves = cache.levels[0]!.slice();
-      leaves[cache.paths.indexOf(path)] = createHash('sha256').update('not this leaf').digest();
+      const leaves = Buffer.from(cache.levels[0]!);
+      createHash('sha256').update('not this leaf').digest().copy(leaves, 32 * cache.paths.indexOf(path));
       return { ...cache, levels: merkleLevels(leaves) };
     };
     assert.is.not(build(tamper('/d0/f1.dat')), good, 'an untouched file: its leaf comes from the cache');
     assert.is(build(tamper('/d0')), good, 'a directory: hashed again (its size moves with the layout)');
     assert.is(build(tamper('/d3')), good, 'a changed directory: hashed again');
   }));
+
+test('head.merkle round trip: every path and level read back as written, for trees of many sizes; another root or leaf count refused', async () => {
+  const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-trip-'));
+  try {
+    const store = await Store.open(join(work, 'store'), { create: true });
+    const file = join(work, MERKLE_CACHE_FILE);
+    for (const n of [1, 2, 3, 7, 64, 1000, 1025]) {
+      const id = createHash('sha256').update(String(n)).digest('hex');
+      const paths = Array.from({ length: n }, (_, i) => (i === 0 ? '/' : `/dir/\xe9t\xe9-${String(i).padStart(5, '0')}`));
+      const levels = merkleLevels(Buffer.concat(paths.map((p) => createHash('sha256').update(`${n} ${p}`).digest())));
+      const summary = summaryOf(levels);
+      const meta: CommitMetadata = { merkleRoot: summary.root, metadataHash: id, timestamp: '', files: { count: n, totalSize: 0 }, merkle: { leafCount: n, treeDepth: summary.depth } };
+      await writeMerkleCache(store.tmp, file, { id, paths, levels });
+      const got = readMerkleCache(file, id, meta);
+      assert.ok(got, `${n} leaves: read back`);
+      assert.equal(got!.paths, paths, `${n} leaves: the paths`);
+      assert.equal(got!.levels.map((l) => l.toString('hex')), levels.map((l) => l.toString('hex')), `${n} leaves: every level`);
+      assert.is(readMerkleCache(file, id, { ...meta, merkleRoot: 'ff'.repeat(32) }), undefined, `${n} leaves: another root refused`);
+      assert.is(readMerkleCache(file, id, { ...meta, merkle: { leafCount: n + 1, treeDepth: summary.depth } }), undefined, `${n} leaves: another leaf count refused`);
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+});
 
 for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} cache is written leaves no half file that is used later`, async () => {
   const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-kill-'));
@@ -407,7 +432,7 @@ for (const kind of ['merkle', 'tree'] as const) test(`kill -9 while the ${kind} 
     const id = 'ab'.repeat(32);
     const n = kind === 'merkle' ? 200_000 : 50_000;
     const paths = Array.from({ length: n }, (_, i) => `/dir/file-${String(i).padStart(8, '0')}`);
-    const summary = summaryOf(merkleLevels(paths.map((p) => createHash('sha256').update(p).digest())));
+    const summary = summaryOf(merkleLevels(Buffer.concat(paths.map((p) => createHash('sha256').update(p).digest()))));
     const meta: CommitMetadata = { merkleRoot: summary.root, metadataHash: id, timestamp: '', files: { count: n, totalSize: 0 }, merkle: { leafCount: n, treeDepth: summary.depth } };
     const worker = join(dirname(fileURLToPath(import.meta.url)), 'cache-worker.js');
     for (let round = 0; round < 6; round++) {
