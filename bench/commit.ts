@@ -12,7 +12,7 @@
 // minimum is stored compact, and an edit that makes it extended cannot be patched in place (a
 // tree where every mtime is equal, as in reproducible builds, always takes the full path).
 import { setFlagsFromString } from 'node:v8';
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ import { type CommitResult, type CommitStep, commitHead, ensureUpper, headPaths 
 import { importDirectory } from '../src/store/commands/import.js';
 import { Store } from '../src/store/store.js';
 import { COMMIT_V8_FLAGS } from '../src/store/head/engine.js';
-import { S_IFCHR, mknod } from '../src/native/files.js';
+import { S_IFCHR, lutimensNs, mknod } from '../src/native/files.js';
 import { lsetxattr } from '../src/native/xattr.js';
 import { FileSource, ImageReader } from '../src/store/image/read.js';
 
@@ -57,6 +57,22 @@ async function makeSource(root: string, n: number): Promise<string[]> {
   return paths;
 }
 
+/**
+ * A copy-up leaves its parent's times as they were (the kernel restores them, and so does the
+ * FUSE server); the bench makes its upper dirs directly, so it puts the upper root's mtime back
+ * to the base root's (ensureUpper made the root with it; a commit leaves a fresh one).
+ */
+function keepRootTime(upper: string): void {
+  const t = rootTimes.get(upper);
+  if (t) lutimensNs(upper, t);
+}
+const rootTimes = new Map<string, { sec: number; nsec: number }>();
+/** Notes the upper root's mtime, to the nanosecond (right after a commit made it fresh). */
+function noteRootTime(upper: string): void {
+  const ns = statSync(upper, { bigint: true }).mtimeNs;
+  rootTimes.set(upper, { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) });
+}
+
 /** CPU time of this process since `from` (user + system): steadier than wall time on a shared machine. */
 const cpuMs = (from: NodeJS.CpuUsage): number => {
   const u = process.cpuUsage(from);
@@ -72,6 +88,7 @@ async function timedCommit(store: Store): Promise<{ result: CommitResult; wall: 
   const result = await commitHead(store, { label: 'app', onStep: (s) => void marks.push([s, performance.now()]) });
   const wall = performance.now() - marks[0]![1];
   const cpu = cpuMs(cpu0);
+  noteRootTime(headPaths(store, 'app').upper);
   const at = (s: CommitStep): number => marks.find((m) => m[0] === s)?.[1] ?? NaN;
   const phases = `prepare ${ms(at('merged') - marks[0]![1]).trim()}, stage ${ms(at('staged') - at('merged')).trim()}, objects+commit ${ms(at('image') - at('staged')).trim()}, head+swap ${ms(at('done') - at('image')).trim()}`;
   return { result, wall, cpu, phases };
@@ -115,6 +132,7 @@ try {
     writeFileSync(join(upper, 'warm-up'), 'x');
     const tw = performance.now();
     const warm = await commitHead(store, { label: 'app' });
+    noteRootTime(upper);
     console.log(`  first commit after the import (1 new file, ${warm.path} path): ${ms(performance.now() - tw)}`);
     if (warm.fastPath) throw new Error('a new name took the edits-only path');
     let round = 0;
@@ -129,6 +147,7 @@ try {
         // changed files, as the kernel leaves them in the upper after a full copy-up
         const chosen = Array.from({ length: changes }, (_, i) => paths[(i * 7919 + round) % n]!);
         for (const p of new Set(chosen.map((c) => c.slice(0, c.lastIndexOf('/'))))) mkdirSync(join(upper, p), { recursive: true });
+        keepRootTime(upper);
         await Promise.all(chosen.map((p, i) => writeFile(join(upper, p), bytes(100 + (i % 1900), round * 1_000_003 + i))));
         const timed = await timedCommit(store);
         const result = timed.result;
@@ -173,6 +192,7 @@ try {
         const p = paths[(victim++ * 104_729 + 17) % n]!;
         const dir = p.slice(0, p.lastIndexOf('/'));
         mkdirSync(join(upper, dir), { recursive: true });
+        keepRootTime(upper);
         mknod(join(upper, p), S_IFCHR | 0o644, 0, 0);
         if (kind === 'renamed') {
           const to = join(upper, dir, `renamed-${round}.dat`);

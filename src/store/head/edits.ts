@@ -216,6 +216,8 @@ export function patchImage(image: Buffer, reader: ImageReader, edits: Edit[], ca
         digest = edit.digest;
       }
     }
+    // The root's 256 whiteout stubs carry its owner and mtime (layout.ts): they would change too.
+    if (edit.nid === reader.rootNid && (u.uid !== a.uid || u.gid !== a.gid || u.mtimeSec !== a.mtimeSec || u.mtimeNsec !== a.mtimeNsec)) return refuse("the root's owner or mtime (its whiteout stubs carry them)");
     const why = patchInode(image, reader, { nid: edit.nid, mode: u.mode, uid: u.uid, gid: u.gid, mtimeSec: u.mtimeSec, mtimeNsec: u.mtimeNsec, content });
     if (why !== undefined) return refuse(`${edit.path}: ${why}`);
     if (content) sizeDelta += content.size - a.size;

@@ -503,6 +503,25 @@ const noUser = userTestsUnavailable();
   }
 });
 
+test("an edit with the root's mtime or owner changed: the root's whiteout stubs follow it (the commit is the one without caches, its image canonical)", () =>
+  withWork(async (work) => {
+    const a = await setup(work, 'a');
+    const b = await setup(work, 'b');
+    rmSync(b.cacheFile);
+    rmSync(b.treeFile);
+    for (const s of [a, b]) {
+      mkdirSync(join(s.upper, 'd0'), { recursive: true });
+      writeFileSync(join(s.upper, 'd0', 'f29.dat'), 'rewritten '.repeat(40));
+      pinTimes(s.upper);
+      lutimesSync(s.upper, 1_750_000_000, 1_750_000_000); // the root alone gets another mtime
+    }
+    const ra = await commitHead(a.store, { label: 'app' });
+    const rb = await commitHead(b.store, { label: 'app' });
+    assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(readFileSync(a.store.commits.imagePath(ra.id))), 'the image is what the writer makes of its tree');
+    assert.is(ra.id, rb.id);
+    assert.is(ra.path, 'splice', 'not patched in place: the 256 stubs carry the root\'s mtime');
+  }, false));
+
 for (const change of ['a new file (splice path)', 'an edited file (edits-only path)'] as const) {
   test(`a damaged base image under ${change}: the commit is CORRUPT_STORE, HEAD and its upper stay as they were`, () =>
     withWork(async (work) => {

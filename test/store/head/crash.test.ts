@@ -39,6 +39,8 @@ async function prepare(dir: string, path: 'full' | 'splice' | 'edits'): Promise<
     id = (await commitHead(store, { label: 'app' })).id;
     mkdirSync(join(upper, 'keep'));
     utimesSync(join(upper, 'keep'), 1_800_000_000, 1_800_000_000);
+    // as a copy-up leaves it: the root keeps its times (a changed root mtime is not an edit in place)
+    utimesSync(upper, 1_700_000_006, 1_700_000_006);
     writeFileSync(join(upper, 'keep', 'old.bin'), pseudoRandomBytes(12_000, 5));
     writeFileSync(join(upper, 'keep', 'other.bin'), pseudoRandomBytes(3000, 6));
     return { store, base: id };

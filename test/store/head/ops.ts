@@ -59,8 +59,8 @@ function freshName(rnd: Random, dir: string): string | undefined {
   return undefined;
 }
 
-/** A random base tree on disk: files of every size class, dirs, symlinks, hardlinks, xattrs, a fifo. */
-export function makeBase(root: string, rnd: Random, entries = 40): void {
+/** A random base tree on disk: files of every size class, dirs, symlinks, hardlinks (unless `links` is false), xattrs, a fifo. */
+export function makeBase(root: string, rnd: Random, entries = 40, links = true): void {
   mkdirSync(root, { recursive: true });
   const dirs = [root];
   const files: string[] = [];
@@ -79,7 +79,7 @@ export function makeBase(root: string, rnd: Random, entries = 40): void {
       files.push(path);
     } else if (kind < 9) {
       symlinkSync(rnd.pick(['a', '../b', '/etc/passwd', 'x'.repeat(100)]), path);
-    } else if (files.length > 0) {
+    } else if (files.length > 0 && links) {
       linkSync(rnd.pick(files), path);
     }
   }
@@ -111,8 +111,8 @@ function list(root: string): Listing {
   return out;
 }
 
-/** Runs `count` random operations inside the mounted `root`; returns a log for failure messages. */
-export function randomOps(root: string, rnd: Random, count: number): string[] {
+/** Runs `count` random operations inside the mounted `root` (no hardlinks when `links` is false); returns a log for failure messages. */
+export function randomOps(root: string, rnd: Random, count: number, links = true): string[] {
   const log: string[] = [];
   const rel = (p: string): string => p.slice(root.length) || '/';
   for (let i = 0; i < count; i++) {
@@ -228,7 +228,7 @@ export function randomOps(root: string, rnd: Random, count: number): string[] {
           break;
         }
         case 12: { // hardlink
-          if (!l.files.length) break;
+          if (!l.files.length || !links) break;
           const f = rnd.pick(l.files);
           const dir = rnd.pick(l.dirs);
           const name = freshName(rnd, dir);
