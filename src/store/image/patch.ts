@@ -3,7 +3,8 @@
 // The result is byte for byte what the writer would emit for the edited tree, so a patch is
 // refused (a reason string; the image is then partly written and must be discarded) whenever the
 // writer would encode the inode differently: a compact inode, one that would become compact, an
-// mtime below the image's build time, a change of chunk count, object xattrs that are shared.
+// mtime below the image's build time or an inode leaving it (the minimum may rise), a change of
+// chunk count, object xattrs that are shared.
 // Every field is written through erofs.ts's layouts.
 //
 // Public surface: InodePatch, patchInode.
@@ -39,6 +40,9 @@ export function patchInode(image: Buffer, reader: ImageReader, p: InodePatch): s
   // The writer makes an inode compact exactly when this holds; it must stay extended.
   if (p.mtimeSec === minSec && p.mtimeNsec === minNsec && a.nlink <= 0xffff && p.uid <= 0xffff && p.gid <= 0xffff && size <= 0xffffffff) return 'would become compact';
   if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) return "mtime below the image's build time";
+  // An extended inode may hold the minimum too (an owner above 16 bits): moved off it, the minimum
+  // may rise, and with it the build time and which inodes are compact.
+  if (a.mtimeSec === minSec && a.mtimeNsec === minNsec && (p.mtimeSec !== minSec || p.mtimeNsec !== minNsec)) return "it held the image's minimum mtime";
   const off = place.offset;
   if ((a.mode & S_IFMT) !== S_IFDIR) {
     if (place.layout !== EROFS_INODE_CHUNK_BASED) return 'not an external file';

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, linkSync, lstatSync, lutimesSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -520,6 +520,35 @@ test("an edit with the root's mtime or owner changed: the root's whiteout stubs 
     assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(readFileSync(a.store.commits.imagePath(ra.id))), 'the image is what the writer makes of its tree');
     assert.is(ra.id, rb.id);
     assert.is(ra.path, 'splice', 'not patched in place: the 256 stubs carry the root\'s mtime');
+  }, false));
+
+test('an edit that moves the only inode at the minimum mtime off it: the minimum rises (the commit is the one without caches, its image canonical)', () =>
+  withWork(async (work) => {
+    const a = await setup(work, 'a');
+    const b = await setup(work, 'b');
+    rmSync(b.cacheFile);
+    rmSync(b.treeFile);
+    const ns = (await a.store.heads.read('app'))!.xattrNamespace;
+    // a metadata-only change as the kernel leaves it: a metacopy file of the same size
+    const touch = (upper: string, sec: number): void => {
+      mkdirSync(join(upper, 'd0'), { recursive: true });
+      const p = join(upper, 'd0', 'f5.dat');
+      writeFileSync(p, '');
+      truncateSync(p, 72);
+      lsetxattr(p, `${ns}.overlay.metacopy`, new Uint8Array(0));
+      lchownSync(p, 70000, 70000); // an owner above 16 bits: stored extended even at the minimum
+      pinTimes(upper);
+      lutimesSync(p, sec, sec);
+    };
+    for (const sec of [1_500_000_000, 1_650_000_000]) { // below every other mtime, then off it again
+      for (const s of [a, b]) touch(s.upper, sec);
+      const ra = await commitHead(a.store, { label: 'app' });
+      const rb = await commitHead(b.store, { label: 'app' });
+      rmSync(b.cacheFile, { force: true });
+      rmSync(b.treeFile, { force: true });
+      assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(readFileSync(a.store.commits.imagePath(ra.id))), `mtime ${sec}: the image is what the writer makes of its tree`);
+      assert.is(ra.id, rb.id, `mtime ${sec}`);
+    }
   }, false));
 
 for (const change of ['a new file (splice path)', 'an edited file (edits-only path)'] as const) {
