@@ -99,6 +99,15 @@ async function expectReference(store: Store, id: string, parent: string, what: s
   assert.equal((await verify(store, undefined)).problems, [], `${what}: verify`);
 }
 
+/** Two stores on the same source: `a` with HEAD's caches, `b` without (what `a` must agree with). */
+async function withAndWithoutCaches(work: string): Promise<{ a: Awaited<ReturnType<typeof setup>>; b: Awaited<ReturnType<typeof setup>> }> {
+  const a = await setup(work, 'a');
+  const b = await setup(work, 'b');
+  rmSync(b.cacheFile);
+  rmSync(b.treeFile);
+  return { a, b };
+}
+
 async function withWork(fn: (work: string) => Promise<void>, links = true): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'stratum-merkle-cache-'));
   try {
@@ -111,10 +120,7 @@ async function withWork(fn: (work: string) => Promise<void>, links = true): Prom
 
 test('added, deleted and renamed files: the commit through the cache is the commit without it, and the reference', () =>
   withWork(async (work) => {
-    const a = await setup(work, 'a');
-    const b = await setup(work, 'b');
-    rmSync(b.cacheFile);
-    rmSync(b.treeFile);
+    const { a, b } = await withAndWithoutCaches(work);
     const parent = (await a.store.heads.read('app'))!.base;
     await change(a.store, a.upper);
     await change(b.store, b.upper);
@@ -505,10 +511,7 @@ const noUser = userTestsUnavailable();
 
 test("an edit with the root's mtime or owner changed: the root's whiteout stubs follow it (the commit is the one without caches, its image canonical)", () =>
   withWork(async (work) => {
-    const a = await setup(work, 'a');
-    const b = await setup(work, 'b');
-    rmSync(b.cacheFile);
-    rmSync(b.treeFile);
+    const { a, b } = await withAndWithoutCaches(work);
     for (const s of [a, b]) {
       mkdirSync(join(s.upper, 'd0'), { recursive: true });
       writeFileSync(join(s.upper, 'd0', 'f29.dat'), 'rewritten '.repeat(40));
@@ -524,10 +527,7 @@ test("an edit with the root's mtime or owner changed: the root's whiteout stubs 
 
 test('an edit that moves the only inode at the minimum mtime off it: the minimum rises (the commit is the one without caches, its image canonical)', () =>
   withWork(async (work) => {
-    const a = await setup(work, 'a');
-    const b = await setup(work, 'b');
-    rmSync(b.cacheFile);
-    rmSync(b.treeFile);
+    const { a, b } = await withAndWithoutCaches(work);
     const ns = (await a.store.heads.read('app'))!.xattrNamespace;
     // a metadata-only change as the kernel leaves it: a metacopy file of the same size
     const touch = (upper: string, sec: number): void => {
