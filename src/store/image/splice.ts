@@ -13,11 +13,14 @@
 // tailPadding shows, so a directory's i_size is the base's too.)
 //
 // So: `indexBase` sweeps the base image's inodes once (where each lies, its size, tail and
-// blocks), `spliceImage` lays out the new tree in BFS order, planning the changed inodes with
-// the writer's own code (rewrite, placeNode) and placing the base's from the index, then writes
-// both: the changed ones by the writer's emit, the base's by copy and fix-up. A change that would
-// move one of the three tree-wide things (an mtime below the minimum or the last inode at it
-// gone, a shared xattr gained or lost, a source whiteout), and an image this sweep does not
+// blocks, and the shared xattr table), `spliceImage` walks the new tree in BFS order (the changed
+// inodes planned with the writer's own code: rewrite, direntsOf, placeNode), settles the shared
+// table, places every inode, then writes: the changed ones by the writer's emit, the base's by
+// copy and fix-up. The shared table may change (a pair on a second inode joins it, one left on
+// one inode leaves it): the table is rebuilt in the writer's order, ids are mapped to their
+// entries' new offsets, and an unchanged inode whose xattrs move in or out of it gets a new xattr
+// body. A change that would move one of the two other tree-wide things (an mtime below the
+// minimum or the last inode at it gone, a source whiteout), and an image this sweep does not
 // recognise or with hardlinks or ACLs (their bookkeeping is global), is refused with the reason:
 // the caller then writes the tree whole. The tests hold the result to writeImage of the same tree.
 //
@@ -25,11 +28,11 @@
 import {
   EROFS_BLKSIZ, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_FLAT_INLINE,
   EROFS_INODE_FLAT_PLAIN, EROFS_SLOTSIZE, EROFS_SUPER_BLOCK_SIZE, EROFS_SUPER_OFFSET,
-  EROFS_XATTR_LONG_PREFIX, LCFS_EROFS_FLAGS_HAS_ACL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, erofs_dirent,
+  EROFS_XATTR_LONG_PREFIX, LCFS_EROFS_FLAGS_HAS_ACL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, XATTR_PREFIX_BY_INDEX, erofs_dirent,
   erofs_inode_compact, erofs_inode_extended, erofs_super_block, erofs_xattr_entry, erofs_xattr_ibody_header, getField,
   lcfs_erofs_header, putField, xattrIbodySize,
 } from './erofs.js';
-import { type PlanNode, type NameInfo, type Work, NEEDS_FULL_LAYOUT, NEEDS_VERSION_1, direntsOf, encodeXattrs, hasAcl, placeNode, rewrite } from './layout.js';
+import { type PlanNode, type PlanXattr, type NameInfo, type Work, NEEDS_FULL_LAYOUT, NEEDS_VERSION_1, direntsOf, encodeXattrs, hasAcl, placeNode, rewrite } from './layout.js';
 import type { ByteString, Inode, Tree } from './tree.js';
 import { Out, writeBlocks, writeHeader, writeInode } from './write.js';
 
@@ -59,6 +62,8 @@ export interface SpliceBase {
   tableStart: number;
   tableOffsets: number[];
   tableKeys: Map<string, number>;
+  /** The entries' keys, in table order (beside tableOffsets). */
+  tableKeyList: string[];
 }
 
 const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
@@ -171,6 +176,7 @@ export function indexBase(image: Buffer): SpliceBase | string {
   if (getField(image, sb, SB.xattr_blkaddr) !== Math.floor(tableStart / EROFS_BLKSIZ) || dataStart < tableStart) return 'an unexpected shared xattr area';
   const tableOffsets: number[] = [];
   const tableKeys = new Map<string, number>();
+  const tableKeyList: string[] = [];
   let t = tableStart;
   while (t + XE.sizeof <= dataStart && image[t] !== 0) {
     const nameLen = image[t + XE.e_name_len.at]!;
@@ -178,11 +184,13 @@ export function indexBase(image: Buffer): SpliceBase | string {
     const end = t + XE.sizeof + nameLen + valueLen;
     if (end > dataStart) return 'a shared xattr runs past its area';
     tableOffsets.push(t - tableStart);
-    tableKeys.set(pairKey(image[t + XE.e_name_index.at]!, image.toString('latin1', t + XE.sizeof, t + XE.sizeof + nameLen), image.toString('latin1', t + XE.sizeof + nameLen, end)), t - tableStart);
+    const key = pairKey(image[t + XE.e_name_index.at]!, image.toString('latin1', t + XE.sizeof, t + XE.sizeof + nameLen), image.toString('latin1', t + XE.sizeof + nameLen, end));
+    tableKeys.set(key, t - tableStart);
+    tableKeyList.push(key);
     t = roundUp(end, 4);
   }
   if (roundUp(t, EROFS_BLKSIZ) !== dataStart) return 'an unexpected shared xattr area';
-  return { image, minSec, minNsec, count, kOf, offset, mode, head, tail, blocks, blkaddr, size, atMin, table: image.subarray(tableStart, t), tableStart, tableOffsets, tableKeys };
+  return { image, minSec, minNsec, count, kOf, offset, mode, head, tail, blocks, blkaddr, size, atMin, table: image.subarray(tableStart, t), tableStart, tableOffsets, tableKeys, tableKeyList };
 }
 
 /** The spliced image, and what a commit needs of it for its Merkle leaves and counts. */
@@ -196,6 +204,29 @@ export interface Spliced {
   files: number;
   totalSize: number;
 }
+
+/** A base inode whose xattr body changes (a pair moving into or out of the shared table): its new body. */
+interface NewBody {
+  filter: number;
+  /** Offsets in the new table of its shared xattrs, in order. */
+  shared: number[];
+  /** Its inline entries, as stored. */
+  inline: Buffer;
+  size: number;
+}
+
+/** One entry of the shared xattr table being written: its stored name, value and bytes. */
+interface TableEntry { name: ByteString; value: Buffer; bytes: Buffer; key: string }
+
+/** The writer's order of the shared table (layout.ts): names descending, then longer values first, then values descending. */
+function tableOrder(a: TableEntry, b: TableEntry): number {
+  if (a.name !== b.name) return a.name < b.name ? 1 : -1;
+  if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+  return Buffer.compare(b.value, a.value);
+}
+
+/** The stored name of an xattr entry: its prefix by e_name_index, then its suffix. */
+const storedName = (index: number, suffix: ByteString): ByteString => (XATTR_PREFIX_BY_INDEX.get(index) ?? '') + suffix;
 
 /**
  * The image writeImage(tree) would write, from the base's bytes, or why not. `refOf` tells which
@@ -213,39 +244,33 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
   const img = base.image;
   const { minSec, minNsec } = base;
 
-  // The planned inodes: xattrs encoded and the shared ones found in the base's table. Any other
-  // pair must stay on one inode (the scan of the base below checks the base does not have it).
+  // The planned inodes: xattrs encoded, each pair counted. A pair the base's table lacks may be on
+  // an unchanged inode too (inline): the scan of the base below looks for those.
   const names = new Map<ByteString, NameInfo>();
-  const uses = new Int32Array(base.tableOffsets.length ? base.tableOffsets[base.tableOffsets.length - 1]! / 4 + 1 : 0);
-  const inline = new Set<string>();
-  const suspects = new Map<number, string[]>(); // pairHint -> keys
+  const plannedWorks: Work[] = [];
+  const plannedCount = new Map<string, number>(); // pair -> planned inodes with it
+  const sample = new Map<string, PlanXattr>(); // pair -> one of them (a new shared entry is encoded from it)
+  const suspects = new Map<number, string[]>(); // pairHint -> pairs
   const suspectBits = new Uint8Array(65536); // by quickHint: most entries are told apart here, without a Map lookup
   let acl = false;
-  let planned = 0;
   let plannedAtMin = 0;
   const stack: Work[] = [root];
   while (stack.length > 0) {
     const w = stack.pop()!;
     const p = w.plan;
     if (p.ref >= 0) continue;
-    planned++;
+    plannedWorks.push(w);
     if (p.mtimeSec < minSec || (p.mtimeSec === minSec && p.mtimeNsec < minNsec)) return 'an mtime below the image minimum';
     if (p.mtimeSec === minSec && p.mtimeNsec === minNsec) plannedAtMin++;
     if ((p.mode & S_IFMT) !== S_IFDIR && p.nlink > 1) return 'a hardlink';
     encodeXattrs(p.xattrs, names);
     if (hasAcl(p)) acl = true;
-    let n = 0;
     for (const x of p.xattrs) {
       const key = pairKey(x.index, latin1(x.suffix), latin1(x.value));
-      const at = base.tableKeys.get(key);
-      if (at !== undefined) {
-        if (n++ >= EROFS_XATTR_LONG_PREFIX) return 'too many shared xattrs on one inode';
-        x.sharedOffset = at;
-        uses[at / 4]++;
-        continue;
-      }
-      if (inline.has(key)) return 'an xattr new to the image on two inodes (it would be shared)';
-      inline.add(key);
+      const seen = plannedCount.get(key);
+      plannedCount.set(key, (seen ?? 0) + 1);
+      if (seen !== undefined || base.tableKeys.has(key)) continue;
+      sample.set(key, x);
       const filter = pairHint(x.value, x.index, x.suffix.length, 0, x.value.length);
       suspectBits[quickHint(x.value, x.index, x.suffix.length, 0, x.value.length)] = 1;
       const list = suspects.get(filter);
@@ -255,26 +280,27 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
     if (w.children) for (const c of w.children) stack.push(c.work);
   }
 
-  // BFS, as layout() walks: planned inodes are placed by the writer, the base's from the index.
-  const capacity = base.count + planned;
+  // BFS, as layout() walks: the queue, and what the base's inodes in it hold of the table.
+  const capacity = base.count + plannedWorks.length;
   const qK = new Int32Array(capacity).fill(-1); // the base inode at each queue place, -1: planned
   const qWork: Array<Work | undefined> = new Array(capacity);
   const qParent = new Int32Array(capacity);
   const qNid = new Float64Array(capacity);
   const qPath: Array<ByteString | undefined> = new Array(capacity);
-  const newNid = new Float64Array(base.count);
   const placed = new Uint8Array(base.count);
   const proxies = new Map<number, PlanNode>(); // k -> the node a planned directory's dirent holds for it
-  const proxied = new Uint8Array(base.count);
+  const proxied = new Uint8Array(base.count); // (the Map is looked up only where this says so)
   const attached: Array<{ path: ByteString; nid: number; inode: Inode }> = [];
   const plannedList: Array<{ path: ByteString; node: PlanNode }> = [];
+  const slots = base.tableOffsets.length ? base.tableOffsets[base.tableOffsets.length - 1]! / 4 + 1 : 0;
+  const uses = new Int32Array(slots); // by table offset / 4: unchanged inodes referring to the entry
+  const holder = new Int32Array(slots).fill(-1); // one of them
+  const inlineHolders = new Map<string, number[]>(); // a pair new to the table -> unchanged inodes with it inline
+  const xattrStartShift = Math.floor(base.tableStart / EROFS_BLKSIZ) * EROFS_BLKSIZ - base.tableStart; // id * 4 + this = table offset
   let qLen = 1;
   qWork[0] = root;
   qPath[0] = '/';
-  let pos = FIRST_SLOT;
-  let dataBlocks = 0;
   let atMin = plannedAtMin;
-  let totalSize = 0;
   let stubs = 0;
   let refused: string | undefined;
   const enqueueBase = (nid: number, parent: number): number => {
@@ -298,36 +324,147 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
       const path = qPath[qi]!;
       if (p.source === undefined) stubs++;
       else plannedList.push({ path, node: p });
-      if ((p.mode & S_IFMT) === S_IFDIR) {
-        const prefix = path === '/' ? '/' : `${path}/`;
-        for (const c of direntsOf(w, qi === 0 ? p : qWork[qParent[qi]!]!.plan)) {
-          if (c.node.ref >= 0) {
-            const ck = enqueueBase(c.node.ref, qi);
-            if (ck >= 0) {
-              proxies.set(ck, c.node);
-              proxied[ck] = 1;
-              attached.push({ path: prefix + c.name, nid: c.node.ref, inode: c.node.source! });
-            }
-          } else {
-            qWork[qLen] = c.work;
-            qParent[qLen] = qi;
-            qPath[qLen] = prefix + c.name;
-            qLen++;
+      if ((p.mode & S_IFMT) !== S_IFDIR) continue;
+      const prefix = path === '/' ? '/' : `${path}/`;
+      for (const c of direntsOf(w, qi === 0 ? p : qWork[qParent[qi]!]!.plan)) {
+        if (c.node.ref >= 0) {
+          const ck = enqueueBase(c.node.ref, qi);
+          if (ck >= 0) {
+            proxies.set(ck, c.node);
+            proxied[ck] = 1;
+            attached.push({ path: prefix + c.name, nid: c.node.ref, inode: c.node.source! });
           }
+        } else {
+          qWork[qLen] = c.work;
+          qParent[qLen] = qi;
+          qPath[qLen] = prefix + c.name;
+          qLen++;
         }
       }
+      continue;
+    }
+    if ((base.mode[k]! & S_IFMT) === S_IFDIR) forEachDirent(base, k, (at, dot) => {
+      if (refused === undefined && dot === 0) enqueueBase(lo(img, at), qi);
+    });
+    atMin += base.atMin[k]!;
+    const o = base.offset[k]!;
+    const xattrs = base.head[k]! - ((u16(img, o) & 1) === 1 ? E.sizeof : I.sizeof);
+    if (xattrs === 0) continue;
+    const body = o + base.head[k]! - xattrs;
+    const shared = img[body + XH.h_shared_count.at]!;
+    for (let i = 0; i < shared; i++) {
+      const at = u32(img, body + XH.h_shared_xattrs.at + 4 * i) * 4 + xattrStartShift;
+      if (at < 0 || at / 4 >= slots) { refused = 'a shared xattr id outside the table'; break; }
+      uses[at / 4]++;
+      holder[at / 4] = k;
+    }
+    if (suspects.size === 0) continue;
+    for (let e = body + XH.sizeof + 4 * shared; e + XE.sizeof <= body + xattrs; ) {
+      const nameLen = img[e]!;
+      const valueLen = u16(img, e + XE.e_value_size.at);
+      const keys = suspectBits[quickHint(img, img[e + 1]!, nameLen, e + XE.sizeof + nameLen, valueLen)] === 1 ? suspects.get(pairHint(img, img[e + 1]!, nameLen, e + XE.sizeof + nameLen, valueLen)) : undefined;
+      if (keys) {
+        const key = pairKey(img[e + 1]!, img.toString('latin1', e + XE.sizeof, e + XE.sizeof + nameLen), img.toString('latin1', e + XE.sizeof + nameLen, e + XE.sizeof + nameLen + valueLen));
+        if (keys.includes(key)) {
+          const list = inlineHolders.get(key);
+          if (list) list.push(k);
+          else inlineHolders.set(key, [k]);
+        }
+      }
+      e += roundUp(XE.sizeof + nameLen + valueLen, 4);
+    }
+  }
+  if (refused !== undefined) return refused;
+  if (atMin === 0) return 'no inode is left at the image minimum mtime';
+
+  // The shared table after the change: every pair on two inodes or more (layout.ts). A pair that
+  // joins or leaves it changes the xattr body of the unchanged inodes that hold it.
+  const kept: TableEntry[] = [];
+  const dropped = new Set<number>(); // table offsets
+  let changed = false;
+  for (let i = 0; i < base.tableOffsets.length; i++) {
+    const at = base.tableOffsets[i]!;
+    const key = base.tableKeyList[i]!;
+    const end = i + 1 < base.tableOffsets.length ? base.tableOffsets[i + 1]! : base.table.length;
+    if (uses[at / 4]! + (plannedCount.get(key) ?? 0) >= 2) {
+      const b = base.table;
+      const nameLen = b[at]!;
+      kept.push({ name: storedName(b[at + 1]!, b.toString('latin1', at + XE.sizeof, at + XE.sizeof + nameLen)), value: b.subarray(at + XE.sizeof + nameLen, at + XE.sizeof + nameLen + u16(b, at + XE.e_value_size.at)), bytes: b.subarray(at, end), key });
+    } else {
+      dropped.add(at);
+      changed = true;
+    }
+  }
+  const joining: TableEntry[] = [];
+  for (const [key, x] of sample) {
+    if ((plannedCount.get(key) ?? 0) + (inlineHolders.get(key)?.length ?? 0) < 2) continue;
+    const bytes = Buffer.alloc(roundUp(XE.sizeof + x.suffix.length + x.value.length, 4));
+    putField(bytes, 0, XE.e_name_len, x.suffix.length);
+    putField(bytes, 0, XE.e_name_index, x.index);
+    putField(bytes, 0, XE.e_value_size, x.value.length);
+    bytes.set(x.suffix, XE.sizeof);
+    bytes.set(x.value, XE.sizeof + x.suffix.length);
+    joining.push({ name: x.name, value: Buffer.from(x.value), bytes, key });
+    changed = true;
+  }
+  let table = base.table;
+  const sharedAt = new Map<string, number>(); // pair -> offset in the new table
+  const remap = new Int32Array(slots).fill(-1); // old table offset / 4 -> new offset
+  const bodies = new Map<number, NewBody>(); // k -> its new xattr body
+  if (!changed) {
+    for (let i = 0; i < base.tableOffsets.length; i++) {
+      sharedAt.set(base.tableKeyList[i]!, base.tableOffsets[i]!);
+      remap[base.tableOffsets[i]! / 4] = base.tableOffsets[i]!;
+    }
+  } else {
+    const entries = [...kept, ...joining].sort(tableOrder);
+    table = Buffer.concat(entries.map((e) => e.bytes));
+    let at = 0;
+    for (const e of entries) {
+      sharedAt.set(e.key, at);
+      const old = base.tableKeys.get(e.key);
+      if (old !== undefined) remap[old / 4] = at;
+      at += e.bytes.length;
+    }
+    // unchanged inodes whose body changes: the holders of a pair that joins, the last holder of one that leaves
+    const rewritten = new Set<number>();
+    for (const e of joining) for (const k of inlineHolders.get(e.key) ?? []) rewritten.add(k);
+    for (const at of dropped) if (uses[at / 4] === 1) rewritten.add(holder[at / 4]!);
+    for (const k of rewritten) {
+      const body = newBody(base, k, sharedAt, xattrStartShift);
+      if (typeof body === 'string') return body;
+      bodies.set(k, body);
+    }
+  }
+  // the planned inodes' xattrs: shared or inline, as in the new table
+  for (const w of plannedWorks) {
+    let n = 0;
+    for (const x of w.plan.xattrs) {
+      const at = sharedAt.get(pairKey(x.index, latin1(x.suffix), latin1(x.value)));
+      if (at === undefined) { x.sharedOffset = -1; continue; }
+      if (n++ >= EROFS_XATTR_LONG_PREFIX) return 'too many shared xattrs on one inode';
+      x.sharedOffset = at;
+    }
+  }
+
+  // Places, in queue order: planned inodes by the writer, the base's from the index.
+  const newNid = new Float64Array(base.count);
+  let pos = FIRST_SLOT;
+  let dataBlocks = 0;
+  let totalSize = 0;
+  for (let qi = 0; qi < qLen; qi++) {
+    const k = qK[qi]!;
+    if (k < 0) {
+      const p = qWork[qi]!.plan;
       pos = placeNode(p, pos, minSec, minNsec, 0);
       qNid[qi] = p.nid;
       dataBlocks += p.nBlocks;
       if ((p.mode & S_IFMT) === S_IFREG) totalSize += p.size;
       continue;
     }
-    const o = base.offset[k]!;
     const type = base.mode[k]! & S_IFMT;
-    if (type === S_IFDIR) forEachDirent(base, k, (at, dot) => {
-      if (refused === undefined && dot === 0) enqueueBase(lo(img, at), qi);
-    });
-    const h = base.head[k]!;
+    const body = bodies.size > 0 ? bodies.get(k) : undefined;
+    const h = body ? base.head[k]! - xattrBodySize(base, k) + body.size : base.head[k]!;
     const t = base.tail[k]!;
     pos = placeAt(roundUp(pos, EROFS_SLOTSIZE), h, t, type === S_IFLNK, base.size[k]!);
     const nid = pos / EROFS_SLOTSIZE;
@@ -336,40 +473,14 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
     if (proxied[k]) proxies.get(k)!.nid = nid;
     pos += h + t;
     dataBlocks += base.blocks[k]!;
-    atMin += base.atMin[k]!;
     if (type === S_IFREG) totalSize += base.size[k]!;
-    const xattrs = h - ((u16(img, o) & 1) === 1 ? E.sizeof : I.sizeof);
-    if (xattrs > 0) {
-      const body = o + h - xattrs;
-      const shared = img[body + XH.h_shared_count.at]!;
-      for (let i = 0; i < shared; i++) {
-        const at = u32(img, body + XH.h_shared_xattrs.at + 4 * i) * 4 + Math.floor(base.tableStart / EROFS_BLKSIZ) * EROFS_BLKSIZ - base.tableStart;
-        if (at < 0 || at / 4 >= uses.length) { refused = 'a shared xattr id outside the table'; break; }
-        uses[at / 4]++;
-      }
-      if (suspects.size > 0) {
-        for (let e = body + XH.sizeof + 4 * shared; e + XE.sizeof <= body + xattrs; ) {
-          const nameLen = img[e]!;
-          const valueLen = u16(img, e + XE.e_value_size.at);
-          const keys = suspectBits[quickHint(img, img[e + 1]!, nameLen, e + XE.sizeof + nameLen, valueLen)] === 1 ? suspects.get(pairHint(img, img[e + 1]!, nameLen, e + XE.sizeof + nameLen, valueLen)) : undefined;
-          if (keys) {
-            const key = pairKey(img[e + 1]!, img.toString('latin1', e + XE.sizeof, e + XE.sizeof + nameLen), img.toString('latin1', e + XE.sizeof + nameLen, e + XE.sizeof + nameLen + valueLen));
-            if (keys.includes(key)) { refused = 'an xattr of a changed inode is also on an unchanged one (it would be shared)'; break; }
-          }
-          e += roundUp(XE.sizeof + nameLen + valueLen, 4);
-        }
-      }
-    }
   }
-  if (refused !== undefined) return refused;
-  if (atMin === 0) return 'no inode is left at the image minimum mtime';
-  for (const at of base.tableOffsets) if (uses[at / 4]! < 2) return 'a shared xattr would be left on one inode';
 
   const inodesEnd = roundUp(pos, EROFS_SLOTSIZE);
   if (qNid[0]! >= 0xffff) return 'the root nid does not fit 16 bits';
   const tableStart = inodesEnd;
-  const idShift = (tableStart % EROFS_BLKSIZ - base.tableStart % EROFS_BLKSIZ) / 4;
-  const dataStart = roundUp(tableStart + base.table.length, EROFS_BLKSIZ);
+  const sharedBase = tableStart % EROFS_BLKSIZ;
+  const dataStart = roundUp(tableStart + table.length, EROFS_BLKSIZ);
   const newBlk = new Float64Array(base.count);
   let blk = dataStart / EROFS_BLKSIZ;
   for (let qi = 0; qi < qLen; qi++) {
@@ -396,31 +507,48 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
       putField(buf, d, DIRENT.nid, dot === 1 ? qNid[qi]! : dot === 2 ? qNid[qParent[qi]!]! : newNid[base.kOf[lo(buf, d)]!]!);
     }
   };
+  const moved = changed || base.tableStart % EROFS_BLKSIZ !== sharedBase; // shared ids change
   for (let qi = 0; qi < qLen; qi++) {
     const k = qK[qi]!;
     if (k < 0) {
       const p = qWork[qi]!.plan;
       out.pos = p.nid * EROFS_SLOTSIZE - p.ipad;
-      writeInode(out, p, tableStart % EROFS_BLKSIZ);
+      writeInode(out, p, sharedBase);
       continue;
     }
     const from = base.offset[k]!;
     const at = newNid[k]! * EROFS_SLOTSIZE;
-    const h = base.head[k]!;
-    img.copy(buf, at, from, from + h + base.tail[k]!);
-    putField(buf, at, I.i_ino, qi);
-    if (base.blocks[k]! > 0) putField(buf, at, I.i_u, newBlk[k]!);
-    const xattrs = h - ((u16(img, from) & 1) === 1 ? E.sizeof : I.sizeof);
-    if (xattrs > 0 && idShift !== 0) {
-      const body = at + h - xattrs;
-      for (let i = 0; i < buf[body + XH.h_shared_count.at]!; i++) {
-        const id = body + XH.h_shared_xattrs.at + 4 * i;
-        putField(buf, id - XH.h_shared_xattrs.at, XH.h_shared_xattrs, u32(buf, id) + idShift);
+    const oldHead = base.head[k]!;
+    const t = base.tail[k]!;
+    const body = bodies.size > 0 ? bodies.get(k) : undefined;
+    let h = oldHead;
+    if (body) {
+      // the inode as it was, with its new xattr body (i_xattr_icount follows its size)
+      const isize = oldHead - xattrBodySize(base, k);
+      img.copy(buf, at, from, from + isize);
+      h = isize + body.size;
+      putField(buf, at, I.i_xattr_icount, (body.size - XH.sizeof) / 4 + 1);
+      putField(buf, at + isize, XH.h_name_filter, body.filter);
+      putField(buf, at + isize, XH.h_shared_count, body.shared.length);
+      body.shared.forEach((off, i) => putField(buf, at + isize + 4 * i, XH.h_shared_xattrs, (sharedBase + off) / 4));
+      body.inline.copy(buf, at + isize + XH.sizeof + 4 * body.shared.length);
+      img.copy(buf, at + h, from + oldHead, from + oldHead + t);
+    } else {
+      img.copy(buf, at, from, from + oldHead + t);
+      const xattrs = xattrBodySize(base, k);
+      if (xattrs > 0 && moved) {
+        const start = at + oldHead - xattrs;
+        for (let i = 0; i < buf[start + XH.h_shared_count.at]!; i++) {
+          const id = start + XH.h_shared_xattrs.at + 4 * i;
+          putField(buf, id - XH.h_shared_xattrs.at, XH.h_shared_xattrs, (sharedBase + remap[(u32(buf, id) * 4 + xattrStartShift) / 4]!) / 4);
+        }
       }
     }
-    if ((base.mode[k]! & S_IFMT) === S_IFDIR && base.tail[k]! > 0) fixDirents(at + h, base.tail[k]!, qi);
+    putField(buf, at, I.i_ino, qi);
+    if (base.blocks[k]! > 0) putField(buf, at, I.i_u, newBlk[k]!);
+    if ((base.mode[k]! & S_IFMT) === S_IFDIR && t > 0) fixDirents(at + h, t, qi);
   }
-  buf.set(base.table, tableStart);
+  buf.set(table, tableStart);
   for (let qi = 0; qi < qLen; qi++) {
     const k = qK[qi]!;
     if (k < 0) {
@@ -438,6 +566,53 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
     if ((base.mode[k]! & S_IFMT) === S_IFDIR) for (let b = 0; b < n; b++) fixDirents(at + b * EROFS_BLKSIZ, EROFS_BLKSIZ, qi);
   }
   return { image: buf, planned: plannedList, attached, files: qLen - stubs, totalSize };
+}
+
+/** Bytes of base inode k's xattr body. */
+const xattrBodySize = (base: SpliceBase, k: number): number => base.head[k]! - ((u16(base.image, base.offset[k]!) & 1) === 1 ? E.sizeof : I.sizeof);
+
+/**
+ * Base inode k's xattr body when the shared table is `sharedAt` (pair -> offset): its xattrs in
+ * name order, as layout.ts splits them (in the table, up to EROFS_XATTR_LONG_PREFIX of them: shared;
+ * the rest inline), its name filter as it was (the names do not change).
+ */
+function newBody(base: SpliceBase, k: number, sharedAt: Map<string, number>, xattrStartShift: number): NewBody | string {
+  const img = base.image;
+  const size = xattrBodySize(base, k);
+  const body = base.offset[k]! + base.head[k]! - size;
+  const items: Array<{ name: ByteString; key: string; bytes: Buffer }> = [];
+  const count = img[body + XH.h_shared_count.at]!;
+  for (let i = 0; i < count; i++) {
+    const at = u32(img, body + XH.h_shared_xattrs.at + 4 * i) * 4 + xattrStartShift;
+    const j = base.tableOffsets.indexOf(at);
+    if (j < 0) return 'a shared xattr id outside the table';
+    items.push(entryItem(base.table, at, (j + 1 < base.tableOffsets.length ? base.tableOffsets[j + 1]! : base.table.length) - at));
+  }
+  for (let e = body + XH.sizeof + 4 * count; e + XE.sizeof <= body + size; ) {
+    const len = roundUp(XE.sizeof + img[e]! + u16(img, e + XE.e_value_size.at), 4);
+    items.push(entryItem(img, e, len));
+    e += len;
+  }
+  items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const shared: number[] = [];
+  const inline: Buffer[] = [];
+  for (const item of items) {
+    const at = sharedAt.get(item.key);
+    if (at === undefined) inline.push(item.bytes);
+    else if (shared.length >= EROFS_XATTR_LONG_PREFIX) return 'too many shared xattrs on one inode';
+    else shared.push(at);
+  }
+  const inlineBytes = Buffer.concat(inline);
+  return { filter: u32(img, body + XH.h_name_filter.at), shared, inline: inlineBytes, size: roundUp(XH.sizeof + 4 * shared.length + inlineBytes.length, 4) };
+}
+
+/** The stored entry of `length` bytes at `at` in `b`: its name, pair key and bytes. */
+function entryItem(b: Buffer, at: number, length: number): { name: ByteString; key: string; bytes: Buffer } {
+  const nameLen = b[at + XE.e_name_len.at]!;
+  const index = b[at + XE.e_name_index.at]!;
+  const suffix = b.toString('latin1', at + XE.sizeof, at + XE.sizeof + nameLen);
+  const value = b.toString('latin1', at + XE.sizeof + nameLen, at + XE.sizeof + nameLen + u16(b, at + XE.e_value_size.at));
+  return { name: storedName(index, suffix), key: pairKey(index, suffix, value), bytes: b.subarray(at, at + length) };
 }
 
 /**

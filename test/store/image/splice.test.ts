@@ -105,7 +105,7 @@ function change(tree: Tree): void {
     const dir = cow(tree, path);
     const names = [...dir.children!.keys()];
     const pick = names[ri(names.length)];
-    switch (ri(6)) {
+    switch (ri(7)) {
       case 0: { // a new entry (a file, a directory with a few)
         const nm = name();
         if (dir.children!.has(nm)) break;
@@ -138,6 +138,12 @@ function change(tree: Tree): void {
       case 4: // the directory itself touched
         dir.mtimeSec += 3;
         break;
+      case 5: { // copied (cp): a new inode with the same content and xattrs; an object's xattrs then become shared
+        if (pick === undefined || (dir.children!.get(pick)!.inode.mode & S_IFMT) === S_IFDIR) break;
+        const nm = `${pick}.copy`;
+        if (!dir.children!.has(nm)) dir.children!.set(nm, { inode: clone(dir.children!.get(pick)!.inode), hardlink: false });
+        break;
+      }
       default: { // an xattr added to an entry
         if (pick === undefined) break;
         const c = clone(dir.children!.get(pick)!.inode);
