@@ -551,6 +551,26 @@ test('an edit that moves the only inode at the minimum mtime off it: the minimum
     }
   }, false));
 
+test('a copied file (its object xattrs then shared), then the copy deleted (shared no more): spliced, the commit is the one without caches, its image canonical', () =>
+  withWork(async (work) => {
+    const { a, b } = await withAndWithoutCaches(work);
+    const copy = readFileSync(join(work, 'src', 'd1', 'f5.dat'));
+    for (const step of ['copied', 'deleted'] as const) {
+      for (const s of [a, b]) {
+        if (step === 'copied') writeFileSync(join(s.upper, 'f5-copy.dat'), copy);
+        else mknod(join(s.upper, 'f5-copy.dat'), S_IFCHR | 0o644, 0, 0);
+        pinTimes(s.upper);
+      }
+      const ra = await commitHead(a.store, { label: 'app' });
+      const rb = await commitHead(b.store, { label: 'app' });
+      rmSync(b.cacheFile, { force: true });
+      rmSync(b.treeFile, { force: true });
+      assert.ok(Buffer.from(writeImage(baseTree(a.store, ra.id))).equals(readFileSync(a.store.commits.imagePath(ra.id))), `${step}: the image is what the writer makes of its tree`);
+      assert.is(ra.id, rb.id, step);
+      assert.is(ra.path, 'splice', step);
+    }
+  }, false));
+
 for (const change of ['a new file (splice path)', 'an edited file (edits-only path)'] as const) {
   test(`a damaged base image under ${change}: the commit is CORRUPT_STORE, HEAD and its upper stay as they were`, () =>
     withWork(async (work) => {
