@@ -571,11 +571,16 @@ test('a copied file (its object xattrs then shared), then the copy deleted (shar
     }
   }, false));
 
-for (const change of ['a new file (splice path)', 'an edited file (edits-only path)'] as const) {
+for (const change of ['a new file (splice path)', 'an edited file (edits-only path)', 'a new file and no caches (full path)'] as const) {
   test(`a damaged base image under ${change}: the commit is CORRUPT_STORE, HEAD and its upper stay as they were`, () =>
     withWork(async (work) => {
       const a = await setup(work, 'a');
       const base = (await a.store.heads.read('app'))!.base;
+      if (change.includes('full path')) {
+        // no Merkle cache (so neither the edits-only path nor the splice) and no head.tree (a checksummed one would serve instead of the image)
+        rmSync(a.cacheFile);
+        rmSync(a.treeFile);
+      }
       if (change.startsWith('a new')) writeFileSync(join(a.upper, 'another.dat'), 'another '.repeat(30));
       else {
         mkdirSync(join(a.upper, 'd0'), { recursive: true });
