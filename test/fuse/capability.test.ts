@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
 import { S, ok, withCliMount } from '../kernel/mounts.js';
-import { fuseUnavailable, tempDir } from './mounts.js';
+import { fuseUnavailable, tempDir, withCountsFile } from './mounts.js';
 
 // getxattr(security.capability) answered in C (issue 15, item 2): the kernel asks before every
 // write; a HEAD mount answers ENODATA in C for files known to have none (created through the
@@ -29,7 +29,6 @@ const setcap = (cap: string, path: string): void => {
   const work = tempDir('stratum-cap-');
   const store = join(work, 'store');
   const countsFile = join(work, 'counts.json');
-  const saved = process.env.STRATUM_FUSE_COUNTS;
   try {
     const src = join(work, 'src');
     fs.mkdirSync(src);
@@ -38,42 +37,42 @@ const setcap = (cap: string, path: string): void => {
     fs.writeFileSync(join(src, 'plain'), 'a plain lower file\n');
     ok(S(store, 'import', src, '--label', 'app', '--tag', 'v1'), 'import');
     const imported = getcap(join(src, 'tool'));
-    process.env.STRATUM_FUSE_COUNTS = countsFile;  // the server inherits the environment
-    const mnt = join(work, 'mnt');
-    await withCliMount(store, 'app', mnt, 'fuse', async () => {
-      const f = join(mnt, 'new');
-      fs.writeFileSync(f, '');
-      const before = await settledCounts(countsFile);
-      const N = 30;
-      const fd = fs.openSync(f, 'a');
-      for (let i = 0; i < N; i++) fs.writeSync(fd, `line ${i}\n`);
-      fs.closeSync(fd);
-      const d = countsDiff((await settledCounts(countsFile))!, before);
-      assert.ok((d.requests.getxattr ?? 0) >= N, `the kernel asked before each write: ${JSON.stringify(d)}`);
-      assert.is(d.js.getxattr ?? 0, 0, `none of them reached JS: ${JSON.stringify(d)}`);
-      assert.is(fs.readFileSync(f, 'utf8').split('\n').length, N + 1);
+    await withCountsFile(countsFile, async () => {
+      const mnt = join(work, 'mnt');
+      await withCliMount(store, 'app', mnt, 'fuse', async () => {
+        const f = join(mnt, 'new');
+        fs.writeFileSync(f, '');
+        const before = await settledCounts(countsFile);
+        const N = 30;
+        const fd = fs.openSync(f, 'a');
+        for (let i = 0; i < N; i++) fs.writeSync(fd, `line ${i}\n`);
+        fs.closeSync(fd);
+        const d = countsDiff((await settledCounts(countsFile))!, before);
+        assert.ok((d.requests.getxattr ?? 0) >= N, `the kernel asked before each write: ${JSON.stringify(d)}`);
+        assert.is(d.js.getxattr ?? 0, 0, `none of them reached JS: ${JSON.stringify(d)}`);
+        assert.is(fs.readFileSync(f, 'utf8').split('\n').length, N + 1);
 
-      // a lower file's capability shows, also after writes to another file were answered in C
-      if (imported) assert.match(getcap(join(mnt, 'tool')), /cap_net_raw[=+]ep/, 'the lower capability shows');
-      // ... and a lower file without one answers ENODATA (once from JS, then from C)
-      fs.appendFileSync(join(mnt, 'plain'), 'x');
-      fs.appendFileSync(join(mnt, 'plain'), 'y');
-      assert.is(getcap(join(mnt, 'plain')), '');
+        // a lower file's capability shows, also after writes to another file were answered in C
+        if (imported) assert.match(getcap(join(mnt, 'tool')), /cap_net_raw[=+]ep/, 'the lower capability shows');
+        // ... and a lower file without one answers ENODATA (once from JS, then from C)
+        fs.appendFileSync(join(mnt, 'plain'), 'x');
+        fs.appendFileSync(join(mnt, 'plain'), 'y');
+        assert.is(getcap(join(mnt, 'plain')), '');
 
-      // set through the mount on a file C knew had none: it reads back
-      setcap('cap_net_raw+ep', f);
-      assert.match(getcap(f), /cap_net_raw[=+]ep/, 'a capability set through the mount shows');
-      assert.match(getcap(join(store, 'refs/app/head/new')), /cap_net_raw[=+]ep/, 'and is in the upper');
-      // a write drops it (the kernel asks, hears it is there, removes it)
-      fs.appendFileSync(f, 'more\n');
-      assert.is(getcap(f), '', 'a write dropped the capability');
-      setcap('cap_net_raw+ep', f);
-    });
-    await withCliMount(store, 'app', mnt, 'fuse', () => {
-      assert.match(getcap(join(mnt, 'new')), /cap_net_raw[=+]ep/, 'the capability survives a remount');
+        // set through the mount on a file C knew had none: it reads back
+        setcap('cap_net_raw+ep', f);
+        assert.match(getcap(f), /cap_net_raw[=+]ep/, 'a capability set through the mount shows');
+        assert.match(getcap(join(store, 'refs/app/head/new')), /cap_net_raw[=+]ep/, 'and is in the upper');
+        // a write drops it (the kernel asks, hears it is there, removes it)
+        fs.appendFileSync(f, 'more\n');
+        assert.is(getcap(f), '', 'a write dropped the capability');
+        setcap('cap_net_raw+ep', f);
+      });
+      await withCliMount(store, 'app', mnt, 'fuse', () => {
+        assert.match(getcap(join(mnt, 'new')), /cap_net_raw[=+]ep/, 'the capability survives a remount');
+      });
     });
   } finally {
-    if (saved === undefined) delete process.env.STRATUM_FUSE_COUNTS; else process.env.STRATUM_FUSE_COUNTS = saved;
     fs.rmSync(work, { recursive: true, force: true });
   }
 });

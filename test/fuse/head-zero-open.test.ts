@@ -11,7 +11,7 @@ import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
 import { giveTo, makeRuntimeDir, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { endUserMounts, fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { endUserMounts, fuseUnavailable, tempDir, withMount, withCountsFile } from './mounts.js';
 
 // Zero-message open on a HEAD (docs/fuse.md "Zero-message open"): no open or release reaches
 // the server for files; reads and writes come by node, copy-up happens at the first write,
@@ -46,38 +46,37 @@ const run = (cmd: string, args: string[]): string => {
 mountTest('a HEAD: a cat of N files twice makes at most a handful of opens and no release; upper files too', async () => {
   const work = tempDir('stratum-head-zero-');
   const countsFile = join(work, 'counts.json');
-  const saved = process.env.STRATUM_FUSE_COUNTS;
   try {
     const root = await headStore(work);
-    process.env.STRATUM_FUSE_COUNTS = countsFile;  // the server inherits the environment
-    await withMount(root, 'app', undefined, join(work, 'mnt'), async (e) => {
-      fs.statSync(e.mountpoint);
-      let want = '';
-      for (const i of [...Array(N).keys()].map((i) => `f${i}`).sort()) want += body(Number(i.slice(1)));
-      const before = await settledCounts(countsFile);
-      for (let pass = 0; pass < 2; pass++) {
-        const r = spawnSync('sh', ['-c', 'cat many/*'], { cwd: e.mountpoint, encoding: 'utf8', maxBuffer: 1 << 24 });
-        assert.is(r.stdout, want, `pass ${pass + 1}`);
-      }
-      const d = countsDiff((await settledCounts(countsFile))!, before);
-      assert.ok((d.requests.open ?? 0) <= 2, `opens: ${JSON.stringify(d)}`);
-      assert.is(d.requests.release ?? 0, 0, JSON.stringify(d));
-      assert.ok((d.requests.read ?? 0) >= N && (d.requests.read ?? 0) < 2 * N, `each file read once, the second pass from the page cache: ${JSON.stringify(d)}`);
+    await withCountsFile(countsFile, async () => {
+      await withMount(root, 'app', undefined, join(work, 'mnt'), async (e) => {
+        fs.statSync(e.mountpoint);
+        let want = '';
+        for (const i of [...Array(N).keys()].map((i) => `f${i}`).sort()) want += body(Number(i.slice(1)));
+        const before = await settledCounts(countsFile);
+        for (let pass = 0; pass < 2; pass++) {
+          const r = spawnSync('sh', ['-c', 'cat many/*'], { cwd: e.mountpoint, encoding: 'utf8', maxBuffer: 1 << 24 });
+          assert.is(r.stdout, want, `pass ${pass + 1}`);
+        }
+        const d = countsDiff((await settledCounts(countsFile))!, before);
+        assert.ok((d.requests.open ?? 0) <= 2, `opens: ${JSON.stringify(d)}`);
+        assert.is(d.requests.release ?? 0, 0, JSON.stringify(d));
+        assert.ok((d.requests.read ?? 0) >= N && (d.requests.read ?? 0) < 2 * N, `each file read once, the second pass from the page cache: ${JSON.stringify(d)}`);
 
-      // files written through the mount (upper files) read back the same way, and after a change
-      for (let i = 0; i < 10; i++) fs.writeFileSync(join(e.mountpoint, 'many', `u${i}`), body(i));
-      const mid = await settledCounts(countsFile);
-      const u = spawnSync('sh', ['-c', 'cat many/u*; cat many/u*'], { cwd: e.mountpoint, encoding: 'utf8' });
-      let uwant = '';
-      for (let i = 0; i < 10; i++) uwant += body(i);
-      assert.is(u.stdout, uwant + uwant);
-      const du = countsDiff((await settledCounts(countsFile))!, mid!);
-      assert.is((du.requests.open ?? 0) + (du.requests.release ?? 0), 0, JSON.stringify(du));
-      fs.appendFileSync(join(e.mountpoint, 'many', 'u3'), 'more\n');
-      assert.is(fs.readFileSync(join(e.mountpoint, 'many', 'u3'), 'utf8'), body(3) + 'more\n');
+        // files written through the mount (upper files) read back the same way, and after a change
+        for (let i = 0; i < 10; i++) fs.writeFileSync(join(e.mountpoint, 'many', `u${i}`), body(i));
+        const mid = await settledCounts(countsFile);
+        const u = spawnSync('sh', ['-c', 'cat many/u*; cat many/u*'], { cwd: e.mountpoint, encoding: 'utf8' });
+        let uwant = '';
+        for (let i = 0; i < 10; i++) uwant += body(i);
+        assert.is(u.stdout, uwant + uwant);
+        const du = countsDiff((await settledCounts(countsFile))!, mid!);
+        assert.is((du.requests.open ?? 0) + (du.requests.release ?? 0), 0, JSON.stringify(du));
+        fs.appendFileSync(join(e.mountpoint, 'many', 'u3'), 'more\n');
+        assert.is(fs.readFileSync(join(e.mountpoint, 'many', 'u3'), 'utf8'), body(3) + 'more\n');
+      });
     });
   } finally {
-    if (saved === undefined) delete process.env.STRATUM_FUSE_COUNTS; else process.env.STRATUM_FUSE_COUNTS = saved;
     fs.rmSync(work, { recursive: true, force: true });
   }
 });

@@ -48,6 +48,21 @@ export async function withMount<T>(store: string, label: string, tag: string | u
 export const NOBODY = { uid: 65534, gid: 65534 };
 
 /** `sh -c cmd` as nobody, in dir (a mount of nobody's: without allow_other only its user gets in). */
+/**
+ * Runs `fn` with STRATUM_FUSE_COUNTS naming `file` (native/src/fuse.c writes its request counts
+ * there; a server started inside inherits the environment), then puts the variable back.
+ */
+export async function withCountsFile<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.STRATUM_FUSE_COUNTS;
+  process.env.STRATUM_FUSE_COUNTS = file;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.STRATUM_FUSE_COUNTS;
+    else process.env.STRATUM_FUSE_COUNTS = saved;
+  }
+}
+
 export function shAsNobodyIn(dir: string, cmd: string): { status: number | null; stdout: string; stderr: string } {
   return spawnSync('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `cd '${dir}' && ${cmd}`], { encoding: 'utf8' });
 }

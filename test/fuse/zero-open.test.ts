@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir, withMount, withCountsFile } from './mounts.js';
 
 // Zero-message open on tag mounts (docs/fuse.md "Zero-message open"): the kernel sends no open
 // or release for files once the server answered ENOSYS, reads carry no handle and C finds the
@@ -35,55 +35,54 @@ async function tagStore(work: string): Promise<string> {
 mountTest('a tag mount: cat of N files makes at most 1 open and no release, reads come back right', async () => {
   const work = tempDir('stratum-zero-open-');
   const countsFile = join(work, 'counts.json');
-  const saved = process.env.STRATUM_FUSE_COUNTS;
   try {
     const root = await tagStore(work);
-    process.env.STRATUM_FUSE_COUNTS = countsFile;  // the server inherits the environment
-    await withMount(root, 'z', 'v1', join(work, 'mnt'), async (e) => {
-      fs.statSync(e.mountpoint);
-      const before = await settledCounts(countsFile);
-      const r = spawnSync('sh', ['-c', 'cat many/*'], { cwd: e.mountpoint, encoding: 'utf8', maxBuffer: 1 << 24 });
-      assert.is(r.status, 0, r.stderr);
-      let want = '';
-      for (const i of [...Array(N).keys()].map((i) => `f${i}`).sort()) want += body(Number(i.slice(1)));
-      assert.is(r.stdout, want);
-      const first = countsDiff((await settledCounts(countsFile))!, before);
-      assert.ok((first.requests.open ?? 0) <= 1, `opens: ${JSON.stringify(first)}`);
-      assert.is(first.requests.release ?? 0, 0, JSON.stringify(first));
-      assert.ok((first.requests.read ?? 0) >= N, `every file read once: ${JSON.stringify(first)}`);
+    await withCountsFile(countsFile, async () => {
+      await withMount(root, 'z', 'v1', join(work, 'mnt'), async (e) => {
+        fs.statSync(e.mountpoint);
+        const before = await settledCounts(countsFile);
+        const r = spawnSync('sh', ['-c', 'cat many/*'], { cwd: e.mountpoint, encoding: 'utf8', maxBuffer: 1 << 24 });
+        assert.is(r.status, 0, r.stderr);
+        let want = '';
+        for (const i of [...Array(N).keys()].map((i) => `f${i}`).sort()) want += body(Number(i.slice(1)));
+        assert.is(r.stdout, want);
+        const first = countsDiff((await settledCounts(countsFile))!, before);
+        assert.ok((first.requests.open ?? 0) <= 1, `opens: ${JSON.stringify(first)}`);
+        assert.is(first.requests.release ?? 0, 0, JSON.stringify(first));
+        assert.ok((first.requests.read ?? 0) >= N, `every file read once: ${JSON.stringify(first)}`);
 
-      // a second pass: pages kept (keep_cache without open), no request at all for the files
-      const mid = await settledCounts(countsFile);
-      const again = spawnSync('sh', ['-c', 'cat many/*'], { cwd: e.mountpoint, encoding: 'utf8', maxBuffer: 1 << 24 });
-      assert.is(again.stdout, want);
-      const second = countsDiff((await settledCounts(countsFile))!, mid!);
-      assert.is((second.requests.open ?? 0) + (second.requests.read ?? 0) + (second.requests.release ?? 0), 0, JSON.stringify(second));
+        // a second pass: pages kept (keep_cache without open), no request at all for the files
+        const mid = await settledCounts(countsFile);
+        const again = spawnSync('sh', ['-c', 'cat many/*'], { cwd: e.mountpoint, encoding: 'utf8', maxBuffer: 1 << 24 });
+        assert.is(again.stdout, want);
+        const second = countsDiff((await settledCounts(countsFile))!, mid!);
+        assert.is((second.requests.open ?? 0) + (second.requests.read ?? 0) + (second.requests.release ?? 0), 0, JSON.stringify(second));
 
-      // inline, empty, a large object read at offsets, and mmap of it
-      assert.is(fs.readFileSync(join(e.mountpoint, 'inline'), 'utf8'), 'short\n');
-      assert.is(fs.readFileSync(join(e.mountpoint, 'empty'), 'utf8'), '');
-      const fd = fs.openSync(join(e.mountpoint, 'big'), 'r');
-      try {
-        const b = Buffer.alloc(5);
-        assert.is(fs.readSync(fd, b, 0, 5, (3 << 20) - 3), 3);
-        assert.equal([...b.subarray(0, 3)], [7, 7, 7]);
-      } finally {
-        fs.closeSync(fd);
-      }
-      const py = spawnSync('python3', ['-c', `import mmap,sys
+        // inline, empty, a large object read at offsets, and mmap of it
+        assert.is(fs.readFileSync(join(e.mountpoint, 'inline'), 'utf8'), 'short\n');
+        assert.is(fs.readFileSync(join(e.mountpoint, 'empty'), 'utf8'), '');
+        const fd = fs.openSync(join(e.mountpoint, 'big'), 'r');
+        try {
+          const b = Buffer.alloc(5);
+          assert.is(fs.readSync(fd, b, 0, 5, (3 << 20) - 3), 3);
+          assert.equal([...b.subarray(0, 3)], [7, 7, 7]);
+        } finally {
+          fs.closeSync(fd);
+        }
+        const py = spawnSync('python3', ['-c', `import mmap,sys
 f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)
 print(len(m), m[0], m[len(m)-1], bytes(m).count(7))`, join(e.mountpoint, 'big')], { encoding: 'utf8' });
-      assert.is(py.stdout.trim(), `${3 << 20} 7 7 ${3 << 20}`, py.stderr);
+        assert.is(py.stdout.trim(), `${3 << 20} 7 7 ${3 << 20}`, py.stderr);
 
-      // control files without handles: status reads its text, commit is read-only
-      const status = fs.readFileSync(join(e.mountpoint, '.stratum', 'status'), 'utf8');
-      assert.match(status, /^label z$/m);
-      assert.match(status, /^mode fuse read-only$/m);
-      assert.is(fs.readFileSync(join(e.mountpoint, '.stratum', 'commit'), 'utf8'), '');
-      assert.throws(() => fs.writeFileSync(join(e.mountpoint, '.stratum', 'commit'), 'v2\n'), (err: NodeJS.ErrnoException) => err.code === 'EROFS');
+        // control files without handles: status reads its text, commit is read-only
+        const status = fs.readFileSync(join(e.mountpoint, '.stratum', 'status'), 'utf8');
+        assert.match(status, /^label z$/m);
+        assert.match(status, /^mode fuse read-only$/m);
+        assert.is(fs.readFileSync(join(e.mountpoint, '.stratum', 'commit'), 'utf8'), '');
+        assert.throws(() => fs.writeFileSync(join(e.mountpoint, '.stratum', 'commit'), 'v2\n'), (err: NodeJS.ErrnoException) => err.code === 'EROFS');
+      });
     });
   } finally {
-    if (saved === undefined) delete process.env.STRATUM_FUSE_COUNTS; else process.env.STRATUM_FUSE_COUNTS = saved;
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
