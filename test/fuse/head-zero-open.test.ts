@@ -10,8 +10,8 @@ import { importDirectory } from '../../src/store/commands/import.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { giveTo, makeRuntimeDir, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { endUserMounts, fuseUnavailable, tempDir, withMount, withCountsFile } from './mounts.js';
+import { shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
+import { endUserMounts, fuseUnavailable, tempDir, withMount, withCountsFile, fusermountUnavailable, userWork } from './mounts.js';
 
 // Zero-message open on a HEAD (docs/fuse.md "Zero-message open"): no open or release reaches
 // the server for files; reads and writes come by node, copy-up happens at the first write,
@@ -291,20 +291,14 @@ for p in sys.argv[1:]:
   }
 });
 
-const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+const userWhy = why ?? userTestsUnavailable() ?? fusermountUnavailable();
 (userWhy === undefined ? test : test.skip)('an ordinary user\'s FUSE HEAD without opens: reads, O_TRUNC, truncate, fallocate, mmap, a file created read-only, a writer across a commit', async () => {
   if (userWhy) console.log(`ordinary-user HEAD zero-open test skipped: ${userWhy}`);
   const user = testUser();
-  const dir = tempDir('stratum-head-zero-user-');
-  const mnt = join(dir, 'mnt');
-  const state = join(dir, 'run', 'state');
-  fs.mkdirSync(mnt);
-  fs.mkdirSync(join(dir, 'run'));
-  fs.mkdirSync(join(dir, 'src'));
-  for (const name of ['a', 'b', 'c', 'd']) fs.writeFileSync(join(dir, 'src', name), `${name} `.repeat(100));
-  giveTo(user, dir);
-  const runtimeDir = makeRuntimeDir(user, dir);
-  const options = { runtimeDir, env: { STRATUM_STORE: join(dir, 'store'), STRATUM_STATE: state } };
+  const { dir, mnt, state, options } = userWork(user, 'stratum-head-zero-user-', (d) => {
+    fs.mkdirSync(join(d, 'src'));
+    for (const name of ['a', 'b', 'c', 'd']) fs.writeFileSync(join(d, 'src', name), `${name} `.repeat(100));
+  });
   try {
     let r = stratumAsUser(user, ['import', join(dir, 'src'), '--label', 'mine', '--tag', 'v1'], options);
     assert.is(r.status, 0, r.stderr);

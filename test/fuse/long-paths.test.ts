@@ -9,8 +9,8 @@ import { ensureUpper } from '../../src/store/commands/commit.js';
 import { remove } from '../../src/store/commands/remove.js';
 import { verify } from '../../src/store/commands/verify.js';
 import { Store } from '../../src/store/store.js';
-import { giveTo, makeRuntimeDir, shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
-import { endUserMounts, fuseUnavailable, tempDir, withMount } from './mounts.js';
+import { shAsUser, stratumAsUser, testUser, userTestsUnavailable } from '../helpers/user.js';
+import { endUserMounts, fuseUnavailable, tempDir, withMount, fusermountUnavailable, userWork } from './mounts.js';
 
 // Names and paths at the kernel's limits through a FUSE HEAD: a name over NAME_MAX is
 // ENAMETOOLONG (never EIO), and a path inside the mount that the kernel accepts works even though
@@ -153,18 +153,11 @@ mountTest('a path of ~4070 bytes inside the mount works for create, write, read,
   assert.equal(fs.readdirSync(join(storeDir, 'tmp')).filter((n) => n.startsWith('removed-')), []);
 }));
 
-const userWhy = why ?? userTestsUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+const userWhy = why ?? userTestsUnavailable() ?? fusermountUnavailable();
 (userWhy === undefined ? test : test.skip)('an ordinary user\'s FUSE HEAD: long names are ENAMETOOLONG, a deep path works and commits', async () => {
   if (userWhy) console.log(`ordinary-user long path test skipped: ${userWhy}`);
   const user = testUser();
-  const dir = tempDir('stratum-long-user-');
-  const mnt = join(dir, 'mnt');
-  const state = join(dir, 'run', 'state');
-  fs.mkdirSync(mnt);
-  fs.mkdirSync(join(dir, 'run'));
-  giveTo(user, dir);
-  const runtimeDir = makeRuntimeDir(user, dir);
-  const options = { runtimeDir, env: { STRATUM_STORE: join(dir, 'store'), STRATUM_STATE: state } };
+  const { dir, mnt, state, options } = userWork(user, 'stratum-long-user-');
   const { dirs, file } = longPath(4070);
   try {
     let r = stratumAsUser(user, ['init', 'mine'], options);

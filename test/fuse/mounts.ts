@@ -8,11 +8,34 @@ import { startMount, stopMount } from '../../src/fuse/client.js';
 import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { MountState, type MountEntry } from '../../src/store/mount-state.js';
 import { makeTree, type TreeSpec } from '../helpers/trees.js';
+import { type TestUser, giveTo, makeRuntimeDir } from '../helpers/user.js';
 
 export function fuseUnavailable(): string | undefined {
   if (!fs.existsSync('/dev/fuse')) return 'no /dev/fuse';
   if (process.geteuid?.() !== 0) return 'mount tests need root (they mount and switch users)';
   return undefined;
+}
+
+/** Why an ordinary user cannot mount FUSE here (no fusermount3), or undefined. */
+export function fusermountUnavailable(): string | undefined {
+  return spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3';
+}
+
+/**
+ * A temp dir for an ordinary user's FUSE HEAD: `mnt`, `run/` (its STRATUM_STATE under it),
+ * whatever `fill` puts in it, all given to the user, and a runtime dir: the options every
+ * stratumAsUser/shAsUser call of the test passes (its store is `store/` in the dir).
+ */
+export function userWork(user: TestUser, prefix: string, fill?: (dir: string) => void): { dir: string; mnt: string; state: string; options: { runtimeDir: string; env: { STRATUM_STORE: string; STRATUM_STATE: string } } } {
+  const dir = tempDir(prefix);
+  const mnt = join(dir, 'mnt');
+  const state = join(dir, 'run', 'state');
+  fs.mkdirSync(mnt);
+  fs.mkdirSync(join(dir, 'run'));
+  fill?.(dir);
+  giveTo(user, dir);
+  const runtimeDir = makeRuntimeDir(user, dir);
+  return { dir, mnt, state, options: { runtimeDir, env: { STRATUM_STORE: join(dir, 'store'), STRATUM_STATE: state } } };
 }
 
 export function tempDir(prefix = 'stratum-mount-'): string {

@@ -1,14 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { stratumMountsAt } from '../../src/fuse/server.js';
-import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir } from './mounts.js';
+import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir, fusermountUnavailable } from './mounts.js';
 
 // A user without privileges mounts its own HEAD through fusermount3: overlay xattrs in `user.`,
 // whiteouts as char 0:0 (allowed unprivileged since Linux 5.8), the kernel reads the result.
-const why = fuseUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+const why = fuseUnavailable() ?? fusermountUnavailable();
 const mountTest = why === undefined ? test : test.skip;
 if (why) console.log(`unprivileged mount test skipped: ${why}`);
 

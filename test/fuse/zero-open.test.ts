@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { importDirectory } from '../../src/store/commands/import.js';
 import { Store } from '../../src/store/store.js';
 import { countsDiff, settledCounts } from '../../bench/fuse-counts.js';
-import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir, withMount, withCountsFile } from './mounts.js';
+import { asNobody, endUserMounts, mountAsNobody, shAsNobodyIn, fuseUnavailable, tempDir, withMount, withCountsFile, fusermountUnavailable } from './mounts.js';
 
 // Zero-message open on tag mounts (docs/fuse.md "Zero-message open"): the kernel sends no open
 // or release for files once the server answered ENOSYS, reads carry no handle and C finds the
@@ -87,7 +87,7 @@ print(len(m), m[0], m[len(m)-1], bytes(m).count(7))`, join(e.mountpoint, 'big')]
   }
 });
 
-const userWhy = why ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+const userWhy = why ?? fusermountUnavailable();
 (userWhy === undefined ? test : test.skip)('an ordinary user mounts a tag (fusermount3): files and status read back without opens', async () => {
   const dir = tempDir('stratum-zero-open-user-');
   const mnt = join(dir, 'mnt');

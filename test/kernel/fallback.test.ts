@@ -5,13 +5,13 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { lazyUnmount, stratumMountsAt } from '../../src/fuse/server.js';
 import { MountState } from '../../src/store/mount-state.js';
-import { NOBODY, asNobody, fuseUnavailable, tempDir } from '../fuse/mounts.js';
+import { NOBODY, asNobody, fuseUnavailable, tempDir, fusermountUnavailable } from '../fuse/mounts.js';
 
 // Without privileges there is no kernel mode (issue #8): an unprivileged user's `stratum mount`
 // (--mode auto) is a FUSE mount, and `--mode kernel` fails at once with one line saying why and
 // what to use instead, leaving nothing mounted or made. The store, the state dir and the
 // mountpoints belong to nobody, who runs every command.
-const why = fuseUnavailable() ?? (spawnSync('sh', ['-c', 'command -v fusermount3']).status === 0 ? undefined : 'no fusermount3');
+const why = fuseUnavailable() ?? fusermountUnavailable();
 const userTest = why === undefined ? test : test.skip;
 if (why) console.log(`kernel-mode fallback test skipped: ${why}`);
 
