@@ -28,21 +28,18 @@ export function baseTree(store: Store, id: string): Tree {
   return imageTreeFromBytes(readBaseImage(store, id)); // the reader's whole mode: bounds- and cycle-checked
 }
 
-function imageBytes(store: Store, id: string): Buffer {
-  try {
-    return readFileSync(store.commits.imagePath(id));
-  } catch (err) {
-    throw missingImage(err, id);
-  }
-}
-
 /**
  * The base commit's image, for a commit built on it (copied by the edits and splice paths, read
  * into a tree by the full path and `import --bare`): checked against the commit id (its fs-verity
  * digest, ~18 ms for 26 MB), so a damaged image is refused, not carried on into every later commit.
  */
 export function readBaseImage(store: Store, id: string): Buffer {
-  const bytes = imageBytes(store, id);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(store.commits.imagePath(id));
+  } catch (err) {
+    throw missingImage(err, id);
+  }
   if (digestBuffer(bytes) !== id) throw new StratumError('CORRUPT_STORE', `the image of commit ${id} is damaged (its digest does not match); run \`stratum verify\` and restore it from where the store was synced`);
   return bytes;
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fsverityDigest } from '../digest.js';
 import { StratumError, isSystemError, wrapSystemError } from '../error.js';
 import type { HeadState } from '../head.js';
-import { lazyImageTree } from '../image/image-tree.js';
+import { imageTreeFromBytes, lazyImageTree } from '../image/image-tree.js';
 import { FileSource, ImageReader, bufferSource } from '../image/read.js';
 import { indexBase } from '../image/splice.js';
 import { type Inode, type Tree, newInode, objectPath } from '../image/tree.js';
@@ -25,7 +25,7 @@ import { type PendingContent, mergeUpper } from '../union.js';
 import { makeFreshUpper, upperRootAttr } from '../upper.js';
 import { anyLengthAsync } from '../../native/files.js';
 import { digestBuffer, digestFd } from '../../native/verity.js';
-import { baseTree, commitRoot, readBaseImage, requireImage } from './base.js';
+import { commitRoot, readBaseImage, requireImage } from './base.js';
 import { spliceHeadCommit } from './splice.js';
 import { buildHeadCommit } from './build.js';
 import { MERKLE_CACHE_FILE, type MerkleCache, patchImage, readMerkleCache, scanEdits, writeMerkleCache } from './edits.js';
@@ -114,9 +114,12 @@ export async function commitUpper(store: Store, head: HeadState, paths: HeadPath
   const baseMeta = await store.commits.metadata(head.base);
   const cached = readMerkleCache(join(paths.labelDir, MERKLE_CACHE_FILE), head.base, baseMeta);
   if (!cached && process.env.STRATUM_DEBUG_FASTPATH) process.stderr.write('no usable Merkle cache for the base: the full path hashes every leaf\n');
-  // Three ways to the same image, cheapest first; each refuses (undefined) what it cannot do.
+  // Three ways to the same image, cheapest first; each refuses (undefined) what it cannot do. What
+  // one way read (the base image, checked; the upper's files, hashed) the next takes as it is.
   const hashed: HashMemo = new Map();
-  let prepared = (cached && (await prepareFast(store, head, paths, baseMeta, cached))) ?? (cached && options.splice !== false ? await prepareSplice(store, head, paths, cached, hashed) : undefined) ?? (await prepareFull(store, head, paths, cached, hashed));
+  let baseBytes: Buffer | undefined;
+  const baseImage = (): Buffer => (baseBytes ??= readBaseImage(store, head.base));
+  let prepared = (cached && (await prepareFast(store, head, paths, baseMeta, cached, hashed, baseImage))) ?? (cached && options.splice !== false ? await prepareSplice(head, paths, cached, hashed, baseImage) : undefined) ?? (await prepareFull(head, paths, cached, hashed, baseImage));
   if (prepared.upperEntries === 0 && rootOwnerOnly(store, head, prepared.root)) prepared = await unchangedBase(store, head.base, paths, prepared);
   fastPath = prepared.path === 'edits';
   path = prepared.path;
@@ -233,11 +236,10 @@ function refused(path: string, why: string): undefined {
  * The splice path (head/splice.ts): the base read lazily, the upper merged in, the new image
  * spliced from the base's; undefined when the splice refuses the change (the full path runs).
  */
-async function prepareSplice(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache, hashed: HashMemo): Promise<Prepared | undefined> {
-  const baseImage = readBaseImage(store, head.base);
-  const index = indexBase(baseImage);
+async function prepareSplice(head: HeadState, paths: HeadPaths, cached: MerkleCache, hashed: HashMemo, baseImage: () => Buffer): Promise<Prepared | undefined> {
+  const index = indexBase(baseImage());
   if (typeof index === 'string') return refused('splice', index);
-  const reader = ImageReader.whole(baseImage);
+  const reader = ImageReader.whole(baseImage());
   const { tree: base, origin } = lazyImageTree(reader);
   // (indexBase refuses a base with hardlinks, so the merge need not look for them in it)
   const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay', baseLinkFree: true });
@@ -248,9 +250,9 @@ async function prepareSplice(store: Store, head: HeadState, paths: HeadPaths, ca
 }
 
 /** The general path: base tree ⊕ upper, laid out and written whole. */
-async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined, hashed: HashMemo): Promise<Prepared> {
+async function prepareFull(head: HeadState, paths: HeadPaths, cached: MerkleCache | undefined, hashed: HashMemo, baseImage: () => Buffer): Promise<Prepared> {
   const cachedTree = readBaseTreeCache(paths.labelDir, head.base);
-  const base = cachedTree?.tree ?? baseTree(store, head.base);
+  const base = cachedTree?.tree ?? imageTreeFromBytes(baseImage()); // the reader's whole mode: bounds- and cycle-checked
   const merged = mergeUpper(base, paths.upper, { ns: head.xattrNamespace, style: 'overlay', baseLinkFree: cachedTree?.linkFree });
   const contents = await hashContents(merged.pending, hashed);
   const { id, meta, image, cache } = buildHeadCommit(merged.tree, head.base, cached && { base, cache: cached });
@@ -258,7 +260,7 @@ async function prepareFull(store: Store, head: HeadState, paths: HeadPaths, cach
 }
 
 /** The edits-only path (head-patch.ts), or undefined when it does not apply. */
-async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, baseMeta: CommitMetadata, cache: MerkleCache): Promise<Prepared | undefined> {
+async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, baseMeta: CommitMetadata, cache: MerkleCache, hashed: HashMemo, baseImage: () => Buffer): Promise<Prepared | undefined> {
   // The scan looks up only the upper's paths: through the file, so a commit that takes the full
   // path (a new name, found by the scan) does not read the whole base image for nothing.
   const imagePath = store.commits.imagePath(head.base);
@@ -271,10 +273,9 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, base
   }
   if (!scan) return undefined;
   // the same image in memory (nids are image positions: the scan's stay valid), to patch
-  const baseImage = readBaseImage(store, head.base);
-  const reader = ImageReader.open(bufferSource(baseImage));
+  const reader = ImageReader.open(bufferSource(baseImage()));
   const pending: PendingContent[] = scan.edits.filter((e) => e.kind === 'content').map((e) => ({ path: e.upperPath, inode: newInode({ mode: Number(e.stat.mode), size: Number(e.stat.size) }) }));
-  const contents = await hashContents(pending, new Map());
+  const contents = await hashContents(pending, hashed);
   for (let i = 0, k = 0; i < scan.edits.length; i++) {
     const edit = scan.edits[i]!;
     if (edit.kind !== 'content') continue;
@@ -286,7 +287,7 @@ async function prepareFast(store: Store, head: HeadState, paths: HeadPaths, base
     }
     edit.digest = inode.digest;
   }
-  const image = Buffer.from(baseImage);
+  const image = Buffer.from(baseImage()); // a copy to patch: the base bytes stay as read for a way that follows
   const patched = patchImage(image, reader, scan.edits, cache);
   if (!patched) return undefined;
   const id = digestBuffer(image);
