@@ -7,7 +7,7 @@
 // Public surface: the constants below; Field, getField, putField and the struct layouts
 // lcfs_erofs_header, erofs_super_block, erofs_inode_compact, erofs_inode_extended,
 // erofs_xattr_ibody_header, erofs_xattr_entry, erofs_dirent, erofs_inode_chunk_info; inodeLayout,
-// xattrIbodySize, xattrEntrySize; FileType, fileTypeOfMode, S_IF* mode bits; isWhiteout,
+// xattrIbodySize, xattrEntrySize, direntNameEnd; FileType, fileTypeOfMode, S_IF* mode bits; isWhiteout,
 // chunking, chunkBits, shownXattrName, LCFS_RECOMMENDED_INLINE_CONTENT_MAX.
 
 /** composefs header at offset 0 (32 bytes): magic, version, flags, composefs_version, unused[4]. */
@@ -187,6 +187,18 @@ export const erofs_dirent = {
   sizeof: EROFS_DIRENT_SIZE,
   nid: f(0, 'u64'), nameoff: f(8, 'u16'), file_type: f(10, 'u8'),
 } as const;
+
+/**
+ * Where dirent i's name ends, in a dirent chunk (a block, or an inline tail) of `count` entries
+ * that lies at [start, end) of `b`: at the next name, or for the last one at the chunk's end or the
+ * first NUL before it (names are not terminated; what follows the last is padding).
+ */
+export function direntNameEnd(b: Uint8Array, start: number, end: number, i: number, count: number): number {
+  const d = start + i * erofs_dirent.sizeof;
+  if (i + 1 < count) return start + getField(b, d + erofs_dirent.sizeof, erofs_dirent.nameoff);
+  for (let p = start + getField(b, d, erofs_dirent.nameoff); p < end; p++) if (b[p] === 0) return p;
+  return end;
+}
 
 /** Bytes of an inode's xattr body for i_xattr_icount. */
 export const xattrIbodySize = (icount: number): number => (icount === 0 ? 0 : EROFS_XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4);

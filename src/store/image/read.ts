@@ -25,7 +25,7 @@ import {
   EROFS_SUPER_OFFSET, FileType, LCFS_EROFS_MAGIC, OVERLAY_METACOPY, OVERLAY_REDIRECT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK,
   S_IFMT, S_IFREG, S_IFSOCK, XATTR_PREFIX_BY_INDEX, erofs_dirent, erofs_inode_extended, erofs_super_block, erofs_xattr_entry,
   erofs_xattr_ibody_header, getField, inodeDataLayout, inodeLayout, isWhiteout, lcfs_erofs_header, shownXattrName, xattrEntrySize,
-  xattrIbodySize,
+  xattrIbodySize, direntNameEnd,
 } from './erofs.js';
 import type { ByteString, Xattr } from './tree.js';
 
@@ -348,11 +348,7 @@ export class ImageReader {
   private direntName(r: RawInode, block: Uint8Array, count: number, i: number): Uint8Array {
     const o = i * DIRENT.sizeof;
     const nameoff = getField(block, o, DIRENT.nameoff);
-    let nameEnd = i + 1 < count ? getField(block, o + DIRENT.sizeof, DIRENT.nameoff) : block.length;
-    if (i + 1 === count && nameoff < nameEnd) {
-      const nul = block.subarray(nameoff, nameEnd).indexOf(0);
-      if (nul >= 0) nameEnd = nameoff + nul;
-    }
+    const nameEnd = direntNameEnd(block, 0, block.length, i, count);
     if (nameoff < count * DIRENT.sizeof || nameEnd > block.length || nameEnd <= nameoff || nameEnd - nameoff > MAX_NAME) corrupt(`directory ${r.nid}: bad name offsets`);
     const name = block.subarray(nameoff, nameEnd);
     // a name with '/' or NUL would make paths built from it point somewhere else

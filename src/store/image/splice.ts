@@ -30,10 +30,10 @@ import {
   EROFS_INODE_FLAT_PLAIN, EROFS_SLOTSIZE, EROFS_SUPER_BLOCK_SIZE, EROFS_SUPER_OFFSET,
   EROFS_XATTR_LONG_PREFIX, LCFS_EROFS_FLAGS_HAS_ACL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, XATTR_PREFIX_BY_INDEX, erofs_dirent,
   erofs_inode_compact, erofs_inode_extended, erofs_super_block, erofs_xattr_entry, erofs_xattr_ibody_header, getField,
-  lcfs_erofs_header, putField, xattrIbodySize,
+  direntNameEnd, lcfs_erofs_header, putField, xattrIbodySize,
 } from './erofs.js';
 import { type PlanNode, type PlanXattr, type NameInfo, type Work, NEEDS_FULL_LAYOUT, NEEDS_VERSION_1, direntsOf, encodeXattrs, hasAcl, placeNode, rewrite } from './layout.js';
-import type { ByteString, Inode, Tree } from './tree.js';
+import { type ByteString, type Inode, type Tree, byteString } from './tree.js';
 import { Out, writeBlocks, writeHeader, writeInode } from './write.js';
 
 /** The base image and, per inode in image order (index k), what placing it again needs. */
@@ -97,7 +97,6 @@ function pairHint(b: Uint8Array, index: number, nameLen: number, value: number, 
 
 /** A stored xattr as one string: e_name_index, the name suffix, NUL, the value (as latin1). */
 const pairKey = (index: number, suffix: ByteString, value: ByteString): string => `${String.fromCharCode(index)}${suffix}\0${value}`;
-const latin1 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
 /**
  * Sweeps the base image's inodes in image order (padding slots are zero: an all-zero i_format and
@@ -215,7 +214,7 @@ interface NewBody {
   size: number;
 }
 
-/** One entry of the shared xattr table being written: its stored name, value and bytes. */
+/** A stored xattr entry (of the shared table, or inline): its stored name, value, pair key and bytes. */
 interface TableEntry { name: ByteString; value: Buffer; bytes: Buffer; key: string }
 
 /** The writer's order of the shared table (layout.ts): names descending, then longer values first, then values descending. */
@@ -266,7 +265,7 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
     encodeXattrs(p.xattrs, names);
     if (hasAcl(p)) acl = true;
     for (const x of p.xattrs) {
-      const key = pairKey(x.index, latin1(x.suffix), latin1(x.value));
+      const key = pairKey(x.index, byteString(x.suffix), byteString(x.value));
       const seen = plannedCount.get(key);
       plannedCount.set(key, (seen ?? 0) + 1);
       if (seen !== undefined || base.tableKeys.has(key)) continue;
@@ -384,12 +383,8 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
   let changed = false;
   for (let i = 0; i < base.tableOffsets.length; i++) {
     const at = base.tableOffsets[i]!;
-    const key = base.tableKeyList[i]!;
-    const end = i + 1 < base.tableOffsets.length ? base.tableOffsets[i + 1]! : base.table.length;
-    if (uses[at / 4]! + (plannedCount.get(key) ?? 0) >= 2) {
-      const b = base.table;
-      const nameLen = b[at]!;
-      kept.push({ name: storedName(b[at + 1]!, b.toString('latin1', at + XE.sizeof, at + XE.sizeof + nameLen)), value: b.subarray(at + XE.sizeof + nameLen, at + XE.sizeof + nameLen + u16(b, at + XE.e_value_size.at)), bytes: b.subarray(at, end), key });
+    if (uses[at / 4]! + (plannedCount.get(base.tableKeyList[i]!) ?? 0) >= 2) {
+      kept.push(tableEntry(base, i));
     } else {
       dropped.add(at);
       changed = true;
@@ -440,7 +435,7 @@ export function spliceImage(base: SpliceBase, tree: Tree, refOf: (inode: Inode) 
   for (const w of plannedWorks) {
     let n = 0;
     for (const x of w.plan.xattrs) {
-      const at = sharedAt.get(pairKey(x.index, latin1(x.suffix), latin1(x.value)));
+      const at = sharedAt.get(pairKey(x.index, byteString(x.suffix), byteString(x.value)));
       if (at === undefined) { x.sharedOffset = -1; continue; }
       if (n++ >= EROFS_XATTR_LONG_PREFIX) return 'too many shared xattrs on one inode';
       x.sharedOffset = at;
@@ -580,17 +575,17 @@ function newBody(base: SpliceBase, k: number, sharedAt: Map<string, number>, xat
   const img = base.image;
   const size = xattrBodySize(base, k);
   const body = base.offset[k]! + base.head[k]! - size;
-  const items: Array<{ name: ByteString; key: string; bytes: Buffer }> = [];
+  const items: TableEntry[] = [];
   const count = img[body + XH.h_shared_count.at]!;
   for (let i = 0; i < count; i++) {
     const at = u32(img, body + XH.h_shared_xattrs.at + 4 * i) * 4 + xattrStartShift;
     const j = base.tableOffsets.indexOf(at);
     if (j < 0) return 'a shared xattr id outside the table';
-    items.push(entryItem(base.table, at, (j + 1 < base.tableOffsets.length ? base.tableOffsets[j + 1]! : base.table.length) - at));
+    items.push(tableEntry(base, j));
   }
   for (let e = body + XH.sizeof + 4 * count; e + XE.sizeof <= body + size; ) {
     const len = roundUp(XE.sizeof + img[e]! + u16(img, e + XE.e_value_size.at), 4);
-    items.push(entryItem(img, e, len));
+    items.push(storedEntry(img, e, len));
     e += len;
   }
   items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -606,13 +601,19 @@ function newBody(base: SpliceBase, k: number, sharedAt: Map<string, number>, xat
   return { filter: u32(img, body + XH.h_name_filter.at), shared, inline: inlineBytes, size: roundUp(XH.sizeof + 4 * shared.length + inlineBytes.length, 4) };
 }
 
-/** The stored entry of `length` bytes at `at` in `b`: its name, pair key and bytes. */
-function entryItem(b: Buffer, at: number, length: number): { name: ByteString; key: string; bytes: Buffer } {
+/** Entry j of the base's shared table (up to the next one, or the table's end). */
+function tableEntry(base: SpliceBase, j: number): TableEntry {
+  const at = base.tableOffsets[j]!;
+  return storedEntry(base.table, at, (j + 1 < base.tableOffsets.length ? base.tableOffsets[j + 1]! : base.table.length) - at);
+}
+
+/** The stored xattr entry of `length` bytes (padding included) at `at` in `b`. */
+function storedEntry(b: Buffer, at: number, length: number): TableEntry {
   const nameLen = b[at + XE.e_name_len.at]!;
   const index = b[at + XE.e_name_index.at]!;
   const suffix = b.toString('latin1', at + XE.sizeof, at + XE.sizeof + nameLen);
-  const value = b.toString('latin1', at + XE.sizeof + nameLen, at + XE.sizeof + nameLen + u16(b, at + XE.e_value_size.at));
-  return { name: storedName(index, suffix), key: pairKey(index, suffix, value), bytes: b.subarray(at, at + length) };
+  const value = b.subarray(at + XE.sizeof + nameLen, at + XE.sizeof + nameLen + u16(b, at + XE.e_value_size.at));
+  return { name: storedName(index, suffix), value, key: pairKey(index, suffix, byteString(value)), bytes: b.subarray(at, at + length) };
 }
 
 /**
@@ -637,13 +638,10 @@ const lo = (b: Buffer, dirent: number): number => u32(b, dirent + DIRENT.nid.at)
 
 /** 0 for an ordinary name, 1 for `.`, 2 for `..`: dirent i of the `count` in the chunk [start, end). */
 function dots(b: Buffer, start: number, end: number, i: number, count: number): number {
-  const d = start + i * EROFS_DIRENT_SIZE;
-  const name = start + u16(b, d + DIRENT.nameoff.at);
+  const name = start + u16(b, start + i * EROFS_DIRENT_SIZE + DIRENT.nameoff.at);
   if (b[name] !== 0x2e) return 0;
-  // a name runs to the next one, or for the last to the chunk's end or a NUL
-  const nameEnd = i + 1 < count ? start + u16(b, d + EROFS_DIRENT_SIZE + DIRENT.nameoff.at) : end;
-  if (nameEnd === name + 1 || b[name + 1] === 0) return 1;
-  return b[name + 1] === 0x2e && (nameEnd === name + 2 || b[name + 2] === 0) ? 2 : 0;
+  const length = direntNameEnd(b, start, end, i, count) - name;
+  return length === 1 ? 1 : length === 2 && b[name + 1] === 0x2e ? 2 : 0;
 }
 
 /** Calls `visit` with each dirent of base directory k (its offset, and `dots`), blocks first, then the tail. */
