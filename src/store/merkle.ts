@@ -18,7 +18,7 @@
 // Public surface: LeafAttr, leafData, leafHash, merkleLevels (optionally reusing a base tree's
 // nodes over a common prefix of leaves), commonLeaves, levelsBeside (the same beside a commit's
 // base, whose root leaf always changes), summaryOf, updateLeaf, merkleRoot,
-// merkleOfImage, MerkleSummary, TreeStats.
+// imageLeaf, merkleOfImage, MerkleSummary, TreeStats.
 import { hash } from 'node:crypto';
 import { merkleLevel } from '../native/verity.js';
 import { fsverityDigest } from './digest.js';
@@ -196,23 +196,25 @@ export function merkleRoot(leafHashes: Buffer): MerkleSummary {
   return summaryOf(merkleLevels(leafHashes));
 }
 
+/** The leaf of image inode `nid` (attributes `attr`) at `path`. */
+export function imageLeaf(reader: ImageReader, path: ByteString, attr: LeafAttr, nid: number): Buffer {
+  const type = attr.mode & S_IFMT;
+  const digest = type === S_IFREG ? reader.objectOf(nid) ?? fsverityDigest(reader.readContent(nid)) : '';
+  const target = type === S_IFLNK ? reader.readlink(nid) : '';
+  return leafHash(path, attr, target, reader.xattrs(nid), digest);
+}
+
 /** Walks the image once: Merkle summary plus the counts metadata.toml records. */
 export function merkleOfImage(reader: ImageReader): { merkle: MerkleSummary; stats: TreeStats } {
   const leaves: Array<{ path: ByteString; hash: Buffer }> = [];
   const countedInodes = new Set<number>();
   let totalSize = 0;
   walkImage(reader, (path, attr, nid) => {
-    const type = attr.mode & S_IFMT;
-    let digest = '';
-    if (type === S_IFREG) {
-      digest = reader.objectOf(nid) ?? fsverityDigest(reader.readContent(nid));
-      if (!countedInodes.has(nid)) {
-        countedInodes.add(nid);
-        totalSize += attr.size;
-      }
+    if ((attr.mode & S_IFMT) === S_IFREG && !countedInodes.has(nid)) {
+      countedInodes.add(nid);
+      totalSize += attr.size;
     }
-    const target = type === S_IFLNK ? reader.readlink(nid) : '';
-    leaves.push({ path, hash: leafHash(path, attr, target, reader.xattrs(nid), digest) });
+    leaves.push({ path, hash: imageLeaf(reader, path, attr, nid) });
   });
   leaves.sort((a, b) => compareBytes(a.path, b.path));
   return { merkle: merkleRoot(Buffer.concat(leaves.map((l) => l.hash))), stats: { count: leaves.length, totalSize } };

@@ -6,13 +6,12 @@
 // the levels above the leaves.
 //
 // Public surface: spliceHeadCommit.
-import { fsverityDigest } from '../digest.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../image/erofs.js';
+import { S_IFDIR, S_IFMT } from '../image/erofs.js';
 import type { ImageOrigin } from '../image/image-tree.js';
-import type { ImageReader } from '../image/read.js';
+import { type ImageReader, walkImage } from '../image/read.js';
 import { type SpliceBase, spliceImage } from '../image/splice.js';
 import type { ByteString, Inode, Tree } from '../image/tree.js';
-import { leafHash, levelsBeside, summaryOf } from '../merkle.js';
+import { imageLeaf, levelsBeside, summaryOf } from '../merkle.js';
 import type { CommitMetadata } from '../metadata.js';
 import { digestBuffer } from '../../native/verity.js';
 import { planLeaf } from './build.js';
@@ -39,7 +38,7 @@ export function spliceHeadCommit(reader: ImageReader, index: SpliceBase, tree: T
     if (i < 0) {
       // moved (or not in the cache): every path below it is new (one run each: a sibling's name
       // may sort between a directory and its entries)
-      walkLeaves(reader, nid, path, (p, leaf) => runs.push({ first: p, leaf }));
+      walkImage(reader, (p, attr, n) => runs.push({ first: p, leaf: imageLeaf(reader, p, attr, n) }), { from: { nid, path } });
       continue;
     }
     runs.push({ first: path, from: i, to: i + 1 });
@@ -89,24 +88,4 @@ function lowerBound(paths: ByteString[], key: ByteString, from: number): number 
     else hi = mid;
   }
   return lo;
-}
-
-/** The leaves of base inode `nid` and all below it, at `path` and below (as merkleOfImage computes them). */
-function walkLeaves(reader: ImageReader, nid: number, path: ByteString, visit: (path: ByteString, leaf: Buffer) => void): void {
-  const stack: Array<{ nid: number; path: ByteString }> = [{ nid, path }];
-  while (stack.length > 0) {
-    const { nid: n, path: p } = stack.pop()!;
-    const attr = reader.getattr(n);
-    const type = attr.mode & S_IFMT;
-    const digest = type === S_IFREG ? reader.objectOf(n) ?? fsverityDigest(reader.readContent(n)) : '';
-    const target = type === S_IFLNK ? reader.readlink(n) : '';
-    visit(p, leafHash(p, attr, target, reader.xattrs(n), digest));
-    if (type !== S_IFDIR) continue;
-    for (let offset = 0; ;) {
-      const batch = reader.readdir(n, offset, 1024);
-      if (batch.length === 0) break;
-      for (const e of batch) if (e.name !== '.' && e.name !== '..') stack.push({ nid: e.nid, path: `${p}/${e.name}` });
-      offset = batch[batch.length - 1]!.next;
-    }
-  }
 }

@@ -564,13 +564,16 @@ function checkedObject(nid: number, ext: ExternalObject): string {
 /**
  * Visits every visible path once, `visit(path, attr, nid)`, a directory's entries before its subdirectories.
  * Refuses directory cycles and depth beyond `maxDepth`, so a hostile image cannot make it loop.
+ * `from`: walk only that inode and what is below it, as if it lay at `path`.
  */
-export function walkImage(reader: ImageReader, visit: (path: ByteString, attr: InodeAttr, nid: number) => void, options: { maxDepth?: number } = {}): void {
+export function walkImage(reader: ImageReader, visit: (path: ByteString, attr: InodeAttr, nid: number) => void, options: { maxDepth?: number; from?: { nid: number; path: ByteString } } = {}): void {
   const maxDepth = options.maxDepth ?? 2048;
   const seenDirs = new Set<number>();
-  const stack: Array<{ nid: number; path: ByteString; depth: number }> = [{ nid: reader.rootNid, path: '', depth: 0 }];
-  visit('/', reader.getattr(reader.rootNid), reader.rootNid);
-  seenDirs.add(reader.rootNid);
+  const { nid: start, path: startPath } = options.from ?? { nid: reader.rootNid, path: '/' };
+  const startAttr = reader.getattr(start);
+  visit(startPath, startAttr, start);
+  const stack: Array<{ nid: number; path: ByteString; depth: number }> = (startAttr.mode & S_IFMT) === S_IFDIR ? [{ nid: start, path: startPath === '/' ? '' : startPath, depth: 0 }] : [];
+  seenDirs.add(start);
   while (stack.length > 0) {
     const { nid, path, depth } = stack.pop()!;
     if (depth >= maxDepth) corrupt(`directory tree deeper than ${maxDepth}`);
