@@ -11,8 +11,8 @@
 //     it would straddle a block, with mkcomposefs' padding and fallback-to-block rules.
 //
 // Public surface: layout, Plan, PlanNode, PlanDirent, PlanXattr, WriteOptions; for splice.ts, which
-// lays out a tree that is mostly a base image with the same rules: rewrite, Work, encodeXattrs,
-// NameInfo, placeNode, hasAcl.
+// lays out a tree that is mostly a base image with the same rules: rewrite (NEEDS_VERSION_1,
+// NEEDS_FULL_LAYOUT), Work, Child, direntsOf, encodeXattrs, NameInfo, placeNode, hasAcl.
 import { StratumError } from '../error.js';
 import {
   EROFS_BLKSIZ, EROFS_DIRENT_SIZE, EROFS_INODE_COMPACT_SIZE,
